@@ -1,0 +1,59 @@
+"""The one place that picks a backend: ``"naive"``, ``"cpu"`` or ``"cuda"``.
+
+Each backend is a module in :mod:`fastconv.kernels` with the same functions and signatures.
+"""
+import importlib
+import os
+
+import numpy as np
+
+BACKENDS = ("naive", "cpu", "cuda")
+_state = {"name": None}
+
+
+def _check(name):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+def set_backend(name):
+    """Set the default backend for every operation that is not given one explicitly."""
+    if name == "cuda":
+        kernels("cuda")  # fail now, with the clear message, if no GPU or simulator is present
+    _state["name"] = _check(name)
+
+
+def get_backend():
+    """The default backend: the last :func:`set_backend`, else env ``FASTCONV_BACKEND``, else "cpu"."""
+    if _state["name"] is None:
+        _state["name"] = _check(os.environ.get("FASTCONV_BACKEND", "cpu") or "cpu")
+    return _state["name"]
+
+
+def is_device_array(a):
+    """True for a Numba CUDA device array (checked without importing numba.cuda)."""
+    return hasattr(a, "copy_to_host") and hasattr(a, "__cuda_array_interface__")
+
+
+def resolve(backend, *arrays):
+    """The backend name to use: the explicit one, else "cuda" for device arrays, else the default."""
+    if backend is not None:
+        return _check(backend)
+    if any(is_device_array(a) for a in arrays):
+        return "cuda"
+    return get_backend()
+
+
+def kernels(name):
+    """The kernel module of backend ``name``."""
+    return importlib.import_module(f"fastconv.kernels.{_check(name)}")
+
+
+def to_numpy(a):
+    """A NumPy array from any array the engine returns (host or device)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if is_device_array(a):
+        return a.copy_to_host()
+    return np.asarray(a)

@@ -1,0 +1,1 @@
+"""Kernel tiers: ``naive`` (the oracle), ``cpu`` (Numba), ``cuda`` (numba.cuda); one contract."""
