@@ -15,14 +15,16 @@ call costs a page fault per 4 KiB).
 Pooling kernels run one ``(n, c)`` plane per parallel iteration.
 """
 import threading
+import time
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .._shapes import conv_output_hw, pool_output_hw
 from .naive import (  # NumPy's ufuncs are already vectorised: the cpu tier shares them
-    dropout, dropout_backward, linear, linear_backward, sigmoid, sigmoid_backward,
-    softmax_cross_entropy, tanh, tanh_backward)
+    dropout, dropout_backward, sigmoid, sigmoid_backward, softmax_cross_entropy, tanh,
+    tanh_backward)
 
 __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
            "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid", "sigmoid_backward",
@@ -32,7 +34,35 @@ __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_p
 #: Upper bound, in bytes, of the temporaries one conv forward or backward call may hold.
 WORKSPACE_BYTES = 192 * 2**20
 
+#: How long OpenBLAS's idle workers busy-spin after a threaded GEMM (its default timeout is
+#: about 0.1 s). A parallel Numba kernel launched inside that window would share a core with a
+#: spinning BLAS thread and stall for a scheduler tick (4-8 ms), so it runs on one thread instead.
+BLAS_SPIN_SECONDS = 0.12
+
 _local = threading.local()
+_last_gemm = [-1.0]
+
+
+def _gemm(a, b, out):
+    """``out = a @ b`` through NumPy's BLAS, remembering when BLAS last ran."""
+    np.matmul(a, b, out=out)
+    _last_gemm[0] = time.perf_counter()
+    return out
+
+
+def _launch(kernel, *args):
+    """Run a parallel kernel on all Numba threads, or on one while BLAS workers are still spinning.
+
+    One owner of the cores at a time: the results do not depend on the thread count.
+    """
+    if time.perf_counter() - _last_gemm[0] > BLAS_SPIN_SECONDS:
+        return kernel(*args)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(threads)
 
 
 def _buffer(slot, shape, dtype):
@@ -62,7 +92,11 @@ def _valid_range(fx, left, stride, width, out_width):
 
 @njit(parallel=True, cache=True)
 def _im2col_kernel(x, fh, fw, sh, sw, top, left, cols):
-    """x (N, C, H, W) -> cols (C*fh*fw, N, Ho, Wo)."""
+    """x (N, C, H, W) -> cols (C*fh*fw, N, Ho, Wo).
+
+    Plain indexing with a select in the inner loop (no per-row views, no split loops) lets LLVM
+    emit masked vector copies over each output row.
+    """
     n_img, c_in, h, wd = x.shape
     rows, _, ho, wo = cols.shape
     for t in prange(rows * n_img):
@@ -72,19 +106,15 @@ def _im2col_kernel(x, fh, fw, sh, sw, top, left, cols):
         fy = (q // fw) % fh
         fx = q % fw
         lo, hi = _valid_range(fx, left, sw, wd, wo)
+        off = fx - left
         for oh in range(ho):
             y = oh * sh + fy - top
-            dst = cols[q, n, oh]
             if y < 0 or y >= h:
-                dst[:] = 0
-                continue
-            src = x[n, c, y]
-            for ow in range(lo):
-                dst[ow] = 0
-            for ow in range(lo, hi):
-                dst[ow] = src[ow * sw + fx - left]
-            for ow in range(hi, wo):
-                dst[ow] = 0
+                for ow in range(wo):
+                    cols[q, n, oh, ow] = 0
+            else:
+                for ow in range(wo):
+                    cols[q, n, oh, ow] = x[n, c, y, ow * sw + off] if lo <= ow < hi else 0
 
 
 @njit(parallel=True, cache=True)
@@ -247,7 +277,7 @@ def _chunk(n_img, per_image_bytes):
 
 def _im2col_into(x, kernel, stride, pads, cols):
     (fh, fw), (sh, sw) = kernel, stride
-    _im2col_kernel(x, fh, fw, sh, sw, pads[0], pads[2], cols)
+    _launch(_im2col_kernel, x, fh, fw, sh, sw, pads[0], pads[2], cols)
 
 
 def im2col(x, kernel, stride, pads):
@@ -265,7 +295,7 @@ def col2im(cols, x_shape, kernel, stride, pads):
     ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
     dx = np.empty(x_shape, dtype=cols.dtype)
     (fh, fw), (sh, sw) = kernel, stride
-    _col2im_kernel(cols.reshape(-1, n_img, ho, wo), fh, fw, sh, sw, pads[0], pads[2], dx)
+    _launch(_col2im_kernel, cols.reshape(-1, n_img, ho, wo), fh, fw, sh, sw, pads[0], pads[2], dx)
     return dx
 
 
@@ -293,8 +323,8 @@ def conv2d(x, w, b, stride, pads):
             cols = _buffer("cols", (rows, nc, ho, wo), x.dtype)
         _im2col_into(x[n0:n0 + nc], kernel, stride, pads, cols)
         out_t = _buffer("out_t", (k, nc * p), x.dtype)
-        np.matmul(w2, cols.reshape(rows, nc * p), out=out_t)
-        _knp_to_nkp_bias(out_t.reshape(k, nc, p), bias, out[n0:n0 + nc].reshape(nc, k, p))
+        _gemm(w2, cols.reshape(rows, nc * p), out_t)
+        _launch(_knp_to_nkp_bias, out_t.reshape(k, nc, p), bias, out[n0:n0 + nc].reshape(nc, k, p))
     return out, saved
 
 
@@ -319,20 +349,20 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True):
             _im2col_into(x[n0:n0 + nc], kernel, stride, pads, cols)
         cols2 = cols.reshape(rows, nc * p)
         dout_t = _buffer("dout_t", (k, nc, p), dout.dtype)
-        _nkp_to_knp_sum(dout[n0:n0 + nc].reshape(nc, k, p), dout_t, db)
+        _launch(_nkp_to_knp_sum, dout[n0:n0 + nc].reshape(nc, k, p), dout_t, db)
         dout_t2 = dout_t.reshape(k, nc * p)
         if n0 == 0:
-            np.matmul(dout_t2, cols2.T, out=dw)
+            _gemm(dout_t2, cols2.T, dw)
         else:
             if dw_part is None:
                 dw_part = np.empty_like(dw)
-            np.matmul(dout_t2, cols2.T, out=dw_part)
+            _gemm(dout_t2, cols2.T, dw_part)
             dw += dw_part
         if need_dx:
             dcols = _buffer("dcols", (rows, nc, ho, wo), dout.dtype)
-            np.matmul(w2.T, dout_t2, out=dcols.reshape(rows, nc * p))
+            _gemm(w2.T, dout_t2, dcols.reshape(rows, nc * p))
             (fh, fw), (sh, sw) = kernel, stride
-            _col2im_kernel(dcols, fh, fw, sh, sw, pads[0], pads[2], dx[n0:n0 + nc])
+            _launch(_col2im_kernel, dcols, fh, fw, sh, sw, pads[0], pads[2], dx[n0:n0 + nc])
     return dx, dw.reshape(w.shape), (db if has_bias else None)
 
 
@@ -342,7 +372,7 @@ def max_pool2d(x, kernel, stride):
     ho, wo = pool_output_hw((h, wd), kernel, stride)
     out = np.empty((n_img, c, ho, wo), dtype=x.dtype)
     switches = np.empty((n_img, c, ho, wo), dtype=np.int64)
-    _max_pool_kernel(x, kernel[0], kernel[1], stride[0], stride[1], out, switches)
+    _launch(_max_pool_kernel, x, kernel[0], kernel[1], stride[0], stride[1], out, switches)
     return out, switches
 
 
@@ -350,7 +380,7 @@ def max_pool2d_backward(dout, switches, input_shape):
     """Route dout (N, C, Hout, Wout) by switches into dx (input_shape) -> (dx, ok)."""
     n_img, c, h, wd = input_shape
     dx = np.empty((n_img, c, h * wd), dtype=dout.dtype)
-    bad = _max_pool_backward_kernel(dout.reshape(n_img, c, -1), switches.reshape(n_img, c, -1), dx)
+    bad = _launch(_max_pool_backward_kernel, dout.reshape(n_img, c, -1), switches.reshape(n_img, c, -1), dx)
     return dx.reshape(input_shape), bad == 0
 
 
@@ -360,7 +390,7 @@ def avg_pool2d(x, kernel, stride):
     ho, wo = pool_output_hw((h, wd), kernel, stride)
     out = np.empty((n_img, c, ho, wo), dtype=x.dtype)
     scale = x.dtype.type(1.0 / (kernel[0] * kernel[1]))
-    _avg_pool_kernel(x, kernel[0], kernel[1], stride[0], stride[1], scale, out)
+    _launch(_avg_pool_kernel, x, kernel[0], kernel[1], stride[0], stride[1], scale, out)
     return out
 
 
@@ -368,19 +398,34 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride):
     """dout (N, C, Hout, Wout) -> dx (input_shape), each gradient spread evenly over its window."""
     dx = np.empty(input_shape, dtype=dout.dtype)
     scale = dout.dtype.type(1.0 / (kernel[0] * kernel[1]))
-    _avg_pool_backward_kernel(dout, kernel[0], kernel[1], stride[0], stride[1], scale, dx)
+    _launch(_avg_pool_backward_kernel, dout, kernel[0], kernel[1], stride[0], stride[1], scale, dx)
     return dx
 
 
 def relu(x):
     """max(x, 0), NaN propagating; one fused parallel pass."""
     out = np.empty_like(x)
-    _relu_kernel(x.reshape(-1), out.reshape(-1))
+    _launch(_relu_kernel, x.reshape(-1), out.reshape(-1))
     return out
 
 
 def relu_backward(dout, out):
     """dout where the forward output was positive, else 0."""
     dx = np.empty_like(dout)
-    _relu_backward_kernel(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
+    _launch(_relu_backward_kernel, dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
     return dx
+
+
+def linear(x, w, b):
+    """x (N, in) @ w.T + b -> (N, out), through BLAS."""
+    out = _gemm(x, w.T, np.empty((x.shape[0], w.shape[0]), dtype=x.dtype))
+    if b is not None:
+        out += b
+    return out
+
+
+def linear_backward(dout, x, w, has_bias, need_dx=True):
+    """dout (N, out) -> (dx (N, in) or None, dw (out, in), db (out,) or None)."""
+    dx = _gemm(dout, w, np.empty(x.shape, dtype=x.dtype)) if need_dx else None
+    dw = _gemm(dout.T, x, np.empty(w.shape, dtype=w.dtype))
+    return dx, dw, (dout.sum(axis=0) if has_bias else None)
