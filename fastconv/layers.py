@@ -572,6 +572,18 @@ class Dropout(Module):
         self._rng = np.random.default_rng(int(gen.integers(2**63))) if rng is None else gen
         self._cache = None
 
+    @property
+    def rng(self):
+        """The ``np.random.Generator`` each training forward draws its mask seed from (assignable,
+        e.g. by a trainer that makes every epoch's masks repeatable)."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, generator):
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError(f"Dropout.rng must be a numpy.random.Generator, got {type(generator).__name__}")
+        self._rng = generator
+
     def forward(self, x):
         if not self.training or self.p == 0:
             self._cache = ()

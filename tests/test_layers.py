@@ -107,6 +107,10 @@ def test_dropout_mask_scaling_eval_and_gradient():
     # the same seed gives the same sequence of masks
     a, b = fc.Dropout(0.5, rng=3), fc.Dropout(0.5, rng=3)
     assert np.array_equal(a(x), b(x)) and np.array_equal(a(x), b(x))
+    a.rng, b.rng = np.random.default_rng(8), np.random.default_rng(8)  # a trainer may reseed
+    assert np.array_equal(a(x), b(x))
+    with pytest.raises(TypeError, match="Generator"):
+        a.rng = 8
 
 
 def test_dropout_gradient_with_fixed_mask():
