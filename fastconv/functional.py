@@ -16,11 +16,12 @@ from ._shapes import conv_output_hw, conv_padding, pair, pool_output_hw
 __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
            "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid",
            "sigmoid_backward", "tanh", "tanh_backward", "linear", "linear_backward", "dropout",
-           "dropout_backward", "cross_entropy"]
+           "dropout_backward", "cross_entropy", "batch_norm", "batch_norm_backward"]
 
 ConvCache = namedtuple("ConvCache", "x w has_bias stride pads saved backend")
 ConvCache.__doc__ = "What :func:`conv2d` hands to :func:`conv2d_backward`."
 LinearCache = namedtuple("LinearCache", "x w has_bias backend")
+BatchNormCache = namedtuple("BatchNormCache", "x weight saved training backend")
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -304,3 +305,52 @@ def cross_entropy(logits, labels, backend=None):
         raise ValueError(f"labels have shape {tuple(labels.shape)}, expected ({logits.shape[0]},) "
                          f"for logits {tuple(logits.shape)}")
     return kernels(name).softmax_cross_entropy(logits, labels)
+
+
+def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=True, momentum=0.1,
+               eps=1e-5, backend=None):
+    """Batch normalisation over every axis but the channel axis 1, as PyTorch's.
+
+    x : (N, C), (N, C, L) or (N, C, H, W); weight, bias : (C,). Training normalises with the
+    batch mean and biased variance and, when given, updates ``running_mean``/``running_var`` in
+    place (``(1 - momentum) * running + momentum * batch``, the variance unbiased). Otherwise it
+    normalises with the running statistics. Returns ``(out, cache)``.
+    """
+    name = resolve(backend, x)
+    x = _array(x, "x")
+    if len(x.shape) < 2:
+        raise ValueError(f"batch_norm: x must have a channel axis 1, got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    weight, bias = _array(weight, "weight", x.dtype), _array(bias, "bias", x.dtype)
+    for what, a in (("weight", weight), ("bias", bias)):
+        _same_shape(a, (c,), what)
+    x3 = x.reshape(x.shape[0], c, -1)
+    count = x3.shape[0] * x3.shape[2]
+    if training and count < 2:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
+                         f"got input shape {tuple(x.shape)}")
+    mean = var = None
+    if not training:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: evaluation mode needs running_mean and running_var")
+        mean, var = _array(running_mean, "running_mean", x.dtype), _array(running_var, "running_var", x.dtype)
+        _same_shape(mean, (c,), "running_mean")
+        _same_shape(var, (c,), "running_var")
+    out, bmean, bvar, saved = kernels(name).batch_norm(x3, weight, bias, mean, var, training, eps)
+    if training and running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += momentum * bmean
+        running_var *= 1 - momentum
+        running_var += (momentum * count / (count - 1)) * bvar
+    return out.reshape(x.shape), BatchNormCache(x3, weight, saved, bool(training), name)
+
+
+def batch_norm_backward(dout, cache, need_dx=True):
+    """Gradients of :func:`batch_norm`: dout as x -> (dx or None, dweight (C,), dbias (C,))."""
+    x3 = cache.x
+    dout = _array(dout, "dout", x3.dtype)
+    if dout.size != x3.size or dout.shape[:2] != x3.shape[:2]:
+        raise ValueError(f"dout has shape {tuple(dout.shape)}, expected the input's shape")
+    dx, dweight, dbias = kernels(cache.backend).batch_norm_backward(
+        dout.reshape(x3.shape), x3, cache.weight, cache.saved, cache.training, need_dx)
+    return (dx.reshape(dout.shape) if dx is not None else None), dweight, dbias

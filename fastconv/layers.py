@@ -2,8 +2,8 @@
 
 A layer keeps only bookkeeping (shape checks, the cache between forward and backward); the
 arithmetic is :mod:`fastconv.functional`'s, so a layer works with whatever array type F returns
-(NumPy today, a CUDA device array later). The exception is batch normalisation, which is written
-in vectorised NumPy and therefore runs on host arrays only.
+(NumPy today, a CUDA device array later). The exception is batch normalisation, whose running
+statistics are updated on the host, so it runs on host arrays only.
 
 Conventions
 -----------
@@ -617,7 +617,8 @@ class _BatchNorm(Module):
     Training: normalise with the batch mean and biased variance; update
     ``running = (1 - momentum) * running + momentum * batch`` with the *unbiased* variance, and
     count ``num_batches_tracked``. Eval: normalise with the running statistics. ``weight`` (ones)
-    and ``bias`` (zeros) are (C,). Written in vectorised NumPy in the input dtype: host arrays only.
+    and ``bias`` (zeros) are (C,). The arithmetic is :func:`fastconv.functional.batch_norm`'s;
+    host arrays only.
     """
 
     _param_names = ("weight", "bias")
@@ -649,48 +650,22 @@ class _BatchNorm(Module):
             raise TypeError(f"{type(self).__name__} runs on NumPy arrays only, got a device array")
         x = self._input(x)
         self.output_shape(x.shape)
-        axes, bshape = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
         if self.training:
-            n = x.size // self.num_features
-            if n < 2:
-                raise ValueError(f"{self!r}: expected more than 1 value per channel when training, "
-                                 f"got input shape {tuple(x.shape)}")
-            mean = x.mean(axis=axes)
-            centred = x - mean.reshape(bshape)
-            var = np.mean(centred * centred, axis=axes)
-            m = self.momentum
-            self.running_mean *= 1 - m
-            self.running_mean += m * mean
-            self.running_var *= 1 - m
-            self.running_var += (m * n / (n - 1)) * var
             self.num_batches_tracked += 1
-        else:
-            var = self.running_var
-            centred = x - self.running_mean.reshape(bshape)
-        inv_std = 1 / np.sqrt(var + self.eps)
-        xhat = centred * inv_std.reshape(bshape)
-        self._cache = (xhat, inv_std, self.training)
-        return xhat * self.weight.data.reshape(bshape) + self.bias.data.reshape(bshape)
+        out, self._cache = F.batch_norm(x, self.weight.data, self.bias.data, self.running_mean,
+                                        self.running_var, self.training, self.momentum, self.eps)
+        return out
 
     def _backward(self, dy, need_dx):
-        xhat, inv_std, batch_stats = self._cached(self._cache)
-        dy = np.asarray(dy, dtype=xhat.dtype)
-        if dy.shape != xhat.shape:
-            raise ValueError(f"{self!r}: dy has shape {dy.shape}, expected {xhat.shape}")
-        axes, bshape = (0,) + tuple(range(2, dy.ndim)), (1, -1) + (1,) * (dy.ndim - 2)
-        _accumulate(self.weight, np.sum(dy * xhat, axis=axes))
-        _accumulate(self.bias, np.sum(dy, axis=axes))
-        if not need_dx:
-            return None
-        dxhat = dy * self.weight.data.reshape(bshape)
-        if batch_stats:
-            dxhat = (dxhat - dxhat.mean(axis=axes, keepdims=True)
-                     - xhat * np.mean(dxhat * xhat, axis=axes, keepdims=True))
-        return dxhat * inv_std.reshape(bshape)
+        cache = self._cached(self._cache)
+        dx, dweight, dbias = F.batch_norm_backward(dy, cache, need_dx)
+        _accumulate(self.weight, dweight)
+        _accumulate(self.bias, dbias)
+        return dx
 
     def _memory(self, in_shape, out_shape, itemsize):
         n = math.prod(out_shape) * itemsize
-        return n, n, 0  # keeps x-hat
+        return n, n, 0  # keeps its input (x-hat is recomputed from it in backward)
 
     def _label(self):
         return f"{type(self).__name__}({self.num_features})"

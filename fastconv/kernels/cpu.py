@@ -26,7 +26,7 @@ from .naive import (  # NumPy's ufuncs are already vectorised: the cpu tier shar
     dropout, dropout_backward, sigmoid, sigmoid_backward, softmax_cross_entropy, tanh,
     tanh_backward)
 
-__all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
+__all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
            "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid", "sigmoid_backward",
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
            "softmax_cross_entropy"]
@@ -429,3 +429,101 @@ def linear_backward(dout, x, w, has_bias, need_dx=True):
     dx = _gemm(dout, w, np.empty(x.shape, dtype=x.dtype)) if need_dx else None
     dw = _gemm(dout.T, x, np.empty(w.shape, dtype=w.dtype))
     return dx, dw, (dout.sum(axis=0) if has_bias else None)
+
+
+@njit(parallel=True, cache=True)
+def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, out):
+    """x (N, C, L): per channel, batch statistics (two passes) when training, then the affine map.
+
+    ``one`` (1 in x's dtype) and ``eps`` keep the arithmetic in x's dtype.
+    """
+    n_img, c_in, length = x.shape
+    inv_count = one / (n_img * length)
+    for c in prange(c_in):
+        if training:
+            acc = x[0, c, 0] - x[0, c, 0]
+            for n in range(n_img):
+                part = x[n, c, 0]
+                for i in range(1, length):
+                    part += x[n, c, i]
+                acc += part
+            mu = acc * inv_count
+            acc = acc - acc
+            for n in range(n_img):
+                d = x[n, c, 0] - mu
+                part = d * d
+                for i in range(1, length):
+                    d = x[n, c, i] - mu
+                    part += d * d
+                acc += part
+            mean[c] = mu
+            var[c] = acc * inv_count
+            inv_std[c] = one / np.sqrt(var[c] + eps)
+        scale = weight[c] * inv_std[c]
+        shift = bias[c] - mean[c] * scale
+        for n in range(n_img):
+            for i in range(length):
+                out[n, c, i] = x[n, c, i] * scale + shift
+
+
+@njit(parallel=True, cache=True)
+def _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_count, dweight, dbias,
+                        dx):
+    n_img, c_in, length = x.shape
+    for c in prange(c_in):
+        mu = mean[c]
+        s = inv_std[c]
+        sum_g = dout[0, c, 0] - dout[0, c, 0]
+        sum_gx = sum_g
+        for n in range(n_img):
+            pg = dout[n, c, 0]
+            pgx = dout[n, c, 0] * (x[n, c, 0] - mu)
+            for i in range(1, length):
+                g = dout[n, c, i]
+                pg += g
+                pgx += g * (x[n, c, i] - mu)
+            sum_g += pg
+            sum_gx += pgx
+        dbias[c] = sum_g
+        dweight[c] = sum_gx * s
+        if need_dx:
+            k = weight[c] * s
+            if training:
+                a = sum_g * inv_count
+                b = sum_gx * s * s * inv_count
+                for n in range(n_img):
+                    for i in range(length):
+                        dx[n, c, i] = k * (dout[n, c, i] - a - (x[n, c, i] - mu) * b)
+            else:
+                for n in range(n_img):
+                    for i in range(length):
+                        dx[n, c, i] = k * dout[n, c, i]
+
+
+def batch_norm(x, weight, bias, mean, var, training, eps):
+    """Batch normalisation of x (N, C, L); see :func:`fastconv.kernels.naive.batch_norm`."""
+    c = x.shape[1]
+    out = np.empty_like(x)
+    eps = x.dtype.type(eps)
+    if training:
+        mean, var = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
+        inv_std = np.empty(c, dtype=x.dtype)
+    else:
+        inv_std = 1 / np.sqrt(var + eps)
+    _launch(_bn_forward_kernel, x, weight, bias, mean, var, inv_std, training, eps, x.dtype.type(1), out)
+    if not training:
+        return out, None, None, (mean, inv_std)
+    return out, mean, var, (mean, inv_std)
+
+
+def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
+    """dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,))."""
+    mean, inv_std = saved
+    c = x.shape[1]
+    dweight = np.empty(c, dtype=x.dtype)
+    dbias = np.empty(c, dtype=x.dtype)
+    dx = np.empty_like(x) if need_dx else np.empty((1, 1, 1), dtype=x.dtype)
+    inv_count = x.dtype.type(1.0 / (x.shape[0] * x.shape[2]))
+    _launch(_bn_backward_kernel, dout, x, weight, mean, inv_std, training, need_dx, inv_count,
+            dweight, dbias, dx)
+    return (dx if need_dx else None), dweight, dbias
