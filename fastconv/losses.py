@@ -1,12 +1,14 @@
 """Loss functions.
 
-The numerics live in pure functions (:func:`log_softmax`,
-:func:`softmax_cross_entropy`) so that another backend (e.g. CUDA) can
-supply its own implementation with the same signature and plug it into
-:class:`CrossEntropyLoss` through its ``fn`` argument.
+The loss validates its inputs; the numerics are the kernel tier's
+(:func:`fastconv.functional.cross_entropy`), so every backend supplies its own.
+:class:`CrossEntropyLoss` also takes any ``fn(logits, labels) -> (loss, dlogits)``.
 """
 
 import numpy as np
+
+from . import functional as F
+from ._backend import is_device_array
 
 __all__ = ["log_softmax", "softmax_cross_entropy", "CrossEntropyLoss", "MSELoss"]
 
@@ -56,7 +58,7 @@ def log_softmax(logits):
     return z
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits, labels, backend=None):
     """Mean softmax cross-entropy and its gradient w.r.t. the logits.
 
     Parameters
@@ -64,6 +66,8 @@ def softmax_cross_entropy(logits, labels):
     logits : ndarray, shape (N, classes), float32 or float64
     labels : ndarray of int, shape (N,)
         Class indices in ``[0, classes)``.
+    backend : str, optional
+        The kernel tier (:func:`fastconv.functional.cross_entropy` computes it).
 
     Returns
     -------
@@ -77,15 +81,9 @@ def softmax_cross_entropy(logits, labels):
     ValueError
         On bad shapes, dtypes or out-of-range labels.
     """
-    logits, labels = _check_inputs(logits, labels)
-    n = logits.shape[0]
-    rows = np.arange(n)
-    logp = log_softmax(logits)
-    loss = -float(logp[rows, labels].mean())
-    dlogits = np.exp(logp, out=logp)
-    dlogits[rows, labels] -= 1
-    dlogits /= n
-    return loss, dlogits
+    if not (is_device_array(logits) or is_device_array(labels)):
+        logits, labels = _check_inputs(logits, labels)
+    return F.cross_entropy(logits, labels, backend=backend)
 
 
 class CrossEntropyLoss:
