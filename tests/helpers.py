@@ -1,0 +1,113 @@
+"""Shared test utilities: the tier lists, tolerances, error measures and a numerical gradient."""
+import numpy as np
+from hypothesis import settings
+
+import fastconv
+import fastconv.functional as F
+
+#: Fast tiers checked against the naive oracle. Adding a tier is one entry here.
+BACKENDS = ["cpu"]
+#: Every tier, the oracle included (for checks that need no second tier, e.g. finite differences).
+ALL_TIERS = ["naive"] + BACKENDS
+DTYPES = [np.float32, np.float64]
+
+#: Relative tolerance against naive, per dtype, measured against the reference array's scale.
+RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+#: Hypothesis settings for the randomised comparisons: modest and repeatable run to run.
+HYPOTHESIS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                      print_blob=True)
+
+#: The worst relative error against naive seen in this session, per dtype name.
+WORST = {}
+
+
+def host(a):
+    """NumPy arrays from a tier's result: device arrays are copied back, a tuple is mapped, None stays."""
+    if a is None:
+        return None
+    if type(a) is tuple:
+        return tuple(host(v) for v in a)
+    return fastconv.to_numpy(a)
+
+
+class _HostFunctional:
+    """:mod:`fastconv.functional` with every array result brought to the host.
+
+    ``HF.conv2d(...)`` is ``F.conv2d(...)`` with its arrays as NumPy (caches are left as they are),
+    so a device tier drops into the same test bodies.
+    """
+
+    def __getattr__(self, name):
+        fn = getattr(F, name)
+
+        def call(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            if type(result) is tuple:
+                return tuple(v if hasattr(v, "_fields") else host(v) for v in result)
+            return host(result)
+        return call
+
+
+HF = _HostFunctional()
+
+
+def rel_error(a, ref):
+    """``max|a - ref| / max|ref|`` (the absolute error when ``ref`` is all zero)."""
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert a.shape == ref.shape, (a.shape, ref.shape)
+    if ref.size == 0:
+        return 0.0
+    scale = np.max(np.abs(ref))
+    err = np.max(np.abs(a - ref))
+    return float(err / scale) if scale > 0 else float(err)
+
+
+def assert_close_to_oracle(a, ref, what):
+    """Assert ``a`` matches the naive tier's ``ref`` within the dtype's tolerance; record the error."""
+    a = np.asarray(a)
+    assert a.dtype == ref.dtype, f"{what}: dtype {a.dtype}, oracle {ref.dtype}"
+    err = rel_error(a, ref)
+    name = ref.dtype.name
+    if err > WORST.get(name, (-1.0, ""))[0]:
+        WORST[name] = (err, what)
+    assert err <= RTOL[ref.dtype], f"{what}: relative error {err:.3e} > {RTOL[ref.dtype]:.0e}"
+
+
+def grad_rel_error(a, b):
+    """``||a - b|| / (||a|| + ||b||)``, the usual gradient-check measure (0 when both are 0)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / denom) if denom > 0 else 0.0
+
+
+def numeric_grad(f, x, dout, h=1e-5):
+    """Central-difference gradient of ``sum(f() * dout)`` with respect to ``x`` (changed in place).
+
+    ``f`` takes no arguments and reads ``x``; ``x`` is restored before returning.
+    """
+    grad = np.zeros_like(x, dtype=np.float64)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    assert np.shares_memory(flat, x), "x must be contiguous so that it can be perturbed in place"
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        plus = np.sum(f() * dout)
+        flat[i] = old - h
+        minus = np.sum(f() * dout)
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+def random(rng, shape, dtype):
+    """Standard normal values of ``dtype``."""
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def tie_free(rng, shape, dtype, gap=0.1):
+    """Distinct values (a shuffled ``arange`` times ``gap``, centred): pooling has no ties."""
+    size = int(np.prod(shape))
+    return ((rng.permutation(size) - size / 2) * gap).reshape(shape).astype(dtype)
