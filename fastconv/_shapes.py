@@ -70,10 +70,10 @@ def conv_output_hw(in_hw, kernel_hw, stride_hw, pads):
 
 def pool_output_hw(in_hw, kernel_hw, stride_hw):
     """``(Hout, Wout)`` of a pooling window without padding, floor mode."""
-    _check_stride(stride_hw)
     (h, w), (kh, kw) = in_hw, kernel_hw
     if kh < 1 or kw < 1:
         raise ValueError(f"pool kernel size must be >= 1, got {(kh, kw)}")
+    _check_stride(stride_hw)
     if kh > h or kw > w:
         raise ValueError(f"pool window {kh}x{kw} is larger than the input {h}x{w}")
     return conv_output_hw(in_hw, kernel_hw, stride_hw, (0, 0, 0, 0))

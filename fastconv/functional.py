@@ -40,7 +40,7 @@ def _array(a, name, dtype=None):
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if dtype is None:
         dtype = arr.dtype if arr.dtype in _FLOATS else np.dtype(np.float32)
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return np.asarray(arr, dtype=dtype) if arr.ndim == 0 else np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _ndim4(a, name, what):
@@ -172,15 +172,15 @@ def max_pool2d_backward(dout, switches, input_shape, backend=None):
     shape = _shape4(input_shape)
     dout = _array(dout, "dout")
     _ndim4(dout, "dout", "(N, C, Hout, Wout)")
-    if tuple(switches.shape) != tuple(dout.shape):
-        raise ValueError(f"switches have shape {tuple(switches.shape)} but dout has {tuple(dout.shape)}")
-    if tuple(dout.shape[:2]) != shape[:2] or dout.shape[2] > shape[2] or dout.shape[3] > shape[3]:
-        raise ValueError(f"dout {tuple(dout.shape)} cannot come from pooling an input of shape {shape}")
     if not is_device_array(switches):
         switches = np.asarray(switches)
         if switches.dtype.kind not in "iu":
             raise TypeError(f"switches must be integers, got dtype {switches.dtype}")
         switches = np.ascontiguousarray(switches, dtype=np.int64)
+    if tuple(switches.shape) != tuple(dout.shape):
+        raise ValueError(f"switches have shape {tuple(switches.shape)} but dout has {tuple(dout.shape)}")
+    if tuple(dout.shape[:2]) != shape[:2] or dout.shape[2] > shape[2] or dout.shape[3] > shape[3]:
+        raise ValueError(f"dout {tuple(dout.shape)} cannot come from pooling an input of shape {shape}")
     dx, ok = kernels(name).max_pool2d_backward(dout, switches, shape)
     if not ok:
         raise ValueError(f"switches hold indices outside [0, {shape[2] * shape[3]}) for input {shape}")
