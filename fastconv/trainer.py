@@ -1,0 +1,455 @@
+"""The training loop: :class:`Trainer` (Keras-like ``fit`` / ``evaluate``) and :class:`History`.
+
+Data flows one way: the trainer drives a model (``forward``/``backward``), a loss and an
+optimizer; it never reaches below the model.
+
+Repeatability
+-------------
+Every random choice a run makes (the shuffle order, the augmentation, the dropout masks) comes
+from generators derived from ``(seed, epoch)`` at the start of each epoch, so epoch ``e`` of a run
+does not depend on how the run got there. That is what makes ``resume=True`` exact: a run
+interrupted after epoch 2 and resumed from its checkpoint ends with the same weights, bit for
+bit, as the run that was never interrupted. (Weight initialisation is the model's business: use
+``fastconv.manual_seed`` or the layers' ``rng`` before building it.)
+"""
+import contextlib
+import math
+import numbers
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from ._backend import to_numpy
+from .datasets import normalize
+from .layers import Dropout
+from .losses import CrossEntropyLoss
+from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
+
+__all__ = ["Trainer", "History"]
+
+_FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_second")
+_CHECKPOINT_FORMAT = 1
+
+
+class History:
+    """Per-epoch record of a :meth:`Trainer.fit` run (one entry per completed epoch).
+
+    Attributes
+    ----------
+    loss, accuracy : list of float
+        Mean training loss and accuracy over the epoch (in training mode, as they were seen).
+    val_loss, val_accuracy : list of float or None
+        On the validation data after the epoch; None when there was none.
+    lr : list of float
+        Learning rate (of the first parameter group) used during the epoch.
+    seconds : list of float
+        Wall time of the epoch: training and validation (not the checkpoint write).
+    images_per_second : list of float
+        Training throughput of the epoch (training pass only).
+    epoch : list of int
+        Epoch indices, from 0.
+    params : dict
+        The run's settings: ``epochs``, ``batch_size``, ``samples``, ``seed``, ...
+    best_epoch, stopped_epoch : int or None
+        With early stopping: the epoch whose weights were restored, and the epoch it stopped
+        after (None if it ran to the end).
+    """
+
+    def __init__(self):
+        for name in _FIELDS:
+            setattr(self, name, [])
+        self.epoch = []
+        self.params = {}
+        self.best_epoch = None
+        self.stopped_epoch = None
+
+    @property
+    def history(self):
+        """``{metric: list}`` as Keras's ``History.history`` (no ``val_*`` keys without validation)."""
+        d = {name: getattr(self, name) for name in _FIELDS}
+        if all(v is None for v in self.val_loss):
+            del d["val_loss"], d["val_accuracy"]
+        return d
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def __repr__(self):
+        last = ", ".join(f"{k}={v[-1]:.4g}" for k, v in self.history.items() if v and v[-1] is not None)
+        return f"History({len(self)} epochs{': ' + last if last else ''})"
+
+    def _append(self, epoch, **values):
+        self.epoch.append(epoch)
+        for name in _FIELDS:
+            setattr(self, name, getattr(self, name) + [values[name]])
+
+    def _state(self):
+        state = {name: list(getattr(self, name)) for name in _FIELDS + ("epoch",)}
+        state.update(params=dict(self.params), best_epoch=self.best_epoch, stopped_epoch=self.stopped_epoch)
+        return state
+
+    @classmethod
+    def _from_state(cls, state):
+        h = cls()
+        for key, value in state.items():
+            setattr(h, key, list(value) if isinstance(value, (list, tuple)) else value)
+        return h
+
+    def plot(self, path):
+        """Write a PNG of the loss, accuracy and learning-rate curves to ``path``; return ``path``.
+
+        Needs matplotlib (the optional extra: ``pip install fastconv[plot]``).
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as exc:
+            raise ImportError("History.plot needs matplotlib: pip install fastconv[plot] "
+                              "(or pip install matplotlib)") from exc
+        if not self.epoch:
+            raise ValueError("History.plot: the history is empty (no completed epoch)")
+        epochs = [e + 1 for e in self.epoch]
+        fig = Figure(figsize=(12, 3.6), constrained_layout=True)
+        axes = fig.subplots(1, 3)
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            ax.plot(epochs, getattr(self, key), "o-", label="train")
+            val = getattr(self, "val_" + key)
+            if any(v is not None for v in val):
+                ax.plot(epochs, [math.nan if v is None else v for v in val], "o-", label="validation")
+            ax.set(title=key, xlabel="epoch")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        axes[2].plot(epochs, self.lr, "o-")
+        axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
+        axes[2].grid(alpha=0.3)
+        fig.savefig(os.fspath(path), dpi=100)
+        return path
+
+
+def _positive_int(value, name, minimum=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _epoch_generators(seed, epoch, n_dropout):
+    """Independent generators for epoch ``epoch``: shuffle, augment, one per dropout layer."""
+    shuffle, augment, dropout = np.random.SeedSequence([seed, epoch]).spawn(3)
+    return (np.random.default_rng(shuffle), np.random.default_rng(augment),
+            [np.random.default_rng(s) for s in dropout.spawn(n_dropout)])
+
+
+def _atomic_savez(path, arrays):
+    """``np.savez`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class Trainer:
+    """Fits a classifier: mini-batch training, validation, early stopping, checkpoints.
+
+    Parameters
+    ----------
+    model : fastconv.Sequential (or any model with forward/backward/parameters/state_dict/predict)
+        Outputs logits ``(N, classes)``.
+    loss : optional
+        ``forward(logits, labels) -> float`` and ``backward() -> dlogits``; default
+        :class:`fastconv.losses.CrossEntropyLoss`.
+    optimizer : optional
+        Default ``SGD(model.parameters(), lr=0.01, momentum=0.9)``.
+    scheduler : optional
+        Stepped once per epoch after validation: ``ReduceLROnPlateau.step(val_loss)`` (the
+        training loss when there is no validation data), otherwise ``scheduler.step()``
+        (e.g. :class:`fastconv.optim.StepLR`). Must drive ``optimizer``.
+
+    Inputs
+    ------
+    Images are ``uint8`` arrays ``(N, 28, 28)`` / ``(N, C, H, W)`` or float arrays ``(N, C, H, W)``
+    (any ``(N, ...)`` the model takes). ``uint8`` input is treated as MNIST-like and converted once
+    per call by ``fastconv.datasets.normalize`` (``/255``, then MNIST mean 0.1307 and std 0.3081);
+    float input is used as it is (normalise it yourself for other data). Everything is cast to the
+    model's parameter dtype (float32 unless ``model.to(np.float64)``). Labels are integers ``(N,)``.
+    """
+
+    def __init__(self, model, loss=None, optimizer=None, scheduler=None):
+        for attr in ("forward", "backward", "parameters", "modules", "state_dict", "load_state_dict",
+                     "predict"):
+            if not callable(getattr(model, attr, None)):
+                raise TypeError(f"Trainer: model has no {attr}() method ({type(model).__name__})")
+        self.model = model
+        self.loss = CrossEntropyLoss() if loss is None else loss
+        self.optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9) if optimizer is None else optimizer
+        if scheduler is not None and getattr(scheduler, "optimizer", self.optimizer) is not self.optimizer:
+            raise ValueError("Trainer: the scheduler drives a different optimizer than the trainer's")
+        self.scheduler = scheduler
+        self.history = None
+
+    # -- data ----------------------------------------------------------------------------------
+    def _dtype(self):
+        params = self.model.parameters()
+        return np.dtype(params[0].data.dtype) if params else np.dtype(np.float32)
+
+    def _prepare(self, x, y, name="x"):
+        """(x, y) as (contiguous float array in the model dtype, int64 labels), checked."""
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype == np.uint8:
+            if x.ndim not in (3, 4):
+                raise ValueError(f"{name}: uint8 images must be (N, H, W) or (N, C, H, W), "
+                                 f"got shape {x.shape}")
+            x = normalize(x, dtype=self._dtype().type)  # a scalar type: normalize calls dtype(1 / 255)
+        elif x.dtype.kind == "f":
+            if x.ndim < 2:
+                raise ValueError(f"{name}: expected a batch (N, C, H, W), got shape {x.shape}")
+            x = np.ascontiguousarray(x, dtype=self._dtype())
+        else:
+            raise TypeError(f"{name}: expected uint8 images or a float array, got dtype {x.dtype}")
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise ValueError(f"{name}: labels must be a 1-D integer array, "
+                             f"got shape {y.shape} dtype {y.dtype}")
+        if len(y) != len(x) or len(x) == 0:
+            raise ValueError(f"{name}: {len(x)} samples (shape {x.shape}) but {len(y)} labels"
+                             + (" (empty)" if len(x) == 0 else ""))
+        return x, y.astype(np.int64, copy=False)
+
+    def evaluate(self, x, y, batch_size=256):
+        """Mean loss and accuracy of the model in eval mode.
+
+        Parameters
+        ----------
+        x : ndarray, uint8 (N, 28, 28) or float (N, C, H, W)
+        y : ndarray of int, shape (N,)
+        batch_size : int
+
+        Returns
+        -------
+        dict
+            ``{"loss": float, "accuracy": float}``.
+        """
+        x, y = self._prepare(x, y)
+        return self._evaluate(x, y, _positive_int(batch_size, "batch_size"))
+
+    def _evaluate(self, x, y, batch_size):
+        logits = self.model.predict(x, batch_size=batch_size)
+        loss = float(self.loss.forward(logits, y))
+        return {"loss": loss, "accuracy": float(np.mean(logits.argmax(axis=1) == y))}
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self, x, y, epochs, batch_size=64, validation_data=None, validation_split=0.0, shuffle=True,
+            seed=None, early_stopping=None, checkpoint=None, resume=False, augment=None, progress=True):
+        """Train for ``epochs`` epochs; return the :class:`History` (also kept as ``self.history``).
+
+        Parameters
+        ----------
+        x : ndarray, uint8 (N, 28, 28) or float (N, C, H, W)
+            See the class docstring for how it is converted.
+        y : ndarray of int, shape (N,)
+        epochs : int
+            Total epochs of the run (a resumed run counts the ones already done).
+        batch_size : int
+            The last batch of an epoch holds the remainder (no samples are dropped).
+        validation_data : (x_val, y_val), optional
+        validation_split : float in [0, 1)
+            Hold out the last fraction of ``x`` (before shuffling) for validation, as Keras.
+        shuffle : bool
+            Reshuffle the samples every epoch.
+        seed : int, optional
+            Seeds shuffling, ``augment`` and the model's Dropout layers (see the module
+            docstring). None draws one; it is recorded in ``history.params["seed"]``.
+        early_stopping : int, optional
+            Patience in epochs: stop once the validation loss has not improved for that many
+            epochs; at the end the weights of the best epoch are restored. Needs validation data.
+        checkpoint : str or path, optional
+            A ``.npz`` rewritten atomically after every epoch with the model, optimizer and
+            scheduler states, the history, the epoch and the seed; an interrupted write (or a
+            KeyboardInterrupt) leaves the previous checkpoint intact.
+        resume : bool
+            Continue from ``checkpoint`` if the file exists (else start afresh); the result is
+            the same, bit for bit, as an uninterrupted run with the same arguments.
+        augment : callable, optional
+            ``augment(x_batch, rng) -> x_batch`` applied to each training batch, e.g.
+            ``fastconv.datasets.RandomShift(2)`` or ``RandomAffine()``.
+        progress : bool or "epoch"
+            True: a tqdm bar per epoch (loss, accuracy, images/s, ETA) on stderr. "epoch": one
+            line per epoch on stdout (for logs). False: silent.
+
+        Returns
+        -------
+        History
+        """
+        epochs = _positive_int(epochs, "epochs", minimum=0)
+        batch_size = _positive_int(batch_size, "batch_size")
+        if progress not in (True, False, "epoch"):
+            raise ValueError(f"progress must be True, False or 'epoch', got {progress!r}")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be a callable (x_batch, rng) -> x_batch, got {augment!r}")
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=<path of the checkpoint to resume from>")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        if validation_split and validation_data is not None:
+            raise ValueError("pass either validation_data or validation_split, not both")
+        x, y = self._prepare(x, y)
+        val = None
+        if validation_split:
+            n_val = int(len(x) * validation_split)
+            if not 0 < n_val < len(x):
+                raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves "
+                                 f"{n_val} for validation")
+            x, y, val = x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
+        elif validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            val = self._prepare(*validation_data, name="validation_data")
+        if early_stopping is not None:
+            early_stopping = _positive_int(early_stopping, "early_stopping")
+            if val is None:
+                raise ValueError("early_stopping needs validation_data or validation_split")
+
+        run = {"history": History(), "best_loss": math.inf, "best_state": None, "wait": 0, "stopped": False,
+               "start": 0, "seed": seed}
+        if resume and os.path.exists(checkpoint):
+            self._restore(checkpoint, run)
+        if run["seed"] is None:
+            run["seed"] = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
+        history = self.history = run["history"]
+        params = {"epochs": epochs, "batch_size": batch_size, "samples": len(x), "shuffle": bool(shuffle),
+                  "seed": run["seed"], "augment": repr(augment),
+                  "validation_samples": 0 if val is None else len(val[0])}
+        for key in ("batch_size", "samples", "shuffle", "seed"):
+            if key in history.params and history.params[key] != params[key]:
+                raise ValueError(f"checkpoint {checkpoint} was written with {key}={history.params[key]!r}, "
+                                 f"this run has {key}={params[key]!r}: resuming would not reproduce the run")
+        history.params = params
+
+        modes = [(m, m.training) for m in self.model.modules()]
+        try:
+            for epoch in range(run["start"], epochs):
+                if run["stopped"]:
+                    break
+                self._epoch(x, y, val, epoch, epochs, batch_size, shuffle, augment, progress,
+                            early_stopping, checkpoint, run)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        if run["best_state"] is not None:
+            self.model.load_state_dict(run["best_state"])
+        return history
+
+    def _epoch(self, x, y, val, epoch, epochs, batch_size, shuffle, augment, progress, patience,
+               checkpoint, run):
+        start = time.perf_counter()
+        model, opt, loss_fn, n = self.model, self.optimizer, self.loss, len(x)
+        dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
+        shuffle_rng, augment_rng, dropout_rngs = _epoch_generators(run["seed"], epoch, len(dropouts))
+        for layer, rng in zip(dropouts, dropout_rngs):
+            layer._rng = rng  # Dropout draws each forward's mask seed from this generator
+        order = shuffle_rng.permutation(n) if shuffle else None
+        lr = float(opt.param_groups[0]["lr"])
+        model.train()
+        total, correct = 0.0, 0
+        bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="img", leave=True,
+                   disable=progress is not True, file=sys.stderr, dynamic_ncols=True)
+        with bar:
+            for i in range(0, n, batch_size):
+                if order is None:
+                    xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+                else:
+                    idx = order[i:i + batch_size]
+                    xb, yb = x[idx], y[idx]
+                if augment is not None:
+                    xb = augment(xb, augment_rng)
+                logits = model.forward(xb)
+                loss = loss_fn.forward(logits, yb)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"epoch {epoch + 1}, batch {i // batch_size}: the loss is "
+                                             f"{loss}; try a lower learning rate")
+                opt.zero_grad()
+                model.backward(loss_fn.backward())
+                opt.step()
+                k = len(yb)
+                total += loss * k
+                correct += int(np.count_nonzero(to_numpy(logits).argmax(axis=1) == yb))
+                if not bar.disable:
+                    seen = i + k
+                    bar.set_postfix_str(f"loss={total / seen:.4f}, acc={correct / seen:.4f}", refresh=False)
+                    bar.update(k)
+            train_seconds = time.perf_counter() - start
+            metrics = self._evaluate(*val, 256) if val is not None else {"loss": None, "accuracy": None}
+            if not bar.disable and val is not None:
+                bar.set_postfix_str(f"loss={total / n:.4f}, acc={correct / n:.4f}, "
+                                    f"val_loss={metrics['loss']:.4f}, val_acc={metrics['accuracy']:.4f}")
+
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(total / n if val is None else metrics["loss"])
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        if patience is not None:
+            if metrics["loss"] < run["best_loss"]:
+                run.update(best_loss=metrics["loss"], best_state=model.state_dict(), wait=0)
+                run["history"].best_epoch = epoch
+            else:
+                run["wait"] += 1
+                if run["wait"] >= patience:
+                    run["stopped"] = True
+                    run["history"].stopped_epoch = epoch
+        run["history"]._append(epoch, loss=total / n, accuracy=correct / n, val_loss=metrics["loss"],
+                               val_accuracy=metrics["accuracy"], lr=lr, seconds=time.perf_counter() - start,
+                               images_per_second=n / train_seconds)
+        if checkpoint is not None:
+            self._save(checkpoint, epoch + 1, run)
+        if progress == "epoch":
+            h = run["history"]
+            line = (f"Epoch {epoch + 1}/{epochs} - {h.seconds[-1]:.1f}s - {h.images_per_second[-1]:.0f} img/s"
+                    f" - loss {h.loss[-1]:.4f} - acc {h.accuracy[-1]:.4f}")
+            if val is not None:
+                line += f" - val_loss {h.val_loss[-1]:.4f} - val_acc {h.val_accuracy[-1]:.4f}"
+            print(line + f" - lr {lr:.3g}", flush=True)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _save(self, path, epochs_done, run):
+        state = {
+            "format": _CHECKPOINT_FORMAT, "epoch": epochs_done, "seed": run["seed"],
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "history": run["history"]._state(),
+            "early_stopping": {"best_loss": run["best_loss"], "best_state": run["best_state"],
+                               "wait": run["wait"], "stopped": run["stopped"]},
+        }
+        _atomic_savez(os.fspath(path), flatten_state(state))
+
+    def _restore(self, path, run):
+        try:
+            with np.load(os.fspath(path), allow_pickle=False) as archive:
+                state = unflatten_state(archive)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a fastconv Trainer checkpoint (format {_CHECKPOINT_FORMAT})")
+        if run["seed"] is not None and run["seed"] != state["seed"]:
+            raise ValueError(f"checkpoint {path} was written by a run with seed={state['seed']}; "
+                             f"pass seed={state['seed']} (or None) to resume it")
+        if (state["scheduler"] is None) != (self.scheduler is None):
+            raise ValueError(f"checkpoint {path} was written "
+                             f"{'without' if state['scheduler'] is None else 'with'} a scheduler; "
+                             "resume it with the same setup")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        es = state["early_stopping"]
+        run.update(history=History._from_state(state["history"]), best_loss=es["best_loss"],
+                   best_state=es["best_state"], wait=es["wait"], stopped=es["stopped"],
+                   start=state["epoch"], seed=state["seed"])
