@@ -1,0 +1,126 @@
+"""End-to-end rows: whole networks in fastconv and in PyTorch, built layer for layer alike.
+
+* ``lenet_train_b64``: one training step (forward, cross-entropy, backward, SGD momentum 0.9) of the
+  common MNIST CNN: conv 32 3x3 pad 1, ReLU, maxpool 2, conv 64 3x3 pad 1, ReLU, maxpool 2,
+  flatten, linear 3136->128, ReLU, dropout 0.5, linear 10; batch 64.
+* ``lenet_infer_b256``: the same network in eval mode, forward only, batch :data:`INFER_BATCH`.
+* ``tutorial_train_b1``: the tutorial network (conv 8 3x3 no padding, maxpool 2, flatten,
+  linear 1352->10, softmax inside the cross-entropy) trained one image at a time with plain SGD.
+
+Inputs are seeded random MNIST-sized images and labels (the time does not depend on the data).
+"""
+from collections import namedtuple
+
+import numpy as np
+
+from .cases import torch
+
+INFER_BATCH = 256
+E2E = {
+    "lenet_train_b64": ("lenet", "train", 64),
+    "lenet_infer_b256": ("lenet", "infer", INFER_BATCH),
+    "tutorial_train_b1": ("tutorial", "train", 1),
+}
+E2E_IMPLS = ("fastconv", "torch")
+
+E2ECase = namedtuple("E2ECase", "fn images")
+E2ECase.__doc__ = "One timed call ``fn()`` that processes ``images`` images."
+
+_POOL = 256  # distinct images cycled through by the batch-1 training loop
+
+
+def fastconv_api():
+    """``(fastconv, layers, losses, optim)``; ImportError with the reason when not there yet."""
+    import fastconv
+    from fastconv import layers, losses, optim
+    if not hasattr(fastconv, "Sequential"):
+        raise ImportError("fastconv.Sequential is not exported yet")
+    return fastconv, layers, losses, optim
+
+
+def e2e_status(impl):
+    """``(available, reason)`` for ``impl`` in :data:`E2E_IMPLS`."""
+    if impl == "torch":
+        return (torch is not None), "PyTorch is not installed"
+    try:
+        fastconv_api()
+    except ImportError as e:
+        return False, f"fastconv layer API not available: {e}"
+    return True, ""
+
+
+def _build(nn, net):
+    """The layer list of ``net`` from a module with PyTorch's layer names."""
+    if net == "lenet":
+        return [nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, 1, 1),
+                nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(),
+                nn.Dropout(0.5), nn.Linear(128, 10)]
+    return [nn.Conv2d(1, 8, 3, 1, 0), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1352, 10)]
+
+
+def _data(batch):
+    rng = np.random.default_rng(2)
+    n = max(batch, _POOL) if batch == 1 else batch
+    x = rng.standard_normal((n, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, size=n).astype(np.int64)
+    return x, y
+
+
+def _opt_args(net):
+    return dict(lr=0.01, momentum=0.9) if net == "lenet" else dict(lr=0.005)
+
+
+def _fastconv_case(net, mode, batch):
+    fastconv, layers, losses, optim = fastconv_api()
+    getattr(fastconv, "manual_seed", np.random.seed)(0)
+    model = fastconv.Sequential(*_build(layers, net))
+    x, y = _data(batch)
+    if mode == "infer":
+        if hasattr(model, "eval"):
+            model.eval()
+        return E2ECase(lambda: model.forward(x), batch)
+    if hasattr(model, "train"):
+        model.train()
+    loss_fn = losses.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), **_opt_args(net))
+    state = {"i": 0}
+
+    def step():
+        i = state["i"] = (state["i"] + batch) % len(x)
+        xb, yb = (x[i:i + 1], y[i:i + 1]) if batch == 1 else (x, y)
+        opt.zero_grad()
+        loss_fn.forward(model.forward(xb), yb)
+        model.backward(loss_fn.backward())
+        opt.step()
+    return E2ECase(step, batch)
+
+
+def _torch_case(net, mode, batch):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*_build(torch.nn, net))
+    x, y = (torch.from_numpy(a) for a in _data(batch))
+    if mode == "infer":
+        model.eval()
+
+        def infer():
+            with torch.no_grad():
+                return model(x)
+        return E2ECase(infer, batch)
+    model.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), **_opt_args(net))
+    state = {"i": 0}
+
+    def step():
+        i = state["i"] = (state["i"] + batch) % len(x)
+        xb, yb = (x[i:i + 1], y[i:i + 1]) if batch == 1 else (x, y)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+    return E2ECase(step, batch)
+
+
+def e2e_case(impl, name):
+    """The :class:`E2ECase` of row ``name`` (a key of :data:`E2E`) for ``impl``."""
+    net, mode, batch = E2E[name]
+    return (_fastconv_case if impl == "fastconv" else _torch_case)(net, mode, batch)
