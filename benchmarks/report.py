@@ -1,0 +1,380 @@
+"""One markdown report: every implementation timed interleaved, in one process.
+
+For each shape and pass the implementations run round-robin (the order rotated every round), so
+machine noise hits them alike; each round times a block of calls lasting at least ``--min-time``.
+Cells are medians over rounds with the inter-quartile range in brackets; ratios against PyTorch
+are medians (IQR) of the per-round ratios. The naive tier runs on ``NAIVE_SLICE`` images of the
+batch and is scaled linearly to the full batch (marked †), for fewer rounds.
+
+    python -m benchmarks.report [--quick] [--shapes A,B] [--rounds 15] [--skip compile,memory]
+    python -m benchmarks.report --from-json bench.json   # tables from pytest-benchmark's JSON
+"""
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import time
+from collections import namedtuple
+from datetime import datetime, timezone
+
+import numpy as np
+
+from . import cases, compile_time, memory, networks
+
+SECTIONS = ("conv", "pool", "e2e", "memory", "compile")
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+
+Stat = namedtuple("Stat", "median q1 q3 lo hi n")
+Row = namedtuple("Row", "kind op shape pass_ flops images times ratio")
+Row.__doc__ = "times: impl -> Stat (seconds, full batch); ratio: Stat of (ours / torch) per round."
+
+
+def stat(values):
+    """:class:`Stat` of the non-None ``values`` (None when there are none)."""
+    v = np.array([x for x in values if x is not None], dtype=float)
+    if not v.size:
+        return None
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return Stat(med, q1, q3, v.min(), v.max(), v.size)
+
+
+def interleave(fns, rounds, min_time, settle=0.0, few=(), few_rounds=1):
+    """Time ``fns`` (impl -> :class:`cases.Case`) round-robin; returns impl -> per-round seconds.
+
+    Each block first runs its implementation untimed for ``settle`` seconds, so that threads
+    another library left spinning (OpenBLAS spins about 0.1 s after a call) have gone idle,
+    then times calls for at least ``min_time`` seconds (the count fixed in the first round).
+    Impls in ``few`` (no JIT, slow) run only in the first ``few_rounds`` rounds, one
+    call per block. A skipped round holds None.
+    """
+    for impl, case in fns.items():
+        if impl not in few:
+            case.fn()  # compile
+    cases.configure_threads()  # libraries loaded by the warm-up get the limit too
+    inner = {impl: 1 for impl in few}
+    out = {impl: [None] * rounds for impl in fns}
+    order = list(fns)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for impl in order[r % len(order):] + order[:r % len(order)]:
+                if impl in few and r >= few_rounds:
+                    continue
+                fn = fns[impl].fn
+                if impl not in few:
+                    t_end, fastest = time.perf_counter() + settle, float("inf")
+                    while True:
+                        t0 = time.perf_counter()
+                        fn()
+                        t1 = time.perf_counter()
+                        fastest = min(fastest, t1 - t0)
+                        if t1 >= t_end:
+                            break
+                    inner.setdefault(impl, max(1, min(10000, math.ceil(min_time / max(fastest, 1e-7)))))
+                k = inner[impl]
+                t0 = time.perf_counter()
+                for _ in range(k):
+                    fn()
+                out[impl][r] = (time.perf_counter() - t0) / k * fns[impl].scale
+    finally:
+        if enabled:
+            gc.enable()
+    return out
+
+
+def paired_ratio(times, num, den):
+    """Stat of ``times[num][r] / times[den][r]`` over rounds where both ran."""
+    if num not in times or den not in times:
+        return None
+    return stat([a / b for a, b in zip(times[num], times[den]) if a is not None and b is not None])
+
+
+def _available(impls):
+    return [i for i in impls if cases.impl_status(i)[0]]
+
+
+def run_conv(args, impls):
+    rows = []
+    for name in args.shapes:
+        for pass_ in cases.PASSES:
+            fns = {i: cases.conv_case(i, name, pass_) for i in impls}
+            times = interleave(fns, args.rounds, args.min_time, args.settle, ("naive",), args.naive_rounds)
+            rows.append(Row("conv", "conv2d", name, pass_, cases.conv_flops(cases.CONV_SHAPES[name], pass_),
+                            None, {i: stat(t) for i, t in times.items()}, paired_ratio(times, "cpu", "torch")))
+            _progress(rows[-1])
+    return rows
+
+
+def run_pool(args, impls):
+    rows = []
+    for op in cases.POOL_OPS:
+        for name in args.pools:
+            for pass_ in cases.PASSES:
+                fns = {i: cases.pool_case(i, op, name, pass_) for i in impls}
+                times = interleave(fns, args.rounds, args.min_time, args.settle, ("naive",), args.naive_rounds)
+                rows.append(Row("pool", op, name, pass_, None, None, {i: stat(t) for i, t in times.items()},
+                                paired_ratio(times, "cpu", "torch")))
+                _progress(rows[-1])
+    return rows
+
+
+def run_e2e(args):
+    rows, notes = [], []
+    impls = []
+    for impl in networks.E2E_IMPLS:
+        ok, why = networks.e2e_status(impl)
+        (impls.append(impl) if ok else notes.append(f"{impl} rows skipped: {why}"))
+    for name in networks.E2E:
+        fns = {i: networks.e2e_case(i, name) for i in impls}
+        fns = {i: cases.Case(c.fn, 1.0) for i, c in fns.items()}
+        times = interleave(fns, args.rounds, args.min_time, args.settle) if fns else {}
+        net, mode, batch = networks.E2E[name]
+        rows.append(Row("e2e", mode, name, net, None, batch, {i: stat(t) for i, t in times.items()},
+                        paired_ratio(times, "torch", "fastconv")))
+        _progress(rows[-1])
+    return rows, notes
+
+
+def _progress(row):
+    med = {i: f"{s.median * 1e3:.3g}" for i, s in row.times.items() if s is not None}
+    print(f"  {row.op} {row.shape} {row.pass_}: {med} ms", file=sys.stderr, flush=True)
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+def ms(s, spread=True):
+    """Milliseconds with 3 significant figures, and the IQR when asked."""
+    def f(v):
+        v *= 1e3
+        return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+    if s is None:
+        return "-"
+    return f"{f(s.median)} ({f(s.q1)}-{f(s.q3)})" if spread and s.n > 1 else f(s.median)
+
+
+def ratio_cell(s):
+    if s is None:
+        return "-"
+    return f"{s.median:.2f} ({s.q1:.2f}-{s.q3:.2f})" if s.n > 1 else f"{s.median:.2f}"
+
+
+def _speedup(row, base="naive", impl="cpu"):
+    a, b = row.times.get(base), row.times.get(impl)
+    if not (a and b):
+        return "-"
+    v = a.median / b.median
+    return f"{v:,.0f}x" if v >= 10 else f"{v:.2g}x"
+
+
+def conv_table(rows, impls):
+    head = ["shape", "pass", "GFLOP"] + [f"{i}{'†' if i == 'naive' else ''} ms" for i in impls]
+    head += ["cpu GFLOP/s", "torch GFLOP/s", "cpu speed-up vs naive", "cpu/torch time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    for r in rows:
+        gf = [f"{r.flops / r.times[i].median / 1e9:.1f}" if r.times.get(i) else "-" for i in ("cpu", "torch")]
+        cells = [r.shape, r.pass_, f"{r.flops / 1e9:.3f}"] + [ms(r.times.get(i), i != "naive") for i in impls]
+        lines.append("| " + " | ".join(cells + gf + [_speedup(r), ratio_cell(r.ratio)]) + " |")
+    return lines
+
+
+def pool_table(rows, impls):
+    head = ["op", "shape", "pass"] + [f"{i}{'†' if i == 'naive' else ''} ms" for i in impls]
+    head += ["cpu speed-up vs naive", "cpu/torch time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    for r in rows:
+        cells = [r.op, r.shape, r.pass_] + [ms(r.times.get(i), i != "naive") for i in impls]
+        lines.append("| " + " | ".join(cells + [_speedup(r), ratio_cell(r.ratio)]) + " |")
+    return lines
+
+
+def e2e_table(rows):
+    lines = ["| row | batch | fastconv ms | torch ms | fastconv img/s | torch img/s | fastconv/torch img/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ips = [f"{r.images / r.times[i].median:,.0f}" if r.times.get(i) else "-" for i in networks.E2E_IMPLS]
+        cells = [r.shape, str(r.images)] + [ms(r.times.get(i)) for i in networks.E2E_IMPLS] + ips
+        lines.append("| " + " | ".join(cells + [ratio_cell(r.ratio)]) + " |")
+    return lines
+
+
+def memory_table(results):
+    lines = ["| impl | shape | batch | forward MiB | kept fwd->bwd MiB | backward MiB | peak workspace MiB "
+             f"(target <= {memory.TARGET_MIB}) | activations MiB |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for m in results:
+        mib = [f"{m[k] / memory.MIB:.1f}" for k in ("fwd", "kept", "bwd", "workspace", "activations")]
+        lines.append("| " + " | ".join([m["impl"], m["shape"], str(m["batch"])] + mib) + " |")
+    return lines
+
+
+def targets(conv, pool, e2e, mem, comp):
+    """The issue's targets, each with the measured figure and met / not met."""
+    out = ["| target | measured | met |", "|---|---:|---|"]
+
+    def add(what, value, ok):
+        out.append(f"| {what} | {value} | {'yes' if ok else '**no**'} |")
+    for r in (r for r in conv if r.pass_ == "fwdbwd"):
+        nv, cv = r.times.get("naive"), r.times.get("cpu")
+        if nv and cv:
+            need = 100 if r.shape in ("A", "F") else 10
+            add(f"conv {r.shape} fwd+bwd: cpu >= {need}x faster than naive", f"{nv.median / cv.median:,.0f}x",
+                nv.median / cv.median >= need)
+        if r.ratio:
+            lim = 1.4 if r.shape in ("B", "D") else 1.0
+            add(f"conv {r.shape} fwd+bwd: cpu/torch time <= {lim}", ratio_cell(r.ratio), r.ratio.median <= lim)
+    for r in (r for r in pool if r.op == "maxpool" and r.pass_ == "fwdbwd" and r.ratio):
+        add(f"maxpool {r.shape} fwd+bwd: cpu/torch time <= 0.5", ratio_cell(r.ratio), r.ratio.median <= 0.5)
+    for r in (r for r in e2e if r.ratio and r.op == "train"):
+        add(f"{r.shape}: fastconv img/s >= torch", ratio_cell(r.ratio), r.ratio.median >= 1.0)
+    for m in (m for m in mem if m["impl"] == "cpu"):
+        mib = m["workspace"] / memory.MIB
+        add(f"workspace, conv {m['shape']} batch {m['batch']} <= {memory.TARGET_MIB} MiB", f"{mib:.0f} MiB",
+            mib <= memory.TARGET_MIB)
+    if comp:
+        warm = compile_time.first_use(comp["warm"])
+        add("fresh process, warm cache: import + first conv fwd+bwd < 2 s", f"{warm:.2f} s", warm < 2.0)
+    return out
+
+
+# --- pytest-benchmark JSON ------------------------------------------------------------------
+
+def _json_stat(st, scale):
+    return Stat(*(st[k] * scale for k in ("median", "q1", "q3", "min", "max")), st["rounds"])
+
+
+def rows_from_json(path):
+    """conv, pool and e2e rows from a pytest-benchmark ``--benchmark-json`` file (not interleaved)."""
+    with open(path) as fh:
+        data = json.load(fh)
+    groups = {}
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        if info.get("kind") not in ("conv", "pool", "e2e"):
+            continue
+        key = (info["kind"], info["op"], info["shape"], info["pass"])
+        g = groups.setdefault(key, {"flops": info.get("flops"), "images": info.get("images"), "times": {}})
+        g["times"][info["impl"]] = _json_stat(b["stats"], info.get("time_scale", 1.0))
+    rows = {"conv": [], "pool": [], "e2e": []}
+    for (kind, op, shape, pass_), g in groups.items():
+        num, den = ("torch", "fastconv") if kind == "e2e" else ("cpu", "torch")
+        a, b = g["times"].get(num), g["times"].get(den)
+        ratio = Stat(a.median / b.median, a.q1 / b.q3, a.q3 / b.q1, a.lo / b.hi, a.hi / b.lo, 2) if a and b else None
+        rows[kind].append(Row(kind, op, shape, pass_, g["flops"], g["images"], g["times"], ratio))
+    return rows["conv"], rows["pool"], rows["e2e"], data.get("machine_info", {})
+
+
+# --- main ---------------------------------------------------------------------------------
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="5 rounds, naive once, shorter blocks")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds per row (default 15; quick 5)")
+    ap.add_argument("--naive-rounds", type=int, help="rounds for the naive tier (default 3; quick 1)")
+    ap.add_argument("--min-time", type=float, help="seconds per timed block (default 0.01; quick 0.005)")
+    ap.add_argument("--settle", type=float,
+                    help="seconds of untimed calls before each timed block (default 0.1; quick 0.05)")
+    ap.add_argument("--shapes", default=",".join(cases.CONV_SHAPES), help="conv shapes, e.g. A,B")
+    ap.add_argument("--pools", default=",".join(cases.POOL_SHAPES), help="pool shapes, e.g. P1,P3")
+    ap.add_argument("--impls", default=",".join(cases.IMPLS), help="implementations to time")
+    ap.add_argument("--skip", default="", help=f"sections to leave out: {','.join(SECTIONS)}")
+    ap.add_argument("--threads", type=int, help="threads for every implementation "
+                    "(default env FASTCONV_BENCH_THREADS, else 2)")
+    ap.add_argument("--malloc-tuned", action="store_true",
+                    help="re-run under " + " ".join(f"{k}={v}" for k, v in TUNED_MALLOC.items()))
+    ap.add_argument("--from-json", help="build the timing tables from a pytest-benchmark JSON file")
+    ap.add_argument("--json-out", help="also write the raw results here")
+    args = ap.parse_args(argv)
+    args.rounds = args.rounds or (5 if args.quick else 15)
+    args.naive_rounds = args.naive_rounds or (1 if args.quick else 3)
+    args.min_time = args.min_time or (0.005 if args.quick else 0.01)
+    args.settle = (0.05 if args.quick else 0.1) if args.settle is None else args.settle
+    args.shapes = [s for s in args.shapes.split(",") if s]
+    args.pools = [s for s in args.pools.split(",") if s]
+    args.skip = {s for s in args.skip.split(",") if s}
+    unknown = set(args.shapes) - set(cases.CONV_SHAPES) | set(args.pools) - set(cases.POOL_SHAPES)
+    for bad in sorted(unknown):
+        ap.error(f"unknown shape {bad}")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.malloc_tuned and not any(k in os.environ for k in TUNED_MALLOC):
+        env = dict(os.environ, **TUNED_MALLOC)
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.report"] + argv, env)
+    if args.threads:
+        os.environ["FASTCONV_BENCH_THREADS"] = str(args.threads)
+    threads = cases.configure_threads()
+    wanted = [i for i in cases.IMPLS if i in args.impls.split(",")]
+    impls = _available(wanted)
+    notes = [f"{i} skipped: {cases.impl_status(i)[1]}" for i in wanted if i not in impls]
+    conv = pool = e2e = []
+    mem, comp = [], None
+    t_start, load_start = time.perf_counter(), os.getloadavg()[0]
+    if args.from_json:
+        conv, pool, e2e, info = rows_from_json(args.from_json)
+        notes.append(f"JSON machine: {info.get('cpu', {}).get('brand_raw', '?')}, "
+                     f"{info.get('cpu', {}).get('count', '?')} CPUs, node {info.get('node', '?')}")
+        impls = [i for i in cases.IMPLS if any(i in r.times for r in conv + pool)]
+    else:
+        if "conv" not in args.skip:
+            conv = run_conv(args, impls)
+        if "pool" not in args.skip:
+            pool = run_pool(args, impls)
+        if "e2e" not in args.skip:
+            e2e, more = run_e2e(args)
+            notes += more
+    if "memory" not in args.skip:
+        mem = [memory.measure_in_subprocess(i, "B", 1024) for i in ("cpu", "numpy")]
+    if "compile" not in args.skip:
+        comp = compile_time.measure()
+    env = cases.environment(threads)
+    print(f"## fastconv benchmarks ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n")
+    for k in ("machine", "python", "numpy", "blas", "numba", "torch", "threads", "allocator", "env"):
+        print(f"- {k}: {env[k]}")
+    how = (f"from pytest-benchmark JSON {args.from_json} (not interleaved; ratio spread from quartiles)"
+           if args.from_json else f"{args.rounds} interleaved rounds (naive: {args.naive_rounds}), "
+           f"blocks >= {args.min_time * 1e3:g} ms after {args.settle:g} s untimed, "
+           f"{time.perf_counter() - t_start:.0f} s in all")
+    print(f"- timing: {how}; float32; median (IQR)")
+    print(f"- load average (1 min): {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
+          f"on {os.cpu_count()} CPUs (other processes' load makes every figure noisier)")
+    for n in notes:
+        print(f"- {n}")
+    shapes = "; ".join(f"{k} {s.n},{s.c},{s.h}x{s.w},{s.k},{s.fh}x{s.fw},s{s.stride},p{s.pad}"
+                       for k, s in cases.CONV_SHAPES.items() if k in {r.shape for r in conv})
+    if conv:
+        print(f"\n### conv2d (N,C,HxW,K,FxF,stride,pad: {shapes})\n")
+        print(f"bwd = dx, dw, db. † naive timed on {cases.NAIVE_SLICE} images, scaled to the batch.\n")
+        print("\n".join(conv_table(conv, impls)))
+    if pool:
+        pools = "; ".join(f"{k} {p.n},{p.c},{p.h}x{p.w} {p.kernel}x{p.kernel}/{p.stride}"
+                          for k, p in cases.POOL_SHAPES.items() if k in {r.shape for r in pool})
+        print(f"\n### pooling ({pools}; maxpool keeps switches / indices)\n")
+        print("\n".join(pool_table(pool, impls)))
+    if e2e:
+        print(f"\n### end to end (lenet train: SGD momentum 0.9, dropout on; inference batch "
+              f"{networks.INFER_BATCH}, eval mode; tutorial net: plain SGD, one image a step)\n")
+        print("\n".join(e2e_table(e2e)))
+    if mem:
+        print("\n### conv workspace beyond activations (tracemalloc, fresh process)\n")
+        print("\n".join(memory_table(mem)))
+    if comp:
+        print("\n### JIT compile time (fresh processes, NUMBA_CACHE_DIR cold then warm)\n")
+        print("\n".join(compile_time.markdown(comp)))
+    print("\n### targets (issue 4)\n")
+    print("\n".join(targets(conv, pool, e2e, mem, comp)))
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump({"env": env, "rows": [r._asdict() | {"times": {i: s._asdict() if s else None
+                                                                    for i, s in r.times.items()},
+                                                           "ratio": r.ratio._asdict() if r.ratio else None}
+                                            for r in conv + pool + e2e],
+                       "memory": mem, "compile": comp}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
