@@ -13,9 +13,10 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
 * Elementwise and gather kernels (``_im2col_kernel``, ``_col2im_kernel``, ``_max_pool_kernel``,
   ``_max_pool_backward_kernel``, ``_avg_pool_kernel``, ``_avg_pool_backward_kernel``,
   ``_unary_kernel``, ``_binary_kernel``, ``_dropout_kernel``, ``_sgd_kernel``, ``_adam_kernel``,
-  ``_softmax_xent_kernel``): 1-D grid of ``THREADS``-thread blocks (fewer threads, a multiple of
-  the 32-thread warp, when n is small), ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks, and a
-  grid-stride loop over the n elements of the array the threads *write*.
+  ``_bn_affine_kernel``, ``_bn_dx_kernel``, ``_axpby_kernel``, ``_softmax_xent_kernel``): 1-D grid of
+  ``THREADS``-thread blocks (fewer threads, a multiple of the 32-thread warp, when n is small),
+  ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks, and a grid-stride loop over the n elements of the
+  array the threads *write*.
   Thread t owns element t of a C-contiguous output, so a warp writes 32 consecutive addresses
   (coalesced). Reads are coalesced too where the index math allows: im2col reads an input row at
   stride ``sw`` (contiguous for stride 1); col2im and the pooling gathers read ``cols``/``dout``
@@ -31,12 +32,15 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
   Each global element is loaded ``TILE`` times fewer than in a naive product. The epilogue adds a
   per-row (conv) or per-column (Linear) bias and can write the ``(K, N*P)`` product straight into
   NCHW order (``pb = P``), so the convolution needs no transpose afterwards.
-* Reductions (``_channel_sum_kernel``, ``_switch_bounds_kernel``): one block per channel / output
-  row or column, of ``REDUCE_THREADS`` threads (a smaller power of two, at least a warp, when a
-  block has fewer elements to reduce), a block-stride loop that accumulates in registers,
-  then a shared-memory tree reduction (deterministic: fixed order). ``_channel_sum_kernel`` also
-  writes the ``(N, K, P) -> (K, N, P)`` transpose the backward GEMMs need (coalesced reads and
-  writes along P), i.e. it is the bias gradient fused with that copy.
+* Reductions (``_channel_sum_kernel``, ``_bn_stats_kernel``, ``_bn_grad_sums_kernel``,
+  ``_switch_bounds_kernel``): one block per channel / output row or column, of ``REDUCE_THREADS``
+  threads (a smaller power of two, at least a warp, when a block has fewer elements to reduce), a
+  block-stride loop that accumulates in registers (reading along the contiguous axis), then a
+  shared-memory tree reduction (``_block_sum``; deterministic: fixed order). ``_channel_sum_kernel``
+  also writes the ``(N, K, P) -> (K, N, P)`` transpose the backward GEMMs need (coalesced reads and
+  writes along P): it is the bias gradient fused with that copy. Batch norm splits each pass into a
+  per-channel reduction (statistics, or the two gradient sums) and an elementwise kernel over all
+  of x, so the bulk of its traffic runs on the full grid rather than on C blocks.
 * ``_max_pool_backward_kernel`` does not know the window geometry (the contract passes only the
   switches), so ``_switch_bounds_kernel`` first finds, for every output row and column, the range of
   input rows / columns its switches point into; each input element then scans only the outputs
@@ -78,10 +82,12 @@ if not _AVAILABLE:
 
 from .._shapes import conv_output_hw, pool_output_hw
 
-__all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
-           "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid", "sigmoid_backward",
+__all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
+           "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
+           "relu_backward", "sigmoid", "sigmoid_backward",
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
-           "softmax_cross_entropy", "sgd_update", "adam_update", "zeros_like", "KERNELS"]
+           "softmax_cross_entropy", "sgd_update", "adam_update", "axpby", "zeros_like",
+           "KERNELS"]
 
 #: Threads per block of the 1-D (elementwise and gather) kernels.
 THREADS = 256
@@ -207,32 +213,118 @@ def _gemm_kernel(a, b, trans_a, trans_b, bias, bias_mode, pb, c):
         c[(blk * m + row) * pb + col - blk * pb] = acc
 
 
+@cuda.jit(device=True, cache=True)
+def _block_sum(part, v):
+    """The sum of ``v`` over the block's threads by a shared-memory tree (``part`` holds at least
+    blockDim.x elements; blockDim.x a power of two); every thread gets it. All threads must call."""
+    tid = cuda.threadIdx.x
+    part[tid] = v
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if tid < s:
+            part[tid] += part[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    total = part[0]
+    cuda.syncthreads()  # part is free for the caller's next reduction
+    return total
+
+
 @cuda.jit(cache=True)
 def _channel_sum_kernel(src, dst, sums):
     """src (N, K, P) -> dst (K, N, P), and sums[k] = the sum of src[:, k, :]; one block per k."""
     part = cuda.shared.array(REDUCE_THREADS, dtype=src.dtype)
     n_img, k_out, p = src.shape
     tid = cuda.threadIdx.x
-    nthr = cuda.blockDim.x
     for k in range(cuda.blockIdx.x, k_out, cuda.gridDim.x):
         acc = float32(0)
-        for t in range(tid, n_img * p, nthr):
+        for t in range(tid, n_img * p, cuda.blockDim.x):
             n = t // p
             i = t - n * p
             v = src[n, k, i]
             dst[k, n, i] = v
             acc += v
-        part[tid] = acc
-        cuda.syncthreads()
-        s = nthr // 2
-        while s > 0:
-            if tid < s:
-                part[tid] += part[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        total = _block_sum(part, acc)
         if tid == 0:
-            sums[k] = part[0]
-        cuda.syncthreads()
+            sums[k] = total
+
+
+@cuda.jit(cache=True)
+def _bn_stats_kernel(x, training, eps, one, inv_count, mean, var, inv_std):
+    """x (N, C, L), one block per channel. Training: mean and biased var of the batch (two passes);
+    always inv_std = 1 / sqrt(var + eps). ``eps``, ``one``, ``inv_count`` are in x's dtype."""
+    part = cuda.shared.array(REDUCE_THREADS, dtype=x.dtype)
+    n_img, c_in, length = x.shape
+    tid = cuda.threadIdx.x
+    for c in range(cuda.blockIdx.x, c_in, cuda.gridDim.x):
+        if training:
+            acc = float32(0)
+            for t in range(tid, n_img * length, cuda.blockDim.x):
+                acc += x[t // length, c, t % length]
+            mu = _block_sum(part, acc) * inv_count
+            acc = float32(0)
+            for t in range(tid, n_img * length, cuda.blockDim.x):
+                d = x[t // length, c, t % length] - mu
+                acc += d * d
+            v = _block_sum(part, acc) * inv_count
+            if tid == 0:
+                mean[c] = mu
+                var[c] = v
+        if tid == 0:
+            inv_std[c] = one / math.sqrt(var[c] + eps)
+
+
+@cuda.jit(cache=True)
+def _bn_affine_kernel(x, weight, bias, mean, inv_std, out):
+    """out = (x - mean) * inv_std * weight + bias per channel of x (N, C, L), as scale and shift."""
+    n_img, c_in, length = x.shape
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        i = t % length
+        r = t // length
+        c = r % c_in
+        scale = weight[c] * inv_std[c]
+        out[r // c_in, c, i] = x[r // c_in, c, i] * scale + (bias[c] - mean[c] * scale)
+
+
+@cuda.jit(cache=True)
+def _bn_grad_sums_kernel(dout, x, mean, inv_std, dweight, dbias):
+    """Per channel of (N, C, L), one block each: dbias = sum(dout), dweight = sum(dout * xhat)."""
+    part = cuda.shared.array(REDUCE_THREADS, dtype=x.dtype)
+    n_img, c_in, length = x.shape
+    tid = cuda.threadIdx.x
+    for c in range(cuda.blockIdx.x, c_in, cuda.gridDim.x):
+        mu = mean[c]
+        acc_g = float32(0)
+        acc_gx = float32(0)
+        for t in range(tid, n_img * length, cuda.blockDim.x):
+            g = dout[t // length, c, t % length]
+            acc_g += g
+            acc_gx += g * (x[t // length, c, t % length] - mu)
+        sum_g = _block_sum(part, acc_g)
+        sum_gx = _block_sum(part, acc_gx)
+        if tid == 0:
+            dbias[c] = sum_g
+            dweight[c] = sum_gx * inv_std[c]
+
+
+@cuda.jit(cache=True)
+def _bn_dx_kernel(dout, x, weight, mean, inv_std, dweight, dbias, training, inv_count, dx):
+    """dx of batch norm on (N, C, L) from the per-channel sums of :func:`_bn_grad_sums_kernel`."""
+    n_img, c_in, length = x.shape
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        i = t % length
+        r = t // length
+        c = r % c_in
+        n = r // c_in
+        s = inv_std[c]
+        k = weight[c] * s
+        if training:
+            a = dbias[c] * inv_count
+            b = dweight[c] * s * inv_count
+            dx[n, c, i] = k * (dout[n, c, i] - a - (x[n, c, i] - mean[c]) * b)
+        else:
+            dx[n, c, i] = k * dout[n, c, i]
 
 
 @cuda.jit(cache=True)
@@ -470,6 +562,13 @@ def _softmax_xent_kernel(logits, labels, inv_n, dlogits, rows):
 
 
 @cuda.jit(cache=True)
+def _axpby_kernel(y, x, a, b):
+    """y = y * a + x * b in place, flat arrays, a and b in y's dtype."""
+    for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        y[i] = y[i] * a + x[i] * b
+
+
+@cuda.jit(cache=True)
 def _sgd_kernel(data, grad, buf, lr, momentum, one_minus_dampening, weight_decay, nesterov,
                 first_step, use_momentum):
     """torch.optim.SGD on flat arrays, in place (see :func:`sgd_update`)."""
@@ -533,6 +632,13 @@ KERNELS = {
     "_gemm_kernel": (_gemm_kernel,
                      _sigs(f"void({_A2}, {_A2}, boolean, boolean, {_A1}, int64, int64, {_A1})")),
     "_channel_sum_kernel": (_channel_sum_kernel, _sigs(f"void({_A3}, {_A3}, {_A1})")),
+    "_bn_stats_kernel": (_bn_stats_kernel, _sigs(
+        f"void({_A3}, boolean, {{f}}, {{f}}, {{f}}, {_A1}, {_A1}, {_A1})")),
+    "_bn_affine_kernel": (_bn_affine_kernel, _sigs(f"void({_A3}, {_A1}, {_A1}, {_A1}, {_A1}, {_A3})")),
+    "_bn_grad_sums_kernel": (_bn_grad_sums_kernel,
+                             _sigs(f"void({_A3}, {_A3}, {_A1}, {_A1}, {_A1}, {_A1})")),
+    "_bn_dx_kernel": (_bn_dx_kernel, _sigs(
+        f"void({_A3}, {_A3}, {_A1}, {_A1}, {_A1}, {_A1}, {_A1}, boolean, {{f}}, {_A3})")),
     "_max_pool_kernel": (_max_pool_kernel,
                          _sigs(f"void({_A4}, int64, int64, int64, int64, {_A4}, int64[:, :, :, ::1])")),
     "_switch_bounds_kernel": (_switch_bounds_kernel,
@@ -547,6 +653,7 @@ KERNELS = {
                                                f[::1], f[::1]) for f in (float32, float64)]),
     "_softmax_xent_kernel": (_softmax_xent_kernel,
                              _sigs(f"void({_A2}, int64[::1], {{f}}, {_A2}, {_A2})")),
+    "_axpby_kernel": (_axpby_kernel, _sigs(f"void({_A1}, {_A1}, {{f}}, {{f}})")),
     "_sgd_kernel": (_sgd_kernel, _sigs(
         f"void({_A1}, {_A1}, {_A1}, {{f}}, {{f}}, {{f}}, {{f}}, boolean, boolean, boolean)")),
     "_adam_kernel": (_adam_kernel, _sigs(
@@ -644,7 +751,7 @@ def _im2col_dev(x, kernel, stride, pads, ho, wo):
     (fh, fw), (sh, sw) = kernel, stride
     cols = _empty((x.shape[1] * fh * fw, x.shape[0] * ho * wo), x.dtype)
     _im2col_kernel[_launch(cols.size)](x, fh, fw, sh, sw, pads[0], pads[2], ho, wo,
-                                              _flat(cols))
+                                       _flat(cols))
     return cols
 
 
@@ -712,7 +819,7 @@ def max_pool2d(x, kernel, stride):
     out = _empty((n_img, c, ho, wo), x.dtype)
     switches = _empty((n_img, c, ho, wo), np.int64)
     _max_pool_kernel[_launch(out.size)](x, kernel[0], kernel[1], stride[0], stride[1],
-                                               out, switches)
+                                        out, switches)
     return out, switches
 
 
@@ -732,7 +839,7 @@ def max_pool2d_backward(dout, switches, input_shape):
                                                                              bounds, bad)
     dx = _empty((n_img * c, h, wd), dout.dtype)
     _max_pool_backward_kernel[_launch(dx.size)](dout.reshape(n_img * c, ho, wo), sw3,
-                                                       bounds, dx)
+                                                bounds, dx)
     return dx.reshape(tuple(input_shape)), int(bad.copy_to_host().sum()) == 0
 
 
@@ -743,7 +850,7 @@ def avg_pool2d(x, kernel, stride):
     out = _empty(tuple(x.shape[:2]) + (ho, wo), x.dtype)
     scale = _scalar(x.dtype, 1.0 / (kernel[0] * kernel[1]))
     _avg_pool_kernel[_launch(out.size)](x, kernel[0], kernel[1], stride[0], stride[1],
-                                               scale, out)
+                                        scale, out)
     return out
 
 
@@ -753,8 +860,48 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride):
     dx = _empty(tuple(input_shape), dout.dtype)
     scale = _scalar(dout.dtype, 1.0 / (kernel[0] * kernel[1]))
     _avg_pool_backward_kernel[_launch(dx.size)](dout, kernel[0], kernel[1], stride[0],
-                                                       stride[1], scale, dx)
+                                                stride[1], scale, dx)
     return dx
+
+
+def batch_norm(x, weight, bias, mean, var, training, eps):
+    """Batch normalisation per channel of x (N, C, L) -> (out, batch_mean, batch_var, saved).
+
+    As :func:`fastconv.kernels.naive.batch_norm`; everything, ``saved = (mean, inv_std)`` too,
+    stays on the device.
+    """
+    x = _dev(x)
+    dt = x.dtype
+    n_img, c, length = x.shape
+    weight, bias = _dev(weight, dt), _dev(bias, dt)
+    if training:
+        mean, var = _empty(c, dt), _empty(c, dt)
+    else:
+        mean, var = _dev(mean, dt), _dev(var, dt)
+    inv_std = _empty(c, dt)
+    _bn_stats_kernel[_reduce_launch(c, n_img * length if training else 1)](
+        x, bool(training), _scalar(dt, eps), _scalar(dt, 1), _scalar(dt, 1.0 / (n_img * length)),
+        mean, var, inv_std)
+    out = _empty(x.shape, dt)
+    _bn_affine_kernel[_launch(x.size)](x, weight, bias, mean, inv_std, out)
+    return out, (mean if training else None), (var if training else None), (mean, inv_std)
+
+
+def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
+    """dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,)), all on the device."""
+    dout = _dev(dout)
+    dt = dout.dtype
+    x, weight = _dev(x, dt), _dev(weight, dt)
+    mean, inv_std = (_dev(a, dt) for a in saved)
+    n_img, c, length = x.shape
+    dweight, dbias = _empty(c, dt), _empty(c, dt)
+    _bn_grad_sums_kernel[_reduce_launch(c, n_img * length)](dout, x, mean, inv_std, dweight, dbias)
+    dx = None
+    if need_dx:
+        dx = _empty(x.shape, dt)
+        _bn_dx_kernel[_launch(x.size)](dout, x, weight, mean, inv_std, dweight, dbias,
+                                       bool(training), _scalar(dt, 1.0 / (n_img * length)), dx)
+    return dx, dweight, dbias
 
 
 def _unary(x, op):
@@ -854,11 +1001,25 @@ def softmax_cross_entropy(logits, labels):
     dlogits = _empty((n, ncls), logits.dtype)
     rows = _empty((2, n), logits.dtype)
     _softmax_xent_kernel[_launch(n)](logits, labels, _scalar(logits.dtype, 1.0 / n),
-                                            dlogits, rows)
+                                     dlogits, rows)
     host = rows.copy_to_host()
     if host[1].any():
         raise ValueError(f"labels must lie in [0, {ncls}); {int(host[1].sum())} of {n} do not")
     return float(host[0].mean()), dlogits
+
+
+def axpby(y, x, a, b):
+    """``y = y * a + x * b`` in place on the device (``y`` a device array, ``x`` of its shape).
+
+    For running averages such as BatchNorm's running statistics: ``axpby(running_mean,
+    batch_mean, 1 - momentum, momentum)`` is NumPy's ``running_mean *= 1 - momentum;
+    running_mean += momentum * batch_mean``, operation for operation.
+    """
+    y = _in_place(y, "y")
+    x = _dev(x, y.dtype)
+    if tuple(x.shape) != tuple(y.shape):
+        raise ValueError(f"axpby: x has shape {tuple(x.shape)}, y has {tuple(y.shape)}")
+    _axpby_kernel[_launch(y.size)](_flat(y), _flat(x), _scalar(y.dtype, a), _scalar(y.dtype, b))
 
 
 def zeros_like(a):

@@ -23,15 +23,23 @@ def _host(a):
     return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
 
 
+def _simulated():
+    from numba.cuda import config
+    return bool(config.ENABLE_CUDASIM)
+
+
 @pytest.fixture
 def close():
     """``close(name, got, want)``: assert a cuda result matches the reference to its dtype's
-    rounding (or ``exact=True``: bit for bit) and record the largest absolute gap per dtype."""
+    rounding and record the largest absolute gap per dtype. ``exact=True`` asks for the same bits
+    where the cuda kernel does the reference's operations in its order; that holds on the
+    simulator, while a real GPU may fuse a multiply and an add into one FMA (one rounding fewer),
+    so there it is checked to the dtype's rounding like the rest."""
     def check(name, got, want, exact=False, rtol=None, atol=None):
         got, want = _host(got), np.asarray(want)
         assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
         assert got.dtype == want.dtype, f"{name}: dtype {got.dtype} != {want.dtype}"
-        if exact:
+        if exact and _simulated():
             np.testing.assert_array_equal(got, want, err_msg=name)
         else:
             f32 = want.dtype == np.float32
