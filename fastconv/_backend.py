@@ -32,8 +32,9 @@ def get_backend():
 
 
 def is_device_array(a):
-    """True for a Numba CUDA device array (checked without importing numba.cuda)."""
-    return hasattr(a, "copy_to_host") and hasattr(a, "__cuda_array_interface__")
+    """True for a Numba CUDA device array, real or the simulator's (without importing numba.cuda)."""
+    return hasattr(a, "copy_to_host") and (hasattr(a, "__cuda_array_interface__")
+                                           or type(a).__name__ == "FakeCUDAArray")
 
 
 def resolve(backend, *arrays):

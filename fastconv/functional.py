@@ -10,7 +10,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ._backend import is_device_array, kernels, resolve
+from ._backend import is_device_array, kernels, resolve, to_numpy
 from ._shapes import conv_output_hw, conv_padding, pair, pool_output_hw
 
 __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
@@ -338,10 +338,15 @@ def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=Tr
         _same_shape(var, (c,), "running_var")
     out, bmean, bvar, saved = kernels(name).batch_norm(x3, weight, bias, mean, var, training, eps)
     if training and running_mean is not None:
-        running_mean *= 1 - momentum
-        running_mean += momentum * bmean
-        running_var *= 1 - momentum
-        running_var += (momentum * count / (count - 1)) * bvar
+        unbias = momentum * count / (count - 1)
+        if is_device_array(running_mean):
+            kernels(name).axpby(running_mean, bmean, 1 - momentum, momentum)
+            kernels(name).axpby(running_var, bvar, 1 - momentum, unbias)
+        else:
+            running_mean *= 1 - momentum
+            running_mean += momentum * to_numpy(bmean)
+            running_var *= 1 - momentum
+            running_var += unbias * to_numpy(bvar)
     return out.reshape(x.shape), BatchNormCache(x3, weight, saved, bool(training), name)
 
 
