@@ -106,6 +106,7 @@ class History:
         """
         try:
             from matplotlib.figure import Figure
+            from matplotlib.ticker import MaxNLocator
         except ImportError as exc:
             raise ImportError("History.plot needs matplotlib: pip install fastconv[plot] "
                               "(or pip install matplotlib)") from exc
@@ -125,6 +126,8 @@ class History:
         axes[2].plot(epochs, self.lr, "o-")
         axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
         axes[2].grid(alpha=0.3)
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.savefig(os.fspath(path), dpi=100)
         return path
 
