@@ -208,6 +208,14 @@ def avg_pool2d_backward(dout, input_shape, kernel_size=2, stride=None, backend=N
 
 # --- elementwise, dense and loss ------------------------------------------------------------
 
+def _from_output(op, dout, out, backend):
+    """Call the tier's ``op(dout, out)``: an activation's gradient given its forward output."""
+    out = _array(out, "out")
+    dout = _array(dout, "dout", out.dtype)
+    _same_shape(dout, out.shape, "dout")
+    return getattr(kernels(resolve(backend, dout, out)), op)(dout, out)
+
+
 def relu(x, backend=None):
     """max(x, 0), any shape."""
     return kernels(resolve(backend, x)).relu(_array(x, "x"))
@@ -215,10 +223,7 @@ def relu(x, backend=None):
 
 def relu_backward(dout, out, backend=None):
     """Gradient of :func:`relu` given its output ``out``."""
-    out = _array(out, "out")
-    dout = _array(dout, "dout", out.dtype)
-    _same_shape(dout, out.shape, "dout")
-    return kernels(resolve(backend, dout, out)).relu_backward(dout, out)
+    return _from_output("relu_backward", dout, out, backend)
 
 
 def sigmoid(x, backend=None):
@@ -228,10 +233,7 @@ def sigmoid(x, backend=None):
 
 def sigmoid_backward(dout, out, backend=None):
     """Gradient of :func:`sigmoid` given its output ``out``."""
-    out = _array(out, "out")
-    dout = _array(dout, "dout", out.dtype)
-    _same_shape(dout, out.shape, "dout")
-    return kernels(resolve(backend, dout, out)).sigmoid_backward(dout, out)
+    return _from_output("sigmoid_backward", dout, out, backend)
 
 
 def tanh(x, backend=None):
@@ -241,10 +243,7 @@ def tanh(x, backend=None):
 
 def tanh_backward(dout, out, backend=None):
     """Gradient of :func:`tanh` given its output ``out``."""
-    out = _array(out, "out")
-    dout = _array(dout, "dout", out.dtype)
-    _same_shape(dout, out.shape, "dout")
-    return kernels(resolve(backend, dout, out)).tanh_backward(dout, out)
+    return _from_output("tanh_backward", dout, out, backend)
 
 
 def linear(x, w, b=None, backend=None):
