@@ -2,8 +2,8 @@
 
 A layer keeps only bookkeeping (shape checks, the cache between forward and backward); the
 arithmetic is :mod:`fastconv.functional`'s, so a layer works with whatever array type F returns
-(NumPy today, a CUDA device array later). The exception is batch normalisation, whose running
-statistics are updated on the host, so it runs on host arrays only.
+(NumPy arrays, or Numba CUDA device arrays once :meth:`Module.to` has moved the model with
+``"cuda"``; F picks the tier from the arrays it is handed).
 
 Conventions
 -----------
@@ -12,8 +12,13 @@ Conventions
   otherwise. Layers with parameters cast their input to the parameter dtype (as Keras does);
   use :meth:`Module.to` (``np.float64``) for float64 work such as gradient checks.
 * ``backward`` accumulates into ``.grad`` (``grad += g``, or a fresh copy when ``grad`` is None,
-  which is what optimizers' ``zero_grad`` leaves) and returns the input gradient. Layers never
-  update their own weights.
+  which is what optimizers' ``zero_grad`` leaves; on the device ``grad += g`` is the tier's
+  ``axpby`` and the tier's gradient, a fresh device array, is kept as it is) and returns the input
+  gradient. Layers never update their own weights.
+* Devices: ``model.to("cuda")`` moves every parameter and floating buffer to the GPU (the
+  simulator's with ``NUMBA_ENABLE_CUDASIM=1``), ``to("cpu")`` brings them back; a parameter's
+  :attr:`Parameter.device` follows its array. A layer with parameters on the device copies a host
+  input there once (:meth:`Module._input`); activations, caches and gradients then stay there.
 * Initialisation: Conv2d and Linear weights are He (Kaiming) normal, ``std = sqrt(2 / fan_in)``
   with ``fan_in = in * FH * FW`` (conv) or ``in`` (linear); biases are zero. Every layer that
   draws random numbers takes ``rng`` (a ``np.random.Generator`` or an int seed); without one it
@@ -31,13 +36,14 @@ from collections import namedtuple
 import numpy as np
 
 from . import functional as F
-from ._backend import is_device_array, to_numpy
+from ._backend import is_device_array, kernels, to_numpy
 from ._shapes import conv_output_hw, conv_padding, pair, pool_output_hw
 
 __all__ = ["Parameter", "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Sigmoid", "Tanh",
            "Flatten", "Linear", "Dropout", "BatchNorm1d", "BatchNorm2d", "manual_seed"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_DEVICES = ("cpu", "cuda")
 _default = {"rng": np.random.default_rng()}
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys")
@@ -81,9 +87,38 @@ def _he_normal(shape, fan_in, dtype, rng):
     return (rng.standard_normal(shape) * std).astype(dtype)  # drawn in float64: same values per dtype
 
 
+def _to_device(a):
+    """A device copy of host array ``a`` (one host-to-device transfer, ``numba.cuda.to_device``).
+
+    Raises the cuda tier's RuntimeError (which names ``NUMBA_ENABLE_CUDASIM=1``) when there is
+    neither a GPU nor the simulator.
+    """
+    kernels("cuda")
+    from numba import cuda
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def _move(a, device):
+    """``a`` on ``device`` ("cpu" or "cuda"); the same object when it is there already."""
+    if (device == "cuda") == is_device_array(a):
+        return a
+    return _to_device(a) if device == "cuda" else to_numpy(a)
+
+
+def _astype(a, dtype):
+    """``a`` in ``dtype`` on its own device (no copy when the dtype matches)."""
+    if np.dtype(a.dtype) == dtype:
+        return a
+    if is_device_array(a):
+        return _to_device(a.copy_to_host().astype(dtype))
+    return a.astype(dtype)
+
+
 def _accumulate(param, g):
     if param.grad is None:
-        param.grad = g.copy()
+        param.grad = g if is_device_array(g) else g.copy()  # the tier's fresh device array
+    elif is_device_array(param.grad):
+        kernels("cuda").axpby(param.grad, g, 1, 1)  # grad = grad * 1 + g * 1, in place
     else:
         param.grad += g
 
@@ -109,8 +144,14 @@ class Parameter:
     def size(self):
         return math.prod(self.shape)
 
+    @property
+    def device(self):
+        """``"cuda"`` when ``data`` is a device array, else ``"cpu"``."""
+        return "cuda" if is_device_array(self.data) else "cpu"
+
     def __repr__(self):
-        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+        device = ", device='cuda'" if self.device == "cuda" else ""
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}{device})"
 
 
 class Module:
@@ -159,14 +200,16 @@ class Module:
         return cache
 
     def _input(self, x):
-        """x as a real array in this layer's parameter dtype (device arrays pass through)."""
+        """x as a real array in this layer's parameter dtype, on its device (device arrays pass
+        through; a host input to a layer on the device is copied there once)."""
         if is_device_array(x):
             return x
         x = np.asarray(x)
         if x.dtype.kind not in "biuf":
             raise TypeError(f"{self._label()}: input must be a real numeric array, got dtype {x.dtype}")
         dtype = self.weight.dtype
-        return x if x.dtype == dtype else x.astype(dtype)
+        x = x if x.dtype == dtype else x.astype(dtype)
+        return _to_device(x) if self.weight.device == "cuda" else x
 
     # -- structure ---------------------------------------------------------------------------
     def named_children(self):
@@ -216,15 +259,23 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    @property
+    def device(self):
+        """``"cuda"`` or ``"cpu"``: where the first parameter lives ("cpu" without parameters)."""
+        params = self.parameters()
+        return params[0].device if params else "cpu"
+
     # -- state -------------------------------------------------------------------------------
     def state_dict(self):
-        """``{key: NumPy array}`` with PyTorch's keys (buffers included); values are copies."""
+        """``{key: NumPy array}`` with PyTorch's keys (buffers included); values are copies, on the
+        host whatever the module's device."""
         return {key: np.array(to_numpy(v.data if isinstance(v, Parameter) else v))
                 for key, v, _, _ in self._entries()}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters and buffers, cast to their dtypes (as PyTorch).
 
+        On a module on the device the arrays are copied into its device arrays.
         Every key and shape is checked before anything changes; on a problem a ValueError lists
         the missing and unexpected keys (``strict=False`` allows those) and each shape mismatch
         with both shapes, and the module is left untouched.
@@ -258,33 +309,50 @@ class Module:
         if problems:
             raise ValueError(f"cannot load state dict into {type(self).__name__}: " + "; ".join(problems))
         for value, owner, attr, arr in ready:
-            if isinstance(value, Parameter):
+            target = value.data if isinstance(value, Parameter) else value
+            if is_device_array(target):
+                target.copy_to_device(np.ascontiguousarray(arr, dtype=target.dtype))
+            elif isinstance(value, Parameter):
                 np.copyto(value.data, arr, casting="unsafe")
             else:
                 setattr(owner, attr, arr.astype(value.dtype, copy=True))
         return IncompatibleKeys(missing, unexpected)
 
-    def to(self, dtype):
-        """Convert floating parameters (and their grads) and buffers to ``dtype``; returns self.
+    def to(self, dtype_or_device):
+        """Move to a device, or convert to a dtype; returns self (the Parameter objects stay the
+        same, their ``.data`` is replaced).
 
-        ``dtype`` is float32 or float64 (``to(np.float64)`` is PyTorch's ``.double()``). The
-        Parameter objects stay the same; their ``.data`` is replaced. A string is a device:
-        ``"cpu"`` is a no-op; other devices are not supported by this model yet (ValueError).
-        Convert before building an optimizer: its state buffers keep the dtype they were made in.
+        A device is ``"cpu"`` or ``"cuda"``: every parameter's ``.data`` and every floating buffer
+        (BatchNorm's running statistics) is copied there, and the gradients of moved parameters
+        reset to None (as after ``zero_grad``); integer buffers (``num_batches_tracked``, a counter
+        the layer keeps) stay on the host. ``"cuda"`` with neither a GPU nor the simulator raises
+        the cuda tier's RuntimeError, before anything moves. A dtype is float32 or float64
+        (``to(np.float64)`` is PyTorch's ``.double()``); parameters, grads and floating buffers
+        are converted on their device. Move or convert before building an optimizer: its state
+        buffers keep the device and dtype they were made in.
         """
-        if isinstance(dtype, str):
-            if dtype == "cpu":
-                return self
-            raise ValueError(f"unknown device {dtype!r}: models run on 'cpu' for now "
-                             "(for a dtype pass np.float32 or np.float64)")
-        dt = _float_dtype(dtype)
+        arg = dtype_or_device
+        if isinstance(arg, str):
+            if arg not in _DEVICES:
+                raise ValueError(f"unknown device {arg!r}: choose one of {', '.join(_DEVICES)} "
+                                 "(for a dtype pass np.float32 or np.float64)")
+            if arg == "cuda":
+                kernels("cuda")  # the tier's clear error when there is no GPU and no simulator
+            for _, value, owner, attr in self._entries():
+                if isinstance(value, Parameter):
+                    if value.device != arg:
+                        value.data, value.grad = _move(value.data, arg), None
+                elif np.dtype(value.dtype).kind == "f":
+                    setattr(owner, attr, _move(value, arg))
+            return self
+        dt = _float_dtype(arg)
         for _, value, owner, attr in self._entries():
             if isinstance(value, Parameter):
-                value.data = value.data.astype(dt, copy=False)
+                value.data = _astype(value.data, dt)
                 if value.grad is not None:
-                    value.grad = value.grad.astype(dt, copy=False)
-            elif value.dtype.kind == "f":
-                setattr(owner, attr, value.astype(dt, copy=False))
+                    value.grad = _astype(value.grad, dt)
+            elif np.dtype(value.dtype).kind == "f":
+                setattr(owner, attr, _astype(value, dt))
         return self
 
     def __repr__(self):
@@ -609,7 +677,7 @@ class Dropout(Module):
         return f"Dropout(p={self.p}, inplace=False)"
 
 
-# --- batch normalisation (NumPy, host arrays only) ---------------------------------------------
+# --- batch normalisation -----------------------------------------------------------------------
 
 class _BatchNorm(Module):
     """Batch normalisation over every axis but the channel axis 1, with PyTorch's semantics.
@@ -617,8 +685,9 @@ class _BatchNorm(Module):
     Training: normalise with the batch mean and biased variance; update
     ``running = (1 - momentum) * running + momentum * batch`` with the *unbiased* variance, and
     count ``num_batches_tracked``. Eval: normalise with the running statistics. ``weight`` (ones)
-    and ``bias`` (zeros) are (C,). The arithmetic is :func:`fastconv.functional.batch_norm`'s;
-    host arrays only.
+    and ``bias`` (zeros) are (C,). The arithmetic, the running-statistics update included, is
+    :func:`fastconv.functional.batch_norm`'s, on the host or on the device (after ``to("cuda")``
+    the running statistics are device arrays; ``num_batches_tracked`` stays a host counter).
     """
 
     _param_names = ("weight", "bias")
@@ -646,8 +715,6 @@ class _BatchNorm(Module):
         return shape
 
     def forward(self, x):
-        if is_device_array(x):
-            raise TypeError(f"{type(self).__name__} runs on NumPy arrays only, got a device array")
         x = self._input(x)
         self.output_shape(x.shape)
         if self.training:

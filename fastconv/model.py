@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 
 from ._backend import is_device_array, to_numpy
-from .layers import Module
+from .layers import Module, _to_device
 
 __all__ = ["Sequential"]
 
@@ -96,7 +96,9 @@ class Sequential(Module):
     def predict(self, x, batch_size=256):
         """Outputs for ``x`` in eval mode, ``batch_size`` samples at a time, as a NumPy array.
 
-        Each module's previous training/eval mode is restored afterwards.
+        On a model on the device each host batch is copied there once (in the model's dtype) and
+        each batch's output copied back. Each module's previous training/eval mode is restored
+        afterwards.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -104,10 +106,16 @@ class Sequential(Module):
             x = np.asarray(x)
         if len(x.shape) == 0 or x.shape[0] == 0:
             raise ValueError(f"predict needs a non-empty batch of samples, got shape {tuple(x.shape)}")
+        if self.device == "cuda" and not is_device_array(x) and x.dtype.kind in "biuf":
+            def batch(i):
+                return _to_device(np.asarray(x[i:i + batch_size], dtype=self._dtype()))
+        else:
+            def batch(i):
+                return x[i:i + batch_size]
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
-            outs = [to_numpy(self.forward(x[i:i + batch_size])) for i in range(0, x.shape[0], batch_size)]
+            outs = [to_numpy(self.forward(batch(i))) for i in range(0, x.shape[0], batch_size)]
         finally:
             for m, mode in modes:
                 m.training = mode
