@@ -14,20 +14,29 @@ otherwise. Parameters whose ``grad`` is ``None`` are skipped by ``step()``.
 Backends: the per-parameter arithmetic lives in :func:`sgd_update` and
 :func:`adam_update`, written as in-place NumPy ufunc calls and reached
 through the class attributes ``SGD.update_fn`` / ``Adam.update_fn``; state
-buffers are allocated through ``Optimizer.zeros_like``. A CUDA backend can
-replace these (same signatures) with its own kernels and allocator.
+buffers are allocated through ``Optimizer.zeros_like``. A parameter whose
+``data`` is a CUDA device array (after ``model.to("cuda")``) is updated by
+the cuda tier's function of the same name and signature
+(``fastconv.kernels.cuda.sgd_update`` / ``adam_update``) and its state is
+allocated on the device (``cuda.zeros_like``): no host round trip. State is
+made at a parameter's first step, so move the model before the first step.
 All hyper-parameters are passed as Python floats, so float32 parameters are
 updated in float32 (NumPy 2 treats Python scalars as weak).
 
 Checkpointing: :meth:`Optimizer.state_dict` returns a nested dict of NumPy
-arrays and Python scalars; :func:`flatten_state` turns any such dict into
-``{str: ndarray}`` for ``np.savez`` and :func:`unflatten_state` restores it
-exactly (types included).
+arrays (device state is copied to the host) and Python scalars;
+:func:`flatten_state` turns any such dict into ``{str: ndarray}`` for
+``np.savez`` and :func:`unflatten_state` restores it exactly (types
+included); :meth:`Optimizer.load_state_dict` puts arrays on each parameter's
+device.
 """
 
 import json
 
 import numpy as np
+
+from ._backend import is_device_array, kernels, to_numpy
+from .layers import _to_device
 
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "ReduceLROnPlateau",
            "sgd_update", "adam_update", "flatten_state", "unflatten_state"]
@@ -148,6 +157,8 @@ class Optimizer:
     """
 
     zeros_like = staticmethod(np.zeros_like)
+    #: Name of the cuda tier's function replacing ``update_fn`` for device parameters.
+    tier_update = None
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -211,7 +222,22 @@ class Optimizer:
             if p.grad.shape != p.data.shape:
                 raise ValueError(
                     f"grad shape {p.grad.shape} does not match param shape {p.data.shape}")
-            yield p, np.asanyarray(p.grad).astype(p.data.dtype, copy=False)
+            if is_device_array(p.grad):  # the tier's gradient, already in the param dtype
+                yield p, p.grad
+            else:
+                yield p, np.asanyarray(p.grad).astype(p.data.dtype, copy=False)
+
+    def _update_fn(self, p):
+        """The update rule for ``p``: ``update_fn``, or the cuda tier's for a device parameter."""
+        if is_device_array(p.data):
+            return getattr(kernels("cuda"), self.tier_update)
+        return self.update_fn
+
+    def _zeros(self, p):
+        """A zero state buffer like ``p.data``, on its device."""
+        if is_device_array(p.data):
+            return kernels("cuda").zeros_like(p.data)
+        return self.zeros_like(p.data)
 
     def step(self, closure=None):
         """Perform one update; ``closure()`` (if given) is called first and returned."""
@@ -226,7 +252,8 @@ class Optimizer:
     def state_dict(self):
         """Deep-copied ``{"state": {index: {...}}, "param_groups": [...]}`` as torch.
 
-        Parameters are replaced by their running index over all groups.
+        Parameters are replaced by their running index over all groups. State
+        arrays are NumPy copies, also for parameters on the device.
         """
         groups, state, index = [], {}, 0
         for group in self.param_groups:
@@ -234,14 +261,18 @@ class Optimizer:
             g["params"] = list(range(index, index + len(group["params"])))
             for p in group["params"]:
                 if self.state.get(id(p)):
-                    state[index] = {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                    state[index] = {k: (v.copy() if isinstance(v, np.ndarray)
+                                        else to_numpy(v) if is_device_array(v) else v)
                                     for k, v in self.state[id(p)].items()}
                 index += 1
             groups.append(g)
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore hyper-parameters and state produced by :meth:`state_dict`."""
+        """Restore hyper-parameters and state produced by :meth:`state_dict`.
+
+        State arrays go to their parameter's device and dtype.
+        """
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} param groups, "
@@ -258,11 +289,15 @@ class Optimizer:
             p = index_to_param[int(index)]
             s = {}
             for key, value in pstate.items():
+                if is_device_array(value):
+                    value = to_numpy(value)
                 if isinstance(value, np.ndarray):
                     if value.shape != p.data.shape:
                         raise ValueError(f"state {key!r} shape {value.shape} does not "
                                          f"match param shape {p.data.shape}")
                     value = np.array(value, dtype=p.data.dtype)
+                    if is_device_array(p.data):
+                        value = _to_device(value)
                 s[key] = value
             new_state[id(p)] = s
         for saved, group in zip(groups, self.param_groups):
@@ -290,6 +325,7 @@ class SGD(Optimizer):
     """
 
     update_fn = staticmethod(sgd_update)
+    tier_update = "sgd_update"
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
@@ -312,10 +348,10 @@ class SGD(Optimizer):
                 state = self.state.setdefault(id(p), {})
                 buf = state.get("momentum_buffer")
                 if buf is None:
-                    buf = state["momentum_buffer"] = self.zeros_like(p.data)
+                    buf = state["momentum_buffer"] = self._zeros(p)
                     first = True
-            self.update_fn(p.data, grad, buf, lr, momentum, dampening,
-                           bool(group["nesterov"]), wd, first)
+            self._update_fn(p)(p.data, grad, buf, lr, momentum, dampening,
+                               bool(group["nesterov"]), wd, first)
 
 
 class Adam(Optimizer):
@@ -332,6 +368,7 @@ class Adam(Optimizer):
     """
 
     update_fn = staticmethod(adam_update)
+    tier_update = "adam_update"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                  weight_decay=0.0, amsgrad=False):
@@ -355,14 +392,14 @@ class Adam(Optimizer):
             state = self.state.setdefault(id(p), {})
             if not state:
                 state["step"] = 0
-                state["exp_avg"] = self.zeros_like(p.data)
-                state["exp_avg_sq"] = self.zeros_like(p.data)
+                state["exp_avg"] = self._zeros(p)
+                state["exp_avg_sq"] = self._zeros(p)
             if amsgrad and state.get("max_exp_avg_sq") is None:
-                state["max_exp_avg_sq"] = self.zeros_like(p.data)
+                state["max_exp_avg_sq"] = self._zeros(p)
             state["step"] += 1
-            self.update_fn(p.data, grad, state["exp_avg"], state["exp_avg_sq"],
-                           state.get("max_exp_avg_sq"), state["step"], lr, beta1,
-                           beta2, eps, wd, amsgrad)
+            self._update_fn(p)(p.data, grad, state["exp_avg"], state["exp_avg_sq"],
+                               state.get("max_exp_avg_sq"), state["step"], lr, beta1,
+                               beta2, eps, wd, amsgrad)
 
 
 # --------------------------------------------------------------------------
