@@ -23,9 +23,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from ._backend import to_numpy
+from ._backend import is_device_array, to_numpy
 from .datasets import normalize
-from .layers import Dropout
+from .layers import Dropout, _to_device
 from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
 
@@ -185,6 +185,16 @@ class Trainer:
     per call by ``fastconv.datasets.normalize`` (``/255``, then MNIST mean 0.1307 and std 0.3081);
     float input is used as it is (normalise it yourself for other data). Everything is cast to the
     model's parameter dtype (float32 unless ``model.to(np.float64)``). Labels are integers ``(N,)``.
+
+    Devices
+    -------
+    With a model moved by ``model.to("cuda")`` (before the optimizer's first step), data is
+    prepared and augmented on the host and each training batch is copied to the device once
+    (images and labels: two host-to-device copies); the forward, loss, backward and update stay
+    there. Per batch two results come back: the loss (the tier returns it as a float) and the
+    ``(N, classes)`` logits for the accuracy (an argmax on the host); plus, by the tier's contract,
+    one small flag per MaxPool2d backward. ``evaluate`` copies each batch there and its logits
+    back. Checkpoints hold NumPy arrays, whatever the device.
     """
 
     def __init__(self, model, loss=None, optimizer=None, scheduler=None):
@@ -361,6 +371,7 @@ class Trainer:
             layer._rng = rng  # Dropout draws each forward's mask seed from this generator
         order = shuffle_rng.permutation(n) if shuffle else None
         lr = float(opt.param_groups[0]["lr"])
+        on_device = any(is_device_array(p.data) for p in model.parameters())
         model.train()
         total, correct = 0.0, 0
         bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="img", leave=True,
@@ -374,8 +385,11 @@ class Trainer:
                     xb, yb = x[idx], y[idx]
                 if augment is not None:
                     xb = augment(xb, augment_rng)
-                logits = model.forward(xb)
-                loss = loss_fn.forward(logits, yb)
+                xin, yin = xb, yb
+                if on_device:  # the batch's one copy to the device; yb stays for the accuracy
+                    xin, yin = _to_device(np.asarray(xb, dtype=x.dtype)), _to_device(yb)
+                logits = model.forward(xin)
+                loss = loss_fn.forward(logits, yin)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"epoch {epoch + 1}, batch {i // batch_size}: the loss is "
                                              f"{loss}; try a lower learning rate")
