@@ -58,3 +58,14 @@ def to_numpy(a):
     if is_device_array(a):
         return a.copy_to_host()
     return np.asarray(a)
+
+
+def to_device(a):
+    """A device copy of host array ``a`` (one host-to-device transfer, ``numba.cuda.to_device``).
+
+    Raises the cuda tier's RuntimeError (which names ``NUMBA_ENABLE_CUDASIM=1``) when there is
+    neither a GPU nor the simulator.
+    """
+    kernels("cuda")
+    from numba import cuda
+    return cuda.to_device(np.ascontiguousarray(a))

@@ -36,7 +36,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import functional as F
-from ._backend import is_device_array, kernels, to_numpy
+from ._backend import is_device_array, kernels, to_device, to_numpy
 from ._shapes import conv_output_hw, conv_padding, pair, pool_output_hw
 
 __all__ = ["Parameter", "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Sigmoid", "Tanh",
@@ -87,22 +87,11 @@ def _he_normal(shape, fan_in, dtype, rng):
     return (rng.standard_normal(shape) * std).astype(dtype)  # drawn in float64: same values per dtype
 
 
-def _to_device(a):
-    """A device copy of host array ``a`` (one host-to-device transfer, ``numba.cuda.to_device``).
-
-    Raises the cuda tier's RuntimeError (which names ``NUMBA_ENABLE_CUDASIM=1``) when there is
-    neither a GPU nor the simulator.
-    """
-    kernels("cuda")
-    from numba import cuda
-    return cuda.to_device(np.ascontiguousarray(a))
-
-
 def _move(a, device):
     """``a`` on ``device`` ("cpu" or "cuda"); the same object when it is there already."""
     if (device == "cuda") == is_device_array(a):
         return a
-    return _to_device(a) if device == "cuda" else to_numpy(a)
+    return to_device(a) if device == "cuda" else to_numpy(a)
 
 
 def _astype(a, dtype):
@@ -110,7 +99,7 @@ def _astype(a, dtype):
     if np.dtype(a.dtype) == dtype:
         return a
     if is_device_array(a):
-        return _to_device(a.copy_to_host().astype(dtype))
+        return to_device(a.copy_to_host().astype(dtype))
     return a.astype(dtype)
 
 
@@ -209,7 +198,7 @@ class Module:
             raise TypeError(f"{self._label()}: input must be a real numeric array, got dtype {x.dtype}")
         dtype = self.weight.dtype
         x = x if x.dtype == dtype else x.astype(dtype)
-        return _to_device(x) if self.weight.device == "cuda" else x
+        return to_device(x) if self.weight.device == "cuda" else x
 
     # -- structure ---------------------------------------------------------------------------
     def named_children(self):

@@ -11,7 +11,8 @@ import zipfile
 import numpy as np
 
 from ._backend import is_device_array, to_numpy
-from .layers import Module, _to_device
+from ._backend import to_device
+from .layers import Module
 
 __all__ = ["Sequential"]
 
@@ -108,7 +109,7 @@ class Sequential(Module):
             raise ValueError(f"predict needs a non-empty batch of samples, got shape {tuple(x.shape)}")
         if self.device == "cuda" and not is_device_array(x) and x.dtype.kind in "biuf":
             def batch(i):
-                return _to_device(np.asarray(x[i:i + batch_size], dtype=self._dtype()))
+                return to_device(np.asarray(x[i:i + batch_size], dtype=self._dtype()))
         else:
             def batch(i):
                 return x[i:i + batch_size]

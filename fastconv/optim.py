@@ -36,7 +36,7 @@ import json
 import numpy as np
 
 from ._backend import is_device_array, kernels, to_numpy
-from .layers import _to_device
+from ._backend import to_device
 
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "ReduceLROnPlateau",
            "sgd_update", "adam_update", "flatten_state", "unflatten_state"]
@@ -297,7 +297,7 @@ class Optimizer:
                                          f"match param shape {p.data.shape}")
                     value = np.array(value, dtype=p.data.dtype)
                     if is_device_array(p.data):
-                        value = _to_device(value)
+                        value = to_device(value)
                 s[key] = value
             new_state[id(p)] = s
         for saved, group in zip(groups, self.param_groups):

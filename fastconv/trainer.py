@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from ._backend import is_device_array, to_numpy
 from .datasets import normalize
-from .layers import Dropout, _to_device
+from ._backend import to_device
+from .layers import Dropout
 from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
 
@@ -387,7 +388,7 @@ class Trainer:
                     xb = augment(xb, augment_rng)
                 xin, yin = xb, yb
                 if on_device:  # the batch's one copy to the device; yb stays for the accuracy
-                    xin, yin = _to_device(np.asarray(xb, dtype=x.dtype)), _to_device(yb)
+                    xin, yin = to_device(np.asarray(xb, dtype=x.dtype)), to_device(yb)
                 logits = model.forward(xin)
                 loss = loss_fn.forward(logits, yin)
                 if not math.isfinite(loss):
