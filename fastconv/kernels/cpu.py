@@ -175,25 +175,37 @@ def _nkp_to_knp_sum(src, out, sums):
 
 @njit(parallel=True, cache=True)
 def _max_pool_kernel(x, kh, kw, sh, sw, out, switches):
+    """Max and its flat in-plane index per window; the first maximum wins, and the first NaN.
+
+    The hot loop tests only ``v > best`` and notes whether a NaN went by; the rare window that
+    held one is scanned again by the NaN rule (a NaN test inside the hot loop cost 3x).
+    """
     n_img, c_in, h, wd = x.shape
     _, _, ho, wo = out.shape
     for t in prange(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
-        plane = x[n, c]
         for oh in range(ho):
+            y0 = oh * sh
             for ow in range(wo):
-                y0 = oh * sh
                 x0 = ow * sw
-                best = plane[y0, x0]
+                best = x[n, c, y0, x0]
                 arg = y0 * wd + x0
+                nan = False
                 for i in range(kh):
-                    row = plane[y0 + i]
                     for j in range(kw):
-                        v = row[x0 + j]
-                        if v > best or (v != v and best == best):
+                        v = x[n, c, y0 + i, x0 + j]
+                        nan |= v != v
+                        if v > best:
                             best = v
                             arg = (y0 + i) * wd + x0 + j
+                if nan:
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = x[n, c, y0 + i, x0 + j]
+                            if v != v and best == best:
+                                best = v
+                                arg = (y0 + i) * wd + x0 + j
                 out[n, c, oh, ow] = best
                 switches[n, c, oh, ow] = arg
 
@@ -207,16 +219,14 @@ def _max_pool_backward_kernel(dout, switches, dx):
     for t in prange(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
-        d = dx[n, c]
-        d[:] = 0
-        g = dout[n, c]
-        s = switches[n, c]
+        for j in range(hw):
+            dx[n, c, j] = 0
         for i in range(m):
-            j = s[i]
+            j = switches[n, c, i]
             if j < 0 or j >= hw:
                 bad += 1
             else:
-                d[j] += g[i]
+                dx[n, c, j] += dout[n, c, i]
     return bad
 
 
@@ -227,32 +237,32 @@ def _avg_pool_kernel(x, kh, kw, sh, sw, scale, out):
     for t in prange(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
-        plane = x[n, c]
         for oh in range(ho):
             for ow in range(wo):
-                acc = plane[oh * sh, ow * sw]
+                acc = x[n, c, oh * sh, ow * sw]
                 for i in range(kh):
                     for j in range(kw):
                         if i > 0 or j > 0:
-                            acc += plane[oh * sh + i, ow * sw + j]
+                            acc += x[n, c, oh * sh + i, ow * sw + j]
                 out[n, c, oh, ow] = acc * scale
 
 
 @njit(parallel=True, cache=True)
 def _avg_pool_backward_kernel(dout, kh, kw, sh, sw, scale, dx):
-    n_img, c_in, _, _ = dx.shape
+    n_img, c_in, h, wd = dx.shape
     _, _, ho, wo = dout.shape
     for t in prange(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
-        plane = dx[n, c]
-        plane[:, :] = 0
+        for y in range(h):
+            for xx in range(wd):
+                dx[n, c, y, xx] = 0
         for oh in range(ho):
             for ow in range(wo):
                 g = dout[n, c, oh, ow] * scale
                 for i in range(kh):
                     for j in range(kw):
-                        plane[oh * sh + i, ow * sw + j] += g
+                        dx[n, c, oh * sh + i, ow * sw + j] += g
 
 
 @njit(parallel=True, cache=True)
