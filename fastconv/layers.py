@@ -19,8 +19,11 @@ Conventions
   simulator's with ``NUMBA_ENABLE_CUDASIM=1``), ``to("cpu")`` brings them back; a parameter's
   :attr:`Parameter.device` follows its array. A layer with parameters on the device copies a host
   input there once (:meth:`Module._input`); activations, caches and gradients then stay there.
-* Initialisation: Conv2d and Linear weights are He (Kaiming) normal, ``std = sqrt(2 / fan_in)``
-  with ``fan_in = in * FH * FW`` (conv) or ``in`` (linear); biases are zero. Every layer that
+* Initialisation: PyTorch's defaults, so a model starts where its PyTorch twin would: Conv2d and
+  Linear weights ``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with
+  ``fan_in = in * FH * FW`` (conv) or ``in`` (linear), and biases from the same distribution.
+  (He normal, ``std = sqrt(2 / fan_in)``, started the lenet MNIST net at a loss of 7 instead of
+  2.3 and trained it worse.) Every layer that
   draws random numbers takes ``rng`` (a ``np.random.Generator`` or an int seed); without one it
   draws from the module's default generator, which :func:`manual_seed` resets, so
   ``manual_seed(0)`` followed by building a model gives the same weights every time.
@@ -82,9 +85,13 @@ def _positive(v, name):
     return int(v)
 
 
-def _he_normal(shape, fan_in, dtype, rng):
-    std = math.sqrt(2.0 / fan_in)
-    return (rng.standard_normal(shape) * std).astype(dtype)  # drawn in float64: same values per dtype
+def _uniform_init(shape, fan_in, dtype, rng):
+    """PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. ``kaiming_uniform_(a=sqrt(5))``.
+
+    Drawn in float64, so the same seed gives the same values in either dtype.
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, shape).astype(dtype)
 
 
 def _move(a, device):
@@ -376,9 +383,9 @@ class Conv2d(Module):
         self.input_grad = True
         fh, fw = self.kernel_size
         shape = (self.out_channels, self.in_channels, fh, fw)
-        self.weight = Parameter(_he_normal(shape, self.in_channels * fh * fw, _float_dtype(dtype),
-                                           _generator(rng)))
-        self.bias = Parameter(np.zeros(self.out_channels, dtype=dtype)) if bias else None
+        fan_in, gen, dt = self.in_channels * fh * fw, _generator(rng), _float_dtype(dtype)
+        self.weight = Parameter(_uniform_init(shape, fan_in, dt, gen))
+        self.bias = Parameter(_uniform_init(self.out_channels, fan_in, dt, gen)) if bias else None
         self._cache = None
 
     def output_shape(self, shape):
@@ -433,8 +440,9 @@ class Linear(Module):
         self.out_features = _positive(out_features, "out_features")
         self.input_grad = True
         shape = (self.out_features, self.in_features)
-        self.weight = Parameter(_he_normal(shape, self.in_features, _float_dtype(dtype), _generator(rng)))
-        self.bias = Parameter(np.zeros(self.out_features, dtype=dtype)) if bias else None
+        gen, dt = _generator(rng), _float_dtype(dtype)
+        self.weight = Parameter(_uniform_init(shape, self.in_features, dt, gen))
+        self.bias = Parameter(_uniform_init(self.out_features, self.in_features, dt, gen)) if bias else None
         self._cache = None
 
     def _label(self):

@@ -160,13 +160,15 @@ def test_conv_input_grad_false_skips_dx_and_keeps_weight_grads():
     assert np.allclose(a.weight.grad, b.weight.grad) and np.allclose(a.bias.grad, b.bias.grad)
 
 
-def test_he_init_default_dtype_and_seeding():
+def test_pytorch_default_init_dtype_and_seeding():
     conv = fc.Conv2d(16, 64, 3, rng=0)
     assert conv.weight.shape == (64, 16, 3, 3) and conv.weight.dtype == np.float32
-    assert abs(conv.weight.data.std() / np.sqrt(2 / 144) - 1) < 0.05
-    assert np.all(conv.bias.data == 0) and conv.bias.dtype == np.float32
+    bound = 1 / np.sqrt(144)  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): std = bound / sqrt(3)
+    assert np.abs(conv.weight.data).max() <= bound and abs(conv.weight.data.std() * np.sqrt(3) / bound - 1) < 0.05
+    assert conv.bias.dtype == np.float32 and np.abs(conv.bias.data).max() <= bound and conv.bias.data.std() > 0
     lin = fc.Linear(200, 300, rng=0)
-    assert lin.weight.shape == (300, 200) and abs(lin.weight.data.std() / np.sqrt(2 / 200) - 1) < 0.05
+    bound = 1 / np.sqrt(200)
+    assert lin.weight.shape == (300, 200) and abs(lin.weight.data.std() * np.sqrt(3) / bound - 1) < 0.05
     # the same seed gives the same weights in either dtype
     assert np.array_equal(fc.Linear(4, 3, rng=9, dtype=np.float64).weight.data.astype(np.float32),
                           fc.Linear(4, 3, rng=9).weight.data)
