@@ -47,9 +47,9 @@ def best():
 
 #: Per-architecture defaults. ``gamma``: the lr is multiplied by it after every epoch (StepLR).
 ARCHS = {
-    "tutorial": dict(build=tutorial, epochs=3, batch_size=32, optimizer="adam", lr=1e-3, gamma=1.0,
+    "tutorial": dict(build=tutorial, epochs=5, batch_size=32, optimizer="sgd", lr=0.01, gamma=0.7,
                      weight_decay=0.0, augment="none"),
-    "lenet": dict(build=lenet, epochs=2, batch_size=64, optimizer="sgd", lr=0.05, gamma=0.7,
+    "lenet": dict(build=lenet, epochs=2, batch_size=32, optimizer="adam", lr=1e-3, gamma=0.7,
                   weight_decay=0.0, augment="none"),
     "best": dict(build=best, epochs=15, batch_size=64, optimizer="sgd", lr=0.05, gamma=0.8,
                  weight_decay=5e-4, augment="affine"),

@@ -332,21 +332,17 @@ class Trainer:
             if val is None:
                 raise ValueError("early_stopping needs validation_data or validation_split")
 
+        params = {"epochs": epochs, "batch_size": batch_size, "samples": len(x), "shuffle": bool(shuffle),
+                  "seed": seed, "augment": repr(augment),
+                  "validation_samples": 0 if val is None else len(val[0])}
         run = {"history": History(), "best_loss": math.inf, "best_state": None, "wait": 0, "stopped": False,
                "start": 0, "seed": seed}
         if resume and os.path.exists(checkpoint):
-            self._restore(checkpoint, run)
+            self._restore(checkpoint, run, params)
         if run["seed"] is None:
             run["seed"] = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
         history = self.history = run["history"]
-        params = {"epochs": epochs, "batch_size": batch_size, "samples": len(x), "shuffle": bool(shuffle),
-                  "seed": run["seed"], "augment": repr(augment),
-                  "validation_samples": 0 if val is None else len(val[0])}
-        for key in ("batch_size", "samples", "shuffle", "seed"):
-            if key in history.params and history.params[key] != params[key]:
-                raise ValueError(f"checkpoint {checkpoint} was written with {key}={history.params[key]!r}, "
-                                 f"this run has {key}={params[key]!r}: resuming would not reproduce the run")
-        history.params = params
+        history.params = dict(params, seed=run["seed"])
 
         modes = [(m, m.training) for m in self.model.modules()]
         try:
@@ -448,7 +444,9 @@ class Trainer:
         }
         _atomic_savez(os.fspath(path), flatten_state(state))
 
-    def _restore(self, path, run):
+    def _restore(self, path, run, params):
+        """Load the checkpoint into the model, optimizer, scheduler and ``run``, after checking
+        (before anything changes) that it was written by a run with the same settings."""
         try:
             with np.load(os.fspath(path), allow_pickle=False) as archive:
                 state = unflatten_state(archive)
@@ -459,6 +457,11 @@ class Trainer:
         if run["seed"] is not None and run["seed"] != state["seed"]:
             raise ValueError(f"checkpoint {path} was written by a run with seed={state['seed']}; "
                              f"pass seed={state['seed']} (or None) to resume it")
+        saved = state["history"]["params"]
+        for key in ("batch_size", "samples", "shuffle"):
+            if saved.get(key) != params[key]:
+                raise ValueError(f"checkpoint {path} was written with {key}={saved.get(key)!r}, this run "
+                                 f"has {key}={params[key]!r}: resuming would not reproduce the run")
         if (state["scheduler"] is None) != (self.scheduler is None):
             raise ValueError(f"checkpoint {path} was written "
                              f"{'without' if state['scheduler'] is None else 'with'} a scheduler; "

@@ -256,8 +256,11 @@ def test_resume_checks_the_run_settings(tmp_path):
     Trainer(make_model()).fit(x, y, epochs=1, seed=0, checkpoint=ckpt, progress=False)
     with pytest.raises(ValueError, match="seed=0"):
         Trainer(make_model()).fit(x, y, epochs=2, seed=1, checkpoint=ckpt, resume=True, progress=False)
+    model = make_model(seed=3)
+    before = weights(model)
     with pytest.raises(ValueError, match="batch_size=64"):
-        Trainer(make_model()).fit(x, y, epochs=2, batch_size=8, checkpoint=ckpt, resume=True, progress=False)
+        Trainer(model).fit(x, y, epochs=2, batch_size=8, checkpoint=ckpt, resume=True, progress=False)
+    assert_same_state(weights(model), before)  # checked before anything was loaded
     ckpt.write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         Trainer(make_model()).fit(x, y, epochs=2, checkpoint=ckpt, resume=True, progress=False)
