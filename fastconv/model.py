@@ -1,17 +1,15 @@
 """``Sequential``: a stack of layers with PyTorch's container interface, plus save/load,
 ``predict`` and a CS231n-style memory ``summary``.
 """
-import contextlib
 import math
 import numbers
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
-from ._backend import is_device_array, to_numpy
-from ._backend import to_device
+from ._backend import is_device_array, to_device, to_numpy
+from ._io import atomic_savez
 from .layers import Module
 
 __all__ = ["Sequential"]
@@ -129,21 +127,7 @@ class Sequential(Module):
         The archive is written to a temporary file in the same folder, flushed to disk and then
         renamed over ``path``, so an interrupted save leaves the previous file intact.
         """
-        path = os.fspath(path)
-        state = self.state_dict()
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **state)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_savez(path, self.state_dict())
 
     def load(self, path):
         """Load an ``.npz`` written by :meth:`save` (or any ``{key: array}`` archive); returns self.

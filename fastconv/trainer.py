@@ -12,20 +12,18 @@ interrupted after epoch 2 and resumed from its checkpoint ends with the same wei
 bit, as the run that was never interrupted. (Weight initialisation is the model's business: use
 ``fastconv.manual_seed`` or the layers' ``rng`` before building it.)
 """
-import contextlib
 import math
 import numbers
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-from ._backend import is_device_array, to_numpy
+from ._backend import is_device_array, to_device, to_numpy
+from ._io import atomic_savez
 from .datasets import normalize
-from ._backend import to_device
 from .layers import Dropout
 from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
@@ -144,22 +142,6 @@ def _epoch_generators(seed, epoch, n_dropout):
     shuffle, augment, dropout = np.random.SeedSequence([seed, epoch]).spawn(3)
     return (np.random.default_rng(shuffle), np.random.default_rng(augment),
             [np.random.default_rng(s) for s in dropout.spawn(n_dropout)])
-
-
-def _atomic_savez(path, arrays):
-    """``np.savez`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class Trainer:
@@ -442,7 +424,7 @@ class Trainer:
             "early_stopping": {"best_loss": run["best_loss"], "best_state": run["best_state"],
                                "wait": run["wait"], "stopped": run["stopped"]},
         }
-        _atomic_savez(os.fspath(path), flatten_state(state))
+        atomic_savez(path, flatten_state(state))
 
     def _restore(self, path, run, params):
         """Load the checkpoint into the model, optimizer, scheduler and ``run``, after checking
