@@ -48,3 +48,19 @@ def test_small_cnn_on_12000_images_for_2_epochs_beats_95_percent(mnist):
     # evaluate() on uint8 images is predict() on the explicitly normalised ones.
     predicted = model.predict(normalize(x_test)).argmax(axis=1)
     assert np.mean(predicted == y_test) == result["accuracy"]
+
+
+@pytest.mark.slow
+def test_the_example_script_runs_end_to_end(mnist, tmp_path, capsys):
+    import runpy
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
+    example = runpy.run_path(str(script))  # defines main() without running it
+    saved = tmp_path / "tutorial.npz"
+    result = example["main"](["--arch", "tutorial", "--limit", "3000", "--epochs", "1", "--data-dir", str(DATA),
+                              "--no-progress", "--save", str(saved)])
+    out = capsys.readouterr().out
+    assert "Epoch 1/1" in out and f"test accuracy {result['accuracy']:.4f}" in out
+    assert result["accuracy"] > 0.8
+    model = example["tutorial"]().load(saved)
+    (_, _), (x_test, y_test) = mnist
+    assert np.mean(model.predict(normalize(x_test)).argmax(axis=1) == y_test) == result["accuracy"]
