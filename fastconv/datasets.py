@@ -344,7 +344,7 @@ def normalize(x, mean=MNIST_MEAN, std=MNIST_STD, dtype=np.float32):
     if x.dtype == np.uint8:
         if x.ndim == 3:
             x = x[:, None]
-        out = x.astype(dtype) * dtype(1 / 255)
+        out = x.astype(dtype) * np.dtype(dtype).type(1 / 255)
     elif np.issubdtype(x.dtype, np.floating):
         out = x.astype(dtype, copy=True)
     else:

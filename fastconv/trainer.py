@@ -205,7 +205,7 @@ class Trainer:
             if x.ndim not in (3, 4):
                 raise ValueError(f"{name}: uint8 images must be (N, H, W) or (N, C, H, W), "
                                  f"got shape {x.shape}")
-            x = normalize(x, dtype=self._dtype().type)  # a scalar type: normalize calls dtype(1 / 255)
+            x = normalize(x, dtype=self._dtype())
         elif x.dtype.kind == "f":
             if x.ndim < 2:
                 raise ValueError(f"{name}: expected a batch (N, C, H, W), got shape {x.shape}")
@@ -347,7 +347,7 @@ class Trainer:
         dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
         shuffle_rng, augment_rng, dropout_rngs = _epoch_generators(run["seed"], epoch, len(dropouts))
         for layer, rng in zip(dropouts, dropout_rngs):
-            layer._rng = rng  # Dropout draws each forward's mask seed from this generator
+            layer.rng = rng  # Dropout draws each forward's mask seed from this generator
         order = shuffle_rng.permutation(n) if shuffle else None
         lr = float(opt.param_groups[0]["lr"])
         on_device = any(is_device_array(p.data) for p in model.parameters())
