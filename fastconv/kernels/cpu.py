@@ -26,8 +26,8 @@ from .naive import (  # NumPy's ufuncs are already vectorised: the cpu tier shar
     dropout, dropout_backward, sigmoid, sigmoid_backward, softmax_cross_entropy, tanh,
     tanh_backward)
 
-__all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
-           "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid", "sigmoid_backward",
+__all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
+           "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid", "sigmoid_backward",
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
            "softmax_cross_entropy"]
 
@@ -37,6 +37,9 @@ WORKSPACE_BYTES = 192 * 2**20
 #: How long OpenBLAS's idle workers busy-spin after a threaded GEMM (its default timeout is
 #: about 0.1 s). A parallel Numba kernel launched inside that window would share a core with a
 #: spinning BLAS thread and stall for a scheduler tick (4-8 ms), so it runs on one thread instead.
+#: Measured on shape B (64x32x14x14 -> 64, 3x3): forward + backward 12 ms this way, 23 ms with
+#: every kernel on two threads; calling openblas_set_num_threads(1) after a GEMM does not stop
+#: the spinning. Set it to 0 to always use every thread (e.g. with OPENBLAS_THREAD_TIMEOUT low).
 BLAS_SPIN_SECONDS = 0.12
 
 _local = threading.local()
