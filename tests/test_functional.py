@@ -208,6 +208,22 @@ def test_cpu_conv_in_batch_chunks_matches_naive(monkeypatch, dtype):
         assert_close_to_oracle(a, r, f"chunked conv2d {name}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocked_input_gradient_matches_naive(dtype, monkeypatch):
+    """A tiny DCOLS_BLOCK_BYTES computes the input-gradient columns one image at a time."""
+    if "cpu" not in BACKENDS:
+        pytest.skip("cpu tier not under test")
+    monkeypatch.setattr(cpu_kernels, "DCOLS_BLOCK_BYTES", 1)
+    rng = np.random.default_rng(4)
+    x, w, b = random(rng, (5, 3, 6, 7), dtype), random(rng, (4, 3, 3, 3), dtype), random(rng, (4,), dtype)
+    out, cache = HF.conv2d(x, w, b, 1, 1, backend="cpu")
+    dout = random(rng, out.shape, dtype)
+    got = HF.conv2d_backward(dout, cache)
+    ref = HF.conv2d_backward(dout, HF.conv2d(x, w, b, 1, 1, backend="naive")[1])
+    for name, a, r in zip(("dx", "dw", "db"), got, ref):
+        assert_close_to_oracle(a, r, f"blocked conv2d {name}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Pooling: ties, overlaps, NaN, switches
 

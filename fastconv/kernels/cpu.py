@@ -34,6 +34,9 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
 #: Upper bound, in bytes, of the temporaries one conv forward or backward call may hold.
 WORKSPACE_BYTES = 192 * 2**20
 
+#: Input-gradient columns are computed this many bytes at a time, so col2im reads them from cache.
+DCOLS_BLOCK_BYTES = 4 * 2**20
+
 #: How long OpenBLAS's idle workers busy-spin after a threaded GEMM (its default timeout is
 #: about 0.1 s). A parallel Numba kernel launched inside that window would share a core with a
 #: spinning BLAS thread and stall for a scheduler tick (4-8 ms), so it runs on one thread instead.
@@ -372,10 +375,15 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True):
             _gemm(dout_t2, cols2.T, dw_part)
             dw += dw_part
         if need_dx:
-            dcols = _buffer("dcols", (rows, nc, ho, wo), dout.dtype)
-            _gemm(w2.T, dout_t2, dcols.reshape(rows, nc * p))
+            # dcols in blocks of images small enough to stay in cache until col2im reads them
             (fh, fw), (sh, sw) = kernel, stride
-            _launch(_col2im_kernel, dcols, fh, fw, sh, sw, pads[0], pads[2], dx[n0:n0 + nc])
+            block = max(1, min(nc, DCOLS_BLOCK_BYTES // (rows * p * dout.itemsize)))
+            for b0 in range(0, nc, block):
+                nb = min(block, nc - b0)
+                dcols = _buffer("dcols", (rows, nb, ho, wo), dout.dtype)
+                _gemm(w2.T, dout_t[:, b0:b0 + nb].reshape(k, nb * p), dcols.reshape(rows, nb * p))
+                _launch(_col2im_kernel, dcols, fh, fw, sh, sw, pads[0], pads[2],
+                        dx[n0 + b0:n0 + b0 + nb])
     return dx, dw.reshape(w.shape), (db if has_bias else None)
 
 
