@@ -210,10 +210,10 @@ def test_cpu_conv_in_batch_chunks_matches_naive(monkeypatch, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_blocked_input_gradient_matches_naive(dtype, monkeypatch):
-    """A tiny DCOLS_BLOCK_BYTES computes the input-gradient columns one image at a time."""
+    """A tiny BLOCK_BYTES runs every kernel and GEMM one image at a time."""
     if "cpu" not in BACKENDS:
         pytest.skip("cpu tier not under test")
-    monkeypatch.setattr(cpu_kernels, "DCOLS_BLOCK_BYTES", 1)
+    monkeypatch.setattr(cpu_kernels, "BLOCK_BYTES", 1)
     rng = np.random.default_rng(4)
     x, w, b = random(rng, (5, 3, 6, 7), dtype), random(rng, (4, 3, 3, 3), dtype), random(rng, (4,), dtype)
     out, cache = HF.conv2d(x, w, b, 1, 1, backend="cpu")

@@ -22,6 +22,8 @@ import numpy as np
 from numba import njit, prange
 
 from .._shapes import conv_output_hw, pool_output_hw
+from ._memory import empty
+from ._workers import split
 from .naive import (  # NumPy's ufuncs are already vectorised: the cpu tier shares them
     dropout, dropout_backward, sigmoid, sigmoid_backward, softmax_cross_entropy, tanh,
     tanh_backward)
@@ -31,11 +33,16 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
            "softmax_cross_entropy"]
 
-#: Upper bound, in bytes, of the temporaries one conv forward or backward call may hold.
+#: The column matrix of a whole batch is kept for backward only up to this many bytes; past it,
+#: each block's columns are unfolded again in backward.
 WORKSPACE_BYTES = 192 * 2**20
 
-#: Input-gradient columns are computed this many bytes at a time, so col2im reads them from cache.
-DCOLS_BLOCK_BYTES = 4 * 2**20
+#: Each thread works through its images in blocks whose columns take at most this many bytes,
+#: so a block's columns, products and gradients stay in cache between the kernels and GEMMs.
+BLOCK_BYTES = 2 * 2**20
+
+#: Below this many FLOPs a convolution runs in the calling thread alone (a split costs ~30 us).
+SPLIT_FLOPS = 4e6
 
 #: How long OpenBLAS's idle workers busy-spin after a threaded GEMM (its default timeout is
 #: about 0.1 s). A parallel Numba kernel launched inside that window would share a core with a
@@ -82,6 +89,22 @@ def _buffer(slot, shape, dtype):
     return buf[:size].reshape(shape)
 
 
+def _zeroed_buffer(slot, shape, dtype):
+    """A reusable temporary of exactly ``shape`` for this thread, zero when first made.
+
+    Kernels that write only part of it (the valid columns of a wide layout) rely on the rest
+    staying zero, so each shape has its own buffer.
+    """
+    pool = _local.__dict__.setdefault("zeroed", {})
+    key = (slot, tuple(shape), np.dtype(dtype))
+    buf = pool.get(key)
+    if buf is None:
+        if len(pool) >= 16:  # many layer shapes: start again rather than grow without bound
+            pool.clear()
+        buf = pool[key] = np.zeros(shape, dtype=dtype)
+    return buf
+
+
 # ---------------------------------------------------------------------------------------------
 # Numba kernels. Each takes its output preallocated.
 
@@ -96,85 +119,135 @@ def _valid_range(fx, left, stride, width, out_width):
     return min(lo, out_width), max(min(hi, out_width), min(lo, out_width))
 
 
-@njit(parallel=True, cache=True)
-def _im2col_kernel(x, fh, fw, sh, sw, top, left, cols):
-    """x (N, C, H, W) -> cols (C*fh*fw, N, Ho, Wo).
+@njit(nogil=True, cache=True)
+def _im2col_kernel(x, fh, fw, sh, sw, top, left, wide, cols, j0):
+    """x (n, C, H, W) -> cols[:, j0:j0+n] of cols (C*fh*fw, N, Ho, Wq).
 
-    Plain indexing with a select in the inner loop (no per-row views, no split loops) lets LLVM
-    emit masked vector copies over each output row.
+    ``wide`` (stride 1 only): rows are the padded width ``Wq = Wp``, so each row of cols is one
+    contiguous run of the zero-padded plane (``Ho*Wp`` values) instead of ``Ho`` runs of ``Wo``;
+    the last ``fw-1`` columns of each output row are zeros, and the products there are dropped.
+    Otherwise ``Wq = Wo``: plain indexing with a select in the inner loop, which LLVM turns into
+    masked vector copies over each output row.
     """
     n_img, c_in, h, wd = x.shape
-    rows, _, ho, wo = cols.shape
-    for t in prange(rows * n_img):
-        q = t // n_img
-        n = t - q * n_img
+    rows, _, ho, wq = cols.shape
+    if wide:
+        wo = wq - fw + 1
+        length = ho * wq
+        # the images zero-padded to (Ho + fh - 1) x Wq, with a tail for the last run of a plane
+        xpad = np.zeros((n_img, c_in, (ho + fh - 1) * wq + fw), dtype=cols.dtype)
+        probe = cols.dtype.type(0)
+        for n in range(n_img):
+            for c in range(c_in):
+                for y in range(h):
+                    base = (y + top) * wq + left
+                    for xx in range(wd):
+                        v = x[n, c, y, xx]
+                        xpad[n, c, base + xx] = v
+                        probe += v * 0  # NaN once any value is not finite
+        for q in range(rows):  # cols written in order: one run of Ho*Wq per (row, image)
+            c = q // (fh * fw)
+            start = ((q // fw) % fh) * wq + q % fw
+            for n in range(n_img):
+                dst = cols[q, j0 + n].reshape(length)
+                np.positive(xpad[n, c, start:start + length], dst)  # a ufunc copy vectorises
+                if probe != 0:  # keep inf/NaN out of the dropped columns (0 * inf in dW)
+                    for oh in range(ho):
+                        for ow in range(wo, wq):
+                            dst[oh * wq + ow] = 0
+        return
+    for q in range(rows):
         c = q // (fh * fw)
         fy = (q // fw) % fh
         fx = q % fw
-        lo, hi = _valid_range(fx, left, sw, wd, wo)
+        lo, hi = _valid_range(fx, left, sw, wd, wq)
         off = fx - left
-        for oh in range(ho):
-            y = oh * sh + fy - top
-            if y < 0 or y >= h:
-                for ow in range(wo):
-                    cols[q, n, oh, ow] = 0
-            else:
-                for ow in range(wo):
-                    cols[q, n, oh, ow] = x[n, c, y, ow * sw + off] if lo <= ow < hi else 0
+        for n in range(n_img):
+            for oh in range(ho):
+                y = oh * sh + fy - top
+                if y < 0 or y >= h:
+                    for ow in range(wq):
+                        cols[q, j0 + n, oh, ow] = 0
+                else:
+                    for ow in range(wq):
+                        cols[q, j0 + n, oh, ow] = x[n, c, y, ow * sw + off] if lo <= ow < hi else 0
 
 
-@njit(parallel=True, cache=True)
-def _col2im_kernel(cols, fh, fw, sh, sw, top, left, dx):
-    """cols (C*fh*fw, N, Ho, Wo) -> dx (N, C, H, W), each (n, c) plane gathered by one thread."""
+@njit(nogil=True, cache=True)
+def _col2im_kernel(cols, j0, fh, fw, sh, sw, top, left, wide, dx):
+    """cols[:, j0:j0+n] of (C*fh*fw, N, Ho, Wq) -> dx (n, C, H, W), one plane at a time, no atomics.
+
+    ``wide``: the layout of :func:`_im2col_kernel`; each row of cols is added to a zero-padded
+    plane as one contiguous run (its dropped columns hold zeros), then the plane is cropped.
+    """
     n_img, c_in, h, wd = dx.shape
-    _, _, ho, wo = cols.shape
-    for t in prange(n_img * c_in):
+    rows, _, ho, wq = cols.shape
+    if wide:
+        length = ho * wq
+        dpad = np.zeros((n_img, c_in, (ho + fh - 1) * wq + fw), dtype=dx.dtype)
+        for q in range(rows):  # cols read in order, each run added to its padded plane
+            c = q // (fh * fw)
+            start = ((q // fw) % fh) * wq + q % fw
+            for n in range(n_img):
+                run = dpad[n, c, start:start + length]
+                np.add(run, cols[q, j0 + n].reshape(length), run)  # a ufunc vectorises
+        for n in range(n_img):
+            for c in range(c_in):
+                for y in range(h):
+                    base = (y + top) * wq + left
+                    for xx in range(wd):
+                        dx[n, c, y, xx] = dpad[n, c, base + xx]
+        return
+    for t in range(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
-        plane = dx[n, c]
-        plane[:, :] = 0
+        out = dx[n, c]
+        out[:, :] = 0
         for fy in range(fh):
             for fx in range(fw):
                 q = (c * fh + fy) * fw + fx
-                lo, hi = _valid_range(fx, left, sw, wd, wo)
+                lo, hi = _valid_range(fx, left, sw, wd, wq)
                 for oh in range(ho):
                     y = oh * sh + fy - top
                     if y < 0 or y >= h:
                         continue
-                    src = cols[q, n, oh]
-                    dst = plane[y]
+                    src = cols[q, j0 + n, oh]
+                    dst = out[y]
                     for ow in range(lo, hi):
                         dst[ow * sw + fx - left] += src[ow]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _knp_to_nkp_bias(src, b, out):
-    """src (K, N, P) -> out (N, K, P) plus b[k]."""
-    k_out, n_img, p = src.shape
-    for t in prange(n_img * k_out):
-        n = t // k_out
-        k = t - n * k_out
-        s = src[k, n]
-        d = out[n, k]
-        bias = b[k]
-        for i in range(p):
-            d[i] = s[i] + bias
+    """src (K, n, Ho, Wq) -> out (n, K, Ho, Wo) plus b[k], dropping columns past Wo."""
+    k_out, n_img, ho, _ = src.shape
+    wo = out.shape[3]
+    for n in range(n_img):
+        for k in range(k_out):
+            bias = b[k]
+            for oh in range(ho):
+                for ow in range(wo):
+                    out[n, k, oh, ow] = src[k, n, oh, ow] + bias
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
 def _nkp_to_knp_sum(src, out, sums):
-    """src (N, K, P) -> out (K, N, P); sums[k] = the sum of src[:, k, :]."""
-    n_img, k_out, p = src.shape
-    for k in prange(k_out):
+    """src (n, K, Ho, Wo) -> out (K, n, Ho, Wq); sums[k] += the sum of src[:, k].
+
+    Columns past Wo of ``out`` are left as they are: the caller keeps them zero.
+    """
+    n_img, k_out, ho, wo = src.shape
+    for k in range(k_out):
         acc = sums[k]
         for n in range(n_img):
-            s = src[n, k]
-            d = out[k, n]
-            d[0] = s[0]
-            part = s[0]  # a partial sum per row keeps float32 rounding small
-            for i in range(1, p):
-                d[i] = s[i]
-                part += s[i]
+            # a partial sum per plane keeps float32 rounding small; "reassoc" lets LLVM
+            # vectorise it (a serial chain of adds ran at a quarter of memory speed)
+            part = src[n, k, 0, 0] - src[n, k, 0, 0]
+            for oh in range(ho):
+                for ow in range(wo):
+                    v = src[n, k, oh, ow]
+                    out[k, n, oh, ow] = v
+                    part += v
             acc += part
         sums[k] = acc
 
@@ -323,103 +396,141 @@ def _relu_backward_kernel(dout, y, dx):
 # ---------------------------------------------------------------------------------------------
 # The tier contract (see fastconv.kernels.naive for the shapes).
 
-def _chunk(n_img, per_image_bytes):
-    return max(1, min(n_img, WORKSPACE_BYTES // max(per_image_bytes, 1)))
-
-
-def _im2col_into(x, kernel, stride, pads, cols):
-    (fh, fw), (sh, sw) = kernel, stride
-    _launch(_im2col_kernel, x, fh, fw, sh, sw, pads[0], pads[2], cols)
-
-
 def im2col(x, kernel, stride, pads):
     """x (N, C, H, W) -> cols (C*FH*FW, N*Hout*Wout); layout as :func:`fastconv.kernels.naive.im2col`."""
     n_img, c, h, wd = x.shape
+    (fh, fw), (sh, sw) = kernel, stride
     ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
-    cols = np.empty((c * kernel[0] * kernel[1], n_img, ho, wo), dtype=x.dtype)
-    _im2col_into(x, kernel, stride, pads, cols)
+    cols = empty((c * fh * fw, n_img, ho, wo), dtype=x.dtype)
+    split(lambda a, b: _im2col_kernel(x[a:b], fh, fw, sh, sw, pads[0], pads[2], False, cols, a),
+          n_img)
     return cols.reshape(cols.shape[0], -1)
 
 
 def col2im(cols, x_shape, kernel, stride, pads):
     """cols (C*FH*FW, N*Hout*Wout) -> (N, C, H, W), overlapping contributions summed."""
     n_img, c, h, wd = x_shape
-    ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
-    dx = np.empty(x_shape, dtype=cols.dtype)
     (fh, fw), (sh, sw) = kernel, stride
-    _launch(_col2im_kernel, cols.reshape(-1, n_img, ho, wo), fh, fw, sh, sw, pads[0], pads[2], dx)
+    ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
+    dx = empty(x_shape, dtype=cols.dtype)
+    c4 = np.ascontiguousarray(cols).reshape(-1, n_img, ho, wo)
+    split(lambda a, b: _col2im_kernel(c4, a, fh, fw, sh, sw, pads[0], pads[2], False, dx[a:b]),
+          n_img)
     return dx
+
+
+class _Geometry:
+    """Sizes of one convolution on the cpu tier.
+
+    ``wide`` is True for stride 1: then the column matrix and the products use rows of the
+    padded width ``wq`` (see :func:`_im2col_kernel`); otherwise ``wq = wo``.
+    """
+
+    def __init__(self, x_shape, w_shape, stride, pads, itemsize):
+        n, c, h, wd = x_shape
+        self.k, _, self.fh, self.fw = w_shape
+        self.sh, self.sw = stride
+        self.top, self.left = pads[0], pads[2]
+        self.ho, self.wo = conv_output_hw((h, wd), (self.fh, self.fw), stride, pads)
+        self.wide = self.sh == 1 and self.sw == 1
+        self.wq = wd + pads[2] + pads[3] if self.wide else self.wo
+        self.rows = c * self.fh * self.fw
+        self.p = self.ho * self.wq
+        per_image = self.rows * self.p * itemsize
+        self.block = max(1, min(n, BLOCK_BYTES // per_image))  # images per block
+        # split across threads only when the work pays for it
+        self.parts = None if 2 * n * self.k * self.rows * self.p >= SPLIT_FLOPS else 1
+        self.save = self.rows * n * self.p * itemsize <= WORKSPACE_BYTES
+
+    def im2col(self, x, cols, j0):
+        _im2col_kernel(x, self.fh, self.fw, self.sh, self.sw, self.top, self.left, self.wide,
+                       cols, j0)
+
+    def col2im(self, cols, dx):
+        _col2im_kernel(cols, 0, self.fh, self.fw, self.sh, self.sw, self.top, self.left,
+                       self.wide, dx)
 
 
 def conv2d(x, w, b, stride, pads):
     """x (N, C, H, W), w (K, C, FH, FW), b (K,) or None -> (out (N, K, Hout, Wout), saved).
 
-    ``saved`` is the column matrix when the whole batch fit in one chunk, so backward need not
-    unfold x again; otherwise None.
+    Each thread takes a contiguous share of the images and runs, block by block, im2col ->
+    GEMM -> transpose to NCHW with the bias added. ``saved`` is the whole column matrix
+    (C*FH*FW, N, Hout, Wq) when it fits in :data:`WORKSPACE_BYTES`, so backward need not unfold
+    x again; otherwise None and each block's columns live in a per-thread buffer.
     """
-    n_img, c, h, wd = x.shape
-    k = w.shape[0]
-    kernel = w.shape[2:]
-    ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
-    rows, p = c * kernel[0] * kernel[1], ho * wo
-    out = np.empty((n_img, k, ho, wo), dtype=x.dtype)
+    n_img = x.shape[0]
+    g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize)
+    k, rows, p = g.k, g.rows, g.p
+    out = empty((n_img, k, g.ho, g.wo), dtype=x.dtype)
     w2 = w.reshape(k, rows)
     bias = b if b is not None else np.zeros(k, dtype=x.dtype)
-    step = _chunk(n_img, (2 * rows + k) * p * x.itemsize)
-    saved = None
-    for n0 in range(0, n_img, step):
-        nc = min(step, n_img - n0)
-        if step == n_img:
-            cols = saved = np.empty((rows, nc, ho, wo), dtype=x.dtype)
-        else:
-            cols = _buffer("cols", (rows, nc, ho, wo), x.dtype)
-        _im2col_into(x[n0:n0 + nc], kernel, stride, pads, cols)
-        out_t = _buffer("out_t", (k, nc * p), x.dtype)
-        _gemm(w2, cols.reshape(rows, nc * p), out_t)
-        _launch(_knp_to_nkp_bias, out_t.reshape(k, nc, p), bias, out[n0:n0 + nc].reshape(nc, k, p))
+    saved = empty((rows, n_img, g.ho, g.wq), dtype=x.dtype) if g.save else None
+
+    def share(a, b):
+        for s0 in range(a, b, g.block):
+            s1 = min(s0 + g.block, b)
+            m = s1 - s0
+            if saved is not None:
+                cols, j = saved, s0
+            else:
+                cols, j = _buffer("cols", (rows, m, g.ho, g.wq), x.dtype), 0
+            g.im2col(x[s0:s1], cols, j)
+            out_t = _buffer("out_t", (k, m, g.ho, g.wq), x.dtype)
+            np.matmul(w2, cols[:, j:j + m].reshape(rows, m * p), out=out_t.reshape(k, m * p))
+            _knp_to_nkp_bias(out_t, bias, out[s0:s1])
+
+    split(share, n_img, g.parts)
     return out, saved
 
 
 def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True):
-    """dout (N, K, Hout, Wout) -> (dx or None, dw, db or None); see :func:`conv2d`."""
-    n_img, k, ho, wo = dout.shape
-    c = x.shape[1]
-    kernel = w.shape[2:]
-    rows, p = c * kernel[0] * kernel[1], ho * wo
-    w2 = w.reshape(k, rows)
-    dw = np.empty((k, rows), dtype=w.dtype)
-    db = np.zeros(k, dtype=w.dtype)
-    dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
-    step = n_img if saved is not None else _chunk(n_img, (2 * rows + k) * p * x.itemsize)
-    dw_part = None
-    for n0 in range(0, n_img, step):
-        nc = min(step, n_img - n0)
-        if saved is not None:
-            cols = saved
-        else:
-            cols = _buffer("cols", (rows, nc, ho, wo), x.dtype)
-            _im2col_into(x[n0:n0 + nc], kernel, stride, pads, cols)
-        cols2 = cols.reshape(rows, nc * p)
-        dout_t = _buffer("dout_t", (k, nc, p), dout.dtype)
-        _launch(_nkp_to_knp_sum, dout[n0:n0 + nc].reshape(nc, k, p), dout_t, db)
-        dout_t2 = dout_t.reshape(k, nc * p)
-        if n0 == 0:
-            _gemm(dout_t2, cols2.T, dw)
-        else:
-            if dw_part is None:
-                dw_part = np.empty_like(dw)
-            _gemm(dout_t2, cols2.T, dw_part)
-            dw += dw_part
-        if need_dx:
-            # dcols in blocks of images small enough to stay in cache until col2im reads them
-            (fh, fw), (sh, sw) = kernel, stride
-            block = max(1, min(nc, DCOLS_BLOCK_BYTES // (rows * p * dout.itemsize)))
-            for b0 in range(0, nc, block):
-                nb = min(block, nc - b0)
-                dcols = _buffer("dcols", (rows, nb, ho, wo), dout.dtype)
-                _gemm(w2.T, dout_t[:, b0:b0 + nb].reshape(k, nb * p), dcols.reshape(rows, nb * p))
-                _launch(_col2im_kernel, dcols, fh, fw, sh, sw, pads[0], pads[2],
-                        dx[n0 + b0:n0 + b0 + nb])
+    """dout (N, K, Hout, Wout) -> (dx or None, dw, db or None); see :func:`conv2d`.
+
+    Each thread takes a contiguous share of the images; per block it moves dout to (K, n, P)
+    while summing db, adds ``dout_t @ cols.T`` to its partial dW and, for dx, computes
+    ``dcols = w.T @ dout_t`` and gathers it into dx (col2im) while the block is in cache. The
+    partial dW and db are added in share order.
+    """
+    n_img = dout.shape[0]
+    g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize)
+    k, rows, p = g.k, g.rows, g.p
+    w2t = w.reshape(k, rows).T
+    dx = empty(x.shape, dtype=x.dtype) if need_dx else None
+    # dcols is zero in the dropped columns of a wide layout unless w holds inf or NaN (0 * inf)
+    clean = need_dx and g.wq > g.wo and not np.isfinite(w).all()
+
+    def share(a, b):
+        dw = np.zeros((k, rows), dtype=w.dtype)
+        db = np.zeros(k, dtype=w.dtype)
+        part = _buffer("dw_part", (k, rows), w.dtype)
+        for s0 in range(a, b, g.block):
+            s1 = min(s0 + g.block, b)
+            m = s1 - s0
+            if saved is not None:
+                cols = saved[:, s0:s1].reshape(rows, m * p)
+            else:
+                buf = _buffer("cols", (rows, m, g.ho, g.wq), x.dtype)
+                g.im2col(x[s0:s1], buf, 0)
+                cols = buf.reshape(rows, m * p)
+            dout_t = _zeroed_buffer("dout_t", (k, m, g.ho, g.wq), dout.dtype)
+            _nkp_to_knp_sum(dout[s0:s1], dout_t, db)
+            dout_t2 = dout_t.reshape(k, m * p)
+            np.matmul(dout_t2, cols.T, out=part)
+            dw += part
+            if need_dx:
+                dcols = _buffer("dcols", (rows, m, g.ho, g.wq), dout.dtype)
+                np.matmul(w2t, dout_t2, out=dcols.reshape(rows, m * p))
+                if clean:
+                    dcols[..., g.wo:] = 0
+                g.col2im(dcols, dx[s0:s1])
+        return dw, db
+
+    parts = split(share, n_img, g.parts)
+    dw, db = parts[0]
+    for dw_i, db_i in parts[1:]:
+        dw += dw_i
+        db += db_i
     return dx, dw.reshape(w.shape), (db if has_bias else None)
 
 
@@ -427,8 +538,8 @@ def max_pool2d(x, kernel, stride):
     """x (N, C, H, W) -> (out, switches int64); switches are flat ``h * W + w`` indices per plane."""
     n_img, c, h, wd = x.shape
     ho, wo = pool_output_hw((h, wd), kernel, stride)
-    out = np.empty((n_img, c, ho, wo), dtype=x.dtype)
-    switches = np.empty((n_img, c, ho, wo), dtype=np.int64)
+    out = empty((n_img, c, ho, wo), dtype=x.dtype)
+    switches = empty((n_img, c, ho, wo), dtype=np.int64)
     if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
         _launch(_max_pool_2x2_kernel, x, out, switches)
     else:
@@ -439,7 +550,7 @@ def max_pool2d(x, kernel, stride):
 def max_pool2d_backward(dout, switches, input_shape):
     """Route dout (N, C, Hout, Wout) by switches into dx (input_shape) -> (dx, ok)."""
     n_img, c, h, wd = input_shape
-    dx = np.empty((n_img, c, h * wd), dtype=dout.dtype)
+    dx = empty((n_img, c, h * wd), dtype=dout.dtype)
     bad = _launch(_max_pool_backward_kernel, dout.reshape(n_img, c, -1), switches.reshape(n_img, c, -1), dx)
     return dx.reshape(input_shape), bad == 0
 
@@ -448,7 +559,7 @@ def avg_pool2d(x, kernel, stride):
     """x (N, C, H, W) -> (N, C, Hout, Wout), the mean of each window."""
     n_img, c, h, wd = x.shape
     ho, wo = pool_output_hw((h, wd), kernel, stride)
-    out = np.empty((n_img, c, ho, wo), dtype=x.dtype)
+    out = empty((n_img, c, ho, wo), dtype=x.dtype)
     scale = x.dtype.type(1.0 / (kernel[0] * kernel[1]))
     _launch(_avg_pool_kernel, x, kernel[0], kernel[1], stride[0], stride[1], scale, out)
     return out
@@ -456,7 +567,7 @@ def avg_pool2d(x, kernel, stride):
 
 def avg_pool2d_backward(dout, input_shape, kernel, stride):
     """dout (N, C, Hout, Wout) -> dx (input_shape), each gradient spread evenly over its window."""
-    dx = np.empty(input_shape, dtype=dout.dtype)
+    dx = empty(input_shape, dtype=dout.dtype)
     scale = dout.dtype.type(1.0 / (kernel[0] * kernel[1]))
     _launch(_avg_pool_backward_kernel, dout, kernel[0], kernel[1], stride[0], stride[1], scale, dx)
     return dx
@@ -464,21 +575,21 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride):
 
 def relu(x):
     """max(x, 0), NaN propagating; one fused parallel pass."""
-    out = np.empty_like(x)
+    out = empty(x.shape, x.dtype)
     _launch(_relu_kernel, x.reshape(-1), out.reshape(-1))
     return out
 
 
 def relu_backward(dout, out):
     """dout where the forward output was positive, else 0."""
-    dx = np.empty_like(dout)
+    dx = empty(dout.shape, dout.dtype)
     _launch(_relu_backward_kernel, dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
     return dx
 
 
 def linear(x, w, b):
     """x (N, in) @ w.T + b -> (N, out), through BLAS."""
-    out = _gemm(x, w.T, np.empty((x.shape[0], w.shape[0]), dtype=x.dtype))
+    out = _gemm(x, w.T, empty((x.shape[0], w.shape[0]), dtype=x.dtype))
     if b is not None:
         out += b
     return out
@@ -486,7 +597,7 @@ def linear(x, w, b):
 
 def linear_backward(dout, x, w, has_bias, need_dx=True):
     """dout (N, out) -> (dx (N, in) or None, dw (out, in), db (out,) or None)."""
-    dx = _gemm(dout, w, np.empty(x.shape, dtype=x.dtype)) if need_dx else None
+    dx = _gemm(dout, w, empty(x.shape, dtype=x.dtype)) if need_dx else None
     dw = _gemm(dout.T, x, np.empty(w.shape, dtype=w.dtype))
     return dx, dw, (dout.sum(axis=0) if has_bias else None)
 
@@ -563,7 +674,7 @@ def _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_c
 def batch_norm(x, weight, bias, mean, var, training, eps):
     """Batch normalisation of x (N, C, L); see :func:`fastconv.kernels.naive.batch_norm`."""
     c = x.shape[1]
-    out = np.empty_like(x)
+    out = empty(x.shape, x.dtype)
     eps = x.dtype.type(eps)
     if training:
         mean, var = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
@@ -582,7 +693,7 @@ def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
     c = x.shape[1]
     dweight = np.empty(c, dtype=x.dtype)
     dbias = np.empty(c, dtype=x.dtype)
-    dx = np.empty_like(x) if need_dx else np.empty((1, 1, 1), dtype=x.dtype)
+    dx = empty(x.shape, x.dtype) if need_dx else empty((1, 1, 1), dtype=x.dtype)
     inv_count = x.dtype.type(1.0 / (x.shape[0] * x.shape[2]))
     _launch(_bn_backward_kernel, dout, x, weight, mean, inv_std, training, need_dx, inv_count,
             dweight, dbias, dx)
