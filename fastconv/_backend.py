@@ -33,6 +33,8 @@ def get_backend():
 
 def is_device_array(a):
     """True for a Numba CUDA device array, real or the simulator's (without importing numba.cuda)."""
+    if isinstance(a, np.ndarray) or a is None:
+        return False
     return hasattr(a, "copy_to_host") and (hasattr(a, "__cuda_array_interface__")
                                            or type(a).__name__ == "FakeCUDAArray")
 
@@ -46,9 +48,15 @@ def resolve(backend, *arrays):
     return get_backend()
 
 
+_modules = {}
+
+
 def kernels(name):
     """The kernel module of backend ``name``."""
-    return importlib.import_module(f"fastconv.kernels.{_check(name)}")
+    module = _modules.get(name)
+    if module is None:
+        module = _modules[name] = importlib.import_module(f"fastconv.kernels.{_check(name)}")
+    return module
 
 
 def to_numpy(a):

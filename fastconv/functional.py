@@ -28,6 +28,9 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _array(a, name, dtype=None):
     """``a`` as a C-contiguous float array (``dtype``, else its own float dtype, else float32)."""
+    if (type(a) is np.ndarray and a.dtype in _FLOATS and (dtype is None or a.dtype == dtype)
+            and a.flags.c_contiguous):
+        return a  # the common case, checked first: per-call overhead decides batch-1 speed
     if is_device_array(a):
         if np.dtype(a.dtype) not in _FLOATS or (dtype is not None and a.dtype != dtype):
             raise TypeError(f"{name}: device array of dtype {a.dtype} where {dtype or 'float32/float64'}"

@@ -11,6 +11,7 @@ How a block comes back: the block is a ``memoryview``; each array handed out is 
 array, since it is the first ``base`` that is not itself a view of an ndarray, so a finalizer on
 it runs only once nothing can reach the memory any more. At most :data:`CACHE_BYTES` are kept.
 """
+import math
 import threading
 import weakref
 
@@ -38,7 +39,7 @@ def empty(shape, dtype):
     """An uninitialised C-contiguous array like ``np.empty(shape, dtype)``, from the cache."""
     dtype = np.dtype(dtype)
     shape = tuple(int(s) for s in shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     with _lock:

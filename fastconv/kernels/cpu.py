@@ -1,29 +1,29 @@
 """The cpu tier: Numba kernels for the data movement, NumPy's BLAS for the products.
 
-Convolution is im2col + one GEMM over the whole batch. The column layout is
-``cols[(c, fy, fx), n, oh, ow]``, so every inner run is an output row (contiguous in cols, and
-contiguous in x when the stride is 1), and ``w.reshape(K, -1) @ cols`` yields ``(K, N, Hout, Wout)``;
-one fused kernel then moves that to NCHW and adds the bias. Backward moves ``dout`` to
-``(K, N, P)`` while summing ``db`` in the same pass, then ``dw = dout_t @ cols.T`` and
-``dcols = w.T @ dout_t``; col2im gathers into each ``(n, c)`` plane from its own thread, so no
-atomics and a deterministic result.
+Convolution is im2col + GEMM. The column layout is ``cols[(c, fy, fx), n, oh, :]``, and
+``w.reshape(K, -1) @ cols`` yields ``(K, n, Hout, Wq)``; one kernel then moves that to NCHW and
+adds the bias. For stride 1 the rows are ``Wq`` = the padded width wide (the last ``FW - 1``
+columns of each row are computed and dropped), which makes every row of cols one contiguous run
+of a padded plane; otherwise ``Wq = Wout``. Backward moves ``dout`` to ``(K, n, P)`` while
+summing ``db``, then ``dw += dout_t @ cols.T`` and ``dcols = w.T @ dout_t``, and col2im adds
+dcols into padded planes (no atomics, a deterministic result).
 
-Large batches are processed in chunks so that the temporaries never exceed ``WORKSPACE_BYTES``;
-the temporaries live in per-thread buffers reused across calls (a fresh large buffer on every
-call costs a page fault per 4 KiB).
-
-Pooling kernels run one ``(n, c)`` plane per parallel iteration.
+Threads: the conv and linear layers split the batch across Python threads that each run
+single-threaded BLAS and ``nogil`` kernels on a block of images at a time (see
+:mod:`fastconv.kernels._workers`), so the block stays in cache from im2col to GEMM to layout and
+BLAS never spins against Numba. The other kernels are ``parallel=True`` over ``(n, c)`` planes
+or elements. Large outputs come from :mod:`fastconv.kernels._memory`, so repeated calls reuse
+memory that is already mapped instead of faulting in fresh pages.
 """
+import math
 import threading
-import time
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .._shapes import conv_output_hw, pool_output_hw
 from ._memory import empty
-from ._workers import split
+from ._workers import one_blas_thread, split, threads
 from .naive import (  # NumPy's ufuncs are already vectorised: the cpu tier shares them
     dropout, dropout_backward, sigmoid, sigmoid_backward, softmax_cross_entropy, tanh,
     tanh_backward)
@@ -41,46 +41,37 @@ WORKSPACE_BYTES = 192 * 2**20
 #: so a block's columns, products and gradients stay in cache between the kernels and GEMMs.
 BLOCK_BYTES = 2 * 2**20
 
-#: Below this many FLOPs a convolution runs in the calling thread alone (a split costs ~30 us).
-SPLIT_FLOPS = 4e6
+#: Below this many FLOPs a convolution runs in the calling thread alone (a split costs ~0.15 ms).
+SPLIT_FLOPS = 2e7
 
-#: How long OpenBLAS's idle workers busy-spin after a threaded GEMM (its default timeout is
-#: about 0.1 s). A parallel Numba kernel launched inside that window would share a core with a
-#: spinning BLAS thread and stall for a scheduler tick (4-8 ms), so it runs on one thread instead.
-#: Measured on shape B (64x32x14x14 -> 64, 3x3): forward + backward 12 ms this way, 23 ms with
-#: every kernel on two threads; calling openblas_set_num_threads(1) after a GEMM does not stop
-#: the spinning. Set it to 0 to always use every thread (e.g. with OPENBLAS_THREAD_TIMEOUT low).
-BLAS_SPIN_SECONDS = 0.12
+#: GEMMs of fewer multiply-adds than this run in the calling thread; bigger ones are split by
+#: rows across the threads (a split costs ~0.15 ms).
+SPLIT_GEMM = 2**23
+
+#: OpenBLAS runs products of at least this many multiply-adds on all its threads, whose workers
+#: then busy-spin for ~0.1 s against ours: below SPLIT_GEMM they run with BLAS at one thread.
+BLAS_THREADED_GEMM = 2**18
 
 _local = threading.local()
-_last_gemm = [-1.0]
 
 
-def _gemm(a, b, out):
-    """``out = a @ b`` through NumPy's BLAS, remembering when BLAS last ran."""
-    np.matmul(a, b, out=out)
-    _last_gemm[0] = time.perf_counter()
+def _matmul(a, b, out):
+    """``out = a @ b`` for 2-D arrays through NumPy's BLAS, split by rows of ``a`` across threads."""
+    m, k = a.shape
+    macs = m * k * b.shape[1]
+    if macs < BLAS_THREADED_GEMM:
+        np.matmul(a, b, out=out)
+    elif m < 2 or macs < SPLIT_GEMM:
+        with one_blas_thread():
+            np.matmul(a, b, out=out)
+    else:
+        split(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), m)
     return out
-
-
-def _launch(kernel, *args):
-    """Run a parallel kernel on all Numba threads, or on one while BLAS workers are still spinning.
-
-    One owner of the cores at a time: the results do not depend on the thread count.
-    """
-    if time.perf_counter() - _last_gemm[0] > BLAS_SPIN_SECONDS:
-        return kernel(*args)
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        return kernel(*args)
-    finally:
-        numba.set_num_threads(threads)
 
 
 def _buffer(slot, shape, dtype):
     """A reusable temporary of ``shape`` for this thread; its contents are undefined."""
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     pool = _local.__dict__.setdefault("pool", {})
     buf = pool.get((slot, np.dtype(dtype)))
     if buf is None or buf.size < size:
@@ -422,8 +413,9 @@ def col2im(cols, x_shape, kernel, stride, pads):
 class _Geometry:
     """Sizes of one convolution on the cpu tier.
 
-    ``wide`` is True for stride 1: then the column matrix and the products use rows of the
-    padded width ``wq`` (see :func:`_im2col_kernel`); otherwise ``wq = wo``.
+    ``wide`` (stride 1, and a padded width at most 5/4 of the output width): the column matrix
+    and the products use rows of the padded width ``wq`` (see :func:`_im2col_kernel`);
+    otherwise ``wq = wo``.
     """
 
     def __init__(self, x_shape, w_shape, stride, pads, itemsize):
@@ -432,15 +424,26 @@ class _Geometry:
         self.sh, self.sw = stride
         self.top, self.left = pads[0], pads[2]
         self.ho, self.wo = conv_output_hw((h, wd), (self.fh, self.fw), stride, pads)
-        self.wide = self.sh == 1 and self.sw == 1
-        self.wq = wd + pads[2] + pads[3] if self.wide else self.wo
+        wp = wd + pads[2] + pads[3]
+        # wide rows only where the dropped columns cost little GEMM work (at most 25% more)
+        self.wide = self.sh == 1 and self.sw == 1 and 4 * wp <= 5 * self.wo
+        self.wq = wp if self.wide else self.wo
         self.rows = c * self.fh * self.fw
         self.p = self.ho * self.wq
         per_image = self.rows * self.p * itemsize
         self.block = max(1, min(n, BLOCK_BYTES // per_image))  # images per block
         # split across threads only when the work pays for it
-        self.parts = None if 2 * n * self.k * self.rows * self.p >= SPLIT_FLOPS else 1
+        macs = n * self.k * self.rows * self.p
+        self.parts = None if 2 * macs >= SPLIT_FLOPS else 1
+        self.one_share_blas_limit = self.parts == 1 and macs >= BLAS_THREADED_GEMM
         self.save = self.rows * n * self.p * itemsize <= WORKSPACE_BYTES
+
+    def run(self, share, n_img):
+        """``split(share, n_img)``, or one share with BLAS at one thread when that is needed."""
+        if self.one_share_blas_limit:
+            with one_blas_thread():
+                return [share(0, n_img)]
+        return split(share, n_img, self.parts)
 
     def im2col(self, x, cols, j0):
         _im2col_kernel(x, self.fh, self.fw, self.sh, self.sw, self.top, self.left, self.wide,
@@ -480,7 +483,7 @@ def conv2d(x, w, b, stride, pads):
             np.matmul(w2, cols[:, j:j + m].reshape(rows, m * p), out=out_t.reshape(k, m * p))
             _knp_to_nkp_bias(out_t, bias, out[s0:s1])
 
-    split(share, n_img, g.parts)
+    g.run(share, n_img)
     return out, saved
 
 
@@ -526,7 +529,7 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True):
                 g.col2im(dcols, dx[s0:s1])
         return dw, db
 
-    parts = split(share, n_img, g.parts)
+    parts = g.run(share, n_img)
     dw, db = parts[0]
     for dw_i, db_i in parts[1:]:
         dw += dw_i
@@ -541,9 +544,9 @@ def max_pool2d(x, kernel, stride):
     out = empty((n_img, c, ho, wo), dtype=x.dtype)
     switches = empty((n_img, c, ho, wo), dtype=np.int64)
     if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
-        _launch(_max_pool_2x2_kernel, x, out, switches)
+        _max_pool_2x2_kernel(x, out, switches)
     else:
-        _launch(_max_pool_kernel, x, kernel[0], kernel[1], stride[0], stride[1], out, switches)
+        _max_pool_kernel(x, kernel[0], kernel[1], stride[0], stride[1], out, switches)
     return out, switches
 
 
@@ -551,7 +554,7 @@ def max_pool2d_backward(dout, switches, input_shape):
     """Route dout (N, C, Hout, Wout) by switches into dx (input_shape) -> (dx, ok)."""
     n_img, c, h, wd = input_shape
     dx = empty((n_img, c, h * wd), dtype=dout.dtype)
-    bad = _launch(_max_pool_backward_kernel, dout.reshape(n_img, c, -1), switches.reshape(n_img, c, -1), dx)
+    bad = _max_pool_backward_kernel(dout.reshape(n_img, c, -1), switches.reshape(n_img, c, -1), dx)
     return dx.reshape(input_shape), bad == 0
 
 
@@ -561,7 +564,7 @@ def avg_pool2d(x, kernel, stride):
     ho, wo = pool_output_hw((h, wd), kernel, stride)
     out = empty((n_img, c, ho, wo), dtype=x.dtype)
     scale = x.dtype.type(1.0 / (kernel[0] * kernel[1]))
-    _launch(_avg_pool_kernel, x, kernel[0], kernel[1], stride[0], stride[1], scale, out)
+    _avg_pool_kernel(x, kernel[0], kernel[1], stride[0], stride[1], scale, out)
     return out
 
 
@@ -569,36 +572,56 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride):
     """dout (N, C, Hout, Wout) -> dx (input_shape), each gradient spread evenly over its window."""
     dx = empty(input_shape, dtype=dout.dtype)
     scale = dout.dtype.type(1.0 / (kernel[0] * kernel[1]))
-    _launch(_avg_pool_backward_kernel, dout, kernel[0], kernel[1], stride[0], stride[1], scale, dx)
+    _avg_pool_backward_kernel(dout, kernel[0], kernel[1], stride[0], stride[1], scale, dx)
     return dx
 
 
 def relu(x):
     """max(x, 0), NaN propagating; one fused parallel pass."""
     out = empty(x.shape, x.dtype)
-    _launch(_relu_kernel, x.reshape(-1), out.reshape(-1))
+    _relu_kernel(x.reshape(-1), out.reshape(-1))
     return out
 
 
 def relu_backward(dout, out):
     """dout where the forward output was positive, else 0."""
     dx = empty(dout.shape, dout.dtype)
-    _launch(_relu_backward_kernel, dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
+    _relu_backward_kernel(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
     return dx
 
 
 def linear(x, w, b):
     """x (N, in) @ w.T + b -> (N, out), through BLAS."""
-    out = _gemm(x, w.T, empty((x.shape[0], w.shape[0]), dtype=x.dtype))
+    out = _matmul(x, w.T, empty((x.shape[0], w.shape[0]), dtype=x.dtype))
     if b is not None:
         out += b
     return out
 
 
 def linear_backward(dout, x, w, has_bias, need_dx=True):
-    """dout (N, out) -> (dx (N, in) or None, dw (out, in), db (out,) or None)."""
-    dx = _gemm(dout, w, empty(x.shape, dtype=x.dtype)) if need_dx else None
-    dw = _gemm(dout.T, x, np.empty(w.shape, dtype=w.dtype))
+    """dout (N, out) -> (dx (N, in) or None, dw (out, in), db (out,) or None).
+
+    One split for both products: thread i computes its share of dx's rows and of dw's rows.
+    """
+    (n, k_in), k_out = x.shape, w.shape[0]
+    dx = empty(x.shape, dtype=x.dtype) if need_dx else None
+    dw = np.empty(w.shape, dtype=w.dtype)
+    dout_t = dout.T
+    if n * k_in * k_out < SPLIT_GEMM or min(n, k_out) < 2:
+        if need_dx:
+            _matmul(dout, w, dx)
+        _matmul(dout_t, x, dw)
+    else:
+        parts = threads()
+
+        def share(i, _):
+            lo, hi = n * i // parts, n * (i + 1) // parts
+            if need_dx and hi > lo:
+                np.matmul(dout[lo:hi], w, out=dx[lo:hi])
+            lo, hi = k_out * i // parts, k_out * (i + 1) // parts
+            if hi > lo:
+                np.matmul(dout_t[lo:hi], x, out=dw[lo:hi])
+        split(share, parts)
     return dx, dw, (dout.sum(axis=0) if has_bias else None)
 
 
@@ -681,7 +704,7 @@ def batch_norm(x, weight, bias, mean, var, training, eps):
         inv_std = np.empty(c, dtype=x.dtype)
     else:
         inv_std = 1 / np.sqrt(var + eps)
-    _launch(_bn_forward_kernel, x, weight, bias, mean, var, inv_std, training, eps, x.dtype.type(1), out)
+    _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, x.dtype.type(1), out)
     if not training:
         return out, None, None, (mean, inv_std)
     return out, mean, var, (mean, inv_std)
@@ -695,6 +718,6 @@ def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
     dbias = np.empty(c, dtype=x.dtype)
     dx = empty(x.shape, x.dtype) if need_dx else empty((1, 1, 1), dtype=x.dtype)
     inv_count = x.dtype.type(1.0 / (x.shape[0] * x.shape[2]))
-    _launch(_bn_backward_kernel, dout, x, weight, mean, inv_std, training, need_dx, inv_count,
+    _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_count,
             dweight, dbias, dx)
     return (dx if need_dx else None), dweight, dbias
