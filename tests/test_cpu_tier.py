@@ -1,0 +1,186 @@
+"""The cpu tier's own machinery: thread splits, the wide stride-1 layout, reused output memory.
+
+The randomised shapes of test_functional are small, so there each convolution runs in one share
+and one block; here the split thresholds and block size are forced down so that every path
+(several shares of uneven size, one image per block, the per-thread buffers) meets the oracle.
+"""
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from threadpoolctl import threadpool_info
+
+import fastconv.functional as F
+from fastconv.kernels import _memory, _workers
+from fastconv.kernels import cpu as cpu_kernels
+
+from helpers import DTYPES, HYPOTHESIS, assert_close_to_oracle, random
+from test_functional import check_conv_against_naive, conv_arrays, conv_cases
+
+
+@contextlib.contextmanager
+def patched(module, **values):
+    """Set module attributes for the duration (hypothesis tests cannot take monkeypatch)."""
+    old = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(module, name, value)
+
+
+@contextlib.contextmanager
+def forced_splits(shares=3, block_bytes=1):
+    """Every conv and linear split into ``shares`` thread shares, convs one image per block."""
+    with patched(cpu_kernels, SPLIT_FLOPS=0, SPLIT_GEMM=1, BLAS_THREADED_GEMM=1,
+                 BLOCK_BYTES=block_bytes), patched(_workers, threads=lambda: shares):
+        yield
+
+
+def blas_threads():
+    return [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@HYPOTHESIS
+@given(case=conv_cases(), bias=st.booleans(), need_dx=st.booleans(), seed=st.integers(0, 2**32 - 1),
+       shares=st.integers(2, 4), block_bytes=st.sampled_from([1, 4096, 2**20]))
+def test_split_conv_matches_naive(dtype, case, bias, need_dx, seed, shares, block_bytes):
+    _, x, w, b = conv_arrays(case, dtype, seed, bias)
+    with forced_splits(shares, block_bytes):
+        check_conv_against_naive(x, w, b, case["stride"], case["padding"], "cpu", need_dx,
+                                 label="split conv2d")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_conv_without_saved_columns_matches_naive(dtype):
+    """Past WORKSPACE_BYTES forward keeps no columns and backward unfolds each block again."""
+    rng = np.random.default_rng(11)
+    x, w, b = random(rng, (7, 3, 9, 8), dtype), random(rng, (5, 3, 3, 3), dtype), random(rng, (5,), dtype)
+    with forced_splits(2, 4096), patched(cpu_kernels, WORKSPACE_BYTES=0):
+        _, cache = F.conv2d(x, w, b, 1, 1, backend="cpu")
+        assert cache.saved is None
+        check_conv_against_naive(x, w, b, 1, 1, "cpu", label="unsaved conv2d")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@HYPOTHESIS
+@given(n=st.integers(1, 9), k_in=st.integers(1, 40), k_out=st.integers(1, 9), bias=st.booleans(),
+       need_dx=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_split_linear_matches_naive(dtype, n, k_in, k_out, bias, need_dx, seed):
+    rng = np.random.default_rng(seed)
+    x, w = random(rng, (n, k_in), dtype), random(rng, (k_out, k_in), dtype)
+    b = random(rng, (k_out,), dtype) if bias else None
+    dout = random(rng, (n, k_out), dtype)
+    ref_out, ref_cache = F.linear(x, w, b, backend="naive")
+    ref = (ref_out,) + F.linear_backward(dout, ref_cache, need_dx)
+    with forced_splits(3):
+        out, cache = F.linear(x, w, b, backend="cpu")
+        got = (out,) + F.linear_backward(dout, cache, need_dx)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        assert (a is None) == (r is None), name
+        if r is not None:
+            assert_close_to_oracle(a, r, f"split linear {name}")
+
+
+def test_splits_are_deterministic_and_restore_blas_threads():
+    rng = np.random.default_rng(5)
+    x, w, b = random(rng, (6, 4, 10, 10), np.float32), random(rng, (8, 4, 3, 3), np.float32), None
+    before = blas_threads()
+    with forced_splits(3, 4096):
+        runs = []
+        for _ in range(2):
+            out, cache = F.conv2d(x, w, b, 1, 1, backend="cpu")
+            runs.append((out,) + F.conv2d_backward(np.ones_like(out), cache)[:2])
+    assert blas_threads() == before
+    for a, r in zip(*runs):
+        np.testing.assert_array_equal(a, r)
+
+
+def test_an_error_in_a_share_propagates_and_blas_is_restored():
+    before = blas_threads()
+
+    def share(lo, hi):
+        if lo > 0:
+            raise RuntimeError(f"share {lo}:{hi} failed")
+        return lo
+
+    with patched(_workers, threads=lambda: 3), pytest.raises(RuntimeError, match="share"):
+        _workers.split(share, 9)
+    assert blas_threads() == before
+    with patched(_workers, threads=lambda: 3):
+        assert _workers.split(lambda lo, hi: (lo, hi), 7) == [(0, 2), (2, 4), (4, 7)]
+        assert _workers.split(lambda lo, hi: (lo, hi), 1) == [(0, 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The wide layout's dropped columns must not leak inf or NaN into results that have none
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_wide_layout_keeps_non_finite_values_where_the_oracle_has_them(where):
+    rng = np.random.default_rng(8)
+    x, w = random(rng, (2, 2, 6, 12), np.float64), random(rng, (3, 2, 3, 3), np.float64)
+    if where == "x":
+        x[0, 1, 2, -1] = np.inf  # last column: feeds the dropped columns of the wide rows
+    else:
+        w[1, 0, 2, 2] = np.inf
+    assert cpu_kernels._Geometry(x.shape, w.shape, (1, 1), (1, 1, 1, 1), 8).wide
+    out, cache = F.conv2d(x, w, None, 1, 1, backend="cpu")
+    dout = random(rng, out.shape, np.float64)
+    got = (out,) + F.conv2d_backward(dout, cache)[:2]
+    ref_out, ref_cache = F.conv2d(x, w, None, 1, 1, backend="naive")
+    ref = (ref_out,) + F.conv2d_backward(dout, ref_cache)[:2]
+    for name, a, r in zip(("out", "dx", "dw"), got, ref):
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(r), err_msg=name)
+        finite = np.isfinite(r)
+        np.testing.assert_allclose(a[finite], r[finite], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reused memory
+
+def test_memory_block_returns_only_when_the_last_view_is_gone():
+    _memory.clear()
+    nbytes = 4 * 2**20
+    a = _memory.empty((2**20,), np.float32)
+    a[:] = 3
+    view = a.reshape(1024, 1024)[10:20]
+    del a
+    assert _memory.cached_bytes() == 0  # a view still reaches the memory
+    b = _memory.empty((2**20,), np.float32)  # so this one must not get it
+    b[:] = 5
+    assert (view == 3).all()
+    del view
+    assert _memory.cached_bytes() == nbytes
+    c = _memory.empty((1024, 1024), np.float32)  # same size: the cached block comes back
+    assert _memory.cached_bytes() == 0 and c.flags.c_contiguous and c.flags.writeable
+    assert (b == 5).all()
+    del b, c
+    _memory.clear()
+
+
+def test_memory_cache_is_bounded_and_small_arrays_bypass_it(monkeypatch):
+    _memory.clear()
+    monkeypatch.setattr(_memory, "CACHE_BYTES", 6 * 2**20)
+    arrays = [_memory.empty((2**20,), np.float32) for _ in range(3)]  # 4 MiB each
+    del arrays
+    assert _memory.cached_bytes() == 4 * 2**20  # only one fits under the bound
+    small = _memory.empty((10,), np.float64)
+    assert small.base is None  # a plain np.empty array
+    _memory.clear()
+    assert _memory.cached_bytes() == 0
+
+
+def test_cpu_outputs_survive_later_calls_of_the_same_size():
+    rng = np.random.default_rng(2)
+    x1, x2 = random(rng, (8, 8, 32, 32), np.float32), random(rng, (8, 8, 32, 32), np.float32)
+    out1 = F.relu(x1, backend="cpu")
+    keep = out1.copy()
+    for _ in range(3):
+        F.relu(x2, backend="cpu")
+    np.testing.assert_array_equal(out1, keep)
