@@ -274,7 +274,7 @@ def parse_args(argv):
     ap.add_argument("--naive-rounds", type=int, help="rounds for the naive tier (default 3; quick 1)")
     ap.add_argument("--min-time", type=float, help="seconds per timed block (default 0.01; quick 0.005)")
     ap.add_argument("--settle", type=float,
-                    help="seconds of untimed calls before each timed block (default 0.1; quick 0.05)")
+                    help="seconds of untimed calls before each timed block (default 0.25; quick 0.15)")
     ap.add_argument("--shapes", default=",".join(cases.CONV_SHAPES), help="conv shapes, e.g. A,B")
     ap.add_argument("--pools", default=",".join(cases.POOL_SHAPES), help="pool shapes, e.g. P1,P3")
     ap.add_argument("--impls", default=",".join(cases.IMPLS), help="implementations to time")
@@ -289,7 +289,7 @@ def parse_args(argv):
     args.rounds = args.rounds or (5 if args.quick else 15)
     args.naive_rounds = args.naive_rounds or (1 if args.quick else 3)
     args.min_time = args.min_time or (0.005 if args.quick else 0.01)
-    args.settle = (0.05 if args.quick else 0.1) if args.settle is None else args.settle
+    args.settle = (0.15 if args.quick else 0.25) if args.settle is None else args.settle
     args.shapes = [s for s in args.shapes.split(",") if s]
     args.pools = [s for s in args.pools.split(",") if s]
     args.skip = {s for s in args.skip.split(",") if s}

@@ -184,3 +184,21 @@ def test_cpu_outputs_survive_later_calls_of_the_same_size():
     for _ in range(3):
         F.relu(x2, backend="cpu")
     np.testing.assert_array_equal(out1, keep)
+
+
+# ---------------------------------------------------------------------------------------------
+# The unrolled 3x3 max-pool kernel keeps the general rules: first maximum, first NaN
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride", [1, 2, 3, (1, 2), (3, 1)])
+def test_3x3_max_pool_ties_and_nans_match_naive(dtype, stride):
+    rng = np.random.default_rng(21)
+    x = rng.integers(0, 4, size=(3, 4, 11, 10)).astype(dtype)  # small integers: many ties
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 25, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 10, replace=False)] = np.inf
+    out, switches = F.max_pool2d(x, 3, stride, backend="cpu")
+    ref_out, ref_switches = F.max_pool2d(x, 3, stride, backend="naive")
+    np.testing.assert_array_equal(switches, ref_switches)
+    np.testing.assert_array_equal(out, ref_out)  # NaN where naive has NaN
+    assert np.isnan(out).any() and (out == np.inf).any()

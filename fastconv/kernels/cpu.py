@@ -11,15 +11,17 @@ dcols into padded planes (no atomics, a deterministic result).
 Threads: the conv and linear layers split the batch across Python threads that each run
 single-threaded BLAS and ``nogil`` kernels on a block of images at a time (see
 :mod:`fastconv.kernels._workers`), so the block stays in cache from im2col to GEMM to layout and
-BLAS never spins against Numba. The other kernels are ``parallel=True`` over ``(n, c)`` planes
-or elements. Large outputs come from :mod:`fastconv.kernels._memory`, so repeated calls reuse
+BLAS never spins against Numba. The other kernels run on the same threads, each on a range of
+images, channels or elements. (They were ``parallel=True`` kernels; Numba's OpenMP workers then
+busy-wait after each kernel on the core a pool thread needs next, and the lenet training step
+took 50 ms instead of 33.) Large outputs come from :mod:`fastconv.kernels._memory`, so repeated calls reuse
 memory that is already mapped instead of faulting in fresh pages.
 """
 import math
 import threading
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .._shapes import conv_output_hw, pool_output_hw
 from ._memory import empty
@@ -44,6 +46,9 @@ BLOCK_BYTES = 2 * 2**20
 #: Below this many FLOPs a convolution runs in the calling thread alone (a split costs ~0.15 ms).
 SPLIT_FLOPS = 2e7
 
+#: Elementwise, pooling and batch-norm kernels on fewer elements run in the calling thread.
+SPLIT_ELEMENTS = 2**17
+
 #: GEMMs of fewer multiply-adds than this run in the calling thread; bigger ones are split by
 #: rows across the threads (a split costs ~0.15 ms).
 SPLIT_GEMM = 2**23
@@ -67,6 +72,21 @@ def _matmul(a, b, out):
     else:
         split(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), m)
     return out
+
+
+def _elements(fn, size):
+    """``fn(lo, hi)`` over ``range(size)``: split across the threads when that pays."""
+    return split(fn, size, None if size >= SPLIT_ELEMENTS else 1)
+
+
+def _planes(fn, a):
+    """``fn(lo, hi)`` over the images of ``a`` (N, ...), split when the array is large enough."""
+    return split(fn, a.shape[0], None if a.size >= SPLIT_ELEMENTS else 1)
+
+
+def _channels(fn, a):
+    """``fn(lo, hi)`` over the channels of ``a`` (N, C, ...), split when large enough."""
+    return split(fn, a.shape[1], None if a.size >= SPLIT_ELEMENTS else 1)
 
 
 def _buffer(slot, shape, dtype):
@@ -243,7 +263,7 @@ def _nkp_to_knp_sum(src, out, sums):
         sums[k] = acc
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _max_pool_kernel(x, kh, kw, sh, sw, out, switches):
     """Max and its flat in-plane index per window; the first maximum wins, and the first NaN.
 
@@ -252,7 +272,7 @@ def _max_pool_kernel(x, kh, kw, sh, sw, out, switches):
     """
     n_img, c_in, h, wd = x.shape
     _, _, ho, wo = out.shape
-    for t in prange(n_img * c_in):
+    for t in range(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
         for oh in range(ho):
@@ -280,12 +300,59 @@ def _max_pool_kernel(x, kh, kw, sh, sw, out, switches):
                 switches[n, c, oh, ow] = arg
 
 
-@njit(parallel=True, cache=True)
+@njit(inline="always")
+def _first_max3(row, x0, base, best, arg, nan):
+    """Fold row[x0:x0+3] (flat index ``base + x0 + j``) into (best, arg): strict >, first wins;
+    ``nan`` is raised when one of the three is NaN."""
+    a, b, d = row[x0], row[x0 + 1], row[x0 + 2]
+    if a > best:
+        best, arg = a, base + x0
+    if b > best:
+        best, arg = b, base + x0 + 1
+    if d > best:
+        best, arg = d, base + x0 + 2
+    return best, arg, nan | (a != a) | (b != b) | (d != d)
+
+
+@njit(nogil=True, cache=True)
+def _max_pool_3x3_kernel(x, sh, sw, out, switches):
+    """3x3 windows, any stride, unrolled (3x faster than the general loop); same rules."""
+    n_img, c_in, h, wd = x.shape
+    _, _, ho, wo = out.shape
+    for t in range(n_img * c_in):
+        n = t // c_in
+        c = t - n * c_in
+        plane = x[n, c]
+        for oh in range(ho):
+            y0 = oh * sh
+            r0, r1, r2 = plane[y0], plane[y0 + 1], plane[y0 + 2]
+            b0, b1, b2 = y0 * wd, (y0 + 1) * wd, (y0 + 2) * wd
+            for ow in range(wo):
+                x0 = ow * sw
+                best, arg = r0[x0], b0 + x0
+                best, arg, nan = _first_max3(r0, x0, b0, best, arg, False)
+                best, arg, nan = _first_max3(r1, x0, b1, best, arg, nan)
+                best, arg, nan = _first_max3(r2, x0, b2, best, arg, nan)
+                if nan:  # rare: the first NaN in row-major order wins
+                    for i in range(3):
+                        row = plane[y0 + i]
+                        for j in range(3):
+                            v = row[x0 + j]
+                            if v != v:
+                                best, arg = v, (y0 + i) * wd + x0 + j
+                                break
+                        if best != best:
+                            break
+                out[n, c, oh, ow] = best
+                switches[n, c, oh, ow] = arg
+
+
+@njit(nogil=True, cache=True)
 def _max_pool_2x2_kernel(x, out, switches):
     """The common 2x2, stride-2 window unrolled (4.5x faster than the general loop); same rules."""
     n_img, c_in, h, wd = x.shape
     _, _, ho, wo = out.shape
-    for t in prange(n_img * c_in):
+    for t in range(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
         plane = x[n, c]
@@ -316,13 +383,13 @@ def _max_pool_2x2_kernel(x, out, switches):
                 switches[n, c, oh, ow] = arg
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _max_pool_backward_kernel(dout, switches, dx):
     """dx (N, C, H*W) gets dout routed by switches; returns the count of out-of-range switches."""
     n_img, c_in, hw = dx.shape
     m = dout.shape[2]
     bad = 0
-    for t in prange(n_img * c_in):
+    for t in range(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
         for j in range(hw):
@@ -336,11 +403,11 @@ def _max_pool_backward_kernel(dout, switches, dx):
     return bad
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _avg_pool_kernel(x, kh, kw, sh, sw, scale, out):
     n_img, c_in, _, _ = x.shape
     _, _, ho, wo = out.shape
-    for t in prange(n_img * c_in):
+    for t in range(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
         for oh in range(ho):
@@ -353,11 +420,11 @@ def _avg_pool_kernel(x, kh, kw, sh, sw, scale, out):
                 out[n, c, oh, ow] = acc * scale
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _avg_pool_backward_kernel(dout, kh, kw, sh, sw, scale, dx):
     n_img, c_in, h, wd = dx.shape
     _, _, ho, wo = dout.shape
-    for t in prange(n_img * c_in):
+    for t in range(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
         for y in range(h):
@@ -371,16 +438,16 @@ def _avg_pool_backward_kernel(dout, kh, kw, sh, sw, scale, dx):
                         dx[n, c, oh * sh + i, ow * sw + j] += g
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _relu_kernel(x, out):
-    for i in prange(x.size):
+    for i in range(x.size):
         v = x[i]
         out[i] = 0 if v < 0 else v
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _relu_backward_kernel(dout, y, dx):
-    for i in prange(dout.size):
+    for i in range(dout.size):
         dx[i] = dout[i] if y[i] > 0 else 0
 
 
@@ -544,9 +611,13 @@ def max_pool2d(x, kernel, stride):
     out = empty((n_img, c, ho, wo), dtype=x.dtype)
     switches = empty((n_img, c, ho, wo), dtype=np.int64)
     if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
-        _max_pool_2x2_kernel(x, out, switches)
+        _planes(lambda a, b: _max_pool_2x2_kernel(x[a:b], out[a:b], switches[a:b]), x)
+    elif tuple(kernel) == (3, 3):
+        sh, sw = stride
+        _planes(lambda a, b: _max_pool_3x3_kernel(x[a:b], sh, sw, out[a:b], switches[a:b]), x)
     else:
-        _max_pool_kernel(x, kernel[0], kernel[1], stride[0], stride[1], out, switches)
+        (kh, kw), (sh, sw) = kernel, stride
+        _planes(lambda a, b: _max_pool_kernel(x[a:b], kh, kw, sh, sw, out[a:b], switches[a:b]), x)
     return out, switches
 
 
@@ -554,8 +625,9 @@ def max_pool2d_backward(dout, switches, input_shape):
     """Route dout (N, C, Hout, Wout) by switches into dx (input_shape) -> (dx, ok)."""
     n_img, c, h, wd = input_shape
     dx = empty((n_img, c, h * wd), dtype=dout.dtype)
-    bad = _max_pool_backward_kernel(dout.reshape(n_img, c, -1), switches.reshape(n_img, c, -1), dx)
-    return dx.reshape(input_shape), bad == 0
+    d3, s3 = dout.reshape(n_img, c, -1), switches.reshape(n_img, c, -1)
+    bad = _planes(lambda a, b: _max_pool_backward_kernel(d3[a:b], s3[a:b], dx[a:b]), dx)
+    return dx.reshape(input_shape), sum(bad) == 0
 
 
 def avg_pool2d(x, kernel, stride):
@@ -564,7 +636,8 @@ def avg_pool2d(x, kernel, stride):
     ho, wo = pool_output_hw((h, wd), kernel, stride)
     out = empty((n_img, c, ho, wo), dtype=x.dtype)
     scale = x.dtype.type(1.0 / (kernel[0] * kernel[1]))
-    _avg_pool_kernel(x, kernel[0], kernel[1], stride[0], stride[1], scale, out)
+    (kh, kw), (sh, sw) = kernel, stride
+    _planes(lambda a, b: _avg_pool_kernel(x[a:b], kh, kw, sh, sw, scale, out[a:b]), x)
     return out
 
 
@@ -572,21 +645,24 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride):
     """dout (N, C, Hout, Wout) -> dx (input_shape), each gradient spread evenly over its window."""
     dx = empty(input_shape, dtype=dout.dtype)
     scale = dout.dtype.type(1.0 / (kernel[0] * kernel[1]))
-    _avg_pool_backward_kernel(dout, kernel[0], kernel[1], stride[0], stride[1], scale, dx)
+    (kh, kw), (sh, sw) = kernel, stride
+    _planes(lambda a, b: _avg_pool_backward_kernel(dout[a:b], kh, kw, sh, sw, scale, dx[a:b]), dx)
     return dx
 
 
 def relu(x):
-    """max(x, 0), NaN propagating; one fused parallel pass."""
+    """max(x, 0), NaN propagating; one fused pass."""
     out = empty(x.shape, x.dtype)
-    _relu_kernel(x.reshape(-1), out.reshape(-1))
+    xf, of = x.reshape(-1), out.reshape(-1)
+    _elements(lambda a, b: _relu_kernel(xf[a:b], of[a:b]), xf.size)
     return out
 
 
 def relu_backward(dout, out):
     """dout where the forward output was positive, else 0."""
     dx = empty(dout.shape, dout.dtype)
-    _relu_backward_kernel(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
+    df, yf, xf = dout.reshape(-1), out.reshape(-1), dx.reshape(-1)
+    _elements(lambda a, b: _relu_backward_kernel(df[a:b], yf[a:b], xf[a:b]), df.size)
     return dx
 
 
@@ -625,15 +701,15 @@ def linear_backward(dout, x, w, has_bias, need_dx=True):
     return dx, dw, (dout.sum(axis=0) if has_bias else None)
 
 
-@njit(parallel=True, cache=True)
-def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, out):
+@njit(nogil=True, cache=True)
+def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, out, c0, c1):
     """x (N, C, L): per channel, batch statistics (two passes) when training, then the affine map.
 
     ``one`` (1 in x's dtype) and ``eps`` keep the arithmetic in x's dtype.
     """
     n_img, c_in, length = x.shape
     inv_count = one / (n_img * length)
-    for c in prange(c_in):
+    for c in range(c0, c1):
         if training:
             acc = x[0, c, 0] - x[0, c, 0]
             for n in range(n_img):
@@ -660,11 +736,11 @@ def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, 
                 out[n, c, i] = x[n, c, i] * scale + shift
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_count, dweight, dbias,
-                        dx):
+                        dx, c0, c1):
     n_img, c_in, length = x.shape
-    for c in prange(c_in):
+    for c in range(c0, c1):
         mu = mean[c]
         s = inv_std[c]
         sum_g = dout[0, c, 0] - dout[0, c, 0]
@@ -704,7 +780,9 @@ def batch_norm(x, weight, bias, mean, var, training, eps):
         inv_std = np.empty(c, dtype=x.dtype)
     else:
         inv_std = 1 / np.sqrt(var + eps)
-    _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, x.dtype.type(1), out)
+    one = x.dtype.type(1)
+    _channels(lambda a, b: _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps,
+                                              one, out, a, b), x)
     if not training:
         return out, None, None, (mean, inv_std)
     return out, mean, var, (mean, inv_std)
@@ -718,6 +796,6 @@ def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
     dbias = np.empty(c, dtype=x.dtype)
     dx = empty(x.shape, x.dtype) if need_dx else empty((1, 1, 1), dtype=x.dtype)
     inv_count = x.dtype.type(1.0 / (x.shape[0] * x.shape[2]))
-    _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_count,
-            dweight, dbias, dx)
+    _channels(lambda a, b: _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx,
+                                               inv_count, dweight, dbias, dx, a, b), x)
     return (dx if need_dx else None), dweight, dbias
