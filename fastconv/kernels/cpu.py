@@ -46,8 +46,12 @@ BLOCK_BYTES = 2 * 2**20
 #: Below this many FLOPs a convolution runs in the calling thread alone (a split costs ~0.15 ms).
 SPLIT_FLOPS = 2e7
 
-#: Elementwise, pooling and batch-norm kernels on fewer elements run in the calling thread.
-SPLIT_ELEMENTS = 2**17
+#: Elementwise kernels on fewer elements run in the calling thread: one thread streams about
+#: 2**21 float32 values (ReLU) in the ~0.3 ms that a split must save to pay for itself.
+SPLIT_ELEMENTS = 2**21
+
+#: Pooling and batch-norm kernels (more work per element) split from this many input elements.
+SPLIT_PLANE_ELEMENTS = 2**18
 
 #: GEMMs of fewer multiply-adds than this run in the calling thread; bigger ones are split by
 #: rows across the threads (a split costs ~0.15 ms).
@@ -81,12 +85,12 @@ def _elements(fn, size):
 
 def _planes(fn, a):
     """``fn(lo, hi)`` over the images of ``a`` (N, ...), split when the array is large enough."""
-    return split(fn, a.shape[0], None if a.size >= SPLIT_ELEMENTS else 1)
+    return split(fn, a.shape[0], None if a.size >= SPLIT_PLANE_ELEMENTS else 1)
 
 
 def _channels(fn, a):
     """``fn(lo, hi)`` over the channels of ``a`` (N, C, ...), split when large enough."""
-    return split(fn, a.shape[1], None if a.size >= SPLIT_ELEMENTS else 1)
+    return split(fn, a.shape[1], None if a.size >= SPLIT_PLANE_ELEMENTS else 1)
 
 
 def _buffer(slot, shape, dtype):
@@ -503,7 +507,10 @@ class _Geometry:
         macs = n * self.k * self.rows * self.p
         self.parts = None if 2 * macs >= SPLIT_FLOPS else 1
         self.one_share_blas_limit = self.parts == 1 and macs >= BLAS_THREADED_GEMM
-        self.save = self.rows * n * self.p * itemsize <= WORKSPACE_BYTES
+        # wide columns are unfolded again per block in backward (a fast copy from x, which is
+        # in cache) rather than kept: writing and re-reading the whole batch's columns through
+        # memory cost more (B fwd+bwd 20.7 -> 19.2 ms); short-row columns are kept
+        self.save = not self.wide and self.rows * n * self.p * itemsize <= WORKSPACE_BYTES
 
     def run(self, share, n_img):
         """``split(share, n_img)``, or one share with BLAS at one thread when that is needed."""
