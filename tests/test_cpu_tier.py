@@ -36,7 +36,8 @@ def patched(module, **values):
 @contextlib.contextmanager
 def forced_splits(shares=3, block_bytes=1):
     """Every conv and linear split into ``shares`` thread shares, convs one image per block."""
-    with patched(cpu_kernels, SPLIT_FLOPS=0, SPLIT_GEMM=1, BLAS_THREADED_GEMM=1,
+    with patched(cpu_kernels, SPLIT_FLOPS=0, SPLIT_IMAGES=0, SPLIT_GEMM=1, BLAS_THREADED_GEMM=1,
+                 SPLIT_ELEMENTS=0, SPLIT_PLANE_ELEMENTS=0,
                  BLOCK_BYTES=block_bytes), patched(_workers, threads=lambda: shares):
         yield
 
@@ -202,3 +203,37 @@ def test_3x3_max_pool_ties_and_nans_match_naive(dtype, stride):
     np.testing.assert_array_equal(switches, ref_switches)
     np.testing.assert_array_equal(out, ref_out)  # NaN where naive has NaN
     assert np.isnan(out).any() and (out == np.inf).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), ((2, 3), (1, 2))])
+def test_split_pooling_relu_and_batch_norm_match_naive(dtype, kernel, stride):
+    """The plane, channel and element kernels give the oracle's results in uneven shares."""
+    rng = np.random.default_rng(31)
+    x = random(rng, (5, 3, 9, 11), dtype)
+    with forced_splits(3):
+        out, switches = F.max_pool2d(x, kernel, stride, backend="cpu")
+        ref_out, ref_switches = F.max_pool2d(x, kernel, stride, backend="naive")
+        np.testing.assert_array_equal(switches, ref_switches)
+        np.testing.assert_array_equal(out, ref_out)
+        dout = random(rng, out.shape, dtype)
+        assert_close_to_oracle(F.max_pool2d_backward(dout, switches, x.shape, backend="cpu"),
+                               F.max_pool2d_backward(dout, switches, x.shape, backend="naive"),
+                               "split max_pool2d dx")
+        assert_close_to_oracle(F.avg_pool2d(x, kernel, stride, backend="cpu"),
+                               F.avg_pool2d(x, kernel, stride, backend="naive"), "split avg_pool2d")
+        assert_close_to_oracle(F.avg_pool2d_backward(dout, x.shape, kernel, stride, backend="cpu"),
+                               F.avg_pool2d_backward(dout, x.shape, kernel, stride, backend="naive"),
+                               "split avg_pool2d dx")
+        y = F.relu(x, backend="cpu")
+        np.testing.assert_array_equal(y, F.relu(x, backend="naive"))
+        np.testing.assert_array_equal(F.relu_backward(x, y, backend="cpu"),
+                                      F.relu_backward(x, y, backend="naive"))
+        weight, bias = random(rng, (3,), dtype), random(rng, (3,), dtype)
+        got, cache = F.batch_norm(x, weight, bias, backend="cpu")
+        ref, ref_cache = F.batch_norm(x, weight, bias, backend="naive")
+        assert_close_to_oracle(got, ref, "split batch_norm")
+        g = random(rng, x.shape, dtype)
+        for name, a, r in zip(("dx", "dweight", "dbias"), F.batch_norm_backward(g, cache),
+                              F.batch_norm_backward(g, ref_cache)):
+            assert_close_to_oracle(a, r, f"split batch_norm {name}")

@@ -43,8 +43,12 @@ WORKSPACE_BYTES = 192 * 2**20
 #: so a block's columns, products and gradients stay in cache between the kernels and GEMMs.
 BLOCK_BYTES = 2 * 2**20
 
-#: Below this many FLOPs a convolution runs in the calling thread alone (a split costs ~0.15 ms).
+#: A convolution is split across the threads only with at least this many forward FLOPs and
+#: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread. A split costs
+#: ~0.15 ms, and shares of a few images scaled poorly here (E, 10x20x12x12 -> 40, 5x5:
+#: fwd+bwd 1.9 ms in one thread, 2.9 ms in two shares of 5 images).
 SPLIT_FLOPS = 2e7
+SPLIT_IMAGES = 8
 
 #: Elementwise kernels on fewer elements run in the calling thread: one thread streams about
 #: 2**21 float32 values (ReLU) in the ~0.3 ms that a split must save to pay for itself.
@@ -134,36 +138,48 @@ def _valid_range(fx, left, stride, width, out_width):
     return min(lo, out_width), max(min(hi, out_width), min(lo, out_width))
 
 
+#: Column layouts: any stride, rows of Wout; stride 1 from padded planes, rows of Wout; stride 1,
+#: rows of the padded width (see :func:`_im2col_kernel`).
+GENERAL, PADDED, WIDE = 0, 1, 2
+
+
 @njit(nogil=True, cache=True)
-def _im2col_kernel(x, fh, fw, sh, sw, top, left, wide, cols, j0):
+def _im2col_kernel(x, fh, fw, sh, sw, top, left, layout, cols, j0):
     """x (n, C, H, W) -> cols[:, j0:j0+n] of cols (C*fh*fw, N, Ho, Wq).
 
-    ``wide`` (stride 1 only): rows are the padded width ``Wq = Wp``, so each row of cols is one
-    contiguous run of the zero-padded plane (``Ho*Wp`` values) instead of ``Ho`` runs of ``Wo``;
-    the last ``fw-1`` columns of each output row are zeros, and the products there are dropped.
-    Otherwise ``Wq = Wo``: plain indexing with a select in the inner loop, which LLVM turns into
-    masked vector copies over each output row.
+    ``PADDED`` and ``WIDE`` (stride 1): the block's images are first zero-padded to planes of
+    ``Wp`` columns, so every output row is a plain run of a padded row. ``WIDE`` makes the rows
+    of cols the padded width, ``Wq = Wp``: then each row of cols is one contiguous run of the
+    padded plane (``Ho*Wp`` values) copied by one vectorised ufunc call, and the last ``fw-1``
+    columns of each output row are computed and dropped. Otherwise ``Wq = Wo``. ``GENERAL``
+    (any stride): plain indexing with a select in the inner loop.
     """
     n_img, c_in, h, wd = x.shape
     rows, _, ho, wq = cols.shape
-    if wide:
-        wo = wq - fw + 1
-        length = ho * wq
-        # the images zero-padded to (Ho + fh - 1) x Wq, with a tail for the last run of a plane
-        xpad = np.zeros((n_img, c_in, (ho + fh - 1) * wq + fw), dtype=cols.dtype)
+    if layout != GENERAL:
+        wo = wq - fw + 1 if layout == WIDE else wq
+        wp = wo + fw - 1
+        length = ho * wp
+        # the images zero-padded to (Ho + fh - 1) x Wp, with a tail for the last run of a plane
+        xpad = np.zeros((n_img, c_in, (ho + fh - 1) * wp + fw), dtype=cols.dtype)
         probe = cols.dtype.type(0)
         for n in range(n_img):
             for c in range(c_in):
                 for y in range(h):
-                    base = (y + top) * wq + left
+                    base = (y + top) * wp + left
                     for xx in range(wd):
                         v = x[n, c, y, xx]
                         xpad[n, c, base + xx] = v
                         probe += v * 0  # NaN once any value is not finite
-        for q in range(rows):  # cols written in order: one run of Ho*Wq per (row, image)
+        for q in range(rows):  # cols written in order
             c = q // (fh * fw)
-            start = ((q // fw) % fh) * wq + q % fw
+            start = ((q // fw) % fh) * wp + q % fw
             for n in range(n_img):
+                if layout == PADDED:
+                    for oh in range(ho):
+                        s0 = start + oh * wp
+                        np.positive(xpad[n, c, s0:s0 + wo], cols[q, j0 + n, oh])
+                    continue
                 dst = cols[q, j0 + n].reshape(length)
                 np.positive(xpad[n, c, start:start + length], dst)  # a ufunc copy vectorises
                 if probe != 0:  # keep inf/NaN out of the dropped columns (0 * inf in dW)
@@ -189,27 +205,35 @@ def _im2col_kernel(x, fh, fw, sh, sw, top, left, wide, cols, j0):
 
 
 @njit(nogil=True, cache=True)
-def _col2im_kernel(cols, j0, fh, fw, sh, sw, top, left, wide, dx):
-    """cols[:, j0:j0+n] of (C*fh*fw, N, Ho, Wq) -> dx (n, C, H, W), one plane at a time, no atomics.
+def _col2im_kernel(cols, j0, fh, fw, sh, sw, top, left, layout, dx):
+    """cols[:, j0:j0+n] of (C*fh*fw, N, Ho, Wq) -> dx (n, C, H, W), no atomics.
 
-    ``wide``: the layout of :func:`_im2col_kernel`; each row of cols is added to a zero-padded
-    plane as one contiguous run (its dropped columns hold zeros), then the plane is cropped.
+    ``PADDED``/``WIDE``: the layouts of :func:`_im2col_kernel`; each row of cols is added to a
+    zero-padded plane by vectorised ufunc calls (the dropped columns of ``WIDE`` hold zeros),
+    then the planes are cropped. ``GENERAL``: one plane at a time.
     """
     n_img, c_in, h, wd = dx.shape
     rows, _, ho, wq = cols.shape
-    if wide:
-        length = ho * wq
-        dpad = np.zeros((n_img, c_in, (ho + fh - 1) * wq + fw), dtype=dx.dtype)
+    if layout != GENERAL:
+        wo = wq - fw + 1 if layout == WIDE else wq
+        wp = wo + fw - 1
+        length = ho * wp
+        dpad = np.zeros((n_img, c_in, (ho + fh - 1) * wp + fw), dtype=dx.dtype)
         for q in range(rows):  # cols read in order, each run added to its padded plane
             c = q // (fh * fw)
-            start = ((q // fw) % fh) * wq + q % fw
+            start = ((q // fw) % fh) * wp + q % fw
             for n in range(n_img):
+                if layout == PADDED:
+                    for oh in range(ho):
+                        run = dpad[n, c, start + oh * wp:start + oh * wp + wo]
+                        np.add(run, cols[q, j0 + n, oh], run)
+                    continue
                 run = dpad[n, c, start:start + length]
                 np.add(run, cols[q, j0 + n].reshape(length), run)  # a ufunc vectorises
         for n in range(n_img):
             for c in range(c_in):
                 for y in range(h):
-                    base = (y + top) * wq + left
+                    base = (y + top) * wp + left
                     for xx in range(wd):
                         dx[n, c, y, xx] = dpad[n, c, base + xx]
         return
@@ -464,7 +488,8 @@ def im2col(x, kernel, stride, pads):
     (fh, fw), (sh, sw) = kernel, stride
     ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
     cols = empty((c * fh * fw, n_img, ho, wo), dtype=x.dtype)
-    split(lambda a, b: _im2col_kernel(x[a:b], fh, fw, sh, sw, pads[0], pads[2], False, cols, a),
+    layout = PADDED if (sh, sw) == (1, 1) else GENERAL
+    split(lambda a, b: _im2col_kernel(x[a:b], fh, fw, sh, sw, pads[0], pads[2], layout, cols, a),
           n_img)
     return cols.reshape(cols.shape[0], -1)
 
@@ -476,7 +501,8 @@ def col2im(cols, x_shape, kernel, stride, pads):
     ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
     dx = empty(x_shape, dtype=cols.dtype)
     c4 = np.ascontiguousarray(cols).reshape(-1, n_img, ho, wo)
-    split(lambda a, b: _col2im_kernel(c4, a, fh, fw, sh, sw, pads[0], pads[2], False, dx[a:b]),
+    layout = PADDED if (sh, sw) == (1, 1) else GENERAL
+    split(lambda a, b: _col2im_kernel(c4, a, fh, fw, sh, sw, pads[0], pads[2], layout, dx[a:b]),
           n_img)
     return dx
 
@@ -497,7 +523,11 @@ class _Geometry:
         self.ho, self.wo = conv_output_hw((h, wd), (self.fh, self.fw), stride, pads)
         wp = wd + pads[2] + pads[3]
         # wide rows only where the dropped columns cost little GEMM work (at most 25% more)
-        self.wide = self.sh == 1 and self.sw == 1 and 4 * wp <= 5 * self.wo
+        if self.sh != 1 or self.sw != 1:
+            self.layout = GENERAL
+        else:
+            self.layout = WIDE if 4 * wp <= 5 * self.wo else PADDED
+        self.wide = self.layout == WIDE
         self.wq = wp if self.wide else self.wo
         self.rows = c * self.fh * self.fw
         self.p = self.ho * self.wq
@@ -505,7 +535,7 @@ class _Geometry:
         self.block = max(1, min(n, BLOCK_BYTES // per_image))  # images per block
         # split across threads only when the work pays for it
         macs = n * self.k * self.rows * self.p
-        self.parts = None if 2 * macs >= SPLIT_FLOPS else 1
+        self.parts = None if 2 * macs >= SPLIT_FLOPS and n >= 2 * SPLIT_IMAGES else 1
         self.one_share_blas_limit = self.parts == 1 and macs >= BLAS_THREADED_GEMM
         # wide columns are unfolded again per block in backward (a fast copy from x, which is
         # in cache) rather than kept: writing and re-reading the whole batch's columns through
@@ -520,12 +550,12 @@ class _Geometry:
         return split(share, n_img, self.parts)
 
     def im2col(self, x, cols, j0):
-        _im2col_kernel(x, self.fh, self.fw, self.sh, self.sw, self.top, self.left, self.wide,
+        _im2col_kernel(x, self.fh, self.fw, self.sh, self.sw, self.top, self.left, self.layout,
                        cols, j0)
 
     def col2im(self, cols, dx):
         _col2im_kernel(cols, 0, self.fh, self.fw, self.sh, self.sw, self.top, self.left,
-                       self.wide, dx)
+                       self.layout, dx)
 
 
 def conv2d(x, w, b, stride, pads):
