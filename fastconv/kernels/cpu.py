@@ -2,11 +2,13 @@
 
 Convolution is im2col + GEMM. The column layout is ``cols[(c, fy, fx), n, oh, :]``, and
 ``w.reshape(K, -1) @ cols`` yields ``(K, n, Hout, Wq)``; one kernel then moves that to NCHW and
-adds the bias. For stride 1 the rows are ``Wq`` = the padded width wide (the last ``FW - 1``
-columns of each row are computed and dropped), which makes every row of cols one contiguous run
-of a padded plane; otherwise ``Wq = Wout``. Backward moves ``dout`` to ``(K, n, P)`` while
-summing ``db``, then ``dw += dout_t @ cols.T`` and ``dcols = w.T @ dout_t``, and col2im adds
-dcols into padded planes (no atomics, a deterministic result).
+adds the bias. Backward moves ``dout`` to ``(K, n, Hout, Wq)`` while summing ``db``, then
+``dw += dout_t @ cols.T`` and ``dcols = w.T @ dout_t``, and col2im adds dcols back into the
+planes (no atomics, a deterministic result). Three layouts of the rows (``_Geometry``): stride
+1 with a padded width at most 5/4 of ``Wout`` uses rows ``Wq`` = the padded width (the last
+``FW - 1`` columns of each row are computed and dropped), so every row of cols is one
+contiguous run of a zero-padded plane; other stride-1 layers copy rows of ``Wout`` from padded
+planes; strided layers index x directly.
 
 Threads: the conv and linear layers split the batch across Python threads that each run
 single-threaded BLAS and ``nogil`` kernels on a block of images at a time (see
@@ -14,8 +16,8 @@ single-threaded BLAS and ``nogil`` kernels on a block of images at a time (see
 BLAS never spins against Numba. The other kernels run on the same threads, each on a range of
 images, channels or elements. (They were ``parallel=True`` kernels; Numba's OpenMP workers then
 busy-wait after each kernel on the core a pool thread needs next, and the lenet training step
-took 50 ms instead of 33.) Large outputs come from :mod:`fastconv.kernels._memory`, so repeated calls reuse
-memory that is already mapped instead of faulting in fresh pages.
+took 50 ms instead of 33.) Large outputs come from :mod:`fastconv.kernels._memory`, so repeated
+calls reuse memory that is already mapped instead of faulting in fresh pages.
 """
 import math
 import threading
@@ -35,8 +37,8 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
            "softmax_cross_entropy"]
 
-#: The column matrix of a whole batch is kept for backward only up to this many bytes; past it,
-#: each block's columns are unfolded again in backward.
+#: The column matrix of a whole batch (short-row layouts only) is kept for backward only up to
+#: this many bytes; past it, and for wide rows, each block's columns are unfolded again.
 WORKSPACE_BYTES = 192 * 2**20
 
 #: Each thread works through its images in blocks whose columns take at most this many bytes,
