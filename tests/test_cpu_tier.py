@@ -237,3 +237,19 @@ def test_split_pooling_relu_and_batch_norm_match_naive(dtype, kernel, stride):
         for name, a, r in zip(("dx", "dweight", "dbias"), F.batch_norm_backward(g, cache),
                               F.batch_norm_backward(g, ref_cache)):
             assert_close_to_oracle(a, r, f"split batch_norm {name}")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_thread_pool():
+    """A child forked after a split must not wait on the parent's pool threads (it has none)."""
+    import multiprocessing
+    with patched(_workers, threads=lambda: 2):
+        assert _workers.split(lambda lo, hi: hi - lo, 4) == [2, 2]  # the parent's pool exists
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_split_in_child).get(timeout=60) == [2, 2]
+
+
+def _split_in_child():
+    _workers.threads = lambda: 2
+    return _workers.split(lambda lo, hi: hi - lo, 4)

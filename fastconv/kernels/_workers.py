@@ -15,12 +15,13 @@ A split costs about 0.15 ms on these VMs, nearly all of it waking the other vCPU
 A split's partial sums (dW, db) are added in share order, so results are deterministic for a
 given thread count.
 """
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 
-_state = {"pool": None, "size": 0, "blas": None}
+_state = {"pool": None, "size": 0, "pid": None, "blas": None}
 _lock = threading.Lock()
 
 
@@ -30,12 +31,14 @@ def threads():
 
 
 def _pool(size):
+    """The shared executor with at least ``size`` threads (a fresh one in a forked child, whose
+    copy of the parent's executor has no threads behind it)."""
     with _lock:
-        if _state["size"] < size:
-            if _state["pool"] is not None:
+        if _state["size"] < size or _state["pid"] != os.getpid():
+            if _state["pool"] is not None and _state["pid"] == os.getpid():
                 _state["pool"].shutdown(wait=True)
             _state["pool"] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fastconv")
-            _state["size"] = size
+            _state["size"], _state["pid"] = size, os.getpid()
         return _state["pool"]
 
 
