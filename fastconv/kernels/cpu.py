@@ -27,7 +27,8 @@ from numba import njit
 
 from .._shapes import conv_output_hw, pool_output_hw
 from ._memory import empty
-from ._workers import one_blas_thread, split, threads
+from . import _workers
+from ._workers import one_blas_thread, split
 from .naive import (  # NumPy's ufuncs are already vectorised: the cpu tier shares them
     dropout, dropout_backward, sigmoid, sigmoid_backward, softmax_cross_entropy, tanh,
     tanh_backward)
@@ -537,7 +538,9 @@ class _Geometry:
         self.block = max(1, min(n, BLOCK_BYTES // per_image))  # images per block
         # split across threads only when the work pays for it
         macs = n * self.k * self.rows * self.p
-        self.parts = None if 2 * macs >= SPLIT_FLOPS and n >= 2 * SPLIT_IMAGES else 1
+        self.parts = 1
+        if 2 * macs >= SPLIT_FLOPS:
+            self.parts = max(1, min(_workers.threads(), n // max(SPLIT_IMAGES, 1)))
         self.one_share_blas_limit = self.parts == 1 and macs >= BLAS_THREADED_GEMM
         # wide columns are unfolded again per block in backward (a fast copy from x, which is
         # in cache) rather than kept: writing and re-reading the whole batch's columns through
@@ -727,7 +730,7 @@ def linear_backward(dout, x, w, has_bias, need_dx=True):
             _matmul(dout, w, dx)
         _matmul(dout_t, x, dw)
     else:
-        parts = threads()
+        parts = _workers.threads()
 
         def share(i, _):
             lo, hi = n * i // parts, n * (i + 1) // parts
