@@ -1,13 +1,14 @@
-"""The one owner of the cores for the cpu tier's BLAS work: a small pool of Python threads.
+"""The one owner of the cores for the cpu tier: a small pool of Python threads.
 
 Convolution and linear layers interleave Numba data movement with BLAS products. Letting both
 libraries run their own threads makes them fight: OpenBLAS's idle workers busy-spin for about
-0.1 s after every threaded GEMM, and a parallel Numba kernel launched meanwhile shares a core
-with them and stalls for a scheduler tick. Instead :func:`split` hands contiguous shares of the
-work to ``numba.get_num_threads()`` Python threads (the caller is one of them); each runs
+0.1 s after every threaded GEMM, Numba's OpenMP workers busy-wait after every parallel kernel,
+and whatever runs next shares a core with them. Instead :func:`split` hands contiguous shares
+of the work to ``numba.get_num_threads()`` Python threads (the caller is one of them); each runs
 single-threaded BLAS calls and ``nogil`` Numba kernels on its own share, so the cores are never
-oversubscribed and each share's temporaries stay in that core's cache. BLAS is held at one
-thread only while a split runs, then given back its own setting.
+oversubscribed and each share's temporaries stay in that core's cache. Every parallel kernel of
+the cpu tier (pooling, ReLU, batch norm too) runs this way. BLAS is held at one thread only
+while a split runs, then given back its own setting.
 
 A split costs about 0.15 ms on these VMs, nearly all of it waking the other vCPU (a bare
 ``threading.Event`` round trip takes 0.115 ms), so callers split only work worth more than that.

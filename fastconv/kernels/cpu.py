@@ -568,8 +568,9 @@ def conv2d(x, w, b, stride, pads):
 
     Each thread takes a contiguous share of the images and runs, block by block, im2col ->
     GEMM -> transpose to NCHW with the bias added. ``saved`` is the whole column matrix
-    (C*FH*FW, N, Hout, Wq) when it fits in :data:`WORKSPACE_BYTES`, so backward need not unfold
-    x again; otherwise None and each block's columns live in a per-thread buffer.
+    (C*FH*FW, N, Hout, Wq) for the short-row layouts when it fits in :data:`WORKSPACE_BYTES`, so
+    backward need not unfold x again; otherwise None: each block's columns live in a per-thread
+    buffer and backward unfolds them again.
     """
     n_img = x.shape[0]
     g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize)
