@@ -146,6 +146,22 @@ def _valid_range(fx, left, stride, width, out_width):
 GENERAL, PADDED, WIDE = 0, 1, 2
 
 
+@njit(inline="always")
+def _padded_planes(layout, wq, ho, fh, fw):
+    """``(Wo, Wp, Ho*Wp, plane length)`` of the padded planes of a PADDED or WIDE layout (stride
+    1, so ``Wp = Wo + fw - 1``); the plane has ``Ho + fh - 1`` rows and a tail of ``fw`` for the
+    last run."""
+    wo = wq - fw + 1 if layout == WIDE else wq
+    wp = wo + fw - 1
+    return wo, wp, ho * wp, (ho + fh - 1) * wp + fw
+
+
+@njit(inline="always")
+def _run_start(q, fh, fw, wp):
+    """Where row ``q = (c*fh + fy)*fw + fx`` of cols starts in its padded plane: ``fy*Wp + fx``."""
+    return ((q // fw) % fh) * wp + q % fw
+
+
 @njit(nogil=True, cache=True)
 def _im2col_kernel(x, fh, fw, sh, sw, top, left, layout, cols, j0):
     """x (n, C, H, W) -> cols[:, j0:j0+n] of cols (C*fh*fw, N, Ho, Wq).
@@ -160,11 +176,8 @@ def _im2col_kernel(x, fh, fw, sh, sw, top, left, layout, cols, j0):
     n_img, c_in, h, wd = x.shape
     rows, _, ho, wq = cols.shape
     if layout != GENERAL:
-        wo = wq - fw + 1 if layout == WIDE else wq
-        wp = wo + fw - 1
-        length = ho * wp
-        # the images zero-padded to (Ho + fh - 1) x Wp, with a tail for the last run of a plane
-        xpad = np.zeros((n_img, c_in, (ho + fh - 1) * wp + fw), dtype=cols.dtype)
+        wo, wp, length, plane = _padded_planes(layout, wq, ho, fh, fw)
+        xpad = np.zeros((n_img, c_in, plane), dtype=cols.dtype)  # the block's padded images
         probe = cols.dtype.type(0)
         for n in range(n_img):
             for c in range(c_in):
@@ -176,7 +189,7 @@ def _im2col_kernel(x, fh, fw, sh, sw, top, left, layout, cols, j0):
                         probe += v * 0  # NaN once any value is not finite
         for q in range(rows):  # cols written in order
             c = q // (fh * fw)
-            start = ((q // fw) % fh) * wp + q % fw
+            start = _run_start(q, fh, fw, wp)
             for n in range(n_img):
                 if layout == PADDED:
                     for oh in range(ho):
@@ -218,13 +231,11 @@ def _col2im_kernel(cols, j0, fh, fw, sh, sw, top, left, layout, dx):
     n_img, c_in, h, wd = dx.shape
     rows, _, ho, wq = cols.shape
     if layout != GENERAL:
-        wo = wq - fw + 1 if layout == WIDE else wq
-        wp = wo + fw - 1
-        length = ho * wp
-        dpad = np.zeros((n_img, c_in, (ho + fh - 1) * wp + fw), dtype=dx.dtype)
+        wo, wp, length, plane = _padded_planes(layout, wq, ho, fh, fw)
+        dpad = np.zeros((n_img, c_in, plane), dtype=dx.dtype)
         for q in range(rows):  # cols read in order, each run added to its padded plane
             c = q // (fh * fw)
-            start = ((q // fw) % fh) * wp + q % fw
+            start = _run_start(q, fh, fw, wp)
             for n in range(n_img):
                 if layout == PADDED:
                     for oh in range(ho):
