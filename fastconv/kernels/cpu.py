@@ -90,14 +90,10 @@ def _elements(fn, size):
     return split(fn, size, None if size >= SPLIT_ELEMENTS else 1)
 
 
-def _planes(fn, a):
-    """``fn(lo, hi)`` over the images of ``a`` (N, ...), split when the array is large enough."""
-    return split(fn, a.shape[0], None if a.size >= SPLIT_PLANE_ELEMENTS else 1)
-
-
-def _channels(fn, a):
-    """``fn(lo, hi)`` over the channels of ``a`` (N, C, ...), split when large enough."""
-    return split(fn, a.shape[1], None if a.size >= SPLIT_PLANE_ELEMENTS else 1)
+def _planes(fn, a, axis=0):
+    """``fn(lo, hi)`` over the images (``axis=0``) or channels (``axis=1``) of ``a``, split when
+    the array is large enough."""
+    return split(fn, a.shape[axis], None if a.size >= SPLIT_PLANE_ELEMENTS else 1)
 
 
 def _buffer(slot, shape, dtype):
@@ -496,13 +492,18 @@ def _relu_backward_kernel(dout, y, dx):
 # ---------------------------------------------------------------------------------------------
 # The tier contract (see fastconv.kernels.naive for the shapes).
 
+def _standard_layout(stride):
+    """The layout with rows of Wout (the public im2col/col2im contract) for ``stride``."""
+    return PADDED if tuple(stride) == (1, 1) else GENERAL
+
+
 def im2col(x, kernel, stride, pads):
     """x (N, C, H, W) -> cols (C*FH*FW, N*Hout*Wout); layout as :func:`fastconv.kernels.naive.im2col`."""
     n_img, c, h, wd = x.shape
     (fh, fw), (sh, sw) = kernel, stride
     ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
     cols = empty((c * fh * fw, n_img, ho, wo), dtype=x.dtype)
-    layout = PADDED if (sh, sw) == (1, 1) else GENERAL
+    layout = _standard_layout(stride)
     split(lambda a, b: _im2col_kernel(x[a:b], fh, fw, sh, sw, pads[0], pads[2], layout, cols, a),
           n_img)
     return cols.reshape(cols.shape[0], -1)
@@ -515,7 +516,7 @@ def col2im(cols, x_shape, kernel, stride, pads):
     ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
     dx = empty(x_shape, dtype=cols.dtype)
     c4 = np.ascontiguousarray(cols).reshape(-1, n_img, ho, wo)
-    layout = PADDED if (sh, sw) == (1, 1) else GENERAL
+    layout = _standard_layout(stride)
     split(lambda a, b: _col2im_kernel(c4, a, fh, fw, sh, sw, pads[0], pads[2], layout, dx[a:b]),
           n_img)
     return dx
@@ -541,7 +542,6 @@ class _Geometry:
             self.layout = GENERAL
         else:
             self.layout = WIDE if 4 * wp <= 5 * self.wo else PADDED
-        self.wide = self.layout == WIDE
         self.wq = wp if self.wide else self.wo
         self.rows = c * self.fh * self.fw
         self.p = self.ho * self.wq
@@ -557,6 +557,10 @@ class _Geometry:
         # in cache) rather than kept: writing and re-reading the whole batch's columns through
         # memory cost more (B fwd+bwd 20.7 -> 19.2 ms); short-row columns are kept
         self.save = not self.wide and self.rows * n * self.p * itemsize <= WORKSPACE_BYTES
+
+    @property
+    def wide(self):
+        return self.layout == WIDE
 
     def run(self, share, n_img):
         """``split(share, n_img)``, or one share with BLAS at one thread when that is needed."""
@@ -835,8 +839,8 @@ def batch_norm(x, weight, bias, mean, var, training, eps):
     else:
         inv_std = 1 / np.sqrt(var + eps)
     one = x.dtype.type(1)
-    _channels(lambda a, b: _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps,
-                                              one, out, a, b), x)
+    _planes(lambda a, b: _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps,
+                                            one, out, a, b), x, axis=1)
     if not training:
         return out, None, None, (mean, inv_std)
     return out, mean, var, (mean, inv_std)
@@ -850,6 +854,6 @@ def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
     dbias = np.empty(c, dtype=x.dtype)
     dx = empty(x.shape, x.dtype) if need_dx else empty((1, 1, 1), dtype=x.dtype)
     inv_count = x.dtype.type(1.0 / (x.shape[0] * x.shape[2]))
-    _channels(lambda a, b: _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx,
-                                               inv_count, dweight, dbias, dx, a, b), x)
+    _planes(lambda a, b: _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx,
+                                             inv_count, dweight, dbias, dx, a, b), x, axis=1)
     return (dx if need_dx else None), dweight, dbias
