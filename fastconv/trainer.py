@@ -1,30 +1,33 @@
 """The training loop: :class:`Trainer` (Keras-like ``fit`` / ``evaluate``) and :class:`History`.
 
-Data flows one way: the trainer drives a model (``forward``/``backward``), a loss and an
-optimizer; it never reaches below the model.
+Data flows one way: the trainer drives a model, a loss and an optimizer through their public
+interfaces. It reaches the model's layers in one place only: every module (from
+``model.modules()``) with a public ``rng`` attribute holding a ``numpy.random.Generator``, such as
+:class:`fastconv.Dropout`, is given a fresh generator at the start of each epoch (see below);
+nothing else below the model is read or changed.
 
 Repeatability
 -------------
-Every random choice a run makes (the shuffle order, the augmentation, the dropout masks) comes
-from generators derived from ``(seed, epoch)`` at the start of each epoch, so epoch ``e`` of a run
-does not depend on how the run got there. That is what makes ``resume=True`` exact: a run
-interrupted after epoch 2 and resumed from its checkpoint ends with the same weights, bit for
-bit, as the run that was never interrupted. (Weight initialisation is the model's business: use
-``fastconv.manual_seed`` or the layers' ``rng`` before building it.)
+Every random choice a run makes (the shuffle order, the augmentation, the dropout masks: the
+draws of every module's ``rng``) comes from generators derived from ``(seed, epoch)`` at the start
+of each epoch, so epoch ``e`` of a run does not depend on how the run got there. That is what
+makes ``resume=True`` exact: a run interrupted after epoch 2 and resumed from its checkpoint ends
+with the same weights, bit for bit, as the run that was never interrupted. (Weight initialisation
+is the model's business: use ``fastconv.manual_seed`` or the layers' ``rng`` before building it.)
 """
+import contextlib
 import math
 import numbers
 import os
 import sys
 import time
+import types
 
 import numpy as np
 from tqdm import tqdm
 
 from ._backend import is_device_array, to_device, to_numpy
 from ._io import atomic_savez
-from .datasets import normalize
-from .layers import Dropout
 from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
 
@@ -52,7 +55,9 @@ class History:
     epoch : list of int
         Epoch indices, from 0.
     params : dict
-        The run's settings: ``epochs``, ``batch_size``, ``samples``, ``seed``, ...
+        The run's settings: ``epochs``, ``batch_size``, ``samples``, ``shuffle``, ``seed``,
+        ``augment``, ``validation_split``, ``validation_samples``, ``early_stopping`` and the class
+        names of the ``loss``, ``optimizer`` and ``scheduler`` (None for none).
     best_epoch, stopped_epoch : int or None
         With early stopping: the epoch whose weights were restored, and the epoch it stopped
         after (None if it ran to the end).
@@ -137,11 +142,40 @@ def _positive_int(value, name, minimum=1):
     return int(value)
 
 
-def _epoch_generators(seed, epoch, n_dropout):
-    """Independent generators for epoch ``epoch``: shuffle, augment, one per dropout layer."""
-    shuffle, augment, dropout = np.random.SeedSequence([seed, epoch]).spawn(3)
+def _epoch_generators(seed, epoch, n_random):
+    """Independent generators for epoch ``epoch``: shuffle, augment, one per random module."""
+    shuffle, augment, modules = np.random.SeedSequence([seed, epoch]).spawn(3)
     return (np.random.default_rng(shuffle), np.random.default_rng(augment),
-            [np.random.default_rng(s) for s in dropout.spawn(n_dropout)])
+            [np.random.default_rng(s) for s in modules.spawn(n_random)])
+
+
+def _random_modules(model):
+    """The modules of ``model`` that draw from a public ``rng`` generator (Dropout), in order."""
+    return [m for m in model.modules() if isinstance(getattr(m, "rng", None), np.random.Generator)]
+
+
+def _describe(obj):
+    """A description of ``obj`` that is the same in every process: its repr when its class
+    defines one (``RandomShift(max_shift=2)``), else its qualified name (functions) or its
+    class's (instances), never a memory address."""
+    if obj is None:
+        return None
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, type)):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    if type(obj).__repr__ is object.__repr__:
+        return f"{type(obj).__module__}.{type(obj).__qualname__}"
+    return repr(obj)
+
+
+def _describe_class(obj):
+    return None if obj is None else type(obj).__qualname__
+
+
+def _no_grad():
+    """``fastconv.no_grad()`` where the package has it (forward keeps no caches), else a no-op."""
+    import fastconv
+    context = getattr(fastconv, "no_grad", None)
+    return contextlib.nullcontext() if context is None else context()
 
 
 class Trainer:
@@ -163,11 +197,11 @@ class Trainer:
 
     Inputs
     ------
-    Images are ``uint8`` arrays ``(N, 28, 28)`` / ``(N, C, H, W)`` or float arrays ``(N, C, H, W)``
-    (any ``(N, ...)`` the model takes). ``uint8`` input is treated as MNIST-like and converted once
-    per call by ``fastconv.datasets.normalize`` (``/255``, then MNIST mean 0.1307 and std 0.3081);
-    float input is used as it is (normalise it yourself for other data). Everything is cast to the
-    model's parameter dtype (float32 unless ``model.to(np.float64)``). Labels are integers ``(N,)``.
+    Images are float arrays ``(N, C, H, W)`` (any ``(N, ...)`` the model takes), cast to the
+    model's parameter dtype (float32 unless ``model.to(np.float64)``). Integer images (``uint8``
+    pixels) are refused with a TypeError: how to scale them depends on the data set, so the
+    trainer never guesses; convert them first, e.g. ``fastconv.datasets.normalize(x)`` for MNIST
+    (``/255``, then MNIST's mean 0.1307 and std 0.3081). Labels are integers ``(N,)``.
 
     Devices
     -------
@@ -201,17 +235,16 @@ class Trainer:
     def _prepare(self, x, y, name="x"):
         """(x, y) as (contiguous float array in the model dtype, int64 labels), checked."""
         x, y = np.asarray(x), np.asarray(y)
-        if x.dtype == np.uint8:
-            if x.ndim not in (3, 4):
-                raise ValueError(f"{name}: uint8 images must be (N, H, W) or (N, C, H, W), "
-                                 f"got shape {x.shape}")
-            x = normalize(x, dtype=self._dtype())
-        elif x.dtype.kind == "f":
-            if x.ndim < 2:
-                raise ValueError(f"{name}: expected a batch (N, C, H, W), got shape {x.shape}")
-            x = np.ascontiguousarray(x, dtype=self._dtype())
-        else:
-            raise TypeError(f"{name}: expected uint8 images or a float array, got dtype {x.dtype}")
+        if x.dtype.kind != "f":
+            hint = (" (uint8 pixels: e.g. fastconv.datasets.normalize(x) for MNIST-like images, "
+                    "which scales by 1/255 and uses MNIST's mean and std; other data sets need "
+                    "their own statistics)" if x.dtype.kind in "iu" else "")
+            raise TypeError(f"{name}: the Trainer takes float images, got dtype {x.dtype} (shape "
+                            f"{x.shape}); it does not guess how to scale them: convert them "
+                            f"explicitly" + hint)
+        if x.ndim < 2:
+            raise ValueError(f"{name}: expected a batch (N, C, H, W), got shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=self._dtype())
         if y.ndim != 1 or y.dtype.kind not in "iu":
             raise ValueError(f"{name}: labels must be a 1-D integer array, "
                              f"got shape {y.shape} dtype {y.dtype}")
@@ -221,11 +254,11 @@ class Trainer:
         return x, y.astype(np.int64, copy=False)
 
     def evaluate(self, x, y, batch_size=256):
-        """Mean loss and accuracy of the model in eval mode.
+        """Mean loss and accuracy of the model in eval mode, under ``fastconv.no_grad()``.
 
         Parameters
         ----------
-        x : ndarray, uint8 (N, 28, 28) or float (N, C, H, W)
+        x : ndarray, float (N, C, H, W)
         y : ndarray of int, shape (N,)
         batch_size : int
 
@@ -238,7 +271,8 @@ class Trainer:
         return self._evaluate(x, y, _positive_int(batch_size, "batch_size"))
 
     def _evaluate(self, x, y, batch_size):
-        logits = self.model.predict(x, batch_size=batch_size)
+        with _no_grad():
+            logits = self.model.predict(x, batch_size=batch_size)
         loss = float(self.loss.forward(logits, y))
         return {"loss": loss, "accuracy": float(np.mean(logits.argmax(axis=1) == y))}
 
@@ -249,8 +283,8 @@ class Trainer:
 
         Parameters
         ----------
-        x : ndarray, uint8 (N, 28, 28) or float (N, C, H, W)
-            See the class docstring for how it is converted.
+        x : ndarray, float (N, C, H, W)
+            See the class docstring (integer images are refused).
         y : ndarray of int, shape (N,)
         epochs : int
             Total epochs of the run (a resumed run counts the ones already done).
@@ -262,8 +296,8 @@ class Trainer:
         shuffle : bool
             Reshuffle the samples every epoch.
         seed : int, optional
-            Seeds shuffling, ``augment`` and the model's Dropout layers (see the module
-            docstring). None draws one; it is recorded in ``history.params["seed"]``.
+            Seeds shuffling, ``augment`` and the model's random modules (Dropout; see the
+            module docstring). None draws one; it is recorded in ``history.params["seed"]``.
         early_stopping : int, optional
             Patience in epochs: stop once the validation loss has not improved for that many
             epochs; at the end the weights of the best epoch are restored. Needs validation data.
@@ -315,8 +349,10 @@ class Trainer:
                 raise ValueError("early_stopping needs validation_data or validation_split")
 
         params = {"epochs": epochs, "batch_size": batch_size, "samples": len(x), "shuffle": bool(shuffle),
-                  "seed": seed, "augment": repr(augment),
-                  "validation_samples": 0 if val is None else len(val[0])}
+                  "seed": seed, "augment": _describe(augment), "validation_split": float(validation_split),
+                  "validation_samples": 0 if val is None else len(val[0]), "early_stopping": early_stopping,
+                  "loss": _describe_class(self.loss), "optimizer": _describe_class(self.optimizer),
+                  "scheduler": _describe_class(self.scheduler)}
         run = {"history": History(), "best_loss": math.inf, "best_state": None, "wait": 0, "stopped": False,
                "start": 0, "seed": seed}
         if resume and os.path.exists(checkpoint):
@@ -344,10 +380,10 @@ class Trainer:
                checkpoint, run):
         start = time.perf_counter()
         model, opt, loss_fn, n = self.model, self.optimizer, self.loss, len(x)
-        dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
-        shuffle_rng, augment_rng, dropout_rngs = _epoch_generators(run["seed"], epoch, len(dropouts))
-        for layer, rng in zip(dropouts, dropout_rngs):
-            layer.rng = rng  # Dropout draws each forward's mask seed from this generator
+        random_modules = _random_modules(model)
+        shuffle_rng, augment_rng, module_rngs = _epoch_generators(run["seed"], epoch, len(random_modules))
+        for module, rng in zip(random_modules, module_rngs):
+            module.rng = rng  # e.g. Dropout draws each forward's mask seed from this generator
         order = shuffle_rng.permutation(n) if shuffle else None
         lr = float(opt.param_groups[0]["lr"])
         on_device = any(is_device_array(p.data) for p in model.parameters())
@@ -426,9 +462,14 @@ class Trainer:
         }
         atomic_savez(path, flatten_state(state))
 
+    #: The run settings a resumed run must share with the run that wrote the checkpoint.
+    _RESUME_SETTINGS = ("batch_size", "samples", "shuffle", "augment", "validation_split",
+                        "validation_samples", "early_stopping", "loss", "optimizer", "scheduler")
+
     def _restore(self, path, run, params):
-        """Load the checkpoint into the model, optimizer, scheduler and ``run``, after checking
-        (before anything changes) that it was written by a run with the same settings."""
+        """Load the checkpoint into the model, optimizer, scheduler and ``run``, after checking,
+        before anything changes, that it was written by a run with the same settings and the same
+        setup; on a mismatch a ValueError names every differing setting and nothing is loaded."""
         try:
             with np.load(os.fspath(path), allow_pickle=False) as archive:
                 state = unflatten_state(archive)
@@ -440,14 +481,17 @@ class Trainer:
             raise ValueError(f"checkpoint {path} was written by a run with seed={state['seed']}; "
                              f"pass seed={state['seed']} (or None) to resume it")
         saved = state["history"]["params"]
-        for key in ("batch_size", "samples", "shuffle"):
-            if saved.get(key) != params[key]:
-                raise ValueError(f"checkpoint {path} was written with {key}={saved.get(key)!r}, this run "
-                                 f"has {key}={params[key]!r}: resuming would not reproduce the run")
-        if (state["scheduler"] is None) != (self.scheduler is None):
-            raise ValueError(f"checkpoint {path} was written "
-                             f"{'without' if state['scheduler'] is None else 'with'} a scheduler; "
-                             "resume it with the same setup")
+        problems = [f"{key}={saved.get(key)!r} there, {key}={params[key]!r} here"
+                    for key in self._RESUME_SETTINGS if saved.get(key) != params[key]]
+        problems += _state_mismatches("model", state["model"], self.model.state_dict(), dtypes=True)
+        problems += _optimizer_mismatches(state["optimizer"], self.optimizer)
+        if self.scheduler is not None and state["scheduler"] is not None:
+            keys, want = set(state["scheduler"]), set(self.scheduler.state_dict())
+            if keys != want:
+                problems.append(f"scheduler state keys {sorted(keys)} there, {sorted(want)} here")
+        if problems:
+            raise ValueError(f"checkpoint {path} was written by a different run: " + "; ".join(problems)
+                             + ". Resuming would not reproduce it; nothing was loaded")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -456,3 +500,45 @@ class Trainer:
         run.update(history=History._from_state(state["history"]), best_loss=es["best_loss"],
                    best_state=es["best_state"], wait=es["wait"], stopped=es["stopped"],
                    start=state["epoch"], seed=state["seed"])
+
+
+def _state_mismatches(what, saved, current, dtypes):
+    """Differences between two ``{key: array}`` states: keys, shapes and (``dtypes``) dtypes."""
+    problems = []
+    missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+    if missing or unexpected:
+        problems.append(f"{what} keys differ (missing {missing}, unexpected {unexpected})")
+    for key in sorted(set(saved) & set(current)):
+        a, b = np.asarray(saved[key]), np.asarray(current[key])
+        if a.shape != b.shape:
+            problems.append(f"{what} {key} has shape {a.shape} there, {b.shape} here")
+        elif dtypes and a.dtype != b.dtype:
+            problems.append(f"{what} {key} is {a.dtype} there, {b.dtype} here")
+    return problems
+
+
+def _optimizer_mismatches(saved, optimizer):
+    """Why ``optimizer.load_state_dict(saved)`` would fail or load another setup's state."""
+    groups = optimizer.param_groups
+    if len(saved["param_groups"]) != len(groups):
+        return [f"optimizer has {len(saved['param_groups'])} parameter groups there, {len(groups)} here"]
+    problems, params = [], []
+    for i, (old, new) in enumerate(zip(saved["param_groups"], groups)):
+        if len(old["params"]) != len(new["params"]):
+            problems.append(f"optimizer group {i} has {len(old['params'])} parameters there, "
+                            f"{len(new['params'])} here")
+        keys, want = set(old) - {"params"}, set(new) - {"params"}
+        if keys != want:
+            problems.append(f"optimizer group {i} hyper-parameters {sorted(keys)} there, {sorted(want)} here")
+        params.extend(zip(old["params"], new["params"]))
+    index = dict(params)
+    for i, pstate in saved["state"].items():
+        p = index.get(int(i))
+        if p is None:
+            problems.append(f"optimizer state for parameter {i}, which this optimizer does not have")
+            continue
+        for key, value in pstate.items():
+            if isinstance(value, np.ndarray) and value.shape != tuple(p.data.shape):
+                problems.append(f"optimizer state {i}.{key} has shape {value.shape} there, "
+                                f"{tuple(p.data.shape)} here")
+    return problems
