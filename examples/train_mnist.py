@@ -127,7 +127,8 @@ def run(args, say):
     ranks = f" ranks={distributed.size()}" if args.distributed else ""
     say(f"arch={args.arch} epochs={args.epochs} batch_size={args.batch_size} optimizer={args.optimizer} "
         f"lr={args.lr} gamma={args.gamma} weight_decay={args.weight_decay} augment={args.augment} "
-        f"seed={args.seed} backend={fc.get_backend()} train={len(x_train)} test={len(x_test)}{ranks}", flush=True)
+        f"seed={args.seed} backend={fc.get_backend()} train={len(x_train)} test={len(x_test)}{ranks}",
+        flush=True)
 
     trainer = fc.Trainer(model, optimizer=opt, scheduler=scheduler, distributed=args.distributed)
     start = time.perf_counter()
@@ -138,7 +139,8 @@ def run(args, say):
     wall = time.perf_counter() - start
     result = trainer.evaluate(x_test, y_test)
     done = len(history)
-    say(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {done} epochs, seed {args.seed}")
+    say(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {done} epochs, "
+        f"seed {args.seed}")
     if done:
         say(f"wall time {wall:.0f} s this session; per epoch {np.mean(history.seconds):.1f} s, training "
             f"throughput {np.mean(history.images_per_second):.0f} images/s (mean over epochs)")

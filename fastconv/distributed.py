@@ -37,6 +37,9 @@ __all__ = ["init", "rank", "size", "is_main", "batch_shards", "shard_bounds", "b
 
 _state = {"comm": None}
 
+#: Seconds :func:`abort_on_error` waits between printing the error and aborting the job.
+ABORT_DELAY = 0.5
+
 
 def _mpi():
     try:
@@ -226,10 +229,11 @@ def abort_on_error():
     """In a job of several ranks, turn any exception into the end of the whole job.
 
     A rank that raises while the others wait in a collective would leave them waiting forever.
-    Inside this context an exception (KeyboardInterrupt included) on any rank prints its
-    traceback and a line naming the rank to stderr, then calls ``MPI.COMM_WORLD.Abort(1)``,
-    which ends every rank of the job (mpiexec returns 1). In a job of one rank the exception
-    propagates as usual.
+    Inside this context an exception (KeyboardInterrupt included) on any rank prints a line
+    naming the rank and the exception, then the traceback, to stderr, waits :data:`ABORT_DELAY`
+    seconds (the launcher forwards output asynchronously and kills the job at the abort), then
+    calls ``MPI.COMM_WORLD.Abort(1)``, which ends every rank of the job (mpiexec returns 1). In
+    a job of one rank the exception propagates as usual.
     """
     try:
         yield
@@ -237,9 +241,11 @@ def abort_on_error():
         r, s = init()
         if s == 1:
             raise
-        traceback.print_exc(file=sys.stderr)
         print(f"fastconv.distributed: rank {r} of {s} failed ({type(exc).__name__}: {exc}); "
               f"aborting all {s} ranks", file=sys.stderr, flush=True)
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+        time.sleep(ABORT_DELAY)
         _comm().Abort(1)
         raise
 
@@ -257,7 +263,7 @@ class SyncBatchNorm(BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch, over all ranks.
 
     In training, each rank computes per-channel counts and shifted sums of its share on the
-    host (NumPy, in float64), the ranks exchange them (one ``Allgather`` of ``3 * C`` numbers)
+    host (NumPy, in float64), the ranks exchange them (one ``Allgather`` of ``4 * C`` numbers)
     and combine them in rank order, so every rank normalises its share with the same mean and
     biased variance of the whole batch and updates the running statistics identically (the
     variance unbiased with the global count). The normalisation itself is

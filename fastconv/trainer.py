@@ -23,6 +23,7 @@ import sys
 import time
 import types
 import zipfile
+import zlib
 
 import numpy as np
 from tqdm import tqdm
@@ -310,7 +311,14 @@ class Trainer:
             ``{"loss": float, "accuracy": float}``.
         """
         x, y = self._prepare(x, y)
-        return self._evaluate(x, y, _positive_int(batch_size, "batch_size"))
+        batch_size = _positive_int(batch_size, "batch_size")
+        with self._collective():
+            return self._evaluate(x, y, batch_size)
+
+    def _collective(self):
+        """Context for code in which the ranks communicate: with several ranks, an exception on
+        one ends the job (the others would wait for it forever)."""
+        return dist.abort_on_error() if self._parallel else contextlib.nullcontext()
 
     def _evaluate(self, x, y, batch_size):
         n = len(x)
@@ -407,10 +415,9 @@ class Trainer:
                   "scheduler": _describe_class(self.scheduler), "ranks": self.size}
         run = {"history": History(), "best_loss": math.inf, "best_state": None, "wait": 0, "stopped": False,
                "start": 0, "seed": seed}
-        # From here on a rank that fails while the others wait in a collective ends the job.
-        with dist.abort_on_error() if self._parallel else contextlib.nullcontext():
+        with self._collective():
             if self._parallel:
-                self._check_same_run(x, val, params, batch_size)
+                self._check_same_run(x, y, val, params, batch_size)
                 self._allreduce = dist.GradientAllreduce(self.model.parameters())
             restored = resume and self._restore(checkpoint, run, params)
             if self._parallel and not restored:
@@ -439,9 +446,10 @@ class Trainer:
     def _steps(self, n, batch_size, order):
         """``(indices or slice, global batch size)`` of this rank for each step of an epoch."""
         if self._parallel:
-            return dist.batch_shards(np.arange(n) if order is None else order, batch_size, self.rank, self.size)
-        return (((slice(i, i + batch_size) if order is None else order[i:i + batch_size]), min(batch_size, n - i))
-                for i in range(0, n, batch_size))
+            order = np.arange(n) if order is None else order
+            return dist.batch_shards(order, batch_size, self.rank, self.size)
+        return ((slice(i, i + batch_size) if order is None else order[i:i + batch_size],
+                 min(batch_size, n - i)) for i in range(0, n, batch_size))
 
     def _epoch(self, x, y, val, epoch, epochs, batch_size, shuffle, augment, progress, patience,
                checkpoint, run):
@@ -510,8 +518,9 @@ class Trainer:
                 if run["wait"] >= patience:
                     run["stopped"] = True
                     run["history"].stopped_epoch = epoch
-        run["history"]._append(epoch, loss=float(total / n), accuracy=float(correct / n), val_loss=metrics["loss"],
-                               val_accuracy=metrics["accuracy"], lr=lr, seconds=time.perf_counter() - start,
+        run["history"]._append(epoch, loss=float(total / n), accuracy=float(correct / n),
+                               val_loss=metrics["loss"], val_accuracy=metrics["accuracy"], lr=lr,
+                               seconds=time.perf_counter() - start,
                                images_per_second=n / train_seconds)
         if checkpoint is not None and self.rank == 0:
             self._save(checkpoint, epoch + 1, run)
@@ -524,17 +533,23 @@ class Trainer:
             print(line + f" - lr {lr:.3g}", flush=True)
 
     # -- several ranks -------------------------------------------------------------------------
-    def _check_same_run(self, x, val, params, batch_size):
-        """Every rank was given the same settings and data sizes (a ValueError on every rank if not)."""
-        mine = dict(params, data=(tuple(x.shape), str(x.dtype)),
-                    validation=None if val is None else tuple(val[0].shape))
+    def _check_same_run(self, x, y, val, params, batch_size):
+        """Every rank was given the same settings and data (a ValueError on every rank if not; the
+        images are compared by shape, dtype and a checksum of the first and last, the labels by a
+        checksum of them all)."""
+        def digest(x, y):
+            return (tuple(x.shape), str(x.dtype), zlib.crc32(x[0].tobytes() + x[-1].tobytes()),
+                    zlib.crc32(np.ascontiguousarray(y).tobytes()))
+
+        mine = dict(params, data=digest(x, y), validation=None if val is None else digest(*val))
         ranks = dist.allgather(mine)
         for r, theirs in enumerate(ranks):
             diff = sorted(k for k in mine if theirs.get(k) != ranks[0].get(k))
             if diff:
-                raise ValueError(f"rank {r} called fit with {', '.join(f'{k}={theirs.get(k)!r}' for k in diff)} "
-                                 f"where rank 0 has {', '.join(f'{k}={ranks[0].get(k)!r}' for k in diff)}: "
-                                 "every rank must pass the same data and settings")
+                got = ", ".join(f"{k}={theirs.get(k)!r}" for k in diff)
+                want = ", ".join(f"{k}={ranks[0].get(k)!r}" for k in diff)
+                raise ValueError(f"rank {r} called fit with {got} where rank 0 has {want}: every rank "
+                                 "must pass the same data and settings")
         smallest = len(x) % batch_size or batch_size  # the last step's global batch
         if smallest < self.size and any(isinstance(m, dist.SyncBatchNorm) for m in self.model.modules()):
             raise ValueError(f"SyncBatchNorm needs a sample on every rank at every step, but with "

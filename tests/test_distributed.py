@@ -103,6 +103,17 @@ def scenario_shards(out, n, batch_size, epochs):
         json.dump([seen[e * steps:(e + 1) * steps] for e in range(epochs)], f)
 
 
+def scenario_mismatch(out, what):
+    """Rank 1 is given other labels (``labels``), or the batches leave a rank without a sample
+    where SyncBatchNorm needs one (``syncbn``)."""
+    rank, _ = dist.init()
+    x, y = make_data(40, 8)
+    if what == "labels" and rank == 1:
+        y = (y + 1) % 10
+    model = make_model("small", bn="sync" if what == "syncbn" else None)
+    make_trainer(model, True).fit(x, y, epochs=1, batch_size=16 if what == "labels" else 13, progress=False)
+
+
 def scenario_syncbn(out, dtype):
     """Rank r normalises its share of one 7-sample batch (shares of 3, 2, 2 on 3 ranks)."""
     rank, size = dist.init()
@@ -141,7 +152,8 @@ def run_ranks(ranks, scenario, out, check=True, **kwargs):
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     proc.seconds = time.perf_counter() - start
     if check and proc.returncode != 0:
-        raise AssertionError(f"{scenario} on {ranks} ranks failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"{scenario} on {ranks} ranks failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
     return proc
 
 
@@ -301,8 +313,21 @@ def test_a_failing_rank_ends_the_job_and_keeps_the_checkpoint(failing, tmp_path)
     state = unflatten_state(np.load(ckpt))
     assert state["epoch"] == 1
     if failing == 1:
-        run_ranks(2, "train", tmp_path, resume=True, fail=[failing, 10**6], **common)  # same augment, no fault
+        # the same augmentation (a resume checks it), without the fault
+        run_ranks(2, "train", tmp_path, resume=True, fail=[failing, 10**6], **common)
         assert json.loads((tmp_path / "history0.json").read_text())["epoch"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("what, message", [
+    ("labels", r"rank 1 called fit with data=.* where rank 0 has data="),
+    ("syncbn", r"SyncBatchNorm needs a sample on every rank at every step, but with 40 samples, "
+               r"batch_size=13 and 2 ranks a step has 1 samples"),
+])
+def test_ranks_given_different_data_or_too_small_a_step_stop_with_a_clear_error(what, message, tmp_path):
+    import re
+    proc = run_ranks(2, "mismatch", tmp_path, check=False, what=what)
+    assert proc.returncode != 0
+    assert re.search(message, proc.stderr), proc.stderr
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -123,7 +123,8 @@ def test_explicitly_normalised_uint8_images_train():
     trainer = Trainer(model)
     h = trainer.fit(normalize(x8), y, epochs=1, batch_size=8, seed=0, progress=False)
     assert len(h) == 1 and np.isfinite(h.loss[0])
-    assert trainer.evaluate(normalize(x8), y)["accuracy"] == np.mean(model.predict(normalize(x8)).argmax(1) == y)
+    x = normalize(x8)
+    assert trainer.evaluate(x, y)["accuracy"] == np.mean(model.predict(x).argmax(1) == y)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -410,10 +411,11 @@ def test_resume_accepts_the_same_setup_built_afresh(tmp_path):
     ckpt = tmp_path / "run.npz"
     Trainer(make_model()).fit(x, y, epochs=1, seed=0, augment=InterruptingAugment(), checkpoint=ckpt,
                               progress=False)
-    h = Trainer(make_model(seed=4)).fit(x, y, epochs=2, seed=0, augment=InterruptingAugment(), checkpoint=ckpt,
-                                        resume=True, progress=False)
+    h = Trainer(make_model(seed=4)).fit(x, y, epochs=2, seed=0, augment=InterruptingAugment(),
+                                        checkpoint=ckpt, resume=True, progress=False)
     assert len(h) == 2 and h.params["augment"].endswith("InterruptingAugment")
-    assert h.params["optimizer"] == "SGD" and h.params["scheduler"] is None and h.params["loss"] == "CrossEntropyLoss"
+    assert h.params["optimizer"] == "SGD" and h.params["scheduler"] is None
+    assert h.params["loss"] == "CrossEntropyLoss"
 
 
 def test_resume_without_a_checkpoint_file_starts_afresh(tmp_path):
