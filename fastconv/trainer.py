@@ -59,8 +59,8 @@ class History:
         Epoch indices, from 0.
     params : dict
         The run's settings: ``epochs``, ``batch_size``, ``samples``, ``shuffle``, ``seed``,
-        ``augment``, ``validation_split``, ``validation_samples``, ``early_stopping`` and the class
-        names of the ``loss``, ``optimizer`` and ``scheduler`` (None for none).
+        ``augment``, ``validation_split``, ``validation_samples``, ``early_stopping``, the class
+        names of the ``loss``, ``optimizer`` and ``scheduler`` (None for none) and ``ranks``.
     best_epoch, stopped_epoch : int or None
         With early stopping: the epoch whose weights were restored, and the epoch it stopped
         after (None if it ran to the end).
@@ -238,9 +238,10 @@ class Trainer:
     ``batch_size`` is the global batch (as Keras's under a distribution strategy): each step's
     ``batch_size`` samples are split over the ranks (:func:`fastconv.distributed.batch_shards`),
     each rank's loss gradient is weighted by its share, and the gradients are summed over the
-    ranks, so R ranks take the steps one process would take, to rounding. Running statistics
-    (per-rank BatchNorm) are broadcast from rank 0 after every epoch; use
-    :class:`fastconv.distributed.SyncBatchNorm` for global batch statistics. Validation and
+    ranks, so R ranks take the steps one process would take, to rounding (BatchNorm layers
+    normalise with the statistics of each rank's share; their running statistics are broadcast
+    from rank 0 after every epoch; :class:`fastconv.distributed.SyncBatchNorm` uses the global
+    batch's). Validation and
     ``evaluate`` split the data over the ranks and reduce the loss and accuracy; the recorded
     training loss and accuracy are over all ranks' samples (``seconds`` and images/s are rank
     0's timing). Only rank 0 shows progress and writes the checkpoint, which holds the global
@@ -248,6 +249,13 @@ class Trainer:
     augmentation and dropout draw from per-rank generators, so with those a resume on another
     rank count continues differently. An exception on any rank ends the whole job
     (:func:`fastconv.distributed.abort_on_error`) with a message naming the rank.
+
+    Attributes
+    ----------
+    rank, size : int
+        This process's rank and the number of ranks (0 and 1 unless ``distributed``).
+    history : History or None
+        The last ``fit``'s.
     """
 
     def __init__(self, model, loss=None, optimizer=None, scheduler=None, distributed=False):
@@ -256,7 +264,6 @@ class Trainer:
             if not callable(getattr(model, attr, None)):
                 raise TypeError(f"Trainer: model has no {attr}() method ({type(model).__name__})")
         self.rank, self.size = dist.init() if distributed else (0, 1)
-        self.distributed = bool(distributed)
         self._parallel = self.size > 1
         self.model = model
         self.loss = CrossEntropyLoss() if loss is None else loss
