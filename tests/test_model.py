@@ -271,6 +271,9 @@ def test_sequential_container_behaviour():
     out = model(np.ones((2, 2, 6, 6)))
     model.backward(np.ones_like(out))
     g = model[8].weight.grad.copy()
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        model.backward(np.ones_like(out))  # the forward's caches were taken back
+    model(np.ones((2, 2, 6, 6)))
     model.backward(np.ones_like(out))
     np.testing.assert_allclose(model[8].weight.grad, 2 * g)
     model.zero_grad()
