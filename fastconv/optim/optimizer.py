@@ -271,7 +271,9 @@ class Optimizer:
     def load_state_dict(self, state_dict):
         """Restore hyper-parameters and state produced by :meth:`state_dict`.
 
-        State arrays go to their parameter's device and dtype.
+        State arrays go to their parameter's device and dtype. A hyper-parameter
+        the saved groups lack (e.g. ``l1`` in an older checkpoint) keeps its
+        current value.
         """
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
@@ -304,7 +306,5 @@ class Optimizer:
             for key, value in saved.items():
                 if key != "params":
                     group[key] = value
-            group.setdefault("l1", 0.0)
-            group.setdefault("max_norm", None)
             self._check_group(group)
         self.state = new_state
