@@ -4,6 +4,7 @@
     python examples/train_mnist.py --arch lenet --epochs 5  # >= 99.2%
     python examples/train_mnist.py --arch tutorial          # the 8-filter tutorial network, >= 97%
     python examples/train_mnist.py --arch best --no-progress --save best.npz --plot best.png
+    mpiexec -n 2 python examples/train_mnist.py --distributed   # data-parallel on 2 processes
 
 MNIST is read from --data-dir, else $FASTCONV_DATA, else ~/.cache/fastconv/digits; missing files
 are downloaded there and verified by SHA-256. Images are normalised explicitly with the MNIST mean
@@ -17,6 +18,7 @@ import time
 import numpy as np
 
 import fastconv as fc
+from fastconv import distributed
 from fastconv.datasets import ElasticDistortion, RandomAffine, RandomShift, load_mnist, normalize
 from fastconv.optim import SGD, Adam, StepLR
 
@@ -80,6 +82,10 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", help="checkpoint .npz rewritten after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--no-progress", action="store_true", help="one line per epoch instead of a progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of an MPI job (mpiexec -n 2 python ... --distributed; "
+                        "needs pip install fastconv[mpi]); --batch-size is the global batch, rank 0 prints "
+                        "and writes the files")
     args = p.parse_args(argv)
     for key, value in ARCHS[args.arch].items():
         if getattr(args, key, None) is None:
@@ -89,9 +95,22 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not args.distributed:
+        return run(args, print)
+    rank, _ = distributed.init()
+    with distributed.abort_on_error():  # a rank that fails ends every rank of the job
+        return run(args, print if rank == 0 else lambda *a, **k: None)
+
+
+def run(args, say):
+    """Train and test as ``args`` says; ``say`` prints (a no-op on ranks other than 0)."""
     if args.backend:
         fc.set_backend(args.backend)
+    if args.distributed and not distributed.is_main():
+        distributed.barrier()  # rank 0 downloads any missing files before the others read them
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir)
+    if args.distributed and distributed.is_main():
+        distributed.barrier()
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     x_train, x_test = normalize(x_train), normalize(x_test)  # (N, 1, 28, 28) float32
@@ -104,12 +123,13 @@ def main(argv=None):
     else:
         opt = Adam(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = StepLR(opt, step_size=1, gamma=args.gamma) if args.gamma != 1 else None
-    print(model.summary((args.batch_size, 1, 28, 28)))
-    print(f"arch={args.arch} epochs={args.epochs} batch_size={args.batch_size} optimizer={args.optimizer} "
-          f"lr={args.lr} gamma={args.gamma} weight_decay={args.weight_decay} augment={args.augment} "
-          f"seed={args.seed} backend={fc.get_backend()} train={len(x_train)} test={len(x_test)}", flush=True)
+    say(model.summary((args.batch_size, 1, 28, 28)))
+    ranks = f" ranks={distributed.size()}" if args.distributed else ""
+    say(f"arch={args.arch} epochs={args.epochs} batch_size={args.batch_size} optimizer={args.optimizer} "
+        f"lr={args.lr} gamma={args.gamma} weight_decay={args.weight_decay} augment={args.augment} "
+        f"seed={args.seed} backend={fc.get_backend()} train={len(x_train)} test={len(x_test)}{ranks}", flush=True)
 
-    trainer = fc.Trainer(model, optimizer=opt, scheduler=scheduler)
+    trainer = fc.Trainer(model, optimizer=opt, scheduler=scheduler, distributed=args.distributed)
     start = time.perf_counter()
     history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                           validation_split=args.val_split, seed=args.seed, augment=AUGMENTS[args.augment],
@@ -118,16 +138,16 @@ def main(argv=None):
     wall = time.perf_counter() - start
     result = trainer.evaluate(x_test, y_test)
     done = len(history)
-    print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {done} epochs, seed {args.seed}")
+    say(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {done} epochs, seed {args.seed}")
     if done:
-        print(f"wall time {wall:.0f} s this session; per epoch {np.mean(history.seconds):.1f} s, training "
-              f"throughput {np.mean(history.images_per_second):.0f} images/s (mean over epochs)")
-    if args.save:
+        say(f"wall time {wall:.0f} s this session; per epoch {np.mean(history.seconds):.1f} s, training "
+            f"throughput {np.mean(history.images_per_second):.0f} images/s (mean over epochs)")
+    if args.save and trainer.rank == 0:
         model.save(args.save)
-        print(f"weights saved to {args.save}")
-    if args.plot:
+        say(f"weights saved to {args.save}")
+    if args.plot and trainer.rank == 0:
         history.plot(args.plot)
-        print(f"curves written to {args.plot}")
+        say(f"curves written to {args.plot}")
     return result
 
 

@@ -1,30 +1,35 @@
 """The training loop: :class:`Trainer` (Keras-like ``fit`` / ``evaluate``) and :class:`History`.
 
-Data flows one way: the trainer drives a model (``forward``/``backward``), a loss and an
-optimizer; it never reaches below the model.
+Data flows one way: the trainer drives a model, a loss and an optimizer through their public
+interfaces. It reaches the model's layers in one place only: every module (from
+``model.modules()``) with a public ``rng`` attribute holding a ``numpy.random.Generator``, such as
+:class:`fastconv.Dropout`, is given a fresh generator at the start of each epoch (see below);
+nothing else below the model is read or changed.
 
 Repeatability
 -------------
-Every random choice a run makes (the shuffle order, the augmentation, the dropout masks) comes
-from generators derived from ``(seed, epoch)`` at the start of each epoch, so epoch ``e`` of a run
-does not depend on how the run got there. That is what makes ``resume=True`` exact: a run
-interrupted after epoch 2 and resumed from its checkpoint ends with the same weights, bit for
-bit, as the run that was never interrupted. (Weight initialisation is the model's business: use
-``fastconv.manual_seed`` or the layers' ``rng`` before building it.)
+Every random choice a run makes (the shuffle order, the augmentation, the dropout masks: the
+draws of every module's ``rng``) comes from generators derived from ``(seed, epoch)`` at the start
+of each epoch, so epoch ``e`` of a run does not depend on how the run got there. That is what
+makes ``resume=True`` exact: a run interrupted after epoch 2 and resumed from its checkpoint ends
+with the same weights, bit for bit, as the run that was never interrupted. (Weight initialisation
+is the model's business: use ``fastconv.manual_seed`` or the layers' ``rng`` before building it.)
 """
+import contextlib
 import math
 import numbers
 import os
 import sys
 import time
+import types
+import zipfile
 
 import numpy as np
 from tqdm import tqdm
 
+from . import distributed as dist
 from ._backend import is_device_array, to_device, to_numpy
 from ._io import atomic_savez
-from .datasets import normalize
-from .layers import Dropout
 from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
 
@@ -52,7 +57,9 @@ class History:
     epoch : list of int
         Epoch indices, from 0.
     params : dict
-        The run's settings: ``epochs``, ``batch_size``, ``samples``, ``seed``, ...
+        The run's settings: ``epochs``, ``batch_size``, ``samples``, ``shuffle``, ``seed``,
+        ``augment``, ``validation_split``, ``validation_samples``, ``early_stopping`` and the class
+        names of the ``loss``, ``optimizer`` and ``scheduler`` (None for none).
     best_epoch, stopped_epoch : int or None
         With early stopping: the epoch whose weights were restored, and the epoch it stopped
         after (None if it ran to the end).
@@ -137,11 +144,50 @@ def _positive_int(value, name, minimum=1):
     return int(value)
 
 
-def _epoch_generators(seed, epoch, n_dropout):
-    """Independent generators for epoch ``epoch``: shuffle, augment, one per dropout layer."""
-    shuffle, augment, dropout = np.random.SeedSequence([seed, epoch]).spawn(3)
+def _epoch_generators(seed, epoch, n_random, rank=0, size=1):
+    """Independent generators for epoch ``epoch``: shuffle, augment, one per random module.
+
+    In a job of several ranks the shuffle is the same on every rank and the others are the
+    rank's own."""
+    shuffle, augment, modules = np.random.SeedSequence([seed, epoch]).spawn(3)
+    if size > 1:
+        augment, modules = augment.spawn(size)[rank], modules.spawn(size)[rank]
     return (np.random.default_rng(shuffle), np.random.default_rng(augment),
-            [np.random.default_rng(s) for s in dropout.spawn(n_dropout)])
+            [np.random.default_rng(s) for s in modules.spawn(n_random)])
+
+
+def _random_modules(model):
+    """The modules of ``model`` that draw from a public ``rng`` generator (Dropout), in order."""
+    return [m for m in model.modules() if isinstance(getattr(m, "rng", None), np.random.Generator)]
+
+
+def _describe(obj):
+    """A description of ``obj`` that is the same in every process: its repr when its class
+    defines one (``RandomShift(max_shift=2)``), else its qualified name (functions) or its
+    class's (instances), never a memory address."""
+    if obj is None:
+        return None
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, type)):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    if type(obj).__repr__ is object.__repr__:
+        return f"{type(obj).__module__}.{type(obj).__qualname__}"
+    return repr(obj)
+
+
+def _describe_class(obj):
+    return None if obj is None else type(obj).__qualname__
+
+
+def _scaled(a, factor):
+    """``a * factor`` as a new array on ``a``'s device."""
+    return to_device(to_numpy(a) * factor) if is_device_array(a) else a * factor
+
+
+def _no_grad():
+    """``fastconv.no_grad()`` where the package has it (forward keeps no caches), else a no-op."""
+    import fastconv
+    context = getattr(fastconv, "no_grad", None)
+    return contextlib.nullcontext() if context is None else context()
 
 
 class Trainer:
@@ -160,14 +206,18 @@ class Trainer:
         Stepped once per epoch after validation: ``ReduceLROnPlateau.step(val_loss)`` (the
         training loss when there is no validation data), otherwise ``scheduler.step()``
         (e.g. :class:`fastconv.optim.StepLR`). Must drive ``optimizer``.
+    distributed : bool
+        Data-parallel training over the ranks of an MPI job (see below and
+        :mod:`fastconv.distributed`; needs ``pip install fastconv[mpi]``). In a job of one rank
+        (no mpiexec) training is exactly as with False.
 
     Inputs
     ------
-    Images are ``uint8`` arrays ``(N, 28, 28)`` / ``(N, C, H, W)`` or float arrays ``(N, C, H, W)``
-    (any ``(N, ...)`` the model takes). ``uint8`` input is treated as MNIST-like and converted once
-    per call by ``fastconv.datasets.normalize`` (``/255``, then MNIST mean 0.1307 and std 0.3081);
-    float input is used as it is (normalise it yourself for other data). Everything is cast to the
-    model's parameter dtype (float32 unless ``model.to(np.float64)``). Labels are integers ``(N,)``.
+    Images are float arrays ``(N, C, H, W)`` (any ``(N, ...)`` the model takes), cast to the
+    model's parameter dtype (float32 unless ``model.to(np.float64)``). Integer images (``uint8``
+    pixels) are refused with a TypeError: how to scale them depends on the data set, so the
+    trainer never guesses; convert them first, e.g. ``fastconv.datasets.normalize(x)`` for MNIST
+    (``/255``, then MNIST's mean 0.1307 and std 0.3081). Labels are integers ``(N,)``.
 
     Devices
     -------
@@ -178,13 +228,35 @@ class Trainer:
     ``(N, classes)`` logits for the accuracy (an argmax on the host); plus, by the tier's contract,
     one small flag per MaxPool2d backward. ``evaluate`` copies each batch there and its logits
     back. Checkpoints hold NumPy arrays, whatever the device.
+
+    Several processes (``distributed=True``)
+    ----------------------------------------
+    Launch the script with ``mpiexec -n R``; every rank builds the same model and calls ``fit``
+    (and ``evaluate``) with the same arguments and the whole data set. Rank 0's model, optimizer
+    and scheduler state (or the checkpoint, read by rank 0) are broadcast at the start.
+    ``batch_size`` is the global batch (as Keras's under a distribution strategy): each step's
+    ``batch_size`` samples are split over the ranks (:func:`fastconv.distributed.batch_shards`),
+    each rank's loss gradient is weighted by its share, and the gradients are summed over the
+    ranks, so R ranks take the steps one process would take, to rounding. Running statistics
+    (per-rank BatchNorm) are broadcast from rank 0 after every epoch; use
+    :class:`fastconv.distributed.SyncBatchNorm` for global batch statistics. Validation and
+    ``evaluate`` split the data over the ranks and reduce the loss and accuracy; the recorded
+    training loss and accuracy are over all ranks' samples (``seconds`` and images/s are rank
+    0's timing). Only rank 0 shows progress and writes the checkpoint, which holds the global
+    state only, so a run can resume on a different number of ranks; its steps are the same, but
+    augmentation and dropout draw from per-rank generators, so with those a resume on another
+    rank count continues differently. An exception on any rank ends the whole job
+    (:func:`fastconv.distributed.abort_on_error`) with a message naming the rank.
     """
 
-    def __init__(self, model, loss=None, optimizer=None, scheduler=None):
+    def __init__(self, model, loss=None, optimizer=None, scheduler=None, distributed=False):
         for attr in ("forward", "backward", "parameters", "modules", "state_dict", "load_state_dict",
-                     "predict"):
+                     "predict") + (("named_parameters",) if distributed else ()):
             if not callable(getattr(model, attr, None)):
                 raise TypeError(f"Trainer: model has no {attr}() method ({type(model).__name__})")
+        self.rank, self.size = dist.init() if distributed else (0, 1)
+        self.distributed = bool(distributed)
+        self._parallel = self.size > 1
         self.model = model
         self.loss = CrossEntropyLoss() if loss is None else loss
         self.optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9) if optimizer is None else optimizer
@@ -192,6 +264,7 @@ class Trainer:
             raise ValueError("Trainer: the scheduler drives a different optimizer than the trainer's")
         self.scheduler = scheduler
         self.history = None
+        self._allreduce = None
 
     # -- data ----------------------------------------------------------------------------------
     def _dtype(self):
@@ -201,17 +274,16 @@ class Trainer:
     def _prepare(self, x, y, name="x"):
         """(x, y) as (contiguous float array in the model dtype, int64 labels), checked."""
         x, y = np.asarray(x), np.asarray(y)
-        if x.dtype == np.uint8:
-            if x.ndim not in (3, 4):
-                raise ValueError(f"{name}: uint8 images must be (N, H, W) or (N, C, H, W), "
-                                 f"got shape {x.shape}")
-            x = normalize(x, dtype=self._dtype())
-        elif x.dtype.kind == "f":
-            if x.ndim < 2:
-                raise ValueError(f"{name}: expected a batch (N, C, H, W), got shape {x.shape}")
-            x = np.ascontiguousarray(x, dtype=self._dtype())
-        else:
-            raise TypeError(f"{name}: expected uint8 images or a float array, got dtype {x.dtype}")
+        if x.dtype.kind != "f":
+            hint = (" (uint8 pixels: e.g. fastconv.datasets.normalize(x) for MNIST-like images, "
+                    "which scales by 1/255 and uses MNIST's mean and std; other data sets need "
+                    "their own statistics)" if x.dtype.kind in "iu" else "")
+            raise TypeError(f"{name}: the Trainer takes float images, got dtype {x.dtype} (shape "
+                            f"{x.shape}); it does not guess how to scale them: convert them "
+                            f"explicitly" + hint)
+        if x.ndim < 2:
+            raise ValueError(f"{name}: expected a batch (N, C, H, W), got shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=self._dtype())
         if y.ndim != 1 or y.dtype.kind not in "iu":
             raise ValueError(f"{name}: labels must be a 1-D integer array, "
                              f"got shape {y.shape} dtype {y.dtype}")
@@ -221,11 +293,14 @@ class Trainer:
         return x, y.astype(np.int64, copy=False)
 
     def evaluate(self, x, y, batch_size=256):
-        """Mean loss and accuracy of the model in eval mode.
+        """Mean loss and accuracy of the model in eval mode, under ``fastconv.no_grad()``.
+
+        With ``distributed=True`` every rank must call it with the same data: each evaluates
+        its share and the results are reduced over the ranks.
 
         Parameters
         ----------
-        x : ndarray, uint8 (N, 28, 28) or float (N, C, H, W)
+        x : ndarray, float (N, C, H, W)
         y : ndarray of int, shape (N,)
         batch_size : int
 
@@ -238,9 +313,20 @@ class Trainer:
         return self._evaluate(x, y, _positive_int(batch_size, "batch_size"))
 
     def _evaluate(self, x, y, batch_size):
-        logits = self.model.predict(x, batch_size=batch_size)
-        loss = float(self.loss.forward(logits, y))
-        return {"loss": loss, "accuracy": float(np.mean(logits.argmax(axis=1) == y))}
+        n = len(x)
+        if self._parallel:
+            start, stop = dist.shard_bounds(n, self.rank, self.size)
+            x, y = x[start:stop], y[start:stop]
+        loss_sum = correct = 0.0
+        if len(x):
+            with _no_grad():
+                logits = self.model.predict(x, batch_size=batch_size)
+            loss, hits = float(self.loss.forward(logits, y)), logits.argmax(axis=1) == y
+            if not self._parallel:
+                return {"loss": loss, "accuracy": float(np.mean(hits))}
+            loss_sum, correct = loss * len(x), float(np.count_nonzero(hits))
+        loss_sum, correct = dist.allreduce_sum([loss_sum, correct])
+        return {"loss": float(loss_sum / n), "accuracy": float(correct / n)}
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, x, y, epochs, batch_size=64, validation_data=None, validation_split=0.0, shuffle=True,
@@ -249,8 +335,8 @@ class Trainer:
 
         Parameters
         ----------
-        x : ndarray, uint8 (N, 28, 28) or float (N, C, H, W)
-            See the class docstring for how it is converted.
+        x : ndarray, float (N, C, H, W)
+            See the class docstring (integer images are refused).
         y : ndarray of int, shape (N,)
         epochs : int
             Total epochs of the run (a resumed run counts the ones already done).
@@ -262,8 +348,8 @@ class Trainer:
         shuffle : bool
             Reshuffle the samples every epoch.
         seed : int, optional
-            Seeds shuffling, ``augment`` and the model's Dropout layers (see the module
-            docstring). None draws one; it is recorded in ``history.params["seed"]``.
+            Seeds shuffling, ``augment`` and the model's random modules (Dropout; see the
+            module docstring). None draws one; it is recorded in ``history.params["seed"]``.
         early_stopping : int, optional
             Patience in epochs: stop once the validation loss has not improved for that many
             epochs; at the end the weights of the best epoch are restored. Needs validation data.
@@ -315,74 +401,97 @@ class Trainer:
                 raise ValueError("early_stopping needs validation_data or validation_split")
 
         params = {"epochs": epochs, "batch_size": batch_size, "samples": len(x), "shuffle": bool(shuffle),
-                  "seed": seed, "augment": repr(augment),
-                  "validation_samples": 0 if val is None else len(val[0])}
+                  "seed": seed, "augment": _describe(augment), "validation_split": float(validation_split),
+                  "validation_samples": 0 if val is None else len(val[0]), "early_stopping": early_stopping,
+                  "loss": _describe_class(self.loss), "optimizer": _describe_class(self.optimizer),
+                  "scheduler": _describe_class(self.scheduler), "ranks": self.size}
         run = {"history": History(), "best_loss": math.inf, "best_state": None, "wait": 0, "stopped": False,
                "start": 0, "seed": seed}
-        if resume and os.path.exists(checkpoint):
-            self._restore(checkpoint, run, params)
-        if run["seed"] is None:
-            run["seed"] = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
-        history = self.history = run["history"]
-        history.params = dict(params, seed=run["seed"])
+        # From here on a rank that fails while the others wait in a collective ends the job.
+        with dist.abort_on_error() if self._parallel else contextlib.nullcontext():
+            if self._parallel:
+                self._check_same_run(x, val, params, batch_size)
+                self._allreduce = dist.GradientAllreduce(self.model.parameters())
+            restored = resume and self._restore(checkpoint, run, params)
+            if self._parallel and not restored:
+                self._broadcast_start()
+            if run["seed"] is None:
+                run["seed"] = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
+                if self._parallel:
+                    run["seed"] = dist.allgather(run["seed"])[0]
+            history = self.history = run["history"]
+            history.params = dict(params, seed=run["seed"])
 
-        modes = [(m, m.training) for m in self.model.modules()]
-        try:
-            for epoch in range(run["start"], epochs):
-                if run["stopped"]:
-                    break
-                self._epoch(x, y, val, epoch, epochs, batch_size, shuffle, augment, progress,
-                            early_stopping, checkpoint, run)
-        finally:
-            for m, mode in modes:
-                m.training = mode
+            modes = [(m, m.training) for m in self.model.modules()]
+            try:
+                for epoch in range(run["start"], epochs):
+                    if run["stopped"]:
+                        break
+                    self._epoch(x, y, val, epoch, epochs, batch_size, shuffle, augment, progress,
+                                early_stopping, checkpoint, run)
+            finally:
+                for m, mode in modes:
+                    m.training = mode
         if run["best_state"] is not None:
             self.model.load_state_dict(run["best_state"])
         return history
+
+    def _steps(self, n, batch_size, order):
+        """``(indices or slice, global batch size)`` of this rank for each step of an epoch."""
+        if self._parallel:
+            return dist.batch_shards(np.arange(n) if order is None else order, batch_size, self.rank, self.size)
+        return (((slice(i, i + batch_size) if order is None else order[i:i + batch_size]), min(batch_size, n - i))
+                for i in range(0, n, batch_size))
 
     def _epoch(self, x, y, val, epoch, epochs, batch_size, shuffle, augment, progress, patience,
                checkpoint, run):
         start = time.perf_counter()
         model, opt, loss_fn, n = self.model, self.optimizer, self.loss, len(x)
-        dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
-        shuffle_rng, augment_rng, dropout_rngs = _epoch_generators(run["seed"], epoch, len(dropouts))
-        for layer, rng in zip(dropouts, dropout_rngs):
-            layer.rng = rng  # Dropout draws each forward's mask seed from this generator
+        random_modules = _random_modules(model)
+        shuffle_rng, augment_rng, module_rngs = _epoch_generators(run["seed"], epoch, len(random_modules),
+                                                                  self.rank, self.size)
+        for module, rng in zip(random_modules, module_rngs):
+            module.rng = rng  # e.g. Dropout draws each forward's mask seed from this generator
         order = shuffle_rng.permutation(n) if shuffle else None
         lr = float(opt.param_groups[0]["lr"])
         on_device = any(is_device_array(p.data) for p in model.parameters())
         model.train()
-        total, correct = 0.0, 0
+        total, correct, seen = 0.0, 0, 0
         bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="img", leave=True,
-                   disable=progress is not True, file=sys.stderr, dynamic_ncols=True)
+                   disable=progress is not True or self.rank != 0, file=sys.stderr, dynamic_ncols=True)
         with bar:
-            for i in range(0, n, batch_size):
-                if order is None:
-                    xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-                else:
-                    idx = order[i:i + batch_size]
-                    xb, yb = x[idx], y[idx]
-                if augment is not None:
-                    xb = augment(xb, augment_rng)
-                xin, yin = xb, yb
-                if on_device:  # the batch's one copy to the device; yb stays for the accuracy
-                    xin, yin = to_device(np.asarray(xb, dtype=x.dtype)), to_device(yb)
-                logits = model.forward(xin)
-                loss = loss_fn.forward(logits, yin)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"epoch {epoch + 1}, batch {i // batch_size}: the loss is "
-                                             f"{loss}; try a lower learning rate")
-                opt.zero_grad()
-                model.backward(loss_fn.backward())
-                opt.step()
+            for step, (idx, count) in enumerate(self._steps(n, batch_size, order)):
+                xb, yb = x[idx], y[idx]
                 k = len(yb)
-                total += loss * k
-                correct += int(np.count_nonzero(to_numpy(logits).argmax(axis=1) == yb))
+                opt.zero_grad()  # a rank with an empty share sends zero gradients
+                if k:  # a rank's share is empty when a global batch has fewer samples than ranks
+                    if augment is not None:
+                        xb = augment(xb, augment_rng)
+                    xin, yin = xb, yb
+                    if on_device:  # the batch's one copy to the device; yb stays for the accuracy
+                        xin, yin = to_device(np.asarray(xb, dtype=x.dtype)), to_device(yb)
+                    logits = model.forward(xin)
+                    loss = loss_fn.forward(logits, yin)
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"epoch {epoch + 1}, batch {step}: the loss is "
+                                                 f"{loss}; try a lower learning rate")
+                    dlogits = loss_fn.backward()
+                    # this rank's share of the global batch's mean loss
+                    model.backward(_scaled(dlogits, k / count) if self._parallel else dlogits)
+                    total += loss * k
+                    correct += int(np.count_nonzero(to_numpy(logits).argmax(axis=1) == yb))
+                    seen += k
+                if self._parallel:
+                    self._allreduce()
+                opt.step()
                 if not bar.disable:
-                    seen = i + k
-                    bar.set_postfix_str(f"loss={total / seen:.4f}, acc={correct / seen:.4f}", refresh=False)
-                    bar.update(k)
+                    bar.set_postfix_str(f"loss={total / max(seen, 1):.4f}, acc={correct / max(seen, 1):.4f}",
+                                        refresh=False)
+                    bar.update(count)
             train_seconds = time.perf_counter() - start
+            if self._parallel:
+                total, correct = dist.allreduce_sum([total, correct])
+                self._broadcast_buffers()
             metrics = self._evaluate(*val, 256) if val is not None else {"loss": None, "accuracy": None}
             if not bar.disable and val is not None:
                 bar.set_postfix_str(f"loss={total / n:.4f}, acc={correct / n:.4f}, "
@@ -401,18 +510,58 @@ class Trainer:
                 if run["wait"] >= patience:
                     run["stopped"] = True
                     run["history"].stopped_epoch = epoch
-        run["history"]._append(epoch, loss=total / n, accuracy=correct / n, val_loss=metrics["loss"],
+        run["history"]._append(epoch, loss=float(total / n), accuracy=float(correct / n), val_loss=metrics["loss"],
                                val_accuracy=metrics["accuracy"], lr=lr, seconds=time.perf_counter() - start,
                                images_per_second=n / train_seconds)
-        if checkpoint is not None:
+        if checkpoint is not None and self.rank == 0:
             self._save(checkpoint, epoch + 1, run)
-        if progress == "epoch":
+        if progress == "epoch" and self.rank == 0:
             h = run["history"]
             line = (f"Epoch {epoch + 1}/{epochs} - {h.seconds[-1]:.1f}s - {h.images_per_second[-1]:.0f} img/s"
                     f" - loss {h.loss[-1]:.4f} - acc {h.accuracy[-1]:.4f}")
             if val is not None:
                 line += f" - val_loss {h.val_loss[-1]:.4f} - val_acc {h.val_accuracy[-1]:.4f}"
             print(line + f" - lr {lr:.3g}", flush=True)
+
+    # -- several ranks -------------------------------------------------------------------------
+    def _check_same_run(self, x, val, params, batch_size):
+        """Every rank was given the same settings and data sizes (a ValueError on every rank if not)."""
+        mine = dict(params, data=(tuple(x.shape), str(x.dtype)),
+                    validation=None if val is None else tuple(val[0].shape))
+        ranks = dist.allgather(mine)
+        for r, theirs in enumerate(ranks):
+            diff = sorted(k for k in mine if theirs.get(k) != ranks[0].get(k))
+            if diff:
+                raise ValueError(f"rank {r} called fit with {', '.join(f'{k}={theirs.get(k)!r}' for k in diff)} "
+                                 f"where rank 0 has {', '.join(f'{k}={ranks[0].get(k)!r}' for k in diff)}: "
+                                 "every rank must pass the same data and settings")
+        smallest = len(x) % batch_size or batch_size  # the last step's global batch
+        if smallest < self.size and any(isinstance(m, dist.SyncBatchNorm) for m in self.model.modules()):
+            raise ValueError(f"SyncBatchNorm needs a sample on every rank at every step, but with "
+                             f"{len(x)} samples, batch_size={batch_size} and {self.size} ranks a step "
+                             f"has {smallest} samples: choose a batch_size whose remainder is 0 or "
+                             f">= {self.size}")
+
+    def _broadcast_start(self):
+        """Rank 0's model, optimizer and scheduler state on every rank."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
+        state = unflatten_state(dist.broadcast_arrays(flatten_state(state) if self.rank == 0 else None))
+        if self.rank != 0:
+            problems = (_state_mismatches("model", state["model"], self.model.state_dict(), dtypes=True)
+                        + _optimizer_mismatches(state["optimizer"], self.optimizer))
+            if problems:
+                raise ValueError(f"rank {self.rank}'s model or optimizer differs from rank 0's: "
+                                 + "; ".join(problems))
+            self._load(state)
+
+    def _broadcast_buffers(self):
+        """Rank 0's buffers (BatchNorm's running statistics) on every rank."""
+        names = {name for name, _ in self.model.named_parameters()}
+        buffers = {k: v for k, v in self.model.state_dict().items() if k not in names}
+        if buffers:
+            self.model.load_state_dict(dist.broadcast_arrays(buffers if self.rank == 0 else None),
+                                       strict=False)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _save(self, path, epochs_done, run):
@@ -426,33 +575,116 @@ class Trainer:
         }
         atomic_savez(path, flatten_state(state))
 
+    #: The run settings a resumed run must share with the run that wrote the checkpoint.
+    _RESUME_SETTINGS = ("batch_size", "samples", "shuffle", "augment", "validation_split",
+                        "validation_samples", "early_stopping", "loss", "optimizer", "scheduler")
+
     def _restore(self, path, run, params):
-        """Load the checkpoint into the model, optimizer, scheduler and ``run``, after checking
-        (before anything changes) that it was written by a run with the same settings."""
+        """Load the checkpoint at ``path`` (if it exists: return True; else False) into the model,
+        optimizer, scheduler and ``run``, after checking, before anything changes, that it was
+        written by a run with the same settings and the same setup; on a mismatch a ValueError
+        names every differing setting and nothing is loaded. With several ranks rank 0 reads the
+        file and broadcasts it."""
+        if self._parallel:
+            arrays, error = None, None
+            if self.rank == 0:
+                try:
+                    arrays = _read_checkpoint(path)
+                except ValueError as exc:
+                    error = str(exc)
+            found, error = dist.allgather((arrays is not None, error))[0]
+            if error is not None:
+                raise ValueError(error)
+            arrays = dist.broadcast_arrays(arrays) if found else None
+        else:
+            arrays = _read_checkpoint(path)
+        if arrays is None:
+            return False
         try:
-            with np.load(os.fspath(path), allow_pickle=False) as archive:
-                state = unflatten_state(archive)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+            state = unflatten_state(arrays)
+        except (KeyError, ValueError, TypeError):
+            state = None
         if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a fastconv Trainer checkpoint (format {_CHECKPOINT_FORMAT})")
         if run["seed"] is not None and run["seed"] != state["seed"]:
             raise ValueError(f"checkpoint {path} was written by a run with seed={state['seed']}; "
                              f"pass seed={state['seed']} (or None) to resume it")
         saved = state["history"]["params"]
-        for key in ("batch_size", "samples", "shuffle"):
-            if saved.get(key) != params[key]:
-                raise ValueError(f"checkpoint {path} was written with {key}={saved.get(key)!r}, this run "
-                                 f"has {key}={params[key]!r}: resuming would not reproduce the run")
-        if (state["scheduler"] is None) != (self.scheduler is None):
-            raise ValueError(f"checkpoint {path} was written "
-                             f"{'without' if state['scheduler'] is None else 'with'} a scheduler; "
-                             "resume it with the same setup")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        problems = [f"{key}={saved.get(key)!r} there, {key}={params[key]!r} here"
+                    for key in self._RESUME_SETTINGS if saved.get(key) != params[key]]
+        problems += _state_mismatches("model", state["model"], self.model.state_dict(), dtypes=True)
+        problems += _optimizer_mismatches(state["optimizer"], self.optimizer)
+        if self.scheduler is not None and state["scheduler"] is not None:
+            keys, want = set(state["scheduler"]), set(self.scheduler.state_dict())
+            if keys != want:
+                problems.append(f"scheduler state keys {sorted(keys)} there, {sorted(want)} here")
+        if problems:
+            raise ValueError(f"checkpoint {path} was written by a different run: " + "; ".join(problems)
+                             + ". Resuming would not reproduce it; nothing was loaded")
+        self._load(state)
         es = state["early_stopping"]
         run.update(history=History._from_state(state["history"]), best_loss=es["best_loss"],
                    best_state=es["best_state"], wait=es["wait"], stopped=es["stopped"],
                    start=state["epoch"], seed=state["seed"])
+        return True
+
+    def _load(self, state):
+        """Load a checked ``{"model", "optimizer", "scheduler"}`` state."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _read_checkpoint(path):
+    """The arrays of the checkpoint file at ``path`` (None when there is none); ValueError when
+    it cannot be read."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def _state_mismatches(what, saved, current, dtypes):
+    """Differences between two ``{key: array}`` states: keys, shapes and (``dtypes``) dtypes."""
+    problems = []
+    missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+    if missing or unexpected:
+        problems.append(f"{what} keys differ (missing {missing}, unexpected {unexpected})")
+    for key in sorted(set(saved) & set(current)):
+        a, b = np.asarray(saved[key]), np.asarray(current[key])
+        if a.shape != b.shape:
+            problems.append(f"{what} {key} has shape {a.shape} there, {b.shape} here")
+        elif dtypes and a.dtype != b.dtype:
+            problems.append(f"{what} {key} is {a.dtype} there, {b.dtype} here")
+    return problems
+
+
+def _optimizer_mismatches(saved, optimizer):
+    """Why ``optimizer.load_state_dict(saved)`` would fail or load another setup's state."""
+    groups = optimizer.param_groups
+    if len(saved["param_groups"]) != len(groups):
+        return [f"optimizer has {len(saved['param_groups'])} parameter groups there, {len(groups)} here"]
+    problems, params = [], []
+    for i, (old, new) in enumerate(zip(saved["param_groups"], groups)):
+        if len(old["params"]) != len(new["params"]):
+            problems.append(f"optimizer group {i} has {len(old['params'])} parameters there, "
+                            f"{len(new['params'])} here")
+        keys, want = set(old) - {"params"}, set(new) - {"params"}
+        if keys != want:
+            problems.append(f"optimizer group {i} hyper-parameters {sorted(keys)} there, {sorted(want)} here")
+        params.extend(zip(old["params"], new["params"]))
+    index = dict(params)
+    for i, pstate in saved["state"].items():
+        p = index.get(int(i))
+        if p is None:
+            problems.append(f"optimizer state for parameter {i}, which this optimizer does not have")
+            continue
+        for key, value in pstate.items():
+            if isinstance(value, np.ndarray) and value.shape != tuple(p.data.shape):
+                problems.append(f"optimizer state {i}.{key} has shape {value.shape} there, "
+                                f"{tuple(p.data.shape)} here")
+    return problems

@@ -96,28 +96,41 @@ def test_same_seed_same_weights_and_different_seed_differs():
     assert not np.array_equal(runs[0]["5.weight"], runs[2]["5.weight"])
 
 
-def test_uint8_images_are_normalised_with_the_mnist_constants():
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.bool_])
+def test_integer_images_are_refused_not_guessed(dtype):
+    # The trainer used to normalise any uint8 input with MNIST's mean and std, reinterpreting
+    # e.g. CIFAR pixels silently. Now integer images get a TypeError that says how to convert.
+    x = np.zeros((8, 1, 8, 8), dtype)
+    y = np.zeros(8, np.int64)
+    trainer = Trainer(make_model())
+    before = weights(trainer.model)
+    match = "fastconv.datasets.normalize" if dtype != np.bool_ else "float images"
+    with pytest.raises(TypeError, match=match):
+        trainer.fit(x, y, epochs=1, progress=False)
+    with pytest.raises(TypeError, match=match):
+        trainer.evaluate(x, y)
+    with pytest.raises(TypeError, match="validation_data"):
+        trainer.fit(x.astype(np.float32), y, epochs=1, validation_data=(x, y), progress=False)
+    assert_same_state(weights(trainer.model), before)
+
+
+def test_explicitly_normalised_uint8_images_train():
     rng = np.random.default_rng(0)
     x8 = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
-    y = rng.integers(0, 10, 40)
-
-    def model():
-        fc.manual_seed(1)
-        return fc.Sequential(fc.Conv2d(1, 2, 5, stride=3), fc.ReLU(), fc.Flatten(), fc.Linear(128, 10))
-
-    m8, mf = model(), model()
-    t8, tf = Trainer(m8), Trainer(mf)
-    t8.fit(x8, y, epochs=2, batch_size=8, seed=0, progress=False)
-    tf.fit(normalize(x8), y, epochs=2, batch_size=8, seed=0, progress=False)
-    assert_same_state(weights(m8), weights(mf))
-    assert t8.evaluate(x8, y) == tf.evaluate(normalize(x8), y)
+    y = rng.integers(0, 3, 40)
+    fc.manual_seed(1)
+    model = fc.Sequential(fc.Conv2d(1, 2, 5, stride=3), fc.ReLU(), fc.Flatten(), fc.Linear(128, 3))
+    trainer = Trainer(model)
+    h = trainer.fit(normalize(x8), y, epochs=1, batch_size=8, seed=0, progress=False)
+    assert len(h) == 1 and np.isfinite(h.loss[0])
+    assert trainer.evaluate(normalize(x8), y)["accuracy"] == np.mean(model.predict(normalize(x8)).argmax(1) == y)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(x=np.zeros((4, 8, 8), np.int16)), TypeError, "uint8 images or a float array"),
+    (dict(x=np.zeros((4, 8, 8), np.int16)), TypeError, "float images"),
     (dict(x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(5, int)), ValueError, "4 samples"),
     (dict(x=np.zeros(4, np.float32)), ValueError, "shape"),
-    (dict(x=np.zeros((4, 8), np.uint8)), ValueError, r"\(N, H, W\)"),
+    (dict(x=np.zeros((4, 8), np.uint8)), TypeError, "normalize"),
     (dict(y=np.zeros(4)), ValueError, "1-D integer"),
     (dict(early_stopping=2), ValueError, "validation"),
     (dict(resume=True), ValueError, "checkpoint"),
@@ -132,6 +145,70 @@ def test_fit_rejects_bad_arguments(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         Trainer(make_model()).fit(**args)
+
+
+class Noise(fc.Module):
+    """Adds N(0, sigma) noise in training, drawn from its public ``rng`` (a user's random layer)."""
+
+    def __init__(self, sigma, rng):
+        super().__init__()
+        self.sigma, self.rng = sigma, rng
+
+    def forward(self, x):
+        return x + self.rng.normal(0, self.sigma, x.shape).astype(x.dtype) if self.training else x
+
+    def _backward(self, dy, need_dx):
+        return dy
+
+
+def test_every_module_with_a_public_rng_is_reseeded_per_epoch(tmp_path):
+    # The trainer reaches the layers through modules() only, and treats any module with a public
+    # generator ``rng`` as Dropout: built with different generators, the same seed gives the same
+    # run, and a resumed run is exact.
+    x, y = make_data()
+
+    def model(init_rng):
+        fc.manual_seed(0)
+        return fc.Sequential(fc.Flatten(), Noise(0.5, np.random.default_rng(init_rng)), fc.Linear(64, 3))
+
+    a, b, c = model(1), model(2), model(3)
+    Trainer(a).fit(x, y, epochs=2, batch_size=16, seed=5, progress=False)
+    Trainer(b).fit(x, y, epochs=2, batch_size=16, seed=5, progress=False)
+    assert_same_state(weights(a), weights(b))
+    ckpt = tmp_path / "run.npz"
+    Trainer(model(4)).fit(x, y, epochs=1, batch_size=16, seed=5, checkpoint=ckpt, progress=False)
+    Trainer(c).fit(x, y, epochs=2, batch_size=16, seed=5, checkpoint=ckpt, resume=True, progress=False)
+    assert_same_state(weights(a), weights(c))
+
+
+def test_evaluate_and_validation_run_under_no_grad(monkeypatch):
+    # fastconv.no_grad() (forward keeps no caches) wraps every evaluation forward; here a
+    # recording stand-in for it tells whether each forward ran inside it.
+    state = {"inside": False, "forwards": []}
+
+    class Recorder:
+        def __enter__(self):
+            state["inside"] = True
+
+        def __exit__(self, *exc):
+            state["inside"] = False
+
+    monkeypatch.setattr(fc, "no_grad", Recorder, raising=False)
+    model = make_model()
+    forward = model.forward
+
+    def recording_forward(x):
+        state["forwards"].append((model.training, state["inside"]))
+        return forward(x)
+
+    model.forward = recording_forward
+    x, y = make_data()
+    trainer = Trainer(model)
+    trainer.fit(x, y, epochs=1, batch_size=48, validation_split=0.5, seed=0, progress=False)
+    assert state["forwards"] == [(True, False), (False, True)]  # one training batch, one validation
+    state["forwards"].clear()
+    trainer.evaluate(x, y, batch_size=64)
+    assert state["forwards"] == [(False, True), (False, True)]
 
 
 def test_validation_split_holds_out_the_last_fraction():
@@ -264,6 +341,79 @@ def test_resume_checks_the_run_settings(tmp_path):
     ckpt.write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         Trainer(make_model()).fit(x, y, epochs=2, checkpoint=ckpt, resume=True, progress=False)
+
+
+def _trained_setup(opt_name, scheduler_name, dtype=np.float32, width=4):
+    """A model, optimizer and scheduler with non-trivial state (one epoch trained, no checkpoint)."""
+    fc.manual_seed(11)
+    model = fc.Sequential(fc.Conv2d(1, width, 3, padding=1, dtype=dtype), fc.ReLU(), fc.MaxPool2d(2),
+                          fc.Flatten(), fc.Linear(16 * width, 3, dtype=dtype))
+    opt = (Adam(model.parameters(), lr=0.01) if opt_name == "adam"
+           else SGD(model.parameters(), lr=0.05, momentum=0.9))
+    scheduler = {"steplr": lambda: StepLR(opt, 1, gamma=0.5),
+                 "plateau": lambda: ReduceLROnPlateau(opt, patience=0), None: lambda: None}[scheduler_name]()
+    trainer = Trainer(model, optimizer=opt, scheduler=scheduler)
+    x, y = make_data()
+    trainer.fit(x, y, epochs=1, batch_size=32, seed=3, progress=False)
+    return trainer
+
+
+def _snapshot(trainer):
+    scheduler = None if trainer.scheduler is None else dict(trainer.scheduler.state_dict())
+    return weights(trainer.model), flatten_state(trainer.optimizer.state_dict()), scheduler
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(opt="adam"), r"optimizer='SGD' there, optimizer='Adam' here"),
+    (dict(scheduler="plateau"), r"scheduler='StepLR' there, scheduler='ReduceLROnPlateau' here"),
+    (dict(scheduler=None), r"scheduler='StepLR' there, scheduler=None here"),
+    (dict(augment=RandomShift(2)), r"augment='RandomShift\(max_shift=1\)' there, "
+                                   r"augment='RandomShift\(max_shift=2\)' here"),
+    (dict(fit=dict(validation_split=0.25)), r"validation_split=0.0 there, validation_split=0.25 here"),
+    (dict(fit=dict(validation_data=make_data(12, seed=4), early_stopping=3)),
+     r"validation_samples=0 there.*early_stopping=None there, early_stopping=3 here"),
+    (dict(dtype=np.float64), r"model 0.weight is float32 there, float64 here"),
+    (dict(width=5), r"model 0.weight has shape \(4, 1, 3, 3\) there, \(5, 1, 3, 3\) here"),
+])
+def test_a_failed_resume_changes_nothing(change, match, tmp_path):
+    # The checkpoint: SGD + StepLR, RandomShift(1), no validation. Each resume below differs in
+    # one setting; it must fail with a ValueError naming it, before the model, the optimizer or
+    # the scheduler changed (an Adam trainer used to raise KeyError('step') with the weights
+    # already overwritten).
+    x, y = make_data()
+    ckpt = tmp_path / "run.npz"
+    model = make_model()
+    opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
+    Trainer(model, optimizer=opt, scheduler=StepLR(opt, 1, gamma=0.5)).fit(
+        x, y, epochs=1, batch_size=32, seed=3, augment=RandomShift(1), checkpoint=ckpt, progress=False)
+    checkpoint_bytes = ckpt.read_bytes()
+
+    trainer = _trained_setup(change.get("opt", "sgd"), change.get("scheduler", "steplr"),
+                             change.get("dtype", np.float32), change.get("width", 4))
+    before = _snapshot(trainer)
+    kwargs = dict(epochs=2, batch_size=32, seed=3, augment=change.get("augment", RandomShift(1)),
+                  checkpoint=ckpt, resume=True, progress=False, **change.get("fit", {}))
+    with pytest.raises(ValueError, match=match) as info:
+        trainer.fit(x, y, **kwargs)
+    assert "nothing was loaded" in str(info.value)
+    after = _snapshot(trainer)
+    assert_same_state(after[0], before[0])
+    assert_same_state(after[1], before[1])
+    assert after[2] == before[2]
+    assert ckpt.read_bytes() == checkpoint_bytes
+
+
+def test_resume_accepts_the_same_setup_built_afresh(tmp_path):
+    # The counterpart of the test above: the same settings with new objects (an augment instance
+    # without a repr of its own included: compared by class, not by address) resume.
+    x, y = make_data()
+    ckpt = tmp_path / "run.npz"
+    Trainer(make_model()).fit(x, y, epochs=1, seed=0, augment=InterruptingAugment(), checkpoint=ckpt,
+                              progress=False)
+    h = Trainer(make_model(seed=4)).fit(x, y, epochs=2, seed=0, augment=InterruptingAugment(), checkpoint=ckpt,
+                                        resume=True, progress=False)
+    assert len(h) == 2 and h.params["augment"].endswith("InterruptingAugment")
+    assert h.params["optimizer"] == "SGD" and h.params["scheduler"] is None and h.params["loss"] == "CrossEntropyLoss"
 
 
 def test_resume_without_a_checkpoint_file_starts_afresh(tmp_path):
