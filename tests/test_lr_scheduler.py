@@ -99,7 +99,8 @@ ONECYCLE = [
 
 def _check(sched, tsched, opt, topt, step):
     want = tsched.get_last_lr()
-    np.testing.assert_allclose(sched.get_last_lr(), want, rtol=1e-12, atol=0, err_msg=f"step {step}")
+    np.testing.assert_allclose(sched.get_last_lr(), want, rtol=1e-12, atol=0,
+                               err_msg=f"step {step}")
     for key in ("lr", "momentum", "betas"):
         for g, tg in zip(opt.param_groups, topt.param_groups):
             if key in tg:
@@ -154,7 +155,8 @@ def test_chained_schedulers_match_torch():
     opt, topt = _optimizers()
     ours = [ExponentialLR(opt, gamma=0.95), MultiStepLR(opt, milestones=[5, 9], gamma=0.5),
             CosineAnnealingLR(opt, T_max=12)]
-    theirs = [tls.ExponentialLR(topt, gamma=0.95), tls.MultiStepLR(topt, milestones=[5, 9], gamma=0.5),
+    theirs = [tls.ExponentialLR(topt, gamma=0.95),
+              tls.MultiStepLR(topt, milestones=[5, 9], gamma=0.5),
               tls.CosineAnnealingLR(topt, T_max=12)]
     for step in range(STEPS):
         topt.step()
@@ -282,7 +284,8 @@ def _opt():
     (lambda o: OneCycleLR(o, [1.0, 2.0], total_steps=10), ValueError, "max_lr"),
     (lambda o: OneCycleLR(Adagrad([P([1.0])]), 1.0, total_steps=10), ValueError, "momentum"),
     (lambda o: StepLR(o, 2, last_epoch=3), KeyError, "initial_lr"),
-    (lambda o: ExponentialLR(torch.optim.SGD([torch.zeros(1)]), 0.9), TypeError, "not an Optimizer"),
+    (lambda o: ExponentialLR(torch.optim.SGD([torch.zeros(1)]), 0.9), TypeError,
+     "not an Optimizer"),
 ])
 def test_errors(make, err, match):
     with pytest.raises(err, match=match):
