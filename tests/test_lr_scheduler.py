@@ -135,6 +135,21 @@ def test_onecycle_matches_torch_every_step(kind, opt_kwargs, kwargs):
         sched.step()
 
 
+@pytest.mark.parametrize("T_max, eta_min", [(7, 0.0), (10, 0.001), (30, 0.05)])
+def test_cosine_recursive_form_is_the_closed_form(T_max, eta_min):
+    """Step by step, torch's recursive form equals the closed form
+    ``eta_min + (base - eta_min)(1 + cos(pi t / T)) / 2``, also past T_max (where it rises)."""
+    opt, _ = _optimizers()
+    sched = CosineAnnealingLR(opt, T_max=T_max, eta_min=eta_min)
+    for t in range(STEPS + 1):
+        if t:
+            sched.step()
+        want = [eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / T_max)) / 2
+                for base in LRS]
+        np.testing.assert_allclose(sched.get_last_lr(), want, rtol=1e-12, atol=1e-16,
+                                   err_msg=f"t = {t}")
+
+
 def test_onecycle_shape():
     """The lr peaks at max_lr after pct_start of the steps and ends near initial_lr / 1e4."""
     opt = SGD([P([1.0])], lr=0.1, momentum=0.9)
