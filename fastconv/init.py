@@ -217,7 +217,8 @@ def orthogonal_(tensor, gain=1, generator=None):
     """
     shape = _shape(tensor)
     if len(shape) < 2:
-        raise ValueError(f"Only tensors with 2 or more dimensions are supported (got shape {shape})")
+        raise ValueError("Only tensors with 2 or more dimensions are supported "
+                         f"(got shape {shape})")
     if 0 in shape:
         return tensor
     rows = shape[0]

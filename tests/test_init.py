@@ -75,7 +75,10 @@ def test_statistics_match_theory_and_torch(name, kw, dtype):
     w = np.zeros(BIG, dtype=dtype)
     out = getattr(init, name)(w, generator=0, **kw)
     assert out is w and w.dtype == dtype
-    _stats_ok(w, std, None if bound is None else np.float32(bound) if dtype == np.float32 else bound)
+    ours = bound
+    if bound is not None and dtype == np.float32:
+        ours = np.float32(bound)  # a float64 draw below the bound may round up to it
+    _stats_ok(w, std, ours)
     t = getattr(torch.nn.init, name)(torch.zeros(BIG, dtype=torch.float64),
                                      generator=torch.Generator().manual_seed(0), **kw)
     _stats_ok(t.numpy(), std, bound)

@@ -99,7 +99,8 @@ ONECYCLE = [
 
 def _check(sched, tsched, opt, topt, step):
     want = tsched.get_last_lr()
-    np.testing.assert_allclose(sched.get_last_lr(), want, rtol=1e-12, atol=0, err_msg=f"step {step}")
+    np.testing.assert_allclose(sched.get_last_lr(), want, rtol=1e-12, atol=0,
+                               err_msg=f"step {step}")
     for key in ("lr", "momentum", "betas"):
         for g, tg in zip(opt.param_groups, topt.param_groups):
             if key in tg:
@@ -134,6 +135,21 @@ def test_onecycle_matches_torch_every_step(kind, opt_kwargs, kwargs):
         sched.step()
 
 
+@pytest.mark.parametrize("T_max, eta_min", [(7, 0.0), (10, 0.001), (30, 0.05)])
+def test_cosine_recursive_form_is_the_closed_form(T_max, eta_min):
+    """Step by step, torch's recursive form equals the closed form
+    ``eta_min + (base - eta_min)(1 + cos(pi t / T)) / 2``, also past T_max (where it rises)."""
+    opt, _ = _optimizers()
+    sched = CosineAnnealingLR(opt, T_max=T_max, eta_min=eta_min)
+    for t in range(STEPS + 1):
+        if t:
+            sched.step()
+        want = [eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / T_max)) / 2
+                for base in LRS]
+        np.testing.assert_allclose(sched.get_last_lr(), want, rtol=1e-12, atol=1e-16,
+                                   err_msg=f"t = {t}")
+
+
 def test_onecycle_shape():
     """The lr peaks at max_lr after pct_start of the steps and ends near initial_lr / 1e4."""
     opt = SGD([P([1.0])], lr=0.1, momentum=0.9)
@@ -154,7 +170,8 @@ def test_chained_schedulers_match_torch():
     opt, topt = _optimizers()
     ours = [ExponentialLR(opt, gamma=0.95), MultiStepLR(opt, milestones=[5, 9], gamma=0.5),
             CosineAnnealingLR(opt, T_max=12)]
-    theirs = [tls.ExponentialLR(topt, gamma=0.95), tls.MultiStepLR(topt, milestones=[5, 9], gamma=0.5),
+    theirs = [tls.ExponentialLR(topt, gamma=0.95),
+              tls.MultiStepLR(topt, milestones=[5, 9], gamma=0.5),
               tls.CosineAnnealingLR(topt, T_max=12)]
     for step in range(STEPS):
         topt.step()
@@ -282,7 +299,8 @@ def _opt():
     (lambda o: OneCycleLR(o, [1.0, 2.0], total_steps=10), ValueError, "max_lr"),
     (lambda o: OneCycleLR(Adagrad([P([1.0])]), 1.0, total_steps=10), ValueError, "momentum"),
     (lambda o: StepLR(o, 2, last_epoch=3), KeyError, "initial_lr"),
-    (lambda o: ExponentialLR(torch.optim.SGD([torch.zeros(1)]), 0.9), TypeError, "not an Optimizer"),
+    (lambda o: ExponentialLR(torch.optim.SGD([torch.zeros(1)]), 0.9), TypeError,
+     "not an Optimizer"),
 ])
 def test_errors(make, err, match):
     with pytest.raises(err, match=match):

@@ -10,8 +10,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fastconv.optim import SGD, Adagrad, Adam, AdamW, RMSprop, adagrad_update, rmsprop_update
+from helpers import HYPOTHESIS
 from test_optim import Float32Only
 
 OURS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW, "RMSprop": RMSprop, "Adagrad": Adagrad}
@@ -347,3 +350,42 @@ def test_sgd_signature_is_torchs():
     assert (g["lr"], g["momentum"], g["dampening"], g["weight_decay"], g["nesterov"]) == \
         (0.1, 0.9, 0.0, 0.01, True)
     assert SGD([p]).param_groups[0]["lr"] == 1e-3
+
+
+# ---------------------------------------------------------------- random hyper-parameters
+@st.composite
+def _settings(draw):
+    name = draw(st.sampled_from(sorted(OURS)))
+    unit = st.floats(0.0, 0.99)
+    kw = dict(lr=draw(st.floats(1e-4, 0.5)), weight_decay=draw(st.sampled_from([0.0, 0.01, 0.3])))
+    if name == "SGD":
+        kw.update(momentum=draw(unit), nesterov=draw(st.booleans()))
+        if not kw["nesterov"]:
+            kw["dampening"] = draw(unit)
+        elif kw["momentum"] == 0:
+            kw["momentum"] = 0.5
+    elif name in ("Adam", "AdamW"):
+        kw.update(betas=(draw(unit), draw(unit)), eps=draw(st.sampled_from([1e-8, 1e-3])),
+                  amsgrad=draw(st.booleans()))
+    elif name == "RMSprop":
+        kw.update(alpha=draw(unit), momentum=draw(st.sampled_from([0.0, draw(unit)])),
+                  centered=draw(st.booleans()), eps=draw(st.sampled_from([1e-8, 1e-2])))
+    else:
+        kw.update(lr_decay=draw(st.sampled_from([0.0, 0.1])),
+                  eps=draw(st.sampled_from([1e-10, 1e-2])),
+                  initial_accumulator_value=draw(st.sampled_from([0.0, 0.1])))
+    shapes = draw(st.lists(st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
+                           min_size=2, max_size=3))
+    return name, kw, shapes, draw(st.integers(0, 2**16))
+
+
+@HYPOTHESIS
+@given(_settings())
+def test_random_settings_match_torch(setting):
+    name, kwargs, shapes, seed = setting
+    rng, params, tparams, opt, topt = _pair(name, kwargs, np.float64, shapes=shapes, seed=seed)
+    for step in range(4):
+        _grads(rng, params, tparams, step)
+        opt.step()
+        topt.step()
+        _compare(params, tparams, np.float64, step)

@@ -320,7 +320,9 @@ class ExponentialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
-    """Cosine annealing from ``initial_lr`` to ``eta_min`` over ``T_max`` steps (SGDR without restarts).
+    """Cosine annealing from ``initial_lr`` to ``eta_min`` over ``T_max`` steps.
+
+    SGDR (Loshchilov & Hutter) without restarts.
 
     torch's CosineAnnealingLR, in its recursive form: ``eta_t = eta_min +
     (initial_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2`` when nothing else

@@ -153,7 +153,8 @@ class Optimizer:
                     p.grad[...] = 0
 
     def _grads(self, group):
-        """Yield ``(param, grad)`` for params with a grad, grad in param dtype, plus ``l1 * sign(p)``."""
+        """Yield ``(param, grad)`` for params with a grad: grad in param dtype, plus
+        ``l1 * sign(p)`` when the group sets ``l1``."""
         l1 = float(group["l1"])
         for p in group["params"]:
             if p.grad is None:
@@ -199,11 +200,12 @@ class Optimizer:
                       if p.grad is not None and is_device_array(p.data)]
             if not device:
                 continue
-            if not hasattr(kernels("cuda"), self.tier_update):
+            if self.tier_update is None or not hasattr(kernels("cuda"), self.tier_update):
                 raise NotImplementedError(
-                    f"{name}: parameters on the cuda device need the cuda tier's "
-                    f"{self.tier_update}, which fastconv.kernels.cuda does not provide; "
-                    f"keep the model on the host (model.to('cpu')) or use SGD, Adam or AdamW")
+                    f"{name}: parameters on the cuda device need a cuda-tier update function "
+                    f"({self.tier_update or 'tier_update is not set'}), which "
+                    "fastconv.kernels.cuda does not provide; keep the model on the host "
+                    "(model.to('cpu')) or use SGD, Adam or AdamW")
             for key in ("l1", "max_norm"):
                 if group[key]:
                     raise NotImplementedError(
@@ -230,7 +232,8 @@ class Optimizer:
 
     @staticmethod
     def _apply_max_norm(group):
-        """Rescale ``p[i]`` to L2 norm ``max_norm`` where larger, as ``torch.renorm(p, 2, 0, max_norm)``."""
+        """Rescale each ``p[i]`` to L2 norm ``max_norm`` where larger (``torch.renorm(p, 2, 0,
+        max_norm)``), for the group's parameters that have a grad and at least two dimensions."""
         max_norm = float(group["max_norm"])
         for p in group["params"]:
             data = p.data
