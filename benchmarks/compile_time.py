@@ -83,8 +83,9 @@ def _run(code, cache_dir):
 def _kernel_sources_stamp():
     import fastconv.kernels
     folder = os.path.dirname(fastconv.kernels.__file__)
-    return sorted((f, os.stat(os.path.join(folder, f)).st_mtime_ns) for f in os.listdir(folder)
-                  if f.endswith(".py"))
+    return sorted((os.path.relpath(os.path.join(root, f), folder),
+                   os.stat(os.path.join(root, f)).st_mtime_ns)
+                  for root, _, files in os.walk(folder) for f in files if f.endswith(".py"))
 
 
 def measure():

@@ -8,12 +8,19 @@ batch and is scaled linearly to the full batch (marked †), for fewer rounds.
 
     python -m benchmarks.report [--quick] [--shapes A,B] [--rounds 15] [--skip compile,memory]
     python -m benchmarks.report --from-json bench.json   # tables from pytest-benchmark's JSON
+
+By default the report runs twice, each time in a fresh subprocess: once on the machine's native
+ISA (``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` removed, so OpenBLAS picks its own kernel) and
+once with AVX2 emulated on the same machine (:data:`ISA_ENV`: Numba compiles for Haswell into its
+own cache folder, OpenBLAS runs its Haswell kernel, PyTorch's ATen and oneDNN stop at AVX2), and
+prints both reports under the CPU's model and family. ``--isa native`` (or ``avx2``) runs one.
 """
 import argparse
 import gc
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from collections import namedtuple
@@ -24,6 +31,13 @@ import numpy as np
 from . import cases, compile_time, memory, networks
 
 SECTIONS = ("conv", "pool", "e2e", "memory", "compile")
+#: The environment of each CPU configuration the report measures (None: remove the variable).
+ISA_ENV = {
+    "native": {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None},
+    "avx2": {"NUMBA_CPU_NAME": "haswell", "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": None,
+             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "NUMBA_CACHE_DIR": os.path.join(os.path.expanduser("~"), ".cache", "fastconv-numba-avx2")},
+}
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
 Stat = namedtuple("Stat", "median q1 q3 lo hi n")
@@ -285,7 +299,13 @@ def parse_args(argv):
                     help="re-run under " + " ".join(f"{k}={v}" for k, v in TUNED_MALLOC.items()))
     ap.add_argument("--from-json", help="build the timing tables from a pytest-benchmark JSON file")
     ap.add_argument("--json-out", help="also write the raw results here")
+    ap.add_argument("--isa", default="native,avx2",
+                    help="CPU configurations to measure, each in its own subprocess: native, avx2")
+    ap.add_argument("--isa-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.isa = [s for s in args.isa.split(",") if s]
+    for bad in sorted(set(args.isa) - set(ISA_ENV)):
+        ap.error(f"unknown --isa {bad}: choose from {', '.join(ISA_ENV)}")
     args.rounds = args.rounds or (5 if args.quick else 15)
     args.naive_rounds = args.naive_rounds or (1 if args.quick else 3)
     args.min_time = args.min_time or (0.005 if args.quick else 0.01)
@@ -299,12 +319,53 @@ def parse_args(argv):
     return args
 
 
+def cpu_model():
+    """``"<model name>, CPU family <n>"`` from lscpu (or /proc/cpuinfo)."""
+    info = {}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    model = info.get("Model name", "?").strip()
+    family = info.get("CPU family", "?").strip()
+    flags = info.get("Flags", "")
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model}, CPU family {family} ({isa})"
+
+
+def run_configurations(argv, isas):
+    """Run the report once per CPU configuration, each in a fresh subprocess; print them all."""
+    print(f"# fastconv benchmarks on {cpu_model()}\n")
+    print("Each configuration below ran in its own process, one after the other; within each, "
+          "every implementation ran interleaved.\n")
+    rest = [a for a in argv if not a.startswith("--isa")]
+    for isa in isas:
+        env = dict(os.environ)
+        for key, value in ISA_ENV[isa].items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        shown = " ".join(f"{k}={v}" if v is not None else f"-u {k}" for k, v in ISA_ENV[isa].items())
+        print(f"# configuration: {isa} ({shown})\n", flush=True)
+        done = subprocess.run([sys.executable, "-m", "benchmarks.report", *rest, "--isa", isa,
+                               "--isa-child"], env=env)
+        if done.returncode:
+            raise SystemExit(f"the {isa} configuration failed (exit {done.returncode})")
+        print(flush=True)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if not args.isa_child and not args.from_json:
+        return run_configurations(argv, args.isa)
     if args.malloc_tuned and not any(k in os.environ for k in TUNED_MALLOC):
         env = dict(os.environ, **TUNED_MALLOC)
         os.execve(sys.executable, [sys.executable, "-m", "benchmarks.report"] + argv, env)
+    if args.isa_child:
+        print(f"- CPU: {cpu_model()}; configuration {args.isa[0]}")
     if args.threads:
         os.environ["FASTCONV_BENCH_THREADS"] = str(args.threads)
     threads = cases.configure_threads()

@@ -40,12 +40,23 @@ def is_device_array(a):
 
 
 def resolve(backend, *arrays):
-    """The backend name to use: the explicit one, else "cuda" for device arrays, else the default."""
+    """The backend name to use: the explicit one, else "cuda" for device arrays, else the default.
+
+    An explicit host backend ("naive", "cpu") handed a device array is a TypeError.
+    """
     if backend is not None:
-        return _check(backend)
+        return check_host(_check(backend), *arrays)
     if any(is_device_array(a) for a in arrays):
         return "cuda"
     return get_backend()
+
+
+def check_host(name, *arrays):
+    """``name``, after checking that a host backend is handed no device array (TypeError)."""
+    if name != "cuda" and any(is_device_array(a) for a in arrays):
+        raise TypeError(f"backend {name!r} runs on host (NumPy) arrays but was handed a CUDA device "
+                        "array: copy it to the host with fastconv.to_numpy(), or use backend='cuda'")
+    return name
 
 
 _modules = {}

@@ -31,6 +31,7 @@ import numpy as np
 from ._backend import is_device_array, to_numpy
 from . import functional as F
 from .layers import BatchNorm2d
+from .layers.module import _accumulate
 
 __all__ = ["init", "rank", "size", "is_main", "batch_shards", "shard_bounds", "broadcast_arrays",
            "allreduce_sum", "barrier", "allgather", "GradientAllreduce", "abort_on_error", "SyncBatchNorm"]
@@ -323,20 +324,18 @@ class SyncBatchNorm(BatchNorm2d):
         self.running_mean += (m * mean).astype(self.running_mean.dtype)
         self.running_var *= 1 - m
         self.running_var += (m * count / (count - 1) * var).astype(self.running_var.dtype)
-        self._cache = _SyncCache(bn, count, mean_x, var_x)
+        self._save(_SyncCache(bn, count, mean_x, var_x))
         return out
 
     def _backward(self, dy, need_dx):
-        cache = self._cached(self._cache)
+        cache = self._restore()
         if not isinstance(cache, _SyncCache):
+            self._caches.append(cache)  # an eval-mode forward: BatchNorm2d's own backward takes it
             return super()._backward(dy, need_dx)
         # eval-mode backward: dx = dy * weight * inv_std, and this rank's sums dweight, dbias
         dx, dweight, dbias = F.batch_norm_backward(dy, cache.bn, need_dx)
         for p, g in ((self.weight, dweight), (self.bias, dbias)):
-            if p.grad is None:
-                p.grad = g.copy()
-            else:
-                p.grad += g
+            _accumulate(p, g)
         if not need_dx:
             return None
         sums = allreduce_sum(np.concatenate([dweight, dbias]))

@@ -14,7 +14,8 @@ from threadpoolctl import threadpool_info
 
 import fastconv.functional as F
 from fastconv.kernels import _memory, _workers
-from fastconv.kernels import cpu as cpu_kernels
+from fastconv.kernels.cpu import _common as cpu_common
+from fastconv.kernels.cpu import conv as cpu_conv
 
 from helpers import DTYPES, HYPOTHESIS, assert_close_to_oracle, random
 from test_functional import check_conv_against_naive, conv_arrays, conv_cases
@@ -36,7 +37,7 @@ def patched(module, **values):
 @contextlib.contextmanager
 def forced_splits(shares=3, block_bytes=1):
     """Every conv and linear split into ``shares`` thread shares, convs one image per block."""
-    with patched(cpu_kernels, SPLIT_FLOPS=0, SPLIT_IMAGES=0, SPLIT_GEMM=1, BLAS_THREADED_GEMM=1,
+    with patched(cpu_common, SPLIT_FLOPS=0, SPLIT_IMAGES=0, SPLIT_GEMM=1, BLAS_THREADED_GEMM=1,
                  SPLIT_ELEMENTS=0, SPLIT_PLANE_ELEMENTS=0,
                  BLOCK_BYTES=block_bytes), patched(_workers, threads=lambda: shares):
         yield
@@ -62,7 +63,7 @@ def test_split_conv_without_saved_columns_matches_naive(dtype):
     """Past WORKSPACE_BYTES forward keeps no columns and backward unfolds each block again."""
     rng = np.random.default_rng(11)
     x, w, b = random(rng, (7, 3, 9, 8), dtype), random(rng, (5, 3, 3, 3), dtype), random(rng, (5,), dtype)
-    with forced_splits(2, 4096), patched(cpu_kernels, WORKSPACE_BYTES=0):
+    with forced_splits(2, 4096), patched(cpu_common, WORKSPACE_BYTES=0):
         _, cache = F.conv2d(x, w, b, 1, 1, backend="cpu")
         assert cache.saved is None
         check_conv_against_naive(x, w, b, 1, 1, "cpu", label="unsaved conv2d")
@@ -130,7 +131,7 @@ def test_wide_layout_keeps_non_finite_values_where_the_oracle_has_them(where):
         x[0, 1, 2, -1] = np.inf  # last column: feeds the dropped columns of the wide rows
     else:
         w[1, 0, 2, 2] = np.inf
-    assert cpu_kernels._Geometry(x.shape, w.shape, (1, 1), (1, 1, 1, 1), 8).wide
+    assert cpu_conv._Geometry(x.shape, w.shape, (1, 1), (1, 1, 1, 1), 8).wide
     out, cache = F.conv2d(x, w, None, 1, 1, backend="cpu")
     dout = random(rng, out.shape, np.float64)
     got = (out,) + F.conv2d_backward(dout, cache)[:2]

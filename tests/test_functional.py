@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import fastconv
 import fastconv.functional as F
 from fastconv import _backend
-from fastconv.kernels import cpu as cpu_kernels
+from fastconv.kernels.cpu import _common as cpu_common
 
 from helpers import (ALL_TIERS, BACKENDS, DTYPES, HF, HYPOTHESIS, RTOL, WORST, assert_close_to_oracle,
                      host, random, rel_error, tie_free)
@@ -192,7 +192,7 @@ def test_cpu_conv_in_batch_chunks_matches_naive(monkeypatch, dtype):
     """A tiny workspace forces one image per chunk and the per-thread buffers to be reused."""
     if "cpu" not in BACKENDS:
         pytest.skip("cpu tier not under test")
-    monkeypatch.setattr(cpu_kernels, "WORKSPACE_BYTES", 1)
+    monkeypatch.setattr(cpu_common, "WORKSPACE_BYTES", 1)
     rng = np.random.default_rng(3)
     x1, x2 = random(rng, (3, 2, 7, 6), dtype), random(rng, (4, 2, 7, 6), dtype)
     w, b = random(rng, (3, 2, 3, 2), dtype), random(rng, (3,), dtype)
@@ -213,7 +213,7 @@ def test_blocked_input_gradient_matches_naive(dtype, monkeypatch):
     """A tiny BLOCK_BYTES runs every kernel and GEMM one image at a time."""
     if "cpu" not in BACKENDS:
         pytest.skip("cpu tier not under test")
-    monkeypatch.setattr(cpu_kernels, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(cpu_common, "BLOCK_BYTES", 1)
     rng = np.random.default_rng(4)
     x, w, b = random(rng, (5, 3, 6, 7), dtype), random(rng, (4, 3, 3, 3), dtype), random(rng, (4,), dtype)
     out, cache = HF.conv2d(x, w, b, 1, 1, backend="cpu")

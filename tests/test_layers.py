@@ -85,7 +85,7 @@ def test_gradients_match_finite_differences(name, mode):
     rng = np.random.default_rng(7)
     for p in layer.parameters():  # non-trivial BN scale/shift and biases
         p.data[...] = rng.standard_normal(p.shape) * 0.5 + (1 if p.data.ndim == 1 else 0)
-    if isinstance(layer, L._BatchNorm):
+    if isinstance(layer, (L.BatchNorm1d, L.BatchNorm2d)):
         layer.running_mean[...] = rng.standard_normal(layer.num_features) * 0.1
         layer.running_var[...] = rng.uniform(0.5, 2.0, layer.num_features)
     check_gradients(layer, spaced(shape) * (20 if name.startswith("bn") else 1))
@@ -143,6 +143,9 @@ def test_backward_accumulates_and_zero_grad_resets():
     layer.backward(dy)
     first = layer.weight.grad.copy()
     assert layer.weight.grad.dtype == np.float32 and np.allclose(first, dy.T @ x)
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        layer.backward(dy)  # each forward's cache is taken back by one backward
+    layer(x)
     layer.backward(dy)
     assert np.allclose(layer.weight.grad, 2 * first) and np.allclose(layer.bias.grad, [4, 4])
     layer.zero_grad()
@@ -250,7 +253,7 @@ def test_constructor_validation():
         fc.Conv2d(0, 2, 3)
     with pytest.raises(ValueError, match="same"):
         fc.Conv2d(1, 2, 3, stride=2, padding="same")
-    with pytest.raises(ValueError, match="in_features"):
+    with pytest.raises(TypeError, match="in_features"):  # a non-integer size: TypeError, as for kernel_size
         fc.Linear(2.5, 2)
     with pytest.raises(ValueError, match="stride"):
         fc.MaxPool2d(2, stride=0)

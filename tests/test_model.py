@@ -73,7 +73,7 @@ def test_names_and_state_dict_keys_match_torch():
     t = torch_twin(torch, model)
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in t.named_parameters()]
     assert list(model.state_dict()) == list(t.state_dict())
-    assert repr(model) == repr(fc.Sequential(*model.layers)) and repr(model).startswith("Sequential(\n  (0): Conv2d(")
+    assert repr(model) == repr(t)  # every layer's repr is its PyTorch twin's
     nested = fc.Sequential(fc.Sequential(fc.Linear(2, 3)), fc.ReLU(), fc.BatchNorm1d(3))
     tn = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 3)), torch.nn.ReLU(), torch.nn.BatchNorm1d(3))
     assert list(nested.state_dict()) == list(tn.state_dict())
@@ -271,6 +271,9 @@ def test_sequential_container_behaviour():
     out = model(np.ones((2, 2, 6, 6)))
     model.backward(np.ones_like(out))
     g = model[8].weight.grad.copy()
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        model.backward(np.ones_like(out))  # the forward's caches were taken back
+    model(np.ones((2, 2, 6, 6)))
     model.backward(np.ones_like(out))
     np.testing.assert_allclose(model[8].weight.grad, 2 * g)
     model.zero_grad()

@@ -1,5 +1,5 @@
-"""``Sequential``: a stack of layers with PyTorch's container interface, plus save/load,
-``predict`` and a CS231n-style memory ``summary``.
+"""Containers: :class:`Sequential`, a stack of layers with PyTorch's container interface, plus
+save/load, ``predict`` and a CS231n-style memory ``summary``.
 """
 import math
 import numbers
@@ -8,9 +8,10 @@ import zipfile
 
 import numpy as np
 
-from ._backend import is_device_array, to_device, to_numpy
-from ._io import atomic_savez
-from .layers import Module
+from .._backend import is_device_array, to_device, to_numpy
+from .._grad import no_grad
+from .._io import atomic_savez
+from .module import Module, _ForwardScope
 
 __all__ = ["Sequential"]
 
@@ -65,8 +66,9 @@ class Sequential(Module):
     # -- computation -------------------------------------------------------------------------
     def forward(self, x):
         """Apply every layer in order: x -> logits (or whatever the last layer gives)."""
-        for layer in self.layers:
-            x = layer.forward(x)
+        with _ForwardScope(self):
+            for layer in self.layers:
+                x = layer.forward(x)
         return x
 
     def backward(self, dout):
@@ -79,7 +81,8 @@ class Sequential(Module):
     def _backward(self, dy, need_dx):
         first = 0
         if not need_dx:
-            trainable = [i for i, layer in enumerate(self.layers) if layer.parameters()]
+            trainable = [i for i, layer in enumerate(self.layers)
+                         if any(p.requires_grad for p in layer.parameters())]
             if not trainable:
                 return None
             first = trainable[0]
@@ -94,6 +97,8 @@ class Sequential(Module):
 
     def predict(self, x, batch_size=256):
         """Outputs for ``x`` in eval mode, ``batch_size`` samples at a time, as a NumPy array.
+
+        Runs under :func:`fastconv.no_grad`: nothing is kept for a backward.
 
         On a model on the device each host batch is copied there once (in the model's dtype) and
         each batch's output copied back. Each module's previous training/eval mode is restored
@@ -114,7 +119,8 @@ class Sequential(Module):
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
-            outs = [to_numpy(self.forward(batch(i))) for i in range(0, x.shape[0], batch_size)]
+            with no_grad():
+                outs = [to_numpy(self.forward(batch(i))) for i in range(0, x.shape[0], batch_size)]
         finally:
             for m, mode in modes:
                 m.training = mode
@@ -142,7 +148,11 @@ class Sequential(Module):
             with archive:
                 state = {key: archive[key] for key in archive.files}
         except (ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise ValueError(f"cannot read model file {path!r}: {exc}") from exc
+            why = str(exc)
+            if "allow_pickle" in why or "pickle" in why:
+                why = ("it holds Python objects (pickled data), which fastconv never writes: it is "
+                       "not a fastconv model file (Sequential.save writes plain numeric arrays)")
+            raise ValueError(f"cannot read model file {path!r}: {why}") from exc
         self.load_state_dict(state)
         return self
 

@@ -1,0 +1,27 @@
+"""The cpu tier: Numba kernels for the data movement, NumPy's BLAS for the products.
+
+One file per op family, the same names as in every tier (``conv``, ``pooling``, ``activation``,
+``linear``, ``dropout``, ``loss``, ``normalization``); ``_common`` holds what they share: the
+tunable thresholds, the BLAS products and the splits across threads.
+
+Threads: the conv and linear layers split the batch across Python threads that each run
+single-threaded BLAS and ``nogil`` kernels on a block of images at a time (see
+:mod:`fastconv.kernels._workers`), so the block stays in cache from im2col to GEMM to layout and
+BLAS never spins against Numba. The other kernels run on the same threads, each on a range of
+images, channels or elements. (They were ``parallel=True`` kernels; Numba's OpenMP workers then
+busy-wait after each kernel on the core a pool thread needs next, and the lenet training step
+took 50 ms instead of 33.) Large outputs come from :mod:`fastconv.kernels._memory`, so repeated
+calls reuse memory that is already mapped instead of faulting in fresh pages.
+"""
+from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
+from .conv import col2im, conv2d, conv2d_backward, im2col
+from .dropout import dropout, dropout_backward
+from .linear import linear, linear_backward
+from .loss import softmax_cross_entropy
+from .normalization import batch_norm, batch_norm_backward
+from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+
+__all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
+           "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
+           "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
+           "linear_backward", "dropout", "dropout_backward", "softmax_cross_entropy"]

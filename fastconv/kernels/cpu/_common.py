@@ -1,0 +1,97 @@
+"""What every op family of the cpu tier shares: the tunable thresholds (the ONE place they live),
+the products through BLAS, the splits of elementwise and per-plane work across the threads of
+:mod:`fastconv.kernels._workers`, and per-thread temporaries.
+
+Family modules read the thresholds as attributes of this module at call time
+(``_common.BLOCK_BYTES``), so setting one here (a test forcing every path) changes every family.
+"""
+import math
+import threading
+
+import numpy as np
+
+from .._workers import one_blas_thread, split
+
+#: The column matrix of a whole batch (short-row layouts only) is kept for backward only up to
+#: this many bytes; past it, and for wide rows, each block's columns are unfolded again.
+WORKSPACE_BYTES = 192 * 2**20
+
+#: Each thread works through its images in blocks whose columns take at most this many bytes,
+#: so a block's columns, products and gradients stay in cache between the kernels and GEMMs.
+BLOCK_BYTES = 2 * 2**20
+
+#: A convolution is split across the threads only with at least this many forward FLOPs and
+#: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread. A split costs
+#: ~0.15 ms, and shares of a few images scaled poorly here (E, 10x20x12x12 -> 40, 5x5:
+#: fwd+bwd 1.9 ms in one thread, 2.9 ms in two shares of 5 images).
+SPLIT_FLOPS = 2e7
+SPLIT_IMAGES = 8
+
+#: Elementwise kernels on fewer elements run in the calling thread: one thread streams about
+#: 2**21 float32 values (ReLU) in the ~0.3 ms that a split must save to pay for itself.
+SPLIT_ELEMENTS = 2**21
+
+#: Pooling and batch-norm kernels (more work per element) split from this many input elements.
+SPLIT_PLANE_ELEMENTS = 2**18
+
+#: GEMMs of fewer multiply-adds than this run in the calling thread; bigger ones are split by
+#: rows across the threads (a split costs ~0.15 ms).
+SPLIT_GEMM = 2**23
+
+#: OpenBLAS runs products of at least this many multiply-adds on all its threads, whose workers
+#: then busy-spin for ~0.1 s against ours: below SPLIT_GEMM they run with BLAS at one thread.
+BLAS_THREADED_GEMM = 2**18
+
+_local = threading.local()
+
+
+def _matmul(a, b, out):
+    """``out = a @ b`` for 2-D arrays through NumPy's BLAS, split by rows of ``a`` across threads."""
+    m, k = a.shape
+    macs = m * k * b.shape[1]
+    if macs < BLAS_THREADED_GEMM:
+        np.matmul(a, b, out=out)
+    elif m < 2 or macs < SPLIT_GEMM:
+        with one_blas_thread():
+            np.matmul(a, b, out=out)
+    else:
+        split(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), m)
+    return out
+
+
+def _elements(fn, size):
+    """``fn(lo, hi)`` over ``range(size)``: split across the threads when that pays."""
+    return split(fn, size, None if size >= SPLIT_ELEMENTS else 1)
+
+
+def _planes(fn, a, axis=0):
+    """``fn(lo, hi)`` over the images (``axis=0``) or channels (``axis=1``) of ``a``, split when
+    the array is large enough."""
+    return split(fn, a.shape[axis], None if a.size >= SPLIT_PLANE_ELEMENTS else 1)
+
+
+def _buffer(slot, shape, dtype):
+    """A reusable temporary of ``shape`` for this thread; its contents are undefined."""
+    size = math.prod(shape)
+    pool = _local.__dict__.setdefault("pool", {})
+    buf = pool.get((slot, np.dtype(dtype)))
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        pool[(slot, np.dtype(dtype))] = buf
+    return buf[:size].reshape(shape)
+
+
+def _zeroed_buffer(slot, shape, dtype):
+    """A reusable temporary of exactly ``shape`` for this thread, zero when first made.
+
+    Kernels that write only part of it (the valid columns of a wide layout) rely on the rest
+    staying zero, so each shape has its own buffer.
+    """
+    pool = _local.__dict__.setdefault("zeroed", {})
+    key = (slot, tuple(shape), np.dtype(dtype))
+    buf = pool.get(key)
+    if buf is None:
+        if len(pool) >= 16:  # many layer shapes: start again rather than grow without bound
+            pool.clear()
+        buf = pool[key] = np.zeros(shape, dtype=dtype)
+    return buf

@@ -1,0 +1,106 @@
+"""cpu batch normalisation: one ``nogil`` kernel per pass over a range of channels."""
+import numpy as np
+from numba import njit
+
+from .._memory import empty
+from ._common import _planes
+
+
+@njit(nogil=True, cache=True)
+def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, out, c0, c1):
+    """x (N, C, L): per channel, batch statistics (two passes) when training, then the affine map.
+
+    ``one`` (1 in x's dtype) and ``eps`` keep the arithmetic in x's dtype.
+    """
+    n_img, c_in, length = x.shape
+    inv_count = one / (n_img * length)
+    for c in range(c0, c1):
+        if training:
+            acc = x[0, c, 0] - x[0, c, 0]
+            for n in range(n_img):
+                part = x[n, c, 0]
+                for i in range(1, length):
+                    part += x[n, c, i]
+                acc += part
+            mu = acc * inv_count
+            acc = acc - acc
+            for n in range(n_img):
+                d = x[n, c, 0] - mu
+                part = d * d
+                for i in range(1, length):
+                    d = x[n, c, i] - mu
+                    part += d * d
+                acc += part
+            mean[c] = mu
+            var[c] = acc * inv_count
+            inv_std[c] = one / np.sqrt(var[c] + eps)
+        scale = weight[c] * inv_std[c]
+        shift = bias[c] - mean[c] * scale
+        for n in range(n_img):
+            for i in range(length):
+                out[n, c, i] = x[n, c, i] * scale + shift
+
+
+@njit(nogil=True, cache=True)
+def _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_count, dweight, dbias,
+                        dx, c0, c1):
+    n_img, c_in, length = x.shape
+    for c in range(c0, c1):
+        mu = mean[c]
+        s = inv_std[c]
+        sum_g = dout[0, c, 0] - dout[0, c, 0]
+        sum_gx = sum_g
+        for n in range(n_img):
+            pg = dout[n, c, 0]
+            pgx = dout[n, c, 0] * (x[n, c, 0] - mu)
+            for i in range(1, length):
+                g = dout[n, c, i]
+                pg += g
+                pgx += g * (x[n, c, i] - mu)
+            sum_g += pg
+            sum_gx += pgx
+        dbias[c] = sum_g
+        dweight[c] = sum_gx * s
+        if need_dx:
+            k = weight[c] * s
+            if training:
+                a = sum_g * inv_count
+                b = sum_gx * s * s * inv_count
+                for n in range(n_img):
+                    for i in range(length):
+                        dx[n, c, i] = k * (dout[n, c, i] - a - (x[n, c, i] - mu) * b)
+            else:
+                for n in range(n_img):
+                    for i in range(length):
+                        dx[n, c, i] = k * dout[n, c, i]
+
+
+def batch_norm(x, weight, bias, mean, var, training, eps):
+    """Batch normalisation of x (N, C, L); see :func:`fastconv.kernels.naive.batch_norm`."""
+    c = x.shape[1]
+    out = empty(x.shape, x.dtype)
+    eps = x.dtype.type(eps)
+    if training:
+        mean, var = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
+        inv_std = np.empty(c, dtype=x.dtype)
+    else:
+        inv_std = 1 / np.sqrt(var + eps)
+    one = x.dtype.type(1)
+    _planes(lambda a, b: _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps,
+                                            one, out, a, b), x, axis=1)
+    if not training:
+        return out, None, None, (mean, inv_std)
+    return out, mean, var, (mean, inv_std)
+
+
+def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
+    """dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,))."""
+    mean, inv_std = saved
+    c = x.shape[1]
+    dweight = np.empty(c, dtype=x.dtype)
+    dbias = np.empty(c, dtype=x.dtype)
+    dx = empty(x.shape, x.dtype) if need_dx else empty((1, 1, 1), dtype=x.dtype)
+    inv_count = x.dtype.type(1.0 / (x.shape[0] * x.shape[2]))
+    _planes(lambda a, b: _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx,
+                                             inv_count, dweight, dbias, dx, a, b), x, axis=1)
+    return (dx if need_dx else None), dweight, dbias

@@ -1,0 +1,111 @@
+"""The cuda tier: the kernel contract of :mod:`fastconv.kernels.naive` as ``numba.cuda`` kernels.
+
+Every function takes NumPy arrays or Numba device arrays (NumPy inputs are copied to the device
+once) and returns device arrays in the input's dtype (float32 or float64, never upcast: float32
+kernels contain no float64 instruction, which ``tests/cuda/test_ptx.py`` checks in the PTX).
+Caches, switches and optimizer state stay on the device; only two results come back to the host,
+because the contract returns them as Python values: the loss of :func:`softmax_cross_entropy` and
+the ``ok`` flag of :func:`max_pool2d_backward`. Without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` runs the
+same kernels on Numba's simulator. No cuBLAS, no CuPy: every kernel is in this package, one file
+per op family with the same names as in every tier (``conv``, ``pooling``, ``activation``,
+``linear``, ``dropout``, ``loss``, ``normalization``), plus ``optim`` (SGD and Adam updates),
+``elementwise`` (the unary and binary maps, ``axpby``, ``zeros_like``), ``_gemm`` (the shared
+product) and ``_launch`` (launch sizes and device-array helpers).
+
+Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256``)
+------------------------------------------------------------------------------------
+* Elementwise and gather kernels (``_im2col_kernel``, ``_col2im_kernel``, ``_max_pool_kernel``,
+  ``_max_pool_backward_kernel``, ``_avg_pool_kernel``, ``_avg_pool_backward_kernel``,
+  ``_unary_kernel``, ``_binary_kernel``, ``_dropout_kernel``, ``_sgd_kernel``, ``_adam_kernel``,
+  ``_bn_affine_kernel``, ``_bn_dx_kernel``, ``_axpby_kernel``, ``_softmax_xent_kernel``): 1-D grid of
+  ``THREADS``-thread blocks (fewer threads, a multiple of the 32-thread warp, when n is small),
+  ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks, and a grid-stride loop over the n elements of the
+  array the threads *write*.
+  Thread t owns element t of a C-contiguous output, so a warp writes 32 consecutive addresses
+  (coalesced). Reads are coalesced too where the index math allows: im2col reads an input row at
+  stride ``sw`` (contiguous for stride 1); col2im and the pooling gathers read ``cols``/``dout``
+  along output columns, consecutive for stride 1. Gathers (col2im, both pooling backwards) give
+  each thread one input element that sums its own contributions in a fixed order: no atomics,
+  the same bits on every run, and the same accumulation order as the cpu tier. Softmax
+  cross-entropy runs one thread per row: class counts are small (10), and the rows are few.
+* ``_gemm_kernel`` (convolution and Linear): ``TILE x TILE`` threads per block, one output element
+  per thread, grid ``(ceil(cols / TILE), ceil(rows / TILE))``. Each step stages a ``TILE x TILE``
+  tile of both operands in shared memory; ``threadIdx.x`` runs along the operand's contiguous axis,
+  so global loads are coalesced for plain and transposed operands alike (a transposed operand is
+  stored transposed into shared memory, padded to ``TILE + 1`` columns against bank conflicts).
+  Each global element is loaded ``TILE`` times fewer than in a naive product. The epilogue adds a
+  per-row (conv) or per-column (Linear) bias and can write the ``(K, N*P)`` product straight into
+  NCHW order (``pb = P``), so the convolution needs no transpose afterwards.
+* Reductions (``_channel_sum_kernel``, ``_bn_stats_kernel``, ``_bn_grad_sums_kernel``,
+  ``_switch_bounds_kernel``): one block per channel / output row or column, of ``REDUCE_THREADS``
+  threads (a smaller power of two, at least a warp, when a block has fewer elements to reduce), a
+  block-stride loop that accumulates in registers (reading along the contiguous axis), then a
+  shared-memory tree reduction (``_block_sum``; deterministic: fixed order). ``_channel_sum_kernel``
+  also writes the ``(N, K, P) -> (K, N, P)`` transpose the backward GEMMs need (coalesced reads and
+  writes along P): it is the bias gradient fused with that copy. Batch norm splits each pass into a
+  per-channel reduction (statistics, or the two gradient sums) and an elementwise kernel over all
+  of x, so the bulk of its traffic runs on the full grid rather than on C blocks.
+* ``_max_pool_backward_kernel`` does not know the window geometry (the contract passes only the
+  switches), so ``_switch_bounds_kernel`` first finds, for every output row and column, the range of
+  input rows / columns its switches point into; each input element then scans only the outputs
+  whose ranges contain it (``ceil(kh / sh) * ceil(kw / sw)`` of them for a real pooling) and checks
+  their switches. The same pass counts out-of-range switches for the ``ok`` flag.
+* ``_dropout_kernel`` gives each thread a ``numba.cuda.random`` xoroshiro128+ state, seeded on the
+  device from draws ``2t`` and ``2t + 1`` of SplitMix64(seed) (no host-side jump-ahead); the keep
+  test compares the top 53 random bits with an integer threshold, so it costs no float work and the
+  mask depends only on ``(seed, x.size)``.
+
+Expected bottleneck on a modern GPU (e.g. H100)
+-----------------------------------------------
+The GEMM: every FMA of its inner loop needs two shared-memory loads (one a broadcast), i.e. two
+shared-memory wavefronts per warp-wide FMA, so it is bound by shared-memory bandwidth at about an
+eighth of the FP32 FMA peak (H100: of the order of 8 of 60 TFLOP/s); register tiling (several
+outputs per thread) or tensor cores would be the next step. Everything else is memory-bound:
+im2col writes ``C*FH*FW`` times the input, which dominates the convolution's traffic for few
+channels. At the small batches of MNIST-sized networks the grids are only a few hundred blocks and
+launch latency plus Numba's allocator (a ``cudaMalloc`` per output array; an EMM plugin such as
+RMM pools them) cost more than the arithmetic: the per-call overhead, not the GPU, is the limit.
+"""
+from importlib import import_module
+
+try:
+    from numba import cuda
+    import numba.cuda.random  # noqa: F401  (the dropout kernel's generator)
+    _AVAILABLE = cuda.is_available()
+except ImportError:  # numba without numba-cuda
+    _AVAILABLE = False
+
+if not _AVAILABLE:
+    raise RuntimeError(
+        "backend 'cuda' needs an NVIDIA GPU and none was found (numba.cuda.is_available() is "
+        "False, or numba-cuda is not installed). Set NUMBA_ENABLE_CUDASIM=1 to run the cuda tier "
+        "on Numba's CUDA simulator (slow, for tests), or `pip install fastconv[cuda]` to install "
+        "numba-cuda on a machine with a GPU; other backends: 'cpu', 'naive'.")
+
+# the GPU (or the simulator) is there: now the family files may define their kernels
+from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
+from .conv import col2im, conv2d, conv2d_backward, im2col
+from .dropout import dropout, dropout_backward
+from .elementwise import axpby, zeros_like
+from .linear import linear, linear_backward
+from .loss import softmax_cross_entropy
+from .normalization import batch_norm, batch_norm_backward
+from .optim import adam_update, sgd_update
+from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+
+__all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
+           "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
+           "relu_backward", "sigmoid", "sigmoid_backward",
+           "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
+           "softmax_cross_entropy", "sgd_update", "adam_update", "axpby", "zeros_like",
+           "KERNELS"]
+
+#: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
+#: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.
+#: (``dropout`` and ``linear`` name the contract's functions here, so the files are looked up.)
+KERNELS = {}
+for _family in ("conv", "_gemm", "pooling", "normalization", "elementwise", "dropout", "loss",
+                "optim"):
+    KERNELS.update(import_module(f"{__name__}.{_family}").KERNELS)
+del _family
+

@@ -1,0 +1,23 @@
+"""The naive tier: Python loops over images and output positions, one small NumPy product per window.
+
+This is how the tutorials write a conv net. It is slow and obviously right: it is the oracle the
+other tiers are tested against and the baseline the benchmarks measure them against.
+
+Every tier implements the same functions with the same signatures, one file per op family with
+the same file names in every tier (``conv``, ``pooling``, ``activation``, ``linear``, ``dropout``,
+``loss``, ``normalization``). The arguments arrive validated by :mod:`fastconv.functional`: arrays
+are C-contiguous and share one float dtype, ``stride`` is ``(sh, sw)``, ``pads`` is ``(top,
+bottom, left, right)``, kernels are ``(kh, kw)``.
+"""
+from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
+from .conv import col2im, conv2d, conv2d_backward, im2col
+from .dropout import dropout, dropout_backward
+from .linear import linear, linear_backward
+from .loss import softmax_cross_entropy
+from .normalization import batch_norm, batch_norm_backward
+from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+
+__all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
+           "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
+           "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
+           "linear_backward", "dropout", "dropout_backward", "softmax_cross_entropy"]

@@ -1,0 +1,95 @@
+"""Naive convolution: one tensordot per output position, im2col/col2im by explicit windows."""
+import numpy as np
+
+from ..._shapes import conv_output_hw
+
+
+def _padded(x, pads):
+    top, bottom, left, right = pads
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+
+
+def _unpad(xp, pads):
+    top, bottom, left, right = pads
+    return xp[:, :, top:xp.shape[2] - bottom, left:xp.shape[3] - right]
+
+
+def conv2d(x, w, b, stride, pads):
+    """Convolution (cross-correlation, as PyTorch) by one tensordot per output position.
+
+    x (N, C, H, W), w (K, C, FH, FW), b (K,) or None -> (out (N, K, Hout, Wout), saved).
+    ``saved`` is tier-private state handed back to :func:`conv2d_backward` (None here).
+    """
+    n_img, _, h, wd = x.shape
+    k, _, fh, fw = w.shape
+    (sh, sw) = stride
+    ho, wo = conv_output_hw((h, wd), (fh, fw), stride, pads)
+    xp = _padded(x, pads)
+    out = np.zeros((n_img, k, ho, wo), dtype=x.dtype)
+    for n in range(n_img):
+        for i in range(ho):
+            for j in range(wo):
+                window = xp[n, :, i * sh:i * sh + fh, j * sw:j * sw + fw]
+                out[n, :, i, j] = np.tensordot(w, window, axes=3)
+    if b is not None:
+        out += b.reshape(1, k, 1, 1)
+    return out, None
+
+
+def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True):
+    """Gradients of :func:`conv2d`: dout (N, K, Hout, Wout) -> (dx, dw, db).
+
+    dx has x's shape (None when ``need_dx`` is false), dw has w's shape, db is (K,) or None.
+    """
+    n_img, k, ho, wo = dout.shape
+    _, _, fh, fw = w.shape
+    (sh, sw) = stride
+    xp = _padded(x, pads)
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    for n in range(n_img):
+        for i in range(ho):
+            for j in range(wo):
+                g = dout[n, :, i, j]
+                window = xp[n, :, i * sh:i * sh + fh, j * sw:j * sw + fw]
+                dw += np.multiply.outer(g, window)
+                if need_dx:
+                    dxp[n, :, i * sh:i * sh + fh, j * sw:j * sw + fw] += np.tensordot(g, w, axes=1)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    dx = np.ascontiguousarray(_unpad(dxp, pads)) if need_dx else None
+    return dx, dw, db
+
+
+def im2col(x, kernel, stride, pads):
+    """Unfold every receptive field into a column.
+
+    x (N, C, H, W) -> cols (C*FH*FW, N*Hout*Wout). Row ``(c*FH + fy)*FW + fx`` holds input channel
+    c at kernel offset (fy, fx); column ``(n*Hout + oh)*Wout + ow`` is output position (oh, ow) of
+    image n. So ``w.reshape(K, -1) @ cols`` is the convolution with its output as (K, N, Hout, Wout).
+    """
+    n_img, c, h, wd = x.shape
+    (fh, fw), (sh, sw) = kernel, stride
+    ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
+    xp = _padded(x, pads)
+    cols = np.zeros((c * fh * fw, n_img * ho * wo), dtype=x.dtype)
+    for n in range(n_img):
+        for i in range(ho):
+            for j in range(wo):
+                window = xp[n, :, i * sh:i * sh + fh, j * sw:j * sw + fw]
+                cols[:, (n * ho + i) * wo + j] = window.ravel()
+    return cols
+
+
+def col2im(cols, x_shape, kernel, stride, pads):
+    """The adjoint of :func:`im2col`: cols (C*FH*FW, N*Hout*Wout) -> (N, C, H, W), overlaps summed."""
+    n_img, c, h, wd = x_shape
+    (fh, fw), (sh, sw) = kernel, stride
+    ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
+    top, bottom, left, right = pads
+    xp = np.zeros((n_img, c, h + top + bottom, wd + left + right), dtype=cols.dtype)
+    for n in range(n_img):
+        for i in range(ho):
+            for j in range(wo):
+                col = cols[:, (n * ho + i) * wo + j].reshape(c, fh, fw)
+                xp[n, :, i * sh:i * sh + fh, j * sw:j * sw + fw] += col
+    return np.ascontiguousarray(_unpad(xp, pads))

@@ -1,0 +1,61 @@
+"""Dropout layers: :class:`Dropout`."""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from .module import Module, _generator
+
+__all__ = ["Dropout"]
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability ``p`` and scale the rest
+    by 1/(1-p); the identity in eval mode. Each forward draws an int seed from the layer's generator
+    (``rng``, else one spawned from the default generator at construction) and calls F.dropout.
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        gen = _generator(rng)
+        self._rng = np.random.default_rng(int(gen.integers(2**63))) if rng is None else gen
+
+    @property
+    def rng(self):
+        """The ``np.random.Generator`` each training forward draws its mask seed from (assignable,
+        e.g. by a trainer that makes every epoch's masks repeatable)."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, generator):
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError(f"Dropout.rng must be a numpy.random.Generator, got {type(generator).__name__}")
+        self._rng = generator
+
+    def forward(self, x):
+        x = self._input(x)
+        if not self.training or self.p == 0:
+            self._save(())
+            return x
+        out, mask = F.dropout(x, self.p, int(self._rng.integers(2**62)))
+        self._save((mask,))
+        return out
+
+    def _backward(self, dy, need_dx):
+        cache = self._restore()
+        if not need_dx:
+            return None
+        return F.dropout_backward(dy, cache[0]) if cache else dy
+
+    def _memory(self, in_shape, out_shape, itemsize):
+        n = math.prod(out_shape) * itemsize
+        return n, n, 0
+
+    def _label(self):
+        return f"Dropout(p={self.p})"
+
+    def __repr__(self):
+        return f"Dropout(p={self.p}, inplace=False)"

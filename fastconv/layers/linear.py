@@ -1,0 +1,62 @@
+"""Dense layers: :class:`Linear`."""
+import numpy as np
+
+from .. import functional as F
+from .module import Module, Parameter, _accumulate, _float_dtype, _generator, _positive, _uniform_init
+
+__all__ = ["Linear"]
+
+
+class Linear(Module):
+    """Fully connected layer: x (N, in) -> x @ weight.T + bias, (N, out).
+
+    ``weight`` (out, in) and ``bias`` (out,) (or None) drawn as PyTorch does: U(-1/sqrt(in),
+    1/sqrt(in)). ``input_grad`` as Conv2d.
+    """
+
+    _param_names = ("weight", "bias")
+
+    def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_features = _positive(in_features, "in_features")
+        self.out_features = _positive(out_features, "out_features")
+        self.input_grad = True
+        shape = (self.out_features, self.in_features)
+        gen, dt = _generator(rng), _float_dtype(dtype)
+        self.weight = Parameter(_uniform_init(shape, self.in_features, dt, gen))
+        self.bias = Parameter(_uniform_init(self.out_features, self.in_features, dt, gen)) if bias else None
+
+    def _label(self):
+        return f"Linear({self.in_features}, {self.out_features})"
+
+    def output_shape(self, shape):
+        shape = tuple(shape)
+        if len(shape) != 2:
+            raise ValueError(f"{self._label()} expects 2-D input (N, {self.in_features}), got shape "
+                             f"{shape}" + ("; add a Flatten() before it" if len(shape) > 2 else ""))
+        if shape[1] != self.in_features:
+            raise ValueError(f"{self._label()} expects {self.in_features} input features, got "
+                             f"{shape[1]} (input shape {shape})")
+        return (shape[0], self.out_features)
+
+    def forward(self, x):
+        x = self._input(x)
+        self.output_shape(x.shape)
+        b = None if self.bias is None else self.bias.data
+        out, cache = F.linear(x, self.weight.data, b)
+        self._save(cache)
+        return out
+
+    def _backward(self, dy, need_dx):
+        cache = self._restore()
+        if not (need_dx or self._trainable()):
+            return None
+        dx, dw, db = F.linear_backward(dy, cache, need_dx=need_dx)
+        _accumulate(self.weight, dw)
+        if self.bias is not None:
+            _accumulate(self.bias, db)
+        return dx
+
+    def __repr__(self):
+        return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None})")
