@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from ._backend import is_device_array, to_device, to_numpy
+from ._grad import no_grad
 from ._io import atomic_savez
 from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
@@ -184,13 +185,6 @@ def _scaled(a, factor):
     return to_device(to_numpy(a) * factor) if is_device_array(a) else a * factor
 
 
-def _no_grad():
-    """``fastconv.no_grad()`` where the package has it (forward keeps no caches), else a no-op."""
-    import fastconv
-    context = getattr(fastconv, "no_grad", None)
-    return contextlib.nullcontext() if context is None else context()
-
-
 class Trainer:
     """Fits a classifier: mini-batch training, validation, early stopping, checkpoints.
 
@@ -334,7 +328,7 @@ class Trainer:
             x, y = x[start:stop], y[start:stop]
         loss_sum = correct = 0.0
         if len(x):
-            with _no_grad():
+            with no_grad():
                 logits = self.model.predict(x, batch_size=batch_size)
             loss, hits = float(self.loss.forward(logits, y)), logits.argmax(axis=1) == y
             if not self._parallel:

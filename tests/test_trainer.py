@@ -182,34 +182,30 @@ def test_every_module_with_a_public_rng_is_reseeded_per_epoch(tmp_path):
     assert_same_state(weights(a), weights(c))
 
 
-def test_evaluate_and_validation_run_under_no_grad(monkeypatch):
-    # fastconv.no_grad() (forward keeps no caches) wraps every evaluation forward; here a
-    # recording stand-in for it tells whether each forward ran inside it.
-    state = {"inside": False, "forwards": []}
-
-    class Recorder:
-        def __enter__(self):
-            state["inside"] = True
-
-        def __exit__(self, *exc):
-            state["inside"] = False
-
-    monkeypatch.setattr(fc, "no_grad", Recorder, raising=False)
+def test_evaluate_and_validation_run_under_no_grad():
+    # The trainer's evaluation (validation after each epoch, evaluate()) runs the model's predict
+    # under fastconv.no_grad() whatever the model's own predict does; training forwards do not.
     model = make_model()
-    forward = model.forward
+    forward, predict = model.forward, model.predict
+    seen = []
 
     def recording_forward(x):
-        state["forwards"].append((model.training, state["inside"]))
+        seen.append(("forward", model.training, fc.is_grad_enabled()))
         return forward(x)
 
-    model.forward = recording_forward
+    def recording_predict(x, batch_size=256):
+        seen.append(("predict", model.training, fc.is_grad_enabled()))
+        return predict(x, batch_size)
+
+    model.forward, model.predict = recording_forward, recording_predict
     x, y = make_data()
     trainer = Trainer(model)
     trainer.fit(x, y, epochs=1, batch_size=48, validation_split=0.5, seed=0, progress=False)
-    assert state["forwards"] == [(True, False), (False, True)]  # one training batch, one validation
-    state["forwards"].clear()
+    assert seen == [("forward", True, True), ("predict", True, False), ("forward", False, False)]
+    seen.clear()
     trainer.evaluate(x, y, batch_size=64)
-    assert state["forwards"] == [(False, True), (False, True)]
+    assert seen == [("predict", True, False)] + [("forward", False, False)] * 2
+    assert fc.is_grad_enabled()
 
 
 def test_validation_split_holds_out_the_last_fraction():
