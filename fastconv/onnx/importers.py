@@ -1,0 +1,667 @@
+"""One importer per ONNX op: how a node becomes a fastconv layer, or a folded constant.
+
+Two kinds, both registered by op type:
+
+* ``@importer("Conv", needs=("Conv2d",))``: a layer op. ``fn(ctx, node, x) -> Spec | None``
+  reads the node's one runtime input ``x`` (a :class:`Tensor`, the previous layer's output) and
+  its constant inputs (``ctx.const``), and returns the :class:`Spec` of the layer to build, or
+  None when the node is the identity (Identity, inference-mode Dropout with ratio 0, ...).
+  ``needs`` names the fastconv classes it builds; while one is missing the op is unsupported.
+* ``@folder("Gather")``: a constant op, ``fn(ctx, node, inputs) -> ndarray``, evaluated at import
+  time on constants and shape vectors. :func:`shape_vector` turns a tensor's shape into a vector
+  whose batch entry is the symbol :data:`BATCH`, so the ``Shape -> Gather -> Unsqueeze -> Concat
+  -> Reshape`` chains exporters write for a flatten fold to a target shape ``[N, -1]``.
+
+Importers raise :class:`Unsupported` naming the attribute or input they cannot honour; every
+attribute a node carries must be one the importer knows (:func:`attributes`), so nothing is
+silently ignored. No layer is built here: a :class:`Spec` is built only once the whole graph has
+been read without a problem.
+"""
+import inspect
+import math
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+import fastconv
+
+from .._shapes import conv_padding
+
+__all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Unsupported", "importer", "folder", "attributes",
+           "shape_vector", "importable_ops", "IMPORTERS", "FOLDERS"]
+
+IMPORTERS = {}  # op type -> (fn, names of the fastconv classes it builds)
+FOLDERS = {}    # op type -> fn
+
+
+class Unsupported(Exception):
+    """A node fastconv cannot run; the message names the op, attribute or input and why."""
+
+
+class Symbol:
+    """A dimension known only at run time: the batch size (:data:`BATCH`) or an unknown dim.
+
+    Arithmetic on it raises TypeError, so a fold that would need its value fails loudly.
+    """
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+BATCH = Symbol("N")
+
+
+class Tensor:
+    """A value computed at run time: ``name`` and ``shape`` (dim 0 is :data:`BATCH`, other dims
+    ints or None when unknown; ``shape`` is None when even the rank is unknown)."""
+
+    __slots__ = ("name", "shape")
+
+    def __init__(self, name, shape):
+        self.name, self.shape = name, shape
+
+    @property
+    def rank(self):
+        return None if self.shape is None else len(self.shape)
+
+
+class Spec:
+    """A fastconv layer to build: ``getattr(fastconv, cls)(**kwargs)``, then ``state`` loaded."""
+
+    def __init__(self, cls, kwargs, state=None):
+        self.cls, self.kwargs, self.state = cls, dict(kwargs), dict(state or {})
+
+    def build(self):
+        layer = getattr(fastconv, self.cls)(**self.kwargs)
+        if self.state:
+            layer.load_state_dict(self.state)
+        return layer
+
+
+def importer(op, needs=()):
+    """Register the decorated function as the layer importer of ONNX ``op``."""
+    def register(fn):
+        IMPORTERS[op] = (fn, tuple(needs))
+        return fn
+    return register
+
+
+def folder(*ops):
+    """Register the decorated function as the constant folder of the ONNX ``ops``."""
+    def register(fn):
+        for op in ops:
+            FOLDERS[op] = fn
+        return fn
+    return register
+
+
+def importable_ops():
+    """The ONNX op types :func:`fastconv.onnx.load` reads with the layers fastconv has, sorted."""
+    layers = [op for op, (_, needs) in IMPORTERS.items()
+              if all(isinstance(getattr(fastconv, n, None), type) for n in needs)]
+    return sorted(set(layers) | set(FOLDERS))
+
+
+def attributes(node, **defaults):
+    """The node's attributes as ``{name: value}`` with ``defaults`` filled in (strings decoded).
+
+    Raises Unsupported for an attribute not in ``defaults``: every attribute is either honoured
+    or reported.
+    """
+    values = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        values[a.name] = v.decode() if isinstance(v, bytes) else v
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise Unsupported(f"attribute{'s' * (len(unknown) > 1)} {', '.join(unknown)} not supported")
+    return {**defaults, **values}
+
+
+def shape_vector(t):
+    """The shape of Tensor ``t`` as a 1-D object array: :data:`BATCH` first, then the dims
+    (a :class:`Symbol` for an unknown one)."""
+    if t.shape is None:
+        raise Unsupported(f"the rank of {t.name!r} is unknown")
+    dims = [BATCH] + [Symbol(f"{t.name}[{i}]") if d is None else int(d) for i, d in enumerate(t.shape[1:], 1)]
+    return np.array(dims, dtype=object)
+
+
+def _layer_class(name):
+    cls = getattr(fastconv, name, None)
+    if not isinstance(cls, type):
+        raise Unsupported(f"fastconv has no {name} layer")
+    return cls
+
+
+def _accepts(cls_name, param):
+    return param in inspect.signature(_layer_class(cls_name)).parameters
+
+
+def _require(issues, cls_name, param, value, default):
+    """Pass ``param=value`` to the layer when it differs from ``default`` and the class takes it;
+    otherwise note the issue. Returns ``{param: value}`` or ``{}``."""
+    if value == default:
+        return {}
+    if not _accepts(cls_name, param):
+        issues.append(f"{param}={value!r} (fastconv.{cls_name} has no {param!r} argument)")
+        return {}
+    return {param: value}
+
+
+def _done(issues):
+    if issues:
+        raise Unsupported("; ".join(issues))
+
+
+def _pair(values, name, node_attr):
+    values = tuple(int(v) for v in values)
+    if len(values) != 2:
+        raise Unsupported(f"{node_attr}={list(values)}: only 2-D {name} is supported")
+    return values
+
+
+def _rng():
+    """A private generator for layers whose random initial weights are overwritten at once, so
+    loading a model leaves the default generator (``fastconv.manual_seed``) untouched."""
+    return np.random.default_rng(0)
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _decimal(v):
+    """The shortest decimal that a float32 attribute rounds from: 1e-05, not 9.99999974e-06."""
+    return float(str(np.float32(v)))
+
+
+# --- layers with weights -----------------------------------------------------------------------
+
+def _same_or_pads(auto_pad, pads, reach, stride, issues):
+    """Conv2d's ``padding`` for ONNX ``auto_pad`` and ``pads`` (top, left, bottom, right)."""
+    if auto_pad == "VALID":
+        return 0
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        even = any(r % 2 == 0 for r in reach)
+        if stride != (1, 1) or (auto_pad == "SAME_LOWER" and even):
+            issues.append(f"auto_pad={auto_pad} with stride {stride} and kernel reach {reach}")
+        return "same"
+    if auto_pad != "NOTSET":
+        issues.append(f"auto_pad={auto_pad!r}")
+        return 0
+    top, left, bottom, right = pads
+    if (top, left) == (bottom, right):
+        return (top, left)
+    if stride == (1, 1) and conv_padding("same", reach, stride) == (top, bottom, left, right):
+        return "same"  # PyTorch's "same" for even kernels: the extra row and column at the end
+    issues.append(f"asymmetric pads {list(pads)} (fastconv pads top=bottom, left=right, or 'same')")
+    return 0
+
+
+@importer("Conv", needs=("Conv2d",))
+def _conv(ctx, node, x):
+    a = attributes(node, auto_pad="NOTSET", dilations=(1, 1), group=1, kernel_shape=None,
+                   pads=(0, 0, 0, 0), strides=(1, 1))
+    w = ctx.const(node, 1, "weight")
+    if w.ndim != 4:
+        raise Unsupported(f"weight of shape {w.shape}: only 2-D convolution (a 4-D weight) is supported")
+    issues = []
+    if a["kernel_shape"] is not None and tuple(a["kernel_shape"]) != w.shape[2:]:
+        issues.append(f"kernel_shape {list(a['kernel_shape'])} differs from the weight's {w.shape[2:]}")
+    stride = _pair(a["strides"], "convolution", "strides")
+    dilation = _pair(a["dilations"], "convolution", "dilations")
+    reach = tuple(d * (k - 1) + 1 for d, k in zip(dilation, w.shape[2:]))
+    padding = _same_or_pads(a["auto_pad"], tuple(a["pads"]), reach, stride, issues)
+    group = int(a["group"])
+    kwargs = dict(in_channels=w.shape[1] * group, out_channels=w.shape[0], kernel_size=w.shape[2:],
+                  stride=stride, padding=padding, rng=_rng())
+    kwargs.update(_require(issues, "Conv2d", "dilation", dilation, (1, 1)))
+    kwargs.update(_require(issues, "Conv2d", "groups", group, 1))
+    state = {"weight": _f32(w)}
+    b = ctx.const(node, 2, "bias", optional=True)
+    if b is not None:
+        state["bias"] = _f32(b).reshape(-1)
+    kwargs["bias"] = b is not None
+    _done(issues)
+    return Spec("Conv2d", kwargs, state)
+
+
+@importer("ConvTranspose", needs=("ConvTranspose2d",))
+def _conv_transpose(ctx, node, x):
+    a = attributes(node, auto_pad="NOTSET", dilations=(1, 1), group=1, kernel_shape=None,
+                   output_padding=(0, 0), output_shape=None, pads=(0, 0, 0, 0), strides=(1, 1))
+    w = ctx.const(node, 1, "weight")
+    if w.ndim != 4:
+        raise Unsupported(f"weight of shape {w.shape}: only 2-D transposed convolution is supported")
+    issues = []
+    if a["auto_pad"] != "NOTSET" or a["output_shape"] is not None:
+        issues.append("auto_pad / output_shape (give pads and output_padding)")
+    top, left, bottom, right = a["pads"]
+    if (top, left) != (bottom, right):
+        issues.append(f"asymmetric pads {list(a['pads'])}")
+    group = int(a["group"])
+    kwargs = dict(in_channels=w.shape[0], out_channels=w.shape[1] * group, kernel_size=w.shape[2:],
+                  stride=_pair(a["strides"], "convolution", "strides"), padding=(top, left),
+                  output_padding=_pair(a["output_padding"], "convolution", "output_padding"),
+                  groups=group, dilation=_pair(a["dilations"], "convolution", "dilations"))
+    state = {"weight": _f32(w)}
+    b = ctx.const(node, 2, "bias", optional=True)
+    if b is not None:
+        state["bias"] = _f32(b).reshape(-1)
+    kwargs["bias"] = b is not None
+    _done(issues)
+    return Spec("ConvTranspose2d", kwargs, state)
+
+
+def _linear_spec(weight, bias):
+    """A Linear of weight (out, in) and bias (out,) or None."""
+    out_features, in_features = weight.shape
+    state = {"weight": _f32(weight)}
+    if bias is not None:
+        state["bias"] = _f32(bias)
+    return Spec("Linear", dict(in_features=in_features, out_features=out_features, bias=bias is not None,
+                               rng=_rng()), state)
+
+
+def _bias_vector(c, out_features, what):
+    c = np.asarray(c)
+    if c.size not in (1, out_features) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
+        raise Unsupported(f"{what} of shape {c.shape} does not broadcast as a bias of {out_features} features")
+    return np.broadcast_to(c.reshape(-1), (out_features,))
+
+
+def _matrix_input(x, op):
+    if x.rank is not None and x.rank != 2:
+        raise Unsupported(f"{op} of a {x.rank}-D input: fastconv.Linear takes (N, features)")
+
+
+@importer("Gemm", needs=("Linear",))
+def _gemm(ctx, node, x):
+    a = attributes(node, alpha=1.0, beta=1.0, transA=0, transB=0)
+    if ctx.position(node, x) != 0 or a["transA"]:
+        raise Unsupported("the runtime input must be A, untransposed (transA=0)")
+    _matrix_input(x, "Gemm")
+    b = ctx.const(node, 1, "B")
+    if b.ndim != 2:
+        raise Unsupported(f"B of shape {b.shape} is not a matrix")
+    weight = (b if a["transB"] else b.T).astype(np.float64) * a["alpha"]
+    c = ctx.const(node, 2, "C", optional=True)
+    bias = None if c is None else _bias_vector(c, weight.shape[0], "C").astype(np.float64) * a["beta"]
+    return _linear_spec(weight, bias)
+
+
+@importer("MatMul", needs=("Linear",))
+def _matmul(ctx, node, x):
+    attributes(node)
+    if ctx.position(node, x) != 0:
+        raise Unsupported("the runtime input must be the left operand")
+    _matrix_input(x, "MatMul")
+    b = ctx.const(node, 1, "B")
+    if b.ndim != 2:
+        raise Unsupported(f"B of shape {b.shape} is not a matrix")
+    return _linear_spec(b.T, None)
+
+
+@importer("Add", needs=("Linear",))
+def _add(ctx, node, x):
+    """A constant added to a bias-free Linear's output is its bias (MatMul + Add, or Gemm without C)."""
+    attributes(node)
+    spec = ctx.producer(x)
+    c = ctx.const(node, 1 - ctx.position(node, x), "addend")
+    if spec is None or spec.cls != "Linear" or spec.kwargs["bias"]:
+        raise Unsupported("adding a constant is supported only as the bias of a MatMul or bias-free Gemm "
+                          "(a residual Add of two tensors needs a Residual block)")
+    spec.state["bias"] = _f32(_bias_vector(c, spec.kwargs["out_features"], "addend"))
+    spec.kwargs["bias"] = True
+    return spec  # the same layer, now with its bias: the Add node is folded into it
+
+
+@importer("BatchNormalization", needs=("BatchNorm1d", "BatchNorm2d"))
+def _batch_norm(ctx, node, x):
+    a = attributes(node, epsilon=1e-5, momentum=0.9, training_mode=0)
+    if a["training_mode"]:
+        raise Unsupported("training_mode=1 (batch statistics): export the model in eval mode")
+    ctx.unused_outputs(node, "running mean and variance outputs (training mode)")
+    if x.rank not in (2, 3, 4):
+        raise Unsupported(f"input rank {x.rank}: BatchNorm1d takes 2-D/3-D, BatchNorm2d 4-D input")
+    names = ("weight", "bias", "running_mean", "running_var")
+    state = {n: _f32(ctx.const(node, i, n)).reshape(-1) for i, n in enumerate(names, 1)}
+    state["num_batches_tracked"] = np.array(0, dtype=np.int64)
+    cls = "BatchNorm2d" if x.rank == 4 else "BatchNorm1d"
+    kwargs = dict(num_features=state["weight"].size, eps=_decimal(a["epsilon"]),
+                  momentum=round(1.0 - _decimal(a["momentum"]), 12))  # ONNX keeps 1 - PyTorch's momentum
+    return Spec(cls, kwargs, state)
+
+
+@importer("PRelu", needs=("PReLU",))
+def _prelu(ctx, node, x):
+    attributes(node)
+    slope = ctx.const(node, 1, "slope")
+    if slope.size > 1:  # one slope per channel must broadcast along axis 1 of (N, C, ...)
+        per_channel = None if x.rank is None else (x.shape[1],) + (1,) * (x.rank - 2)
+        core = slope.shape[slope.ndim - len(per_channel):] if per_channel else None
+        if core != per_channel or any(d != 1 for d in slope.shape[:slope.ndim - len(per_channel)]):
+            raise Unsupported(f"slope of shape {slope.shape} is neither one value nor one per channel")
+    return Spec("PReLU", dict(num_parameters=slope.size), {"weight": _f32(slope).reshape(-1)})
+
+
+# --- pooling -----------------------------------------------------------------------------------
+
+def _pool(cls, ctx, node, extra):
+    a = attributes(node, auto_pad="NOTSET", ceil_mode=0, dilations=(1, 1), kernel_shape=(),
+                   pads=(0, 0, 0, 0), strides=(1, 1), **extra)
+    issues = []
+    if a["auto_pad"] != "NOTSET":
+        issues.append(f"auto_pad={a['auto_pad']!r}")
+    kernel = _pair(a["kernel_shape"], "pooling", "kernel_shape")
+    top, left, bottom, right = a["pads"]
+    if (top, left) != (bottom, right):
+        issues.append(f"asymmetric pads {list(a['pads'])}")
+    kwargs = dict(kernel_size=kernel, stride=_pair(a["strides"], "pooling", "strides"))
+    kwargs.update(_require(issues, cls, "padding", (top, left), (0, 0)))
+    kwargs.update(_require(issues, cls, "dilation", _pair(a["dilations"], "pooling", "dilations"), (1, 1)))
+    kwargs.update(_require(issues, cls, "ceil_mode", bool(a["ceil_mode"]), False))
+    return a, kwargs, issues
+
+
+@importer("MaxPool", needs=("MaxPool2d",))
+def _max_pool(ctx, node, x):
+    a, kwargs, issues = _pool("MaxPool2d", ctx, node, dict(storage_order=0))
+    ctx.unused_outputs(node, "the Indices output")
+    _done(issues)
+    return Spec("MaxPool2d", kwargs)
+
+
+@importer("AveragePool", needs=("AvgPool2d",))
+def _average_pool(ctx, node, x):
+    a, kwargs, issues = _pool("AvgPool2d", ctx, node, dict(count_include_pad=0))
+    if kwargs.get("padding") is not None:  # count_include_pad only matters with padding
+        kwargs.update(_require(issues, "AvgPool2d", "count_include_pad", bool(a["count_include_pad"]), True))
+    _done(issues)
+    return Spec("AvgPool2d", kwargs)
+
+
+def _global_pool(adaptive, plain):
+    def import_global(ctx, node, x):
+        attributes(node)
+        if x.rank != 4:
+            raise Unsupported(f"input rank {x.rank}: only (N, C, H, W) is supported")
+        if isinstance(getattr(fastconv, adaptive, None), type):
+            return Spec(adaptive, dict(output_size=1))
+        if None in x.shape[2:]:
+            raise Unsupported(f"fastconv has no {adaptive} and the input's H, W are not static")
+        return Spec(plain, dict(kernel_size=tuple(x.shape[2:])))  # one window over the whole plane
+    return import_global
+
+
+importer("GlobalAveragePool", needs=("AvgPool2d",))(_global_pool("AdaptiveAvgPool2d", "AvgPool2d"))
+importer("GlobalMaxPool", needs=("MaxPool2d",))(_global_pool("AdaptiveMaxPool2d", "MaxPool2d"))
+
+
+# --- elementwise -------------------------------------------------------------------------------
+
+def _elementwise(cls, **attrs):
+    """An importer of a one-input op building ``cls``; ``attrs``: ONNX name -> (layer arg, default)."""
+    def import_elementwise(ctx, node, x):
+        a = attributes(node, **{name: default for name, (_, default) in attrs.items()})
+        return Spec(cls, {arg: _decimal(a[name]) if isinstance(a[name], float) else a[name]
+                          for name, (arg, _) in attrs.items()})
+    return import_elementwise
+
+
+importer("Relu", needs=("ReLU",))(_elementwise("ReLU"))
+importer("Sigmoid", needs=("Sigmoid",))(_elementwise("Sigmoid"))
+importer("Tanh", needs=("Tanh",))(_elementwise("Tanh"))
+importer("LeakyRelu", needs=("LeakyReLU",))(_elementwise("LeakyReLU", alpha=("negative_slope", 0.01)))
+importer("Elu", needs=("ELU",))(_elementwise("ELU", alpha=("alpha", 1.0)))
+importer("Gelu", needs=("GELU",))(_elementwise("GELU", approximate=("approximate", "none")))
+
+
+@importer("Selu", needs=("SELU",))
+def _selu(ctx, node, x):
+    a = attributes(node, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875)
+    if not (math.isclose(a["alpha"], 1.6732632, rel_tol=1e-6) and math.isclose(a["gamma"], 1.0507010, rel_tol=1e-6)):
+        raise Unsupported(f"alpha={a['alpha']}, gamma={a['gamma']}: SELU has fixed constants")
+    return Spec("SELU", {})
+
+
+@importer("Clip", needs=("Hardtanh",))
+def _clip(ctx, node, x):
+    attributes(node)
+    low, high = ctx.const(node, 1, "min", optional=True), ctx.const(node, 2, "max", optional=True)
+    return Spec("Hardtanh", dict(min_val=-math.inf if low is None else float(low),
+                                 max_val=math.inf if high is None else float(high)))
+
+
+def _softmax(cls):
+    def import_softmax(ctx, node, x):
+        a = attributes(node, axis=-1 if ctx.opset >= 13 else 1)
+        if x.rank is None:
+            raise Unsupported("the input's rank is unknown")
+        axis = a["axis"] % x.rank
+        if ctx.opset < 13 and axis != x.rank - 1:  # before opset 13 the axis flattens what follows it
+            raise Unsupported(f"axis={a['axis']} over a {x.rank}-D input (opset {ctx.opset} semantics)")
+        return Spec(cls, dict(dim=axis))
+    return import_softmax
+
+
+importer("Softmax", needs=("Softmax",))(_softmax("Softmax"))
+importer("LogSoftmax", needs=("LogSoftmax",))(_softmax("LogSoftmax"))
+
+
+@importer("Identity")
+def _identity(ctx, node, x):
+    attributes(node)
+    return None
+
+
+@importer("Cast")
+def _cast(ctx, node, x):
+    a = attributes(node, to=None, saturate=1)
+    if helper.tensor_dtype_to_np_dtype(a["to"]).kind != "f":
+        raise Unsupported(f"cast of an activation to {helper.tensor_dtype_to_np_dtype(a['to'])}")
+    return None  # fastconv computes in float32 throughout
+
+
+@importer("Dropout", needs=("Dropout",))
+def _dropout(ctx, node, x):
+    a = attributes(node, seed=0, **({} if ctx.opset >= 12 else {"ratio": 0.5}))
+    ctx.unused_outputs(node, "the mask output")
+    ratio = ctx.const(node, 1, "ratio", optional=True) if ctx.opset >= 12 else a.get("ratio")
+    training = ctx.const(node, 2, "training_mode", optional=True)
+    if training is not None and bool(training):
+        raise Unsupported("training_mode=True: export the model in eval mode")
+    p = 0.5 if ratio is None else _decimal(ratio)
+    return Spec("Dropout", dict(p=p)) if p > 0 else None
+
+
+# --- reshaping and padding ---------------------------------------------------------------------
+
+@importer("Flatten", needs=("Flatten",))
+def _flatten(ctx, node, x):
+    a = attributes(node, axis=1)
+    if x.rank is None or a["axis"] % x.rank != 1:
+        raise Unsupported(f"axis={a['axis']}: only axis 1 (keep the batch, merge the rest) is supported")
+    return Spec("Flatten", {})
+
+
+def _reshape_target(target, x, allowzero, batch):
+    """``target`` resolved against ``x``'s shape: a list whose first entry is BATCH when the
+    reshape keeps the batch axis, else None. ``batch``: the graph input's static batch or None."""
+    dims = list(x.shape)
+    out = []
+    for i, t in enumerate(target):
+        if t is BATCH or (batch is not None and i == 0 and t == batch):
+            out.append(BATCH)
+        elif isinstance(t, Symbol):
+            return None
+        elif t == 0 and not allowzero:
+            out.append(dims[i] if i < len(dims) else -1)
+        else:
+            out.append(int(t))
+    if out and out[0] == -1 and all(isinstance(t, int) and t > 0 for t in out[1:]) and None not in dims[1:]:
+        if math.prod(out[1:]) == math.prod(dims[1:]):
+            out[0] = BATCH  # [-1, C*H*W]: the -1 is the batch
+    return out if out and out[0] is BATCH and None not in out[1:] else None
+
+
+@importer("Reshape", needs=("Flatten",))
+def _reshape(ctx, node, x):
+    a = attributes(node, allowzero=0)
+    if ctx.position(node, x) != 0:
+        raise Unsupported("the target shape is computed at run time")
+    target = ctx.const(node, 1, "shape", symbolic=True)
+    if x.shape is None:
+        raise Unsupported("the input's rank is unknown")
+    out = _reshape_target(list(target.reshape(-1)), x, a["allowzero"], ctx.static_batch)
+    rest = None if out is None else out[1:]
+    features = None if None in x.shape[1:] else math.prod(x.shape[1:])
+    if rest is not None and len(rest) == 1 and (rest[0] == -1 or rest[0] == features):
+        return Spec("Flatten", {})
+    if rest is not None and rest == list(x.shape[1:]):
+        return None
+    raise Unsupported(f"Reshape of a {tuple(x.shape)} tensor to {list(target.reshape(-1))} is not a flatten "
+                      "(fastconv reshapes only (N, ...) -> (N, features))")
+
+
+_PAD_LAYERS = {"constant": "ConstantPad2d", "reflect": "ReflectionPad2d", "edge": "ReplicationPad2d"}
+
+
+@importer("Pad", needs=tuple(_PAD_LAYERS.values()))
+def _pad(ctx, node, x):
+    a = attributes(node, mode="constant")
+    if a["mode"] not in _PAD_LAYERS:
+        raise Unsupported(f"mode={a['mode']!r} (fastconv pads constant, reflect or edge)")
+    if ctx.const(node, 3, "axes", optional=True) is not None or x.rank != 4:
+        raise Unsupported("only pads over all four axes of an (N, C, H, W) input are supported")
+    pads = [int(p) for p in ctx.const(node, 1, "pads")]
+    if pads[:2] != [0, 0] or pads[4:6] != [0, 0] or min(pads) < 0:
+        raise Unsupported(f"pads {pads}: only non-negative padding of H and W is supported")
+    top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
+    value = ctx.const(node, 2, "constant_value", optional=True)
+    value = 0.0 if value is None else float(value)
+    cls = _PAD_LAYERS[a["mode"]]
+    _layer_class(cls)
+    kwargs = dict(padding=(left, right, top, bottom))
+    if cls == "ConstantPad2d":
+        kwargs["value"] = value
+    return Spec(cls, kwargs)
+
+
+# --- constant folding --------------------------------------------------------------------------
+
+def _normalise(a):
+    """An object array without symbols becomes int64 (so NumPy's own dtypes carry on)."""
+    a = np.asarray(a)
+    if a.dtype == object and not any(isinstance(v, Symbol) for v in a.reshape(-1)):
+        return a.astype(np.int64)
+    return a
+
+
+def _axes(node, inputs, index, ctx):
+    """Axes from the attribute (before opset 13) or from input ``index`` (from 13)."""
+    if ctx.opset < 13:
+        return attributes(node, axes=None)["axes"]
+    attributes(node)
+    return None if len(inputs) <= index or inputs[index] is None else [int(v) for v in inputs[index]]
+
+
+@folder("Constant")
+def _constant(ctx, node, inputs):
+    a = attributes(node, value=None, value_float=None, value_floats=None, value_int=None, value_ints=None)
+    if a["value"] is not None:
+        return numpy_helper.to_array(a["value"])
+    for name, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64),
+                        ("value_ints", np.int64)):
+        if a[name] is not None:
+            return np.array(a[name], dtype=dtype)
+    raise Unsupported("a Constant without value")
+
+
+@folder("Shape")
+def _shape(ctx, node, inputs):
+    a = attributes(node, start=0, end=None)
+    vec = shape_vector(inputs[0])
+    return _normalise(vec[a["start"]:a["end"]])
+
+
+@folder("Identity")
+def _fold_identity(ctx, node, inputs):
+    attributes(node)
+    return inputs[0]
+
+
+@folder("Cast")
+def _fold_cast(ctx, node, inputs):
+    a = attributes(node, to=None, saturate=1)
+    dtype = helper.tensor_dtype_to_np_dtype(a["to"])
+    x = inputs[0]
+    if x.dtype == object:  # a shape vector with symbols stays symbolic through an integer cast
+        if dtype.kind not in "iu":
+            raise Unsupported(f"cast of a run-time shape to {dtype}")
+        return x
+    return x.astype(dtype)
+
+
+@folder("Gather")
+def _gather(ctx, node, inputs):
+    a = attributes(node, axis=0)
+    return _normalise(np.take(inputs[0], inputs[1].astype(np.int64), axis=a["axis"]))
+
+
+@folder("Unsqueeze")
+def _unsqueeze(ctx, node, inputs):
+    x, axes = inputs[0], _axes(node, inputs, 1, ctx)
+    rank = x.ndim + len(axes)
+    for axis in sorted(ax % rank for ax in axes):
+        x = np.expand_dims(x, axis)
+    return x
+
+
+@folder("Squeeze")
+def _squeeze(ctx, node, inputs):
+    x, axes = inputs[0], _axes(node, inputs, 1, ctx)
+    return np.squeeze(x, axis=None if axes is None else tuple(ax % x.ndim for ax in axes))
+
+
+@folder("Concat")
+def _concat(ctx, node, inputs):
+    a = attributes(node, axis=None)
+    return _normalise(np.concatenate([np.asarray(v, dtype=object) for v in inputs], axis=a["axis"]))
+
+
+@folder("Slice")
+def _slice(ctx, node, inputs):
+    attributes(node)
+    x, starts, ends = inputs[0], inputs[1], inputs[2]
+    axes = range(len(starts)) if len(inputs) < 4 or inputs[3] is None else inputs[3]
+    steps = [1] * len(starts) if len(inputs) < 5 or inputs[4] is None else inputs[4]
+    index = [slice(None)] * x.ndim
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        index[int(ax) % x.ndim] = slice(int(s), int(e), int(st))
+    return x[tuple(index)]
+
+
+@folder("Transpose")
+def _transpose(ctx, node, inputs):
+    a = attributes(node, perm=None)
+    return np.transpose(inputs[0], a["perm"])
+
+
+@folder("Add", "Sub", "Mul", "Div")
+def _arithmetic(ctx, node, inputs):
+    attributes(node)
+    a, b = (np.asarray(v) for v in inputs)
+    if node.op_type == "Div" and a.dtype.kind in "iuO" and b.dtype.kind in "iuO":
+        return _normalise(a // b)  # the shapes folded here are non-negative: floor is truncation
+    return _normalise({"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[node.op_type](a, b))
+
+
+@folder("Reshape")
+def _fold_reshape(ctx, node, inputs):
+    attributes(node, allowzero=0)
+    return np.reshape(inputs[0], [int(v) for v in inputs[1]])
