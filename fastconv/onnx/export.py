@@ -19,8 +19,9 @@ from .exporters import export_layer
 
 __all__ = ["EXPORT_OPSETS", "to_onnx", "export", "GraphBuilder"]
 
-#: Opsets :func:`export` writes (the operators used have these semantics in all of them).
-EXPORT_OPSETS = range(13, 29)
+#: Opsets :func:`export` writes (up to 28, or the newest the installed onnx knows); the
+#: operators used have the same semantics in all of them.
+EXPORT_OPSETS = range(13, min(28, onnx.defs.onnx_opset_version()) + 1)
 
 _ELEM = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.float64): onnx.TensorProto.DOUBLE}
 

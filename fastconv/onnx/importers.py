@@ -164,6 +164,11 @@ def _pair(values, name, node_attr):
     return values
 
 
+def _square(hw):
+    """``k`` for ``(k, k)``, as a PyTorch user writes a square pooling window."""
+    return hw[0] if hw[0] == hw[1] else hw
+
+
 def _rng():
     """A private generator for layers whose random initial weights are overwritten at once, so
     loading a model leaves the default generator (``fastconv.manual_seed``) untouched."""
@@ -326,7 +331,7 @@ def _batch_norm(ctx, node, x):
     if a["training_mode"]:
         raise Unsupported("training_mode=1 (batch statistics): export the model in eval mode")
     ctx.unused_outputs(node, "running mean and variance outputs (training mode)")
-    if x.rank not in (2, 3, 4):
+    if ctx.rank(x) not in (2, 3, 4):
         raise Unsupported(f"input rank {x.rank}: BatchNorm1d takes 2-D/3-D, BatchNorm2d 4-D input")
     names = ("weight", "bias", "running_mean", "running_var")
     state = {n: _f32(ctx.const(node, i, n)).reshape(-1) for i, n in enumerate(names, 1)}
@@ -342,8 +347,8 @@ def _prelu(ctx, node, x):
     attributes(node)
     slope = ctx.const(node, 1, "slope")
     if slope.size > 1:  # one slope per channel must broadcast along axis 1 of (N, C, ...)
-        per_channel = None if x.rank is None else (x.shape[1],) + (1,) * (x.rank - 2)
-        core = slope.shape[slope.ndim - len(per_channel):] if per_channel else None
+        per_channel = (x.shape[1],) + (1,) * (ctx.rank(x) - 2)
+        core = slope.shape[slope.ndim - len(per_channel):]
         if core != per_channel or any(d != 1 for d in slope.shape[:slope.ndim - len(per_channel)]):
             raise Unsupported(f"slope of shape {slope.shape} is neither one value nor one per channel")
     return Spec("PReLU", dict(num_parameters=slope.size), {"weight": _f32(slope).reshape(-1)})
@@ -361,7 +366,7 @@ def _pool(cls, ctx, node, extra):
     top, left, bottom, right = a["pads"]
     if (top, left) != (bottom, right):
         issues.append(f"asymmetric pads {list(a['pads'])}")
-    kwargs = dict(kernel_size=kernel, stride=_pair(a["strides"], "pooling", "strides"))
+    kwargs = dict(kernel_size=_square(kernel), stride=_square(_pair(a["strides"], "pooling", "strides")))
     kwargs.update(_require(issues, cls, "padding", (top, left), (0, 0)))
     kwargs.update(_require(issues, cls, "dilation", _pair(a["dilations"], "pooling", "dilations"), (1, 1)))
     kwargs.update(_require(issues, cls, "ceil_mode", bool(a["ceil_mode"]), False))
@@ -388,13 +393,13 @@ def _average_pool(ctx, node, x):
 def _global_pool(adaptive, plain):
     def import_global(ctx, node, x):
         attributes(node)
-        if x.rank != 4:
+        if ctx.rank(x) != 4:
             raise Unsupported(f"input rank {x.rank}: only (N, C, H, W) is supported")
         if isinstance(getattr(fastconv, adaptive, None), type):
             return Spec(adaptive, dict(output_size=1))
         if None in x.shape[2:]:
             raise Unsupported(f"fastconv has no {adaptive} and the input's H, W are not static")
-        return Spec(plain, dict(kernel_size=tuple(x.shape[2:])))  # one window over the whole plane
+        return Spec(plain, dict(kernel_size=_square(tuple(x.shape[2:]))))  # one window over the whole plane
     return import_global
 
 
@@ -440,9 +445,7 @@ def _clip(ctx, node, x):
 def _softmax(cls):
     def import_softmax(ctx, node, x):
         a = attributes(node, axis=-1 if ctx.opset >= 13 else 1)
-        if x.rank is None:
-            raise Unsupported("the input's rank is unknown")
-        axis = a["axis"] % x.rank
+        axis = a["axis"] % ctx.rank(x)
         if ctx.opset < 13 and axis != x.rank - 1:  # before opset 13 the axis flattens what follows it
             raise Unsupported(f"axis={a['axis']} over a {x.rank}-D input (opset {ctx.opset} semantics)")
         return Spec(cls, dict(dim=axis))
@@ -484,15 +487,15 @@ def _dropout(ctx, node, x):
 @importer("Flatten", needs=("Flatten",))
 def _flatten(ctx, node, x):
     a = attributes(node, axis=1)
-    if x.rank is None or a["axis"] % x.rank != 1:
+    if a["axis"] % ctx.rank(x) != 1:
         raise Unsupported(f"axis={a['axis']}: only axis 1 (keep the batch, merge the rest) is supported")
     return Spec("Flatten", {})
 
 
-def _reshape_target(target, x, allowzero, batch):
-    """``target`` resolved against ``x``'s shape: a list whose first entry is BATCH when the
-    reshape keeps the batch axis, else None. ``batch``: the graph input's static batch or None."""
-    dims = list(x.shape)
+def _reshape_target(target, dims, allowzero, batch):
+    """``target`` resolved against the input ``dims`` (BATCH first): a list with BATCH first and
+    the other dims (a -1 inferred where the input's dims allow), or None when the reshape does not
+    keep the batch axis. ``batch``: the graph input's static batch size or None."""
     out = []
     for i, t in enumerate(target):
         if t is BATCH or (batch is not None and i == 0 and t == batch):
@@ -503,29 +506,54 @@ def _reshape_target(target, x, allowzero, batch):
             out.append(dims[i] if i < len(dims) else -1)
         else:
             out.append(int(t))
-    if out and out[0] == -1 and all(isinstance(t, int) and t > 0 for t in out[1:]) and None not in dims[1:]:
+    known = None not in dims[1:]
+    if out and out[0] == -1 and known and all(isinstance(t, int) and t > 0 for t in out[1:]):
         if math.prod(out[1:]) == math.prod(dims[1:]):
             out[0] = BATCH  # [-1, C*H*W]: the -1 is the batch
-    return out if out and out[0] is BATCH and None not in out[1:] else None
+    if not out or out[0] is not BATCH:
+        return None
+    if known and out[1:].count(-1) == 1 and out != [BATCH, -1]:
+        rest = math.prod(t for t in out[1:] if t != -1)
+        if rest > 0 and math.prod(dims[1:]) % rest == 0:
+            out[out.index(-1, 1)] = math.prod(dims[1:]) // rest
+    return out
+
+
+def _merged_range(dims, out):
+    """``(start, end)`` such that merging ``dims[start:end + 1]`` gives ``out``, or None."""
+    for start in range(1, len(dims)):
+        for end in range(start + 1, len(dims)):
+            merged = dims[start:end + 1]
+            if None not in merged and list(dims[:start]) + [math.prod(merged)] + list(dims[end + 1:]) == out:
+                return start, end
+    return None
+
+
+def _shown(values):
+    return [v if isinstance(v, Symbol) else int(v) for v in values]
 
 
 @importer("Reshape", needs=("Flatten",))
 def _reshape(ctx, node, x):
+    """A Reshape that keeps the batch axis and merges a run of axes is a Flatten."""
     a = attributes(node, allowzero=0)
     if ctx.position(node, x) != 0:
         raise Unsupported("the target shape is computed at run time")
-    target = ctx.const(node, 1, "shape", symbolic=True)
-    if x.shape is None:
-        raise Unsupported("the input's rank is unknown")
-    out = _reshape_target(list(target.reshape(-1)), x, a["allowzero"], ctx.static_batch)
-    rest = None if out is None else out[1:]
-    features = None if None in x.shape[1:] else math.prod(x.shape[1:])
-    if rest is not None and len(rest) == 1 and (rest[0] == -1 or rest[0] == features):
-        return Spec("Flatten", {})
-    if rest is not None and rest == list(x.shape[1:]):
+    target = list(ctx.const(node, 1, "shape", symbolic=True).reshape(-1))
+    ctx.rank(x)
+    dims = list(x.shape)
+    out = _reshape_target(target, dims, a["allowzero"], ctx.static_batch)
+    if out == dims:
         return None
-    raise Unsupported(f"Reshape of a {tuple(x.shape)} tensor to {list(target.reshape(-1))} is not a flatten "
-                      "(fastconv reshapes only (N, ...) -> (N, features))")
+    if out == [BATCH, -1]:
+        return Spec("Flatten", {})
+    span = None if out is None else _merged_range(dims, out)
+    if span is None:
+        raise Unsupported(f"Reshape of a {tuple(x.shape)} tensor to {_shown(target)} is not a flatten "
+                          "(fastconv reshapes (N, ...) by merging adjacent axes only)")
+    start, end = span
+    last = len(dims) - 1
+    return Spec("Flatten", {} if (start, end) == (1, last) else dict(start_dim=start, end_dim=-1 if end == last else end))
 
 
 _PAD_LAYERS = {"constant": "ConstantPad2d", "reflect": "ReflectionPad2d", "edge": "ReplicationPad2d"}
@@ -536,7 +564,7 @@ def _pad(ctx, node, x):
     a = attributes(node, mode="constant")
     if a["mode"] not in _PAD_LAYERS:
         raise Unsupported(f"mode={a['mode']!r} (fastconv pads constant, reflect or edge)")
-    if ctx.const(node, 3, "axes", optional=True) is not None or x.rank != 4:
+    if ctx.const(node, 3, "axes", optional=True) is not None or ctx.rank(x) != 4:
         raise Unsupported("only pads over all four axes of an (N, C, H, W) input are supported")
     pads = [int(p) for p in ctx.const(node, 1, "pads")]
     if pads[:2] != [0, 0] or pads[4:6] != [0, 0] or min(pads) < 0:

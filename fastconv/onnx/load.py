@@ -20,8 +20,8 @@ from .importers import BATCH, FOLDERS, IMPORTERS, Tensor, Unsupported
 
 __all__ = ["IMPORT_OPSETS", "read_model", "load"]
 
-#: Default-domain opsets :func:`load` reads.
-IMPORT_OPSETS = range(11, 29)
+#: Default-domain opsets :func:`load` reads (up to 28, or the newest the installed onnx knows).
+IMPORT_OPSETS = range(11, min(28, onnx.defs.onnx_opset_version()) + 1)
 
 _FLOAT_INPUTS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
@@ -41,35 +41,38 @@ def _varint(data, pos):
             raise ValueError("a varint longer than 10 bytes")
 
 
+#: ModelProto's fields: number -> wire type (0 varint, 2 length-delimited).
+_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+
+
 def _scan(data, where):
-    """Walk the top-level protobuf fields of ``data``; ValueError when it is cut short or not a
-    ModelProto (an ONNX model has ``ir_version``, field 1, and ``graph``, field 7)."""
-    pos, fields = 0, {}
+    """Walk the top-level protobuf fields of ``data``: ValueError when they are not ModelProto's
+    (not ONNX), when the last one runs past the end (truncated), or when ``ir_version`` (field 1),
+    ``graph`` (7) or ``opset_import`` (8) is missing."""
+    pos, fields = 0, set()
     while pos < len(data):
         start = pos
         try:
             key, pos = _varint(data, pos)
             field, wire = key >> 3, key & 7
-            if field == 0 or wire not in (0, 1, 2, 5):
-                raise ValueError(f"byte {start} is not a protobuf field")
+            if _MODEL_FIELDS.get(field) != wire:
+                raise ValueError(f"byte {start} starts no ModelProto field")
             if wire == 0:
                 _, pos = _varint(data, pos)
-            elif wire == 2:
+            else:
                 size, pos = _varint(data, pos)
                 pos += size
-            else:
-                pos += 8 if wire == 1 else 4
         except EOFError:
             pos = len(data) + 1
         except ValueError as exc:
             raise ValueError(f"{where} is not an ONNX model: {exc}") from None
         if pos > len(data):
-            raise ValueError(f"{where} is truncated: field {key >> 3} at byte {start} runs past the end of "
+            raise ValueError(f"{where} is truncated: field {field} at byte {start} runs past the end of "
                              f"the file ({len(data)} bytes)")
-        fields.setdefault(field, wire)
-    if fields.get(1) != 0 or fields.get(7) != 2:
-        missing = "the graph" if fields.get(7) != 2 else "the IR version"
-        raise ValueError(f"{where} is not an ONNX model ({missing} is missing)")
+        fields.add(field)
+    for field, what in ((1, "the IR version"), (7, "the graph")):
+        if field not in fields:
+            raise ValueError(f"{where} is not an ONNX model ({what} is missing)")
     if 8 not in fields:
         raise ValueError(f"{where} is truncated or incomplete: it has no opset_import after its graph")
 
@@ -191,6 +194,15 @@ class _Graph:
             raise Unsupported(f"the {what} ({name!r}) depends on the run-time input shape")
         return value
 
+    def rank(self, x):
+        """The rank of Tensor ``x``; Unsupported when unknown (skipped quietly when ``x`` comes
+        from a node already reported, whose output shape could not be inferred)."""
+        if x.shape is None:
+            if x.name in self._broken:
+                raise _Skip
+            raise Unsupported(f"the rank of {x.name!r} is unknown (no shape inferred)")
+        return len(x.shape)
+
     def position(self, node, x):
         """Which input of ``node`` the run-time tensor ``x`` is."""
         return list(node.input).index(x.name)
@@ -259,7 +271,7 @@ class _Graph:
                 return
             try:
                 value = FOLDERS[op](self, node, inputs)
-            except (TypeError, ValueError, IndexError, np.exceptions.AxisError) as exc:
+            except (TypeError, ValueError, IndexError) as exc:  # NumPy's AxisError is both of the last two
                 raise Unsupported(f"cannot fold it at import time ({exc})") from None
             self.values[node.output[0]] = np.asarray(value)
             return
