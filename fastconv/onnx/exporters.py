@@ -216,6 +216,9 @@ def _gelu(g, layer, key, x, shape):
 
 @exporter("SiLU")
 def _silu(g, layer, key, x, shape):
+    """ONNX Swish from opset 24 (which :func:`fastconv.onnx.load` reads back), x * Sigmoid(x) before."""
+    if g.opset >= 24:
+        return g.node("Swish", [x], key)
     return g.node("Mul", [x, g.node("Sigmoid", [x], key)], key)
 
 
@@ -272,3 +275,4 @@ def _padding_layer(mode):
 exporter("ZeroPad2d", "ConstantPad2d")(_padding_layer("constant"))
 exporter("ReflectionPad2d")(_padding_layer("reflect"))
 exporter("ReplicationPad2d")(_padding_layer("edge"))
+exporter("CircularPad2d")(_padding_layer("wrap"))

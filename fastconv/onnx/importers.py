@@ -69,10 +69,15 @@ class Tensor:
 
 
 class Spec:
-    """A fastconv layer to build: ``getattr(fastconv, cls)(**kwargs)``, then ``state`` loaded."""
+    """A fastconv layer to build: ``getattr(fastconv, cls)(**kwargs)``, then ``state`` loaded.
 
-    def __init__(self, cls, kwargs, state=None):
-        self.cls, self.kwargs, self.state = cls, dict(kwargs), dict(state or {})
+    Unsupported when fastconv has no layer class ``cls``. A ``pending`` spec is part of a layer
+    that the next node completes (a Pad that is a Conv's ``padding_mode``).
+    """
+
+    def __init__(self, cls, kwargs, state=None, pending=False):
+        _layer_class(cls)
+        self.cls, self.kwargs, self.state, self.pending = cls, dict(kwargs), dict(state or {}), pending
 
     def build(self):
         layer = getattr(fastconv, self.cls)(**self.kwargs)
@@ -82,7 +87,8 @@ class Spec:
 
 
 def importer(op, needs=()):
-    """Register the decorated function as the layer importer of ONNX ``op``."""
+    """Register the decorated function as the layer importer of ONNX ``op``; ``needs`` names the
+    fastconv classes it may build (it is listed by :func:`importable_ops` while one exists)."""
     def register(fn):
         IMPORTERS[op] = (fn, tuple(needs))
         return fn
@@ -101,7 +107,7 @@ def folder(*ops):
 def importable_ops():
     """The ONNX op types :func:`fastconv.onnx.load` reads with the layers fastconv has, sorted."""
     layers = [op for op, (_, needs) in IMPORTERS.items()
-              if all(isinstance(getattr(fastconv, n, None), type) for n in needs)]
+              if not needs or any(isinstance(getattr(fastconv, n, None), type) for n in needs)]
     return sorted(set(layers) | set(FOLDERS))
 
 
@@ -231,6 +237,13 @@ def _conv(ctx, node, x):
     if b is not None:
         state["bias"] = _f32(b).reshape(-1)
     kwargs["bias"] = b is not None
+    pad = ctx.producer(x)
+    if pad is not None and pad.pending:  # Pad + Conv: one Conv2d with that padding_mode
+        if padding not in (0, (0, 0)):
+            issues.append(f"pads {list(a['pads'])} after a {pad.kwargs['padding_mode']} Pad")
+        _done(issues)
+        pad.kwargs, pad.state, pad.pending = {**kwargs, **pad.kwargs}, state, False
+        return pad
     _done(issues)
     return Spec("Conv2d", kwargs, state)
 
@@ -426,6 +439,14 @@ importer("Elu", needs=("ELU",))(_elementwise("ELU", alpha=("alpha", 1.0)))
 importer("Gelu", needs=("GELU",))(_elementwise("GELU", approximate=("approximate", "none")))
 
 
+@importer("Swish", needs=("SiLU",))
+def _swish(ctx, node, x):
+    a = attributes(node, alpha=1.0)
+    if a["alpha"] != 1.0:
+        raise Unsupported(f"alpha={a['alpha']}: SiLU is x * sigmoid(x)")
+    return Spec("SiLU", {})
+
+
 @importer("Selu", needs=("SELU",))
 def _selu(ctx, node, x):
     a = attributes(node, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875)
@@ -556,28 +577,34 @@ def _reshape(ctx, node, x):
     return Spec("Flatten", {} if (start, end) == (1, last) else dict(start_dim=start, end_dim=-1 if end == last else end))
 
 
-_PAD_LAYERS = {"constant": "ConstantPad2d", "reflect": "ReflectionPad2d", "edge": "ReplicationPad2d"}
+_PAD_LAYERS = {"reflect": "ReflectionPad2d", "edge": "ReplicationPad2d", "wrap": "CircularPad2d"}
+_CONV_PADDING_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
 
-@importer("Pad", needs=tuple(_PAD_LAYERS.values()))
+@importer("Pad", needs=("ZeroPad2d", "ConstantPad2d", *_PAD_LAYERS.values(), "Conv2d"))
 def _pad(ctx, node, x):
+    """A padding layer; or, when a Conv reads it, that Conv's ``padding_mode`` (PyTorch exports a
+    reflect / replicate / circular Conv2d as Pad + Conv)."""
     a = attributes(node, mode="constant")
-    if a["mode"] not in _PAD_LAYERS:
-        raise Unsupported(f"mode={a['mode']!r} (fastconv pads constant, reflect or edge)")
+    mode = a["mode"]
+    if mode not in _PAD_LAYERS and mode != "constant":
+        raise Unsupported(f"mode={mode!r} (ONNX's modes are constant, reflect, edge and wrap)")
     if ctx.const(node, 3, "axes", optional=True) is not None or ctx.rank(x) != 4:
         raise Unsupported("only pads over all four axes of an (N, C, H, W) input are supported")
     pads = [int(p) for p in ctx.const(node, 1, "pads")]
     if pads[:2] != [0, 0] or pads[4:6] != [0, 0] or min(pads) < 0:
         raise Unsupported(f"pads {pads}: only non-negative padding of H and W is supported")
     top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
+    reader = ctx.consumer(node)
+    if (mode in _CONV_PADDING_MODES and reader is not None and reader.op_type == "Conv"
+            and (top, left) == (bottom, right) and _accepts("Conv2d", "padding_mode")):
+        return Spec("Conv2d", dict(padding=(top, left), padding_mode=_CONV_PADDING_MODES[mode]), pending=True)
+    kwargs = dict(padding=(left, right, top, bottom))
+    if mode != "constant":
+        return Spec(_PAD_LAYERS[mode], kwargs)
     value = ctx.const(node, 2, "constant_value", optional=True)
     value = 0.0 if value is None else float(value)
-    cls = _PAD_LAYERS[a["mode"]]
-    _layer_class(cls)
-    kwargs = dict(padding=(left, right, top, bottom))
-    if cls == "ConstantPad2d":
-        kwargs["value"] = value
-    return Spec(cls, kwargs)
+    return Spec("ConstantPad2d", dict(kwargs, value=value)) if value else Spec("ZeroPad2d", kwargs)
 
 
 # --- constant folding --------------------------------------------------------------------------
@@ -608,6 +635,13 @@ def _constant(ctx, node, inputs):
         if a[name] is not None:
             return np.array(a[name], dtype=dtype)
     raise Unsupported("a Constant without value")
+
+
+@folder("ConstantOfShape")
+def _constant_of_shape(ctx, node, inputs):
+    a = attributes(node, value=None)
+    fill = np.zeros(1, np.float32) if a["value"] is None else numpy_helper.to_array(a["value"]).reshape(-1)
+    return np.full([int(v) for v in inputs[0]], fill[0], dtype=fill.dtype)
 
 
 @folder("Shape")

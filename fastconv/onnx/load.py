@@ -13,8 +13,6 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper, shape_inference
 
-import fastconv
-
 from ..model import Sequential
 from .importers import BATCH, FOLDERS, IMPORTERS, Tensor, Unsupported
 
@@ -213,6 +211,12 @@ class _Graph:
             raise _Skip  # its layer was already reported
         return self._producer.get(x.name)
 
+    def consumer(self, node):
+        """The one node that reads ``node``'s first output (None when several, or the graph, do)."""
+        name = node.output[0]
+        readers = [n for n in self.nodes if name in n.input]
+        return readers[0] if len(readers) == 1 and self._uses.get(name) == 1 else None
+
     def unused_outputs(self, node, what):
         """Unsupported when an output of ``node`` beyond the first is used."""
         if any(self._uses.get(name) for name in node.output[1:] if name):
@@ -278,10 +282,7 @@ class _Graph:
         self._fail(node, bool(runtime))  # until the importer succeeds
         if op not in IMPORTERS:
             raise Unsupported(f"op {op} is not supported" + ("" if runtime else " (on constants)"))
-        fn, needs = IMPORTERS[op]
-        missing = [n for n in needs if not isinstance(getattr(fastconv, n, None), type)]
-        if missing:
-            raise Unsupported(f"fastconv has no {' / '.join(missing)} layer")
+        fn = IMPORTERS[op][0]
         if len(runtime) != 1:
             raise Unsupported(f"it reads {len(runtime)} run-time tensors; fastconv imports chains of "
                               "layers (one tensor in, one out)")
