@@ -405,7 +405,8 @@ def test_reshapes_that_are_not_a_flatten_are_refused():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])
     graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"], name="unflatten")], "g", [x],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 2])], initializer=[shape])
-    with pytest.raises(ValueError, match=r"node .unflatten. \(Reshape\): Reshape of a \(N, 6\) tensor to \[-1, 3, 2\] is not a flatten"):
+    want = r"node .unflatten. \(Reshape\): Reshape of a \(N, 6\) tensor to \[-1, 3, 2\] is not a flatten"
+    with pytest.raises(ValueError, match=want):
         fo.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 

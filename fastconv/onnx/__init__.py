@@ -5,7 +5,8 @@ Needs the ``onnx`` package (``pip install fastconv[onnx]``); ``import fastconv``
 it. ``python -m fastconv.onnx export|check|run`` is the command-line front end.
 
 Adding a layer is one exporter (``@exporter("ClassName")`` in :mod:`fastconv.onnx.exporters`) and
-one importer (``@importer("OpType")`` in :mod:`fastconv.onnx.importers`); both registries are
+one importer (``@importer("OpType")`` in :mod:`fastconv.onnx.importers`; constant ops are folded
+by :mod:`fastconv.onnx.folding`); both registries are
 keyed by name, and an entry for a class fastconv does not have is inert.
 """
 try:
@@ -15,8 +16,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .export import EXPORT_OPSETS, export, to_onnx
 from .exporters import exportable_layers
-from .importers import importable_ops
-from .load import IMPORT_OPSETS, load, read_model
+from .load import IMPORT_OPSETS, importable_ops, load, read_model
 
 __all__ = ["export", "to_onnx", "load", "read_model", "exportable_layers", "importable_ops",
            "EXPORT_OPSETS", "IMPORT_OPSETS"]

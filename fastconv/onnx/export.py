@@ -146,7 +146,7 @@ def to_onnx(model, input_shape, opset=17, dynamic_batch=True):
     shape = _check_arguments(model, input_shape, opset)
     if any(m.training for m in model.modules()):
         warnings.warn(f"{type(model).__name__} is in training mode; it is exported as in eval mode "
-                      "(BatchNorm uses its running statistics, Dropout is the identity)", stacklevel=3)
+                      "(BatchNorm uses its running statistics, Dropout is the identity)", stacklevel=2)
     dtype = _model_dtype(model)
     g = GraphBuilder(model.state_dict(), dtype, opset)
     out = export_layer(g, model, "", "input", shape)

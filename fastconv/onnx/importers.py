@@ -1,16 +1,12 @@
-"""One importer per ONNX op: how a node becomes a fastconv layer, or a folded constant.
+"""One importer per ONNX op: how a node becomes a fastconv layer.
 
-Two kinds, both registered by op type:
-
-* ``@importer("Conv", needs=("Conv2d",))``: a layer op. ``fn(ctx, node, x) -> Spec | None``
-  reads the node's one runtime input ``x`` (a :class:`Tensor`, the previous layer's output) and
-  its constant inputs (``ctx.const``), and returns the :class:`Spec` of the layer to build, or
-  None when the node is the identity (Identity, inference-mode Dropout with ratio 0, ...).
-  ``needs`` names the fastconv classes it builds; while one is missing the op is unsupported.
-* ``@folder("Gather")``: a constant op, ``fn(ctx, node, inputs) -> ndarray``, evaluated at import
-  time on constants and shape vectors. :func:`shape_vector` turns a tensor's shape into a vector
-  whose batch entry is the symbol :data:`BATCH`, so the ``Shape -> Gather -> Unsqueeze -> Concat
-  -> Reshape`` chains exporters write for a flatten fold to a target shape ``[N, -1]``.
+``@importer("Conv", needs=("Conv2d",))`` registers ``fn(ctx, node, x) -> Spec | None``: it reads
+the node's one run-time input ``x`` (a :class:`Tensor`, the previous layer's output) and its
+constant inputs (``ctx.const``), and returns the :class:`Spec` of the layer to build, or None when
+the node is the identity (Identity, Dropout with ratio 0, ...). A Spec of a class fastconv does not
+have is Unsupported, so importers of layers still to come are inert until the layer exists;
+``needs`` only lists the classes for :func:`fastconv.onnx.importable_ops`. Constant ops (shape
+arithmetic) are folded instead: see :mod:`fastconv.onnx.folding`.
 
 Importers raise :class:`Unsupported` naming the attribute or input they cannot honour; every
 attribute a node carries must be one the importer knows (:func:`attributes`), so nothing is
@@ -21,17 +17,15 @@ import inspect
 import math
 
 import numpy as np
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import fastconv
 
 from .._shapes import conv_padding
 
-__all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Unsupported", "importer", "folder", "attributes",
-           "shape_vector", "importable_ops", "IMPORTERS", "FOLDERS"]
+__all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Unsupported", "importer", "attributes", "IMPORTERS"]
 
 IMPORTERS = {}  # op type -> (fn, names of the fastconv classes it builds)
-FOLDERS = {}    # op type -> fn
 
 
 class Unsupported(Exception):
@@ -95,22 +89,6 @@ def importer(op, needs=()):
     return register
 
 
-def folder(*ops):
-    """Register the decorated function as the constant folder of the ONNX ``ops``."""
-    def register(fn):
-        for op in ops:
-            FOLDERS[op] = fn
-        return fn
-    return register
-
-
-def importable_ops():
-    """The ONNX op types :func:`fastconv.onnx.load` reads with the layers fastconv has, sorted."""
-    layers = [op for op, (_, needs) in IMPORTERS.items()
-              if not needs or any(isinstance(getattr(fastconv, n, None), type) for n in needs)]
-    return sorted(set(layers) | set(FOLDERS))
-
-
 def attributes(node, **defaults):
     """The node's attributes as ``{name: value}`` with ``defaults`` filled in (strings decoded).
 
@@ -125,15 +103,6 @@ def attributes(node, **defaults):
     if unknown:
         raise Unsupported(f"attribute{'s' * (len(unknown) > 1)} {', '.join(unknown)} not supported")
     return {**defaults, **values}
-
-
-def shape_vector(t):
-    """The shape of Tensor ``t`` as a 1-D object array: :data:`BATCH` first, then the dims
-    (a :class:`Symbol` for an unknown one)."""
-    if t.shape is None:
-        raise Unsupported(f"the rank of {t.name!r} is unknown")
-    dims = [BATCH] + [Symbol(f"{t.name}[{i}]") if d is None else int(d) for i, d in enumerate(t.shape[1:], 1)]
-    return np.array(dims, dtype=object)
 
 
 def _layer_class(name):
@@ -574,7 +543,9 @@ def _reshape(ctx, node, x):
                           "(fastconv reshapes (N, ...) by merging adjacent axes only)")
     start, end = span
     last = len(dims) - 1
-    return Spec("Flatten", {} if (start, end) == (1, last) else dict(start_dim=start, end_dim=-1 if end == last else end))
+    if (start, end) == (1, last):
+        return Spec("Flatten", {})
+    return Spec("Flatten", dict(start_dim=start, end_dim=-1 if end == last else end))
 
 
 _PAD_LAYERS = {"reflect": "ReflectionPad2d", "edge": "ReplicationPad2d", "wrap": "CircularPad2d"}
@@ -605,125 +576,3 @@ def _pad(ctx, node, x):
     value = ctx.const(node, 2, "constant_value", optional=True)
     value = 0.0 if value is None else float(value)
     return Spec("ConstantPad2d", dict(kwargs, value=value)) if value else Spec("ZeroPad2d", kwargs)
-
-
-# --- constant folding --------------------------------------------------------------------------
-
-def _normalise(a):
-    """An object array without symbols becomes int64 (so NumPy's own dtypes carry on)."""
-    a = np.asarray(a)
-    if a.dtype == object and not any(isinstance(v, Symbol) for v in a.reshape(-1)):
-        return a.astype(np.int64)
-    return a
-
-
-def _axes(node, inputs, index, ctx):
-    """Axes from the attribute (before opset 13) or from input ``index`` (from 13)."""
-    if ctx.opset < 13:
-        return attributes(node, axes=None)["axes"]
-    attributes(node)
-    return None if len(inputs) <= index or inputs[index] is None else [int(v) for v in inputs[index]]
-
-
-@folder("Constant")
-def _constant(ctx, node, inputs):
-    a = attributes(node, value=None, value_float=None, value_floats=None, value_int=None, value_ints=None)
-    if a["value"] is not None:
-        return numpy_helper.to_array(a["value"])
-    for name, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64),
-                        ("value_ints", np.int64)):
-        if a[name] is not None:
-            return np.array(a[name], dtype=dtype)
-    raise Unsupported("a Constant without value")
-
-
-@folder("ConstantOfShape")
-def _constant_of_shape(ctx, node, inputs):
-    a = attributes(node, value=None)
-    fill = np.zeros(1, np.float32) if a["value"] is None else numpy_helper.to_array(a["value"]).reshape(-1)
-    return np.full([int(v) for v in inputs[0]], fill[0], dtype=fill.dtype)
-
-
-@folder("Shape")
-def _shape(ctx, node, inputs):
-    a = attributes(node, start=0, end=None)
-    vec = shape_vector(inputs[0])
-    return _normalise(vec[a["start"]:a["end"]])
-
-
-@folder("Identity")
-def _fold_identity(ctx, node, inputs):
-    attributes(node)
-    return inputs[0]
-
-
-@folder("Cast")
-def _fold_cast(ctx, node, inputs):
-    a = attributes(node, to=None, saturate=1)
-    dtype = helper.tensor_dtype_to_np_dtype(a["to"])
-    x = inputs[0]
-    if x.dtype == object:  # a shape vector with symbols stays symbolic through an integer cast
-        if dtype.kind not in "iu":
-            raise Unsupported(f"cast of a run-time shape to {dtype}")
-        return x
-    return x.astype(dtype)
-
-
-@folder("Gather")
-def _gather(ctx, node, inputs):
-    a = attributes(node, axis=0)
-    return _normalise(np.take(inputs[0], inputs[1].astype(np.int64), axis=a["axis"]))
-
-
-@folder("Unsqueeze")
-def _unsqueeze(ctx, node, inputs):
-    x, axes = inputs[0], _axes(node, inputs, 1, ctx)
-    rank = x.ndim + len(axes)
-    for axis in sorted(ax % rank for ax in axes):
-        x = np.expand_dims(x, axis)
-    return x
-
-
-@folder("Squeeze")
-def _squeeze(ctx, node, inputs):
-    x, axes = inputs[0], _axes(node, inputs, 1, ctx)
-    return np.squeeze(x, axis=None if axes is None else tuple(ax % x.ndim for ax in axes))
-
-
-@folder("Concat")
-def _concat(ctx, node, inputs):
-    a = attributes(node, axis=None)
-    return _normalise(np.concatenate([np.asarray(v, dtype=object) for v in inputs], axis=a["axis"]))
-
-
-@folder("Slice")
-def _slice(ctx, node, inputs):
-    attributes(node)
-    x, starts, ends = inputs[0], inputs[1], inputs[2]
-    axes = range(len(starts)) if len(inputs) < 4 or inputs[3] is None else inputs[3]
-    steps = [1] * len(starts) if len(inputs) < 5 or inputs[4] is None else inputs[4]
-    index = [slice(None)] * x.ndim
-    for s, e, ax, st in zip(starts, ends, axes, steps):
-        index[int(ax) % x.ndim] = slice(int(s), int(e), int(st))
-    return x[tuple(index)]
-
-
-@folder("Transpose")
-def _transpose(ctx, node, inputs):
-    a = attributes(node, perm=None)
-    return np.transpose(inputs[0], a["perm"])
-
-
-@folder("Add", "Sub", "Mul", "Div")
-def _arithmetic(ctx, node, inputs):
-    attributes(node)
-    a, b = (np.asarray(v) for v in inputs)
-    if node.op_type == "Div" and a.dtype.kind in "iuO" and b.dtype.kind in "iuO":
-        return _normalise(a // b)  # the shapes folded here are non-negative: floor is truncation
-    return _normalise({"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[node.op_type](a, b))
-
-
-@folder("Reshape")
-def _fold_reshape(ctx, node, inputs):
-    attributes(node, allowzero=0)
-    return np.reshape(inputs[0], [int(v) for v in inputs[1]])

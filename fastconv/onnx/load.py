@@ -2,7 +2,7 @@
 
 :func:`read_model` reads and validates the file (truncated, not ONNX, unsupported opset: a
 ValueError saying which). :func:`load` then reads the graph once, node by node, without building
-anything: constants and shape arithmetic are folded (:data:`~fastconv.onnx.importers.FOLDERS`),
+anything: constants and shape arithmetic are folded (:data:`~fastconv.onnx.folding.FOLDERS`),
 each other node becomes the :class:`~fastconv.onnx.importers.Spec` of a layer
 (:data:`~fastconv.onnx.importers.IMPORTERS`), and every node fastconv cannot run is noted. Only
 when no problem was found are the layers built.
@@ -14,9 +14,12 @@ import onnx
 from onnx import external_data_helper, numpy_helper, shape_inference
 
 from ..model import Sequential
-from .importers import BATCH, FOLDERS, IMPORTERS, Tensor, Unsupported
+import fastconv
 
-__all__ = ["IMPORT_OPSETS", "read_model", "load"]
+from .folding import FOLDERS
+from .importers import BATCH, IMPORTERS, Tensor, Unsupported
+
+__all__ = ["IMPORT_OPSETS", "read_model", "load", "importable_ops"]
 
 #: Default-domain opsets :func:`load` reads (up to 28, or the newest the installed onnx knows).
 IMPORT_OPSETS = range(11, min(28, onnx.defs.onnx_opset_version()) + 1)
@@ -121,6 +124,14 @@ def read_model(source):
     except onnx.checker.ValidationError as exc:
         raise ValueError(f"{where} is not a valid ONNX model: {exc}") from exc
     return model
+
+
+def importable_ops():
+    """The ONNX op types :func:`load` reads with the layers fastconv has, sorted (the arithmetic
+    ops among them are folded on constants; Add is also a MatMul's bias)."""
+    layers = [op for op, (_, needs) in IMPORTERS.items()
+              if not needs or any(isinstance(getattr(fastconv, n, None), type) for n in needs)]
+    return sorted(set(layers) | set(FOLDERS))
 
 
 _FAILED = object()  # a folded value whose fold failed (the failure is reported once, where it was)
