@@ -74,6 +74,8 @@ class Spec:
         self.cls, self.kwargs, self.state, self.pending = cls, dict(kwargs), dict(state or {}), pending
 
     def build(self):
+        if self.pending:
+            raise ValueError(f"{self.cls} {self.kwargs} was never completed by the node after it")
         layer = getattr(fastconv, self.cls)(**self.kwargs)
         if self.state:
             layer.load_state_dict(self.state)

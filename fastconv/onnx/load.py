@@ -278,7 +278,7 @@ class _Graph:
         runtime = [v for v in inputs if isinstance(v, Tensor)]
         op, head = node.op_type, self.head
         if node.domain not in ("", "ai.onnx"):
-            self._fail(node, runtime)
+            self._fail(node, bool(runtime))
             raise Unsupported(f"op {node.domain}.{op} is not an ONNX standard operator")
         if op in FOLDERS and (not runtime or op == "Shape"):
             self._fail(node, False)
