@@ -554,7 +554,7 @@ _PAD_LAYERS = {"reflect": "ReflectionPad2d", "edge": "ReplicationPad2d", "wrap":
 _CONV_PADDING_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
 
-@importer("Pad", needs=("ZeroPad2d", "ConstantPad2d", *_PAD_LAYERS.values(), "Conv2d"))
+@importer("Pad", needs=("ZeroPad2d", "ConstantPad2d", *_PAD_LAYERS.values()))
 def _pad(ctx, node, x):
     """A padding layer; or, when a Conv reads it, that Conv's ``padding_mode`` (PyTorch exports a
     reflect / replicate / circular Conv2d as Pad + Conv)."""
