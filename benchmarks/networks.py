@@ -3,7 +3,9 @@
 * ``lenet_train_b64``: one training step (forward, cross-entropy, backward, SGD momentum 0.9) of the
   common MNIST CNN: conv 32 3x3 pad 1, ReLU, maxpool 2, conv 64 3x3 pad 1, ReLU, maxpool 2,
   flatten, linear 3136->128, ReLU, dropout 0.5, linear 10; batch 64.
-* ``lenet_infer_b256``: the same network in eval mode, forward only, batch :data:`INFER_BATCH`.
+* ``lenet_infer_b256``, ``lenet_infer_b1``: the same network in eval mode, forward only, batch
+  :data:`INFER_BATCH` and one image; ONNX Runtime (CPU provider, the benchmark's thread count, no
+  spinning) runs these rows too, on the fastconv model exported with :func:`fastconv.onnx.to_onnx`.
 * ``tutorial_train_b1``: the tutorial network (conv 8 3x3 no padding, maxpool 2, flatten,
   linear 1352->10, softmax inside the cross-entropy) trained one image at a time with plain SGD.
 
@@ -13,15 +15,16 @@ from collections import namedtuple
 
 import numpy as np
 
-from .cases import torch
+from .cases import bench_threads, torch
 
 INFER_BATCH = 256
 E2E = {
     "lenet_train_b64": ("lenet", "train", 64),
     "lenet_infer_b256": ("lenet", "infer", INFER_BATCH),
+    "lenet_infer_b1": ("lenet", "infer", 1),
     "tutorial_train_b1": ("tutorial", "train", 1),
 }
-E2E_IMPLS = ("fastconv", "torch")
+E2E_IMPLS = ("fastconv", "torch", "onnxruntime")
 
 E2ECase = namedtuple("E2ECase", "fn images")
 E2ECase.__doc__ = "One timed call ``fn()`` that processes ``images`` images."
@@ -42,6 +45,12 @@ def e2e_status(impl):
     """``(available, reason)`` for ``impl`` in :data:`E2E_IMPLS`."""
     if impl == "torch":
         return (torch is not None), "PyTorch is not installed"
+    if impl == "onnxruntime":
+        try:
+            import fastconv.onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            return False, f"ONNX Runtime rows need onnx and onnxruntime: {e}"
     try:
         fastconv_api()
     except ImportError as e:
@@ -78,7 +87,7 @@ def _fastconv_case(net, mode, batch):
     if mode == "infer":
         if hasattr(model, "eval"):
             model.eval()
-        return E2ECase(lambda: model.forward(x), batch)
+        return E2ECase(lambda: model.forward(x[:batch]), batch)
     if hasattr(model, "train"):
         model.train()
     loss_fn = losses.CrossEntropyLoss()
@@ -104,7 +113,7 @@ def _torch_case(net, mode, batch):
 
         def infer():
             with torch.no_grad():
-                return model(x)
+                return model(x[:batch])
         return E2ECase(infer, batch)
     model.train()
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -120,7 +129,30 @@ def _torch_case(net, mode, batch):
     return E2ECase(step, batch)
 
 
+def runs(impl, name):
+    """Whether ``impl`` has a case for row ``name`` (ONNX Runtime only infers)."""
+    return impl != "onnxruntime" or E2E[name][1] == "infer"
+
+
+def _onnxruntime_case(net, mode, batch):
+    import onnxruntime as ort
+    from fastconv.onnx import to_onnx
+    fastconv, layers, _, _ = fastconv_api()
+    fastconv.manual_seed(0)
+    model = fastconv.Sequential(*_build(layers, net)).eval()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = bench_threads(), 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle between calls
+    session = ort.InferenceSession(to_onnx(model, (1, 1, 28, 28)).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    x = _data(batch)[0][:batch]
+    return E2ECase(lambda: session.run(None, {"input": x}), batch)
+
+
+_CASES = {"fastconv": _fastconv_case, "torch": _torch_case, "onnxruntime": _onnxruntime_case}
+
+
 def e2e_case(impl, name):
-    """The :class:`E2ECase` of row ``name`` (a key of :data:`E2E`) for ``impl``."""
+    """The :class:`E2ECase` of row ``name`` (a key of :data:`E2E`) for ``impl`` (see :func:`runs`)."""
     net, mode, batch = E2E[name]
-    return (_fastconv_case if impl == "fastconv" else _torch_case)(net, mode, batch)
+    return _CASES[impl](net, mode, batch)

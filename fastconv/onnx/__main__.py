@@ -1,0 +1,151 @@
+"""``python -m fastconv.onnx``: export a saved model, check an ONNX file, run one on MNIST.
+
+    python -m fastconv.onnx export --arch examples/train_mnist.py:lenet --weights lenet.npz lenet.onnx
+    python -m fastconv.onnx check lenet.onnx
+    python -m fastconv.onnx run lenet.onnx [--runtime onnxruntime] [--limit 1000]
+
+``--arch`` names a function that builds the model: ``path/to/file.py:function`` or
+``package.module:function``. ``run`` reads MNIST as ``examples/train_mnist.py`` does (--data-dir,
+else $FASTCONV_DATA, else the cache, downloading what is missing) and normalises the test images
+with the MNIST mean and standard deviation before classifying them.
+"""
+import argparse
+import collections
+import importlib
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import onnx
+
+from ..datasets import load_mnist, normalize
+from . import export, importable_ops, load, read_model
+
+
+def _builder(spec):
+    """The callable named by ``file.py:function`` or ``module:function``."""
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise SystemExit(f"--arch must look like path/to/file.py:function or module:function, got {spec!r}")
+    if where.endswith(".py"):
+        if not os.path.isfile(where):
+            raise SystemExit(f"--arch: no such file {where!r}")
+        loader = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(where))[0], where)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise SystemExit(f"--arch: {where} has no function {name!r}")
+    return fn
+
+
+def _shape(text):
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints such as 1,1,28,28, got {text!r}") from None
+
+
+def cmd_export(args):
+    model = _builder(args.arch)()
+    if args.weights:
+        model.load(args.weights)
+    model.eval()
+    export(model, args.output, args.input_shape, opset=args.opset, dynamic_batch=not args.static_batch)
+    print(f"wrote {args.output}: {type(model).__name__} of {sum(p.size for p in model.parameters()):,} "
+          f"parameters, input {args.input_shape}{'' if args.static_batch else ' (any batch size)'}, "
+          f"opset {args.opset}")
+    return 0
+
+
+def _input_shape(model):
+    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+
+
+def cmd_check(args):
+    model = read_model(args.file)
+    onnx.checker.check_model(model, full_check=True)
+    g = model.graph
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    print(f"{args.file}: valid ONNX (IR {model.ir_version}, opset {opset}, producer "
+          f"{model.producer_name or '?'} {model.producer_version})")
+    init = {t.name for t in g.initializer}
+    for kind, values in (("input", [v for v in g.input if v.name not in init]), ("output", g.output)):
+        for v in values:
+            dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            print(f"  {kind} {v.name}: {onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)} {dims}")
+    ops = collections.Counter(n.op_type for n in g.node)
+    print("  ops: " + ", ".join(f"{op} x{k}" for op, k in sorted(ops.items())))
+    try:
+        fc_model = load(model)
+    except ValueError as exc:
+        print(f"fastconv cannot import it: {exc}")
+        print(f"(fastconv imports: {', '.join(importable_ops())})")
+        return 1
+    print("fastconv imports it as:")
+    print(fc_model.summary(_input_shape(model)))
+    return 0
+
+
+def _ort_predict(path, x, batch_size):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SystemExit("--runtime onnxruntime needs onnxruntime: pip install fastconv[onnxruntime]") from None
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    info = session.get_inputs()[0]
+    dtype = np.float64 if info.type == "tensor(double)" else np.float32
+    return np.concatenate([session.run(None, {info.name: x[i:i + batch_size].astype(dtype)})[0]
+                           for i in range(0, len(x), batch_size)])
+
+
+def cmd_run(args):
+    _, (x_test, y_test) = load_mnist(args.data_dir)
+    if args.limit:
+        x_test, y_test = x_test[:args.limit], y_test[:args.limit]
+    x = normalize(x_test)
+    if args.runtime == "onnxruntime":
+        logits = _ort_predict(args.file, x, args.batch_size)
+    else:
+        logits = load(args.file).predict(x, batch_size=args.batch_size)
+    correct = int((logits.argmax(axis=1) == y_test).sum())
+    print(f"accuracy {correct / len(y_test):.4f} ({correct}/{len(y_test)} MNIST test images, {args.runtime})")
+    return 0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m fastconv.onnx", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="write a fastconv model (built by --arch, weights from --weights) as ONNX")
+    e.add_argument("output", help="the .onnx file to write")
+    e.add_argument("--arch", required=True, help="path/to/file.py:function or module:function building the model")
+    e.add_argument("--weights", help=".npz written by Sequential.save (default: the builder's initial weights)")
+    e.add_argument("--input-shape", type=_shape, default=(1, 1, 28, 28), help="one batch's shape, batch first")
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--static-batch", action="store_true", help="fix the batch size instead of naming it N")
+    c = sub.add_parser("check", help="validate an ONNX file and say whether fastconv can import it")
+    c.add_argument("file")
+    r = sub.add_parser("run", help="classify MNIST test images with an ONNX model; print the accuracy")
+    r.add_argument("file")
+    r.add_argument("--runtime", choices=("fastconv", "onnxruntime"), default="fastconv")
+    r.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $FASTCONV_DATA or the cache)")
+    r.add_argument("--limit", type=int, help="the first N test images only")
+    r.add_argument("--batch-size", type=int, default=256)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return {"export": cmd_export, "check": cmd_check, "run": cmd_run}[args.command](args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""One exporter per layer class: how a fastconv layer becomes ONNX nodes.
+
+An exporter is ``fn(g, layer, key, x, shape) -> y``: it appends nodes to the
+:class:`~fastconv.onnx.export.GraphBuilder` ``g`` for ``layer`` (whose state-dict prefix is
+``key``), reading the value named ``x`` of static shape ``shape`` (batch first), and returns the
+name of its output value; it raises :class:`Unsupported` for a setting ONNX (or this exporter)
+cannot express. ``@exporter("ClassName")`` registers it. The registry is keyed by class name and
+an entry counts only while ``fastconv`` has a layer class of that name, so exporters for layers
+still to come (written against PyTorch's attribute names) are inert until the layer exists.
+Settings a layer does not have yet are read with ``getattr`` and PyTorch's default.
+"""
+import numpy as np
+
+import fastconv
+
+from .._shapes import conv_padding, pair
+
+__all__ = ["Unsupported", "exporter", "export_layer", "exportable_layers"]
+
+_EXPORTERS = {}
+
+
+class Unsupported(Exception):
+    """A layer or setting that cannot be written as ONNX; the message says which and why."""
+
+
+def exporter(*names):
+    """Register the decorated function as the exporter of the layer classes ``names``."""
+    def register(fn):
+        for name in names:
+            _EXPORTERS[name] = fn
+        return fn
+    return register
+
+
+def _find(layer):
+    for cls in type(layer).__mro__:
+        fn = _EXPORTERS.get(cls.__name__)
+        if fn is not None and getattr(fastconv, cls.__name__, None) is cls:
+            return fn
+    return None
+
+
+def exportable_layers():
+    """The names of the fastconv layer classes :func:`fastconv.onnx.export` can write, sorted."""
+    return sorted(name for name in _EXPORTERS if isinstance(getattr(fastconv, name, None), type))
+
+
+def export_layer(g, layer, key, x, shape):
+    """Export ``layer`` (containers recurse through here); returns its output value's name.
+
+    A layer that cannot be exported is described in ``g.problems`` (its key, what it is, why)
+    and a placeholder name is returned, so that every problem in the model is found in one pass.
+    """
+    fn = _find(layer)
+    try:
+        if fn is None:
+            raise Unsupported(f"no ONNX exporter for {type(layer).__name__}")
+        return fn(g, layer, key, x, tuple(shape))
+    except Unsupported as exc:
+        where = f"layer {key} ({layer._label()})" if key else type(layer).__name__
+        g.problems.append(f"{where}: {exc}")
+        return f"{key}/unsupported"
+
+
+def _key(prefix, name):
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _ints(values):
+    return [int(v) for v in values]
+
+
+# --- containers --------------------------------------------------------------------------------
+
+@exporter("Sequential")
+def _sequential(g, model, key, x, shape):
+    for name, layer in model.named_children():
+        x = export_layer(g, layer, _key(key, name), x, shape)
+        shape = layer.output_shape(shape)
+    return x
+
+
+# --- layers with weights -----------------------------------------------------------------------
+
+_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _pad(g, key, x, pads_hw, mode, value=0.0):
+    """A Pad node over H and W; ``pads_hw`` is (top, bottom, left, right)."""
+    top, bottom, left, right = pads_hw
+    if mode == "wrap" and g.opset < 19:
+        raise Unsupported(f"circular padding needs opset >= 19 (ONNX Pad mode 'wrap'), got {g.opset}")
+    pads = g.constant(f"{key}.pads", np.array([0, 0, top, left, 0, 0, bottom, right], dtype=np.int64))
+    inputs = [x, pads] + ([g.scalar(f"{key}.value", value)] if mode == "constant" else [])
+    return g.node("Pad", inputs, key, mode=mode)
+
+
+@exporter("Conv2d")
+def _conv2d(g, layer, key, x, shape):
+    dilation = pair(getattr(layer, "dilation", 1), "dilation")
+    groups = int(getattr(layer, "groups", 1))
+    reach = tuple(d * (k - 1) + 1 for d, k in zip(dilation, layer.kernel_size))
+    top, bottom, left, right = conv_padding(layer.padding, reach, layer.stride)
+    mode = getattr(layer, "padding_mode", "zeros")
+    if mode != "zeros":
+        if mode not in _PAD_MODES:
+            raise Unsupported(f"padding_mode {mode!r}")
+        x = _pad(g, key, x, (top, bottom, left, right), _PAD_MODES[mode])
+        top = bottom = left = right = 0
+    inputs = [x, g.weight(_key(key, "weight"))]
+    if layer.bias is not None:
+        inputs.append(g.weight(_key(key, "bias")))
+    return g.node("Conv", inputs, key, kernel_shape=_ints(layer.kernel_size), strides=_ints(layer.stride),
+                  pads=[top, left, bottom, right], dilations=_ints(dilation), group=groups)
+
+
+@exporter("ConvTranspose2d")
+def _conv_transpose2d(g, layer, key, x, shape):
+    if getattr(layer, "padding_mode", "zeros") != "zeros":
+        raise Unsupported(f"padding_mode {layer.padding_mode!r}")
+    ph, pw = pair(layer.padding, "padding")
+    inputs = [x, g.weight(_key(key, "weight"))]
+    if layer.bias is not None:
+        inputs.append(g.weight(_key(key, "bias")))
+    return g.node("ConvTranspose", inputs, key, kernel_shape=_ints(pair(layer.kernel_size, "kernel_size")),
+                  strides=_ints(pair(layer.stride, "stride")), pads=[ph, pw, ph, pw],
+                  output_padding=_ints(pair(layer.output_padding, "output_padding")),
+                  dilations=_ints(pair(layer.dilation, "dilation")), group=int(layer.groups))
+
+
+@exporter("Linear")
+def _linear(g, layer, key, x, shape):
+    inputs = [x, g.weight(_key(key, "weight"))]
+    if layer.bias is not None:
+        inputs.append(g.weight(_key(key, "bias")))
+    return g.node("Gemm", inputs, key, transB=1)
+
+
+@exporter("BatchNorm1d", "BatchNorm2d")
+def _batch_norm(g, layer, key, x, shape):
+    names = [g.weight(_key(key, n)) for n in ("weight", "bias", "running_mean", "running_var")]
+    return g.node("BatchNormalization", [x] + names, key, epsilon=layer.eps, momentum=1.0 - layer.momentum)
+
+
+@exporter("PReLU")
+def _prelu(g, layer, key, x, shape):
+    slope = g.state[_key(key, "weight")]
+    if slope.size > 1:  # one slope per channel: broadcast along axis 1 of (N, C, ...)
+        slope = slope.reshape((slope.size,) + (1,) * (len(shape) - 2))
+    return g.node("PRelu", [x, g.weight(_key(key, "weight"), slope)], key)
+
+
+# --- pooling -----------------------------------------------------------------------------------
+
+def _pool_attrs(layer):
+    ph, pw = pair(getattr(layer, "padding", 0), "padding")
+    return dict(kernel_shape=_ints(pair(layer.kernel_size, "kernel_size")),
+                strides=_ints(pair(layer.kernel_size if layer.stride is None else layer.stride, "stride")),
+                pads=[ph, pw, ph, pw], ceil_mode=int(bool(getattr(layer, "ceil_mode", False))))
+
+
+@exporter("MaxPool2d")
+def _max_pool2d(g, layer, key, x, shape):
+    if getattr(layer, "return_indices", False):
+        raise Unsupported("return_indices=True (the indices are a second output)")
+    return g.node("MaxPool", [x], key, dilations=_ints(pair(getattr(layer, "dilation", 1), "dilation")),
+                  **_pool_attrs(layer))
+
+
+@exporter("AvgPool2d")
+def _avg_pool2d(g, layer, key, x, shape):
+    if getattr(layer, "divisor_override", None) is not None:
+        raise Unsupported("divisor_override (ONNX AveragePool divides by the window or its valid part)")
+    return g.node("AveragePool", [x], key, count_include_pad=int(bool(getattr(layer, "count_include_pad", True))),
+                  **_pool_attrs(layer))
+
+
+def _global_pool(op):
+    def export_pool(g, layer, key, x, shape):
+        if getattr(layer, "return_indices", False):
+            raise Unsupported("return_indices=True")
+        if pair(layer.output_size, "output_size") != (1, 1):
+            raise Unsupported(f"output_size {layer.output_size!r}: only 1 (global pooling) is exported")
+        return g.node(op, [x], key)
+    return export_pool
+
+
+exporter("AdaptiveAvgPool2d")(_global_pool("GlobalAveragePool"))
+exporter("AdaptiveMaxPool2d")(_global_pool("GlobalMaxPool"))
+
+
+# --- elementwise -------------------------------------------------------------------------------
+
+def _elementwise(op, **attrs):
+    """An exporter writing one ``op`` node; ``attrs`` maps ONNX attribute -> layer attribute."""
+    def export_elementwise(g, layer, key, x, shape):
+        return g.node(op, [x], key, **{a: float(getattr(layer, name)) for a, name in attrs.items()})
+    return export_elementwise
+
+
+exporter("ReLU")(_elementwise("Relu"))
+exporter("Sigmoid")(_elementwise("Sigmoid"))
+exporter("Tanh")(_elementwise("Tanh"))
+exporter("LeakyReLU")(_elementwise("LeakyRelu", alpha="negative_slope"))
+exporter("ELU")(_elementwise("Elu", alpha="alpha"))
+exporter("SELU")(_elementwise("Selu"))
+
+
+@exporter("GELU")
+def _gelu(g, layer, key, x, shape):
+    if g.opset < 20:
+        raise Unsupported(f"GELU needs opset >= 20 (ONNX Gelu), got {g.opset}")
+    return g.node("Gelu", [x], key, approximate=getattr(layer, "approximate", "none"))
+
+
+@exporter("SiLU")
+def _silu(g, layer, key, x, shape):
+    """ONNX Swish from opset 24 (which :func:`fastconv.onnx.load` reads back), x * Sigmoid(x) before."""
+    if g.opset >= 24:
+        return g.node("Swish", [x], key)
+    return g.node("Mul", [x, g.node("Sigmoid", [x], key)], key)
+
+
+@exporter("Hardtanh")
+def _hardtanh(g, layer, key, x, shape):
+    bounds = [g.scalar(f"{key}.min_val", layer.min_val), g.scalar(f"{key}.max_val", layer.max_val)]
+    return g.node("Clip", [x] + bounds, key)
+
+
+def _softmax(op):
+    def export_softmax(g, layer, key, x, shape):
+        if layer.dim is None:
+            raise Unsupported("dim=None (PyTorch's implicit dim is deprecated): give dim")
+        return g.node(op, [x], key, axis=int(layer.dim))
+    return export_softmax
+
+
+exporter("Softmax")(_softmax("Softmax"))
+exporter("LogSoftmax")(_softmax("LogSoftmax"))
+
+
+@exporter("Identity")
+def _identity(g, layer, key, x, shape):
+    return x
+
+
+@exporter("Dropout")
+def _dropout(g, layer, key, x, shape):
+    """ONNX Dropout without ``training_mode``: the identity, keeping ``p`` for an importer."""
+    return g.node("Dropout", [x, g.scalar(f"{key}.ratio", layer.p)], key)
+
+
+# --- reshaping and padding ---------------------------------------------------------------------
+
+@exporter("Flatten")
+def _flatten(g, layer, key, x, shape):
+    nd = len(shape)
+    start, end = layer.start_dim % nd, layer.end_dim % nd
+    if (start, end) == (1, nd - 1):
+        return g.node("Flatten", [x], key, axis=1)
+    # 0 copies a leading (batch) dim, -1 is the merged one, trailing dims are static
+    target = [0] * start + [-1] + list(shape[end + 1:])
+    return g.node("Reshape", [x, g.constant(f"{key}.shape", np.array(target, dtype=np.int64))], key)
+
+
+def _padding_layer(mode):
+    def export_padding(g, layer, key, x, shape):
+        left, right, top, bottom = (tuple(layer.padding) if isinstance(layer.padding, (tuple, list))
+                                    else (layer.padding,) * 4)
+        return _pad(g, key, x, (top, bottom, left, right), mode, getattr(layer, "value", 0.0))
+    return export_padding
+
+
+exporter("ZeroPad2d", "ConstantPad2d")(_padding_layer("constant"))
+exporter("ReflectionPad2d")(_padding_layer("reflect"))
+exporter("ReplicationPad2d")(_padding_layer("edge"))
+exporter("CircularPad2d")(_padding_layer("wrap"))

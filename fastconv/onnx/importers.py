@@ -1,0 +1,580 @@
+"""One importer per ONNX op: how a node becomes a fastconv layer.
+
+``@importer("Conv", needs=("Conv2d",))`` registers ``fn(ctx, node, x) -> Spec | None``: it reads
+the node's one run-time input ``x`` (a :class:`Tensor`, the previous layer's output) and its
+constant inputs (``ctx.const``), and returns the :class:`Spec` of the layer to build, or None when
+the node is the identity (Identity, Dropout with ratio 0, ...). A Spec of a class fastconv does not
+have is Unsupported, so importers of layers still to come are inert until the layer exists;
+``needs`` only lists the classes for :func:`fastconv.onnx.importable_ops`. Constant ops (shape
+arithmetic) are folded instead: see :mod:`fastconv.onnx.folding`.
+
+Importers raise :class:`Unsupported` naming the attribute or input they cannot honour; every
+attribute a node carries must be one the importer knows (:func:`attributes`), so nothing is
+silently ignored. No layer is built here: a :class:`Spec` is built only once the whole graph has
+been read without a problem.
+"""
+import inspect
+import math
+
+import numpy as np
+from onnx import helper
+
+import fastconv
+
+from .._shapes import conv_padding
+
+__all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Unsupported", "importer", "attributes", "IMPORTERS"]
+
+IMPORTERS = {}  # op type -> (fn, names of the fastconv classes it builds)
+
+
+class Unsupported(Exception):
+    """A node fastconv cannot run; the message names the op, attribute or input and why."""
+
+
+class Symbol:
+    """A dimension known only at run time: the batch size (:data:`BATCH`) or an unknown dim.
+
+    Arithmetic on it raises TypeError, so a fold that would need its value fails loudly.
+    """
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+BATCH = Symbol("N")
+
+
+class Tensor:
+    """A value computed at run time: ``name`` and ``shape`` (dim 0 is :data:`BATCH`, other dims
+    ints or None when unknown; ``shape`` is None when even the rank is unknown)."""
+
+    __slots__ = ("name", "shape")
+
+    def __init__(self, name, shape):
+        self.name, self.shape = name, shape
+
+    @property
+    def rank(self):
+        return None if self.shape is None else len(self.shape)
+
+
+class Spec:
+    """A fastconv layer to build: ``getattr(fastconv, cls)(**kwargs)``, then ``state`` loaded.
+
+    Unsupported when fastconv has no layer class ``cls``. A ``pending`` spec is part of a layer
+    that the next node completes (a Pad that is a Conv's ``padding_mode``).
+    """
+
+    def __init__(self, cls, kwargs, state=None, pending=False):
+        _layer_class(cls)
+        self.cls, self.kwargs, self.state, self.pending = cls, dict(kwargs), dict(state or {}), pending
+
+    def build(self):
+        if self.pending:
+            raise ValueError(f"{self.cls} {self.kwargs} was never completed by the node after it")
+        layer = getattr(fastconv, self.cls)(**self.kwargs)
+        if self.state:
+            layer.load_state_dict(self.state)
+        return layer
+
+
+def importer(op, needs=()):
+    """Register the decorated function as the layer importer of ONNX ``op``; ``needs`` names the
+    fastconv classes it may build (it is listed by :func:`importable_ops` while one exists)."""
+    def register(fn):
+        IMPORTERS[op] = (fn, tuple(needs))
+        return fn
+    return register
+
+
+def attributes(node, **defaults):
+    """The node's attributes as ``{name: value}`` with ``defaults`` filled in (strings decoded).
+
+    Raises Unsupported for an attribute not in ``defaults``: every attribute is either honoured
+    or reported.
+    """
+    values = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        values[a.name] = v.decode() if isinstance(v, bytes) else v
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise Unsupported(f"attribute{'s' * (len(unknown) > 1)} {', '.join(unknown)} not supported")
+    return {**defaults, **values}
+
+
+def _layer_class(name):
+    cls = getattr(fastconv, name, None)
+    if not isinstance(cls, type):
+        raise Unsupported(f"fastconv has no {name} layer")
+    return cls
+
+
+def _accepts(cls_name, param):
+    return param in inspect.signature(_layer_class(cls_name)).parameters
+
+
+def _require(issues, cls_name, param, value, default):
+    """Pass ``param=value`` to the layer when it differs from ``default`` and the class takes it;
+    otherwise note the issue. Returns ``{param: value}`` or ``{}``."""
+    if value == default:
+        return {}
+    if not _accepts(cls_name, param):
+        issues.append(f"{param}={value!r} (fastconv.{cls_name} has no {param!r} argument)")
+        return {}
+    return {param: value}
+
+
+def _done(issues):
+    if issues:
+        raise Unsupported("; ".join(issues))
+
+
+def _pair(values, name, node_attr):
+    values = tuple(int(v) for v in values)
+    if len(values) != 2:
+        raise Unsupported(f"{node_attr}={list(values)}: only 2-D {name} is supported")
+    return values
+
+
+def _square(hw):
+    """``k`` for ``(k, k)``, as a PyTorch user writes a square pooling window."""
+    return hw[0] if hw[0] == hw[1] else hw
+
+
+def _rng():
+    """A private generator for layers whose random initial weights are overwritten at once, so
+    loading a model leaves the default generator (``fastconv.manual_seed``) untouched."""
+    return np.random.default_rng(0)
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _decimal(v):
+    """The shortest decimal that a float32 attribute rounds from: 1e-05, not 9.99999974e-06."""
+    return float(str(np.float32(v)))
+
+
+# --- layers with weights -----------------------------------------------------------------------
+
+def _same_or_pads(auto_pad, pads, reach, stride, issues):
+    """Conv2d's ``padding`` for ONNX ``auto_pad`` and ``pads`` (top, left, bottom, right)."""
+    if auto_pad == "VALID":
+        return 0
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        even = any(r % 2 == 0 for r in reach)
+        if stride != (1, 1) or (auto_pad == "SAME_LOWER" and even):
+            issues.append(f"auto_pad={auto_pad} with stride {stride} and kernel reach {reach}")
+        return "same"
+    if auto_pad != "NOTSET":
+        issues.append(f"auto_pad={auto_pad!r}")
+        return 0
+    top, left, bottom, right = pads
+    if (top, left) == (bottom, right):
+        return (top, left)
+    if stride == (1, 1) and conv_padding("same", reach, stride) == (top, bottom, left, right):
+        return "same"  # PyTorch's "same" for even kernels: the extra row and column at the end
+    issues.append(f"asymmetric pads {list(pads)} (fastconv pads top=bottom, left=right, or 'same')")
+    return 0
+
+
+@importer("Conv", needs=("Conv2d",))
+def _conv(ctx, node, x):
+    a = attributes(node, auto_pad="NOTSET", dilations=(1, 1), group=1, kernel_shape=None,
+                   pads=(0, 0, 0, 0), strides=(1, 1))
+    w = ctx.const(node, 1, "weight")
+    if w.ndim != 4:
+        raise Unsupported(f"weight of shape {w.shape}: only 2-D convolution (a 4-D weight) is supported")
+    issues = []
+    if a["kernel_shape"] is not None and tuple(a["kernel_shape"]) != w.shape[2:]:
+        issues.append(f"kernel_shape {list(a['kernel_shape'])} differs from the weight's {w.shape[2:]}")
+    stride = _pair(a["strides"], "convolution", "strides")
+    dilation = _pair(a["dilations"], "convolution", "dilations")
+    reach = tuple(d * (k - 1) + 1 for d, k in zip(dilation, w.shape[2:]))
+    padding = _same_or_pads(a["auto_pad"], tuple(a["pads"]), reach, stride, issues)
+    group = int(a["group"])
+    kwargs = dict(in_channels=w.shape[1] * group, out_channels=w.shape[0], kernel_size=w.shape[2:],
+                  stride=stride, padding=padding, rng=_rng())
+    kwargs.update(_require(issues, "Conv2d", "dilation", dilation, (1, 1)))
+    kwargs.update(_require(issues, "Conv2d", "groups", group, 1))
+    state = {"weight": _f32(w)}
+    b = ctx.const(node, 2, "bias", optional=True)
+    if b is not None:
+        state["bias"] = _f32(b).reshape(-1)
+    kwargs["bias"] = b is not None
+    pad = ctx.producer(x)
+    if pad is not None and pad.pending:  # Pad + Conv: one Conv2d with that padding_mode
+        if padding not in (0, (0, 0)):
+            issues.append(f"pads {list(a['pads'])} after a {pad.kwargs['padding_mode']} Pad")
+        _done(issues)
+        pad.kwargs, pad.state, pad.pending = {**kwargs, **pad.kwargs}, state, False
+        return pad
+    _done(issues)
+    return Spec("Conv2d", kwargs, state)
+
+
+@importer("ConvTranspose", needs=("ConvTranspose2d",))
+def _conv_transpose(ctx, node, x):
+    a = attributes(node, auto_pad="NOTSET", dilations=(1, 1), group=1, kernel_shape=None,
+                   output_padding=(0, 0), output_shape=None, pads=(0, 0, 0, 0), strides=(1, 1))
+    w = ctx.const(node, 1, "weight")
+    if w.ndim != 4:
+        raise Unsupported(f"weight of shape {w.shape}: only 2-D transposed convolution is supported")
+    issues = []
+    if a["auto_pad"] != "NOTSET" or a["output_shape"] is not None:
+        issues.append("auto_pad / output_shape (give pads and output_padding)")
+    top, left, bottom, right = a["pads"]
+    if (top, left) != (bottom, right):
+        issues.append(f"asymmetric pads {list(a['pads'])}")
+    group = int(a["group"])
+    kwargs = dict(in_channels=w.shape[0], out_channels=w.shape[1] * group, kernel_size=w.shape[2:],
+                  stride=_pair(a["strides"], "convolution", "strides"), padding=(top, left),
+                  output_padding=_pair(a["output_padding"], "convolution", "output_padding"),
+                  groups=group, dilation=_pair(a["dilations"], "convolution", "dilations"))
+    state = {"weight": _f32(w)}
+    b = ctx.const(node, 2, "bias", optional=True)
+    if b is not None:
+        state["bias"] = _f32(b).reshape(-1)
+    kwargs["bias"] = b is not None
+    _done(issues)
+    return Spec("ConvTranspose2d", kwargs, state)
+
+
+def _linear_spec(weight, bias):
+    """A Linear of weight (out, in) and bias (out,) or None."""
+    out_features, in_features = weight.shape
+    state = {"weight": _f32(weight)}
+    if bias is not None:
+        state["bias"] = _f32(bias)
+    return Spec("Linear", dict(in_features=in_features, out_features=out_features, bias=bias is not None,
+                               rng=_rng()), state)
+
+
+def _bias_vector(c, out_features, what):
+    c = np.asarray(c)
+    if c.size not in (1, out_features) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
+        raise Unsupported(f"{what} of shape {c.shape} does not broadcast as a bias of {out_features} features")
+    return np.broadcast_to(c.reshape(-1), (out_features,))
+
+
+def _matrix_input(x, op):
+    if x.rank is not None and x.rank != 2:
+        raise Unsupported(f"{op} of a {x.rank}-D input: fastconv.Linear takes (N, features)")
+
+
+@importer("Gemm", needs=("Linear",))
+def _gemm(ctx, node, x):
+    a = attributes(node, alpha=1.0, beta=1.0, transA=0, transB=0)
+    if ctx.position(node, x) != 0 or a["transA"]:
+        raise Unsupported("the runtime input must be A, untransposed (transA=0)")
+    _matrix_input(x, "Gemm")
+    b = ctx.const(node, 1, "B")
+    if b.ndim != 2:
+        raise Unsupported(f"B of shape {b.shape} is not a matrix")
+    weight = (b if a["transB"] else b.T).astype(np.float64) * a["alpha"]
+    c = ctx.const(node, 2, "C", optional=True)
+    bias = None if c is None else _bias_vector(c, weight.shape[0], "C").astype(np.float64) * a["beta"]
+    return _linear_spec(weight, bias)
+
+
+@importer("MatMul", needs=("Linear",))
+def _matmul(ctx, node, x):
+    attributes(node)
+    if ctx.position(node, x) != 0:
+        raise Unsupported("the runtime input must be the left operand")
+    _matrix_input(x, "MatMul")
+    b = ctx.const(node, 1, "B")
+    if b.ndim != 2:
+        raise Unsupported(f"B of shape {b.shape} is not a matrix")
+    return _linear_spec(b.T, None)
+
+
+@importer("Add", needs=("Linear",))
+def _add(ctx, node, x):
+    """A constant added to a bias-free Linear's output is its bias (MatMul + Add, or Gemm without C)."""
+    attributes(node)
+    spec = ctx.producer(x)
+    c = ctx.const(node, 1 - ctx.position(node, x), "addend")
+    if spec is None or spec.cls != "Linear" or spec.kwargs["bias"]:
+        raise Unsupported("adding a constant is supported only as the bias of a MatMul or bias-free Gemm "
+                          "(a residual Add of two tensors needs a Residual block)")
+    spec.state["bias"] = _f32(_bias_vector(c, spec.kwargs["out_features"], "addend"))
+    spec.kwargs["bias"] = True
+    return spec  # the same layer, now with its bias: the Add node is folded into it
+
+
+@importer("BatchNormalization", needs=("BatchNorm1d", "BatchNorm2d"))
+def _batch_norm(ctx, node, x):
+    a = attributes(node, epsilon=1e-5, momentum=0.9, training_mode=0)
+    if a["training_mode"]:
+        raise Unsupported("training_mode=1 (batch statistics): export the model in eval mode")
+    ctx.unused_outputs(node, "running mean and variance outputs (training mode)")
+    if ctx.rank(x) not in (2, 3, 4):
+        raise Unsupported(f"input rank {x.rank}: BatchNorm1d takes 2-D/3-D, BatchNorm2d 4-D input")
+    names = ("weight", "bias", "running_mean", "running_var")
+    state = {n: _f32(ctx.const(node, i, n)).reshape(-1) for i, n in enumerate(names, 1)}
+    state["num_batches_tracked"] = np.array(0, dtype=np.int64)
+    cls = "BatchNorm2d" if x.rank == 4 else "BatchNorm1d"
+    kwargs = dict(num_features=state["weight"].size, eps=_decimal(a["epsilon"]),
+                  momentum=round(1.0 - _decimal(a["momentum"]), 12))  # ONNX keeps 1 - PyTorch's momentum
+    return Spec(cls, kwargs, state)
+
+
+@importer("PRelu", needs=("PReLU",))
+def _prelu(ctx, node, x):
+    attributes(node)
+    slope = ctx.const(node, 1, "slope")
+    if slope.size > 1:  # one slope per channel must broadcast along axis 1 of (N, C, ...)
+        per_channel = (x.shape[1],) + (1,) * (ctx.rank(x) - 2)
+        core = slope.shape[slope.ndim - len(per_channel):]
+        if core != per_channel or any(d != 1 for d in slope.shape[:slope.ndim - len(per_channel)]):
+            raise Unsupported(f"slope of shape {slope.shape} is neither one value nor one per channel")
+    return Spec("PReLU", dict(num_parameters=slope.size), {"weight": _f32(slope).reshape(-1)})
+
+
+# --- pooling -----------------------------------------------------------------------------------
+
+def _pool(cls, ctx, node, extra):
+    a = attributes(node, auto_pad="NOTSET", ceil_mode=0, dilations=(1, 1), kernel_shape=(),
+                   pads=(0, 0, 0, 0), strides=(1, 1), **extra)
+    issues = []
+    if a["auto_pad"] != "NOTSET":
+        issues.append(f"auto_pad={a['auto_pad']!r}")
+    kernel = _pair(a["kernel_shape"], "pooling", "kernel_shape")
+    top, left, bottom, right = a["pads"]
+    if (top, left) != (bottom, right):
+        issues.append(f"asymmetric pads {list(a['pads'])}")
+    kwargs = dict(kernel_size=_square(kernel), stride=_square(_pair(a["strides"], "pooling", "strides")))
+    kwargs.update(_require(issues, cls, "padding", (top, left), (0, 0)))
+    kwargs.update(_require(issues, cls, "dilation", _pair(a["dilations"], "pooling", "dilations"), (1, 1)))
+    kwargs.update(_require(issues, cls, "ceil_mode", bool(a["ceil_mode"]), False))
+    return a, kwargs, issues
+
+
+@importer("MaxPool", needs=("MaxPool2d",))
+def _max_pool(ctx, node, x):
+    a, kwargs, issues = _pool("MaxPool2d", ctx, node, dict(storage_order=0))
+    ctx.unused_outputs(node, "the Indices output")
+    _done(issues)
+    return Spec("MaxPool2d", kwargs)
+
+
+@importer("AveragePool", needs=("AvgPool2d",))
+def _average_pool(ctx, node, x):
+    a, kwargs, issues = _pool("AvgPool2d", ctx, node, dict(count_include_pad=0))
+    if kwargs.get("padding") is not None:  # count_include_pad only matters with padding
+        kwargs.update(_require(issues, "AvgPool2d", "count_include_pad", bool(a["count_include_pad"]), True))
+    _done(issues)
+    return Spec("AvgPool2d", kwargs)
+
+
+def _global_pool(adaptive, plain):
+    def import_global(ctx, node, x):
+        attributes(node)
+        if ctx.rank(x) != 4:
+            raise Unsupported(f"input rank {x.rank}: only (N, C, H, W) is supported")
+        if isinstance(getattr(fastconv, adaptive, None), type):
+            return Spec(adaptive, dict(output_size=1))
+        if None in x.shape[2:]:
+            raise Unsupported(f"fastconv has no {adaptive} and the input's H, W are not static")
+        return Spec(plain, dict(kernel_size=_square(tuple(x.shape[2:]))))  # one window over the whole plane
+    return import_global
+
+
+importer("GlobalAveragePool", needs=("AvgPool2d",))(_global_pool("AdaptiveAvgPool2d", "AvgPool2d"))
+importer("GlobalMaxPool", needs=("MaxPool2d",))(_global_pool("AdaptiveMaxPool2d", "MaxPool2d"))
+
+
+# --- elementwise -------------------------------------------------------------------------------
+
+def _elementwise(cls, **attrs):
+    """An importer of a one-input op building ``cls``; ``attrs``: ONNX name -> (layer arg, default)."""
+    def import_elementwise(ctx, node, x):
+        a = attributes(node, **{name: default for name, (_, default) in attrs.items()})
+        return Spec(cls, {arg: _decimal(a[name]) if isinstance(a[name], float) else a[name]
+                          for name, (arg, _) in attrs.items()})
+    return import_elementwise
+
+
+importer("Relu", needs=("ReLU",))(_elementwise("ReLU"))
+importer("Sigmoid", needs=("Sigmoid",))(_elementwise("Sigmoid"))
+importer("Tanh", needs=("Tanh",))(_elementwise("Tanh"))
+importer("LeakyRelu", needs=("LeakyReLU",))(_elementwise("LeakyReLU", alpha=("negative_slope", 0.01)))
+importer("Elu", needs=("ELU",))(_elementwise("ELU", alpha=("alpha", 1.0)))
+importer("Gelu", needs=("GELU",))(_elementwise("GELU", approximate=("approximate", "none")))
+
+
+@importer("Swish", needs=("SiLU",))
+def _swish(ctx, node, x):
+    a = attributes(node, alpha=1.0)
+    if a["alpha"] != 1.0:
+        raise Unsupported(f"alpha={a['alpha']}: SiLU is x * sigmoid(x)")
+    return Spec("SiLU", {})
+
+
+@importer("Selu", needs=("SELU",))
+def _selu(ctx, node, x):
+    a = attributes(node, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875)
+    if not (math.isclose(a["alpha"], 1.6732632, rel_tol=1e-6) and math.isclose(a["gamma"], 1.0507010, rel_tol=1e-6)):
+        raise Unsupported(f"alpha={a['alpha']}, gamma={a['gamma']}: SELU has fixed constants")
+    return Spec("SELU", {})
+
+
+@importer("Clip", needs=("Hardtanh",))
+def _clip(ctx, node, x):
+    attributes(node)
+    low, high = ctx.const(node, 1, "min", optional=True), ctx.const(node, 2, "max", optional=True)
+    return Spec("Hardtanh", dict(min_val=-math.inf if low is None else float(low),
+                                 max_val=math.inf if high is None else float(high)))
+
+
+def _softmax(cls):
+    def import_softmax(ctx, node, x):
+        a = attributes(node, axis=-1 if ctx.opset >= 13 else 1)
+        axis = a["axis"] % ctx.rank(x)
+        if ctx.opset < 13 and axis != x.rank - 1:  # before opset 13 the axis flattens what follows it
+            raise Unsupported(f"axis={a['axis']} over a {x.rank}-D input (opset {ctx.opset} semantics)")
+        return Spec(cls, dict(dim=axis))
+    return import_softmax
+
+
+importer("Softmax", needs=("Softmax",))(_softmax("Softmax"))
+importer("LogSoftmax", needs=("LogSoftmax",))(_softmax("LogSoftmax"))
+
+
+@importer("Identity")
+def _identity(ctx, node, x):
+    attributes(node)
+    return None
+
+
+@importer("Cast")
+def _cast(ctx, node, x):
+    a = attributes(node, to=None, saturate=1)
+    if helper.tensor_dtype_to_np_dtype(a["to"]).kind != "f":
+        raise Unsupported(f"cast of an activation to {helper.tensor_dtype_to_np_dtype(a['to'])}")
+    return None  # fastconv computes in float32 throughout
+
+
+@importer("Dropout", needs=("Dropout",))
+def _dropout(ctx, node, x):
+    a = attributes(node, seed=0, **({} if ctx.opset >= 12 else {"ratio": 0.5}))
+    ctx.unused_outputs(node, "the mask output")
+    ratio = ctx.const(node, 1, "ratio", optional=True) if ctx.opset >= 12 else a.get("ratio")
+    training = ctx.const(node, 2, "training_mode", optional=True)
+    if training is not None and bool(training):
+        raise Unsupported("training_mode=True: export the model in eval mode")
+    p = 0.5 if ratio is None else _decimal(ratio)
+    return Spec("Dropout", dict(p=p)) if p > 0 else None
+
+
+# --- reshaping and padding ---------------------------------------------------------------------
+
+@importer("Flatten", needs=("Flatten",))
+def _flatten(ctx, node, x):
+    a = attributes(node, axis=1)
+    if a["axis"] % ctx.rank(x) != 1:
+        raise Unsupported(f"axis={a['axis']}: only axis 1 (keep the batch, merge the rest) is supported")
+    return Spec("Flatten", {})
+
+
+def _reshape_target(target, dims, allowzero, batch):
+    """``target`` resolved against the input ``dims`` (BATCH first): a list with BATCH first and
+    the other dims (a -1 inferred where the input's dims allow), or None when the reshape does not
+    keep the batch axis. ``batch``: the graph input's static batch size or None."""
+    out = []
+    for i, t in enumerate(target):
+        if t is BATCH or (batch is not None and i == 0 and t == batch):
+            out.append(BATCH)
+        elif isinstance(t, Symbol):
+            return None
+        elif t == 0 and not allowzero:
+            out.append(dims[i] if i < len(dims) else -1)
+        else:
+            out.append(int(t))
+    known = None not in dims[1:]
+    if out and out[0] == -1 and known and all(isinstance(t, int) and t > 0 for t in out[1:]):
+        if math.prod(out[1:]) == math.prod(dims[1:]):
+            out[0] = BATCH  # [-1, C*H*W]: the -1 is the batch
+    if not out or out[0] is not BATCH:
+        return None
+    if known and out[1:].count(-1) == 1 and out != [BATCH, -1]:
+        rest = math.prod(t for t in out[1:] if t != -1)
+        if rest > 0 and math.prod(dims[1:]) % rest == 0:
+            out[out.index(-1, 1)] = math.prod(dims[1:]) // rest
+    return out
+
+
+def _merged_range(dims, out):
+    """``(start, end)`` such that merging ``dims[start:end + 1]`` gives ``out``, or None."""
+    for start in range(1, len(dims)):
+        for end in range(start + 1, len(dims)):
+            merged = dims[start:end + 1]
+            if None not in merged and list(dims[:start]) + [math.prod(merged)] + list(dims[end + 1:]) == out:
+                return start, end
+    return None
+
+
+def _shown(values):
+    return [v if isinstance(v, Symbol) else int(v) for v in values]
+
+
+@importer("Reshape", needs=("Flatten",))
+def _reshape(ctx, node, x):
+    """A Reshape that keeps the batch axis and merges a run of axes is a Flatten."""
+    a = attributes(node, allowzero=0)
+    if ctx.position(node, x) != 0:
+        raise Unsupported("the target shape is computed at run time")
+    target = list(ctx.const(node, 1, "shape", symbolic=True).reshape(-1))
+    ctx.rank(x)
+    dims = list(x.shape)
+    out = _reshape_target(target, dims, a["allowzero"], ctx.static_batch)
+    if out == dims:
+        return None
+    if out == [BATCH, -1]:
+        return Spec("Flatten", {})
+    span = None if out is None else _merged_range(dims, out)
+    if span is None:
+        raise Unsupported(f"Reshape of a {tuple(x.shape)} tensor to {_shown(target)} is not a flatten "
+                          "(fastconv reshapes (N, ...) by merging adjacent axes only)")
+    start, end = span
+    last = len(dims) - 1
+    if (start, end) == (1, last):
+        return Spec("Flatten", {})
+    return Spec("Flatten", dict(start_dim=start, end_dim=-1 if end == last else end))
+
+
+_PAD_LAYERS = {"reflect": "ReflectionPad2d", "edge": "ReplicationPad2d", "wrap": "CircularPad2d"}
+_CONV_PADDING_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+
+@importer("Pad", needs=("ZeroPad2d", "ConstantPad2d", *_PAD_LAYERS.values()))
+def _pad(ctx, node, x):
+    """A padding layer; or, when a Conv reads it, that Conv's ``padding_mode`` (PyTorch exports a
+    reflect / replicate / circular Conv2d as Pad + Conv)."""
+    a = attributes(node, mode="constant")
+    mode = a["mode"]
+    if mode not in _PAD_LAYERS and mode != "constant":
+        raise Unsupported(f"mode={mode!r} (ONNX's modes are constant, reflect, edge and wrap)")
+    if ctx.const(node, 3, "axes", optional=True) is not None or ctx.rank(x) != 4:
+        raise Unsupported("only pads over all four axes of an (N, C, H, W) input are supported")
+    pads = [int(p) for p in ctx.const(node, 1, "pads")]
+    if pads[:2] != [0, 0] or pads[4:6] != [0, 0] or min(pads) < 0:
+        raise Unsupported(f"pads {pads}: only non-negative padding of H and W is supported")
+    top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
+    reader = ctx.consumer(node)
+    if (mode in _CONV_PADDING_MODES and reader is not None and reader.op_type == "Conv"
+            and (top, left) == (bottom, right) and _accepts("Conv2d", "padding_mode")):
+        return Spec("Conv2d", dict(padding=(top, left), padding_mode=_CONV_PADDING_MODES[mode]), pending=True)
+    kwargs = dict(padding=(left, right, top, bottom))
+    if mode != "constant":
+        return Spec(_PAD_LAYERS[mode], kwargs)
+    value = ctx.const(node, 2, "constant_value", optional=True)
+    value = 0.0 if value is None else float(value)
+    return Spec("ConstantPad2d", dict(kwargs, value=value)) if value else Spec("ZeroPad2d", kwargs)
