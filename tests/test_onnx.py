@@ -472,9 +472,9 @@ def test_lenet_trained_on_mnist_has_the_same_test_accuracy_in_onnxruntime(tmp_pa
     fc.manual_seed(0)
     model = EXAMPLES["lenet"]()
     trainer = fc.Trainer(model, optimizer=fc.optim.Adam(model.parameters(), lr=1e-3))
-    trainer.fit(x_train[:2000], y_train[:2000], epochs=1, batch_size=32, seed=0, progress=False)
+    trainer.fit(normalize(x_train[:2000]), y_train[:2000], epochs=1, batch_size=32, seed=0, progress=False)
     x = normalize(x_test)
-    fc_accuracy = trainer.evaluate(x_test, y_test)["accuracy"]
+    fc_accuracy = trainer.evaluate(x, y_test)["accuracy"]
     path = fo.export(model.eval(), tmp_path / "lenet.onnx", (1, 1, 28, 28))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     logits = np.concatenate([sess.run(None, {"input": x[i:i + 500]})[0] for i in range(0, len(x), 500)])

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper, shape_inference
 
-from ..model import Sequential
+from ..layers import Sequential
 import fastconv
 
 from .folding import FOLDERS
