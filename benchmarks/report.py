@@ -8,6 +8,8 @@ batch and is scaled linearly to the full batch (marked †), for fewer rounds.
 
     python -m benchmarks.report [--quick] [--shapes A,B] [--rounds 15] [--skip compile,memory]
     python -m benchmarks.report --from-json bench.json   # tables from pytest-benchmark's JSON
+    python -m benchmarks.report --plot speed.png          # also the conv2d ratios as a bar chart
+    python -m benchmarks.report --from-markdown results.md --plot speed.png  # chart only, no timing
 """
 import argparse
 import gc
@@ -21,7 +23,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from . import cases, compile_time, memory, networks
+from . import cases, chart, compile_time, memory, networks
 
 SECTIONS = ("conv", "pool", "e2e", "memory", "compile")
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
@@ -285,6 +287,9 @@ def parse_args(argv):
                     help="re-run under " + " ".join(f"{k}={v}" for k, v in TUNED_MALLOC.items()))
     ap.add_argument("--from-json", help="build the timing tables from a pytest-benchmark JSON file")
     ap.add_argument("--json-out", help="also write the raw results here")
+    ap.add_argument("--plot", help="also draw the conv2d cpu/torch ratios as a bar chart to this PNG "
+                    "(needs matplotlib)")
+    ap.add_argument("--from-markdown", help="with --plot: draw the chart from this saved report and exit")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (5 if args.quick else 15)
     args.naive_rounds = args.naive_rounds or (1 if args.quick else 3)
@@ -296,12 +301,24 @@ def parse_args(argv):
     unknown = set(args.shapes) - set(cases.CONV_SHAPES) | set(args.pools) - set(cases.POOL_SHAPES)
     for bad in sorted(unknown):
         ap.error(f"unknown shape {bad}")
+    if args.from_markdown and not args.plot:
+        ap.error("--from-markdown needs --plot PATH")
+    if args.plot and not args.from_markdown and not args.from_json and "conv" in args.skip:
+        ap.error("--plot draws the conv2d table: do not --skip conv")
     return args
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.plot:
+        chart.require()
+    if args.from_markdown:
+        ratios, info = chart.from_markdown(args.from_markdown)
+        chart.plot_speed(ratios, args.plot, info.get("machine", "unknown CPU"), info.get("torch"),
+                         info.get("date"), info["shapes"])
+        print(f"chart of {len(ratios)} conv2d ratios from {args.from_markdown} written to {args.plot}")
+        return
     if args.malloc_tuned and not any(k in os.environ for k in TUNED_MALLOC):
         env = dict(os.environ, **TUNED_MALLOC)
         os.execve(sys.executable, [sys.executable, "-m", "benchmarks.report"] + argv, env)
@@ -332,7 +349,8 @@ def main(argv=None):
     if "compile" not in args.skip:
         comp = compile_time.measure()
     env = cases.environment(threads)
-    print(f"## fastconv benchmarks ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n")
+    stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    print(f"## fastconv benchmarks ({stamp})\n")
     for k in ("machine", "python", "numpy", "blas", "numba", "torch", "threads", "allocator", "env"):
         print(f"- {k}: {env[k]}")
     how = (f"from pytest-benchmark JSON {args.from_json} (not interleaved; ratio spread from quartiles)"
@@ -344,8 +362,9 @@ def main(argv=None):
           f"on {os.cpu_count()} CPUs (other processes' load makes every figure noisier)")
     for n in notes:
         print(f"- {n}")
-    shapes = "; ".join(f"{k} {s.n},{s.c},{s.h}x{s.w},{s.k},{s.fh}x{s.fw},s{s.stride},p{s.pad}"
-                       for k, s in cases.CONV_SHAPES.items() if k in {r.shape for r in conv})
+    shape_desc = {k: f"{s.n},{s.c},{s.h}x{s.w},{s.k},{s.fh}x{s.fw},s{s.stride},p{s.pad}"
+                  for k, s in cases.CONV_SHAPES.items() if k in {r.shape for r in conv}}
+    shapes = "; ".join(f"{k} {d}" for k, d in shape_desc.items())
     if conv:
         print(f"\n### conv2d (N,C,HxW,K,FxF,stride,pad: {shapes})\n")
         print(f"bwd = dx, dw, db. † naive timed on {cases.NAIVE_SLICE} images, scaled to the batch.\n")
@@ -374,6 +393,8 @@ def main(argv=None):
                                                            "ratio": r.ratio._asdict() if r.ratio else None}
                                             for r in conv + pool + e2e],
                        "memory": mem, "compile": comp}, fh, indent=1)
+    if args.plot:
+        chart.plot_speed(chart.from_rows(conv), args.plot, env["machine"], env["torch"], stamp, shape_desc)
 
 
 if __name__ == "__main__":
