@@ -99,7 +99,7 @@ def plot_speed(ratios, path, machine="unknown CPU", torch=None, date=None, shape
         mine = [r for r in ratios if r.pass_ == pass_]
         xs = [order.index(r.shape) + (k - (len(passes) - 1) / 2) * width for r in mine]
         meds = [r.median for r in mine]
-        spread = [[r.median - r.q1 for r in mine], [r.q3 - r.median for r in mine]]
+        spread = [[max(0.0, r.median - r.q1) for r in mine], [max(0.0, r.q3 - r.median) for r in mine]]
         ax.bar(xs, meds, width, yerr=spread, capsize=2, color=PASS_COLOURS.get(pass_, "0.5"),
                label=PASS_NAMES.get(pass_, pass_), error_kw={"elinewidth": 0.8, "ecolor": "0.25"})
         for x, r in zip(xs, mine):

@@ -107,13 +107,13 @@ def _grid_columns(n):
     return min(n, 2 ** math.ceil(math.log2(math.sqrt(n)))) if n > 1 else 1
 
 
-def _mosaic(tiles, rows, cols):
-    """``tiles`` (n, h, w) laid out row-major on a ``rows x cols`` grid, one NaN pixel between tiles."""
+def _mosaic(tiles, rows, cols, gap=1):
+    """``tiles`` (n, h, w) laid out row-major on a ``rows x cols`` grid, ``gap`` NaN pixels between tiles."""
     n, h, w = tiles.shape
-    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
     for i in range(n):
         r, c = divmod(i, cols)
-        out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = tiles[i]
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[i]
     return out
 
 
@@ -153,7 +153,7 @@ def plot_filters(conv, path, combine="side", figsize=None, dpi=100, title=None):
         image = _mosaic(w[:, 0], rows, cols)
         ticks_x = [(c * (fw + 1) + (fw - 1) / 2, str(c)) for c in range(cols)]
         ticks_y = [(r * (fh + 1) + (fh - 1) / 2, str(r * cols)) for r in range(rows)]
-        xlabel, ylabel = "filter = row label + column", ""
+        xlabel, ylabel = "filter number = row label + column label", ""
     else:
         rows, cols = n_in, n_out
         image = _mosaic(w.transpose(1, 0, 2, 3).reshape(n_in * n_out, fh, fw), rows, cols)
@@ -167,7 +167,7 @@ def plot_filters(conv, path, combine="side", figsize=None, dpi=100, title=None):
     default = (max(5.0, width * scale + 2.0), max(3.0, height * scale + 1.2))
     fig = new_figure(_size(figsize, default), "plot_filters")
     ax = fig.subplots()
-    cmap = _matplotlib("plot_filters").colormaps["RdBu_r"].with_extremes(bad="0.85")
+    cmap = _matplotlib("plot_filters").colormaps["RdBu_r"].with_extremes(bad="0.55")  # grey gaps
     im = ax.imshow(image, cmap=cmap, vmin=-m, vmax=m, interpolation="nearest")
     ax.set_xticks([t for t, _ in ticks_x], [s for _, s in ticks_x], fontsize=7)
     ax.set_yticks([t for t, _ in ticks_y], [s for _, s in ticks_y], fontsize=7)
@@ -309,32 +309,32 @@ def plot_feature_maps(model, x, path, layers=None, max_channels=16, figsize=None
     default = (0.75 * cols + 3.0, 0.85 * len(rows) + 0.5)
     fig = new_figure(_size(figsize, default), "plot_feature_maps")
     mpl = _matplotlib("plot_feature_maps")
-    axes = np.asarray(fig.subplots(len(rows), cols, squeeze=False))
-    for r, (name, layer, a) in enumerate(rows):
+    axes = np.asarray(fig.subplots(len(rows), 1, squeeze=False))[:, 0]
+    for ax, (name, layer, a) in zip(axes, rows):
         shown = a[:cols]
         lo, hi = float(np.min(shown)), float(np.max(shown))
         if layer is None:
-            cmap, vmin, vmax = "gray", lo, hi
+            cmap, vmin, vmax = mpl.colormaps["gray"], lo, hi
         elif lo < 0:
             m = max(abs(lo), abs(hi)) or 1.0
             cmap, vmin, vmax = mpl.colormaps["RdBu_r"], -m, m
         else:
-            cmap, vmin, vmax = "inferno", 0.0, hi or 1.0
-        im = None
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < shown.shape[0]:
-                im = ax.imshow(shown[c], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-                if r == 1:
-                    ax.set_title(f"channel {c}" if c == 0 else str(c), fontsize=7, pad=2)
-            else:
-                ax.axis("off")
+            cmap, vmin, vmax = mpl.colormaps["inferno"], 0.0, hi or 1.0
+        h, w = shown.shape[1:]
+        gap = max(1, round(w / 7))  # in proportion to the maps, so that every row is equally wide
+        im = ax.imshow(_mosaic(shown, 1, cols, gap), cmap=cmap.with_extremes(bad="white"), vmin=vmin, vmax=vmax,
+                       interpolation="nearest")
+        ax.set_xticks([c * (w + gap) + (w - 1) / 2 for c in range(shown.shape[0])],
+                      [str(c) for c in range(shown.shape[0])], fontsize=6)
+        ax.set_yticks([])
+        ax.tick_params(length=0, pad=1)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
         label = "input" if layer is None else f"{name}: {_short(layer)}"
         more = f"\nfirst {cols} of {a.shape[0]}" if a.shape[0] > cols else ""
-        axes[r, 0].set_ylabel(f"{label}\n{a.shape}{more}", rotation=0, ha="right", va="center", fontsize=8)
-        fig.colorbar(im, ax=list(axes[r]), shrink=0.9, aspect=8, pad=0.01).ax.tick_params(labelsize=6)
+        ax.set_ylabel(f"{label}\n{a.shape}{more}", rotation=0, ha="right", va="center", fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.9, aspect=8, pad=0.01).ax.tick_params(labelsize=6)
+    axes[-1].set_xlabel("channel", fontsize=8)
     fig.suptitle(title or "Feature maps of one input, layer by layer (eval mode)", fontsize=10)
     return save_figure(fig, path, dpi)
 
@@ -393,8 +393,8 @@ def plot_confusion(y_true, y_pred, path, num_classes=None, class_names=None, fig
         Figure size in inches (default (6.4, 5.6)), resolution, an optional title (default: the
         accuracy and the most frequent confusion).
 
-    The colour of a cell is the fraction of its true class (its row) on a log scale from 0.1% to
-    100%, so that the few mistakes show beside the large diagonal; empty cells stay white.
+    The colour of a cell is the fraction of its true class (its row) on a log scale from 0.01% to
+    100%, so that single mistakes show beside the large diagonal; empty cells stay white.
     """
     cm = confusion_matrix(y_true, y_pred, num_classes)
     n = cm.shape[0]
@@ -407,7 +407,7 @@ def plot_confusion(y_true, y_pred, path, num_classes=None, class_names=None, fig
     ax = fig.subplots()
     shown = np.ma.masked_equal(fraction, 0)
     im = ax.imshow(shown, cmap=mpl.colormaps["Blues"].with_extremes(bad="white"),
-                   norm=mpl.colors.LogNorm(vmin=1e-3, vmax=1.0), interpolation="nearest")
+                   norm=mpl.colors.LogNorm(vmin=1e-4, vmax=1.0), interpolation="nearest")
     if n <= 30:
         size = 8 if n <= 12 else 6
         for i, j in zip(*np.nonzero(cm)):
@@ -424,7 +424,7 @@ def plot_confusion(y_true, y_pred, path, num_classes=None, class_names=None, fig
             title += f"; most confused: true {names[i]} as {names[j]} ({off[i, j]}x)"
     ax.set_title(title, fontsize=9)
     bar = fig.colorbar(im, ax=ax, shrink=0.85, label="share of the true class (log scale)")
-    bar.set_ticks([1e-3, 1e-2, 1e-1, 1.0], labels=["0.1%", "1%", "10%", "100%"])
+    bar.set_ticks([1e-4, 1e-3, 1e-2, 1e-1, 1.0], labels=["0.01%", "0.1%", "1%", "10%", "100%"])
     bar.minorticks_off()
     return save_figure(fig, path, dpi)
 
