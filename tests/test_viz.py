@@ -364,3 +364,28 @@ def test_report_draws_the_chart_from_a_saved_markdown_report(tmp_path, monkeypat
         report.main(["--from-markdown", str(RESULTS)])
     with pytest.raises(SystemExit):
         report.main(["--plot", str(out), "--skip", "conv"])
+
+
+# --- the example ----------------------------------------------------------------------------
+
+@needs_mpl
+def test_the_visualize_example_writes_every_picture(tmp_path, monkeypatch, capsys):
+    import runpy
+    from fastconv.datasets import load_mnist
+    data = Path(os.environ.get("FASTCONV_DATA") or ROOT.parent / "shared" / "mnist")
+    try:
+        load_mnist(data, download=False)
+    except FileNotFoundError:
+        pytest.skip(f"MNIST files not found in {data} (set FASTCONV_DATA)")
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))  # the example imports train_mnist's builders
+    example = runpy.run_path(str(ROOT / "examples" / "visualize.py"))
+    fc.manual_seed(1)
+    weights = tmp_path / "lenet.npz"
+    example["ARCHS"]["lenet"]["build"]().save(weights)  # untrained: no training in tests
+    out = tmp_path / "pictures"
+    result = example["main"](["--load", str(weights), "--out", str(out), "--data-dir", str(data),
+                              "--test-limit", "40", "--k", "4", "--channels", "3"])
+    assert sorted(os.listdir(out)) == ["confusion.png", "feature_maps.png", "filters_layer0.png",
+                                       "filters_layer3.png", "mistakes.png"]
+    assert result["confusion"].shape == (10, 10) and result["confusion"].sum() == 40
+    assert f"test accuracy {result['accuracy']:.4f} on 40 images" in capsys.readouterr().out
