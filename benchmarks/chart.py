@@ -111,7 +111,7 @@ def plot_speed(ratios, path, machine="unknown CPU", torch=None, date=None, shape
     ax.set_ylabel("fastconv cpu time / PyTorch time\n(below 1: fastconv is faster)")
     ax.set_xlabel("conv2d case: N,C,HxW,K,FxF,stride,pad")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="best")
     versus = f"PyTorch {torch}" if torch else "PyTorch"
     when = f" ({date})" if date else ""
     ax.set_title(f"fastconv cpu tier against {versus}, conv2d, median (IQR) of interleaved rounds\n"

@@ -320,7 +320,7 @@ def plot_feature_maps(model, x, path, layers=None, max_channels=16, figsize=None
             cmap, vmin, vmax = mpl.colormaps["RdBu_r"], -m, m
         else:
             cmap, vmin, vmax = mpl.colormaps["inferno"], 0.0, hi or 1.0
-        h, w = shown.shape[1:]
+        w = shown.shape[2]
         gap = max(1, round(w / 7))  # in proportion to the maps, so that every row is equally wide
         im = ax.imshow(_mosaic(shown, 1, cols, gap), cmap=cmap.with_extremes(bad="white"), vmin=vmin, vmax=vmax,
                        interpolation="nearest")

@@ -4,7 +4,9 @@ install it. Tiny models, a few 8x8 images, no training."""
 import contextlib
 import importlib.util
 import os
+import runpy
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 
 import fastconv as fc
 from fastconv import viz
+from fastconv.datasets import load_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results-2026-12-01.md"
@@ -330,6 +333,16 @@ def test_chart_reads_the_reports_conv_table():
     assert info["shapes"]["E"] == "10,20,12x12,40,5x5,s1,p0"
 
 
+def test_chart_takes_the_reports_rows():
+    chart = _chart()
+    Stat = namedtuple("Stat", "median q1 q3 lo hi n")
+    Row = namedtuple("Row", "kind op shape pass_ flops images times ratio")  # report.Row's fields
+    rows = [Row("conv", "conv2d", "A", "fwd", 1, None, {}, Stat(0.5, 0.4, 0.7, 0.3, 0.8, 5)),
+            Row("conv", "conv2d", "B", "bwd", 1, None, {}, None),  # no torch time
+            Row("pool", "maxpool", "P1", "fwd", None, None, {}, Stat(2, 2, 2, 2, 2, 1))]
+    assert chart.from_rows(rows) == [chart.Ratio("A", "fwd", 0.5, 0.4, 0.7)]
+
+
 def test_chart_rejects_a_file_without_the_table(tmp_path):
     bad = tmp_path / "notes.md"
     bad.write_text("# some notes\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
@@ -370,8 +383,6 @@ def test_report_draws_the_chart_from_a_saved_markdown_report(tmp_path, monkeypat
 
 @needs_mpl
 def test_the_visualize_example_writes_every_picture(tmp_path, monkeypatch, capsys):
-    import runpy
-    from fastconv.datasets import load_mnist
     data = Path(os.environ.get("FASTCONV_DATA") or ROOT.parent / "shared" / "mnist")
     try:
         load_mnist(data, download=False)
