@@ -117,7 +117,7 @@ def _mosaic(tiles, rows, cols, gap=1):
     return out
 
 
-def plot_filters(conv, path, combine="side", figsize=None, dpi=100, title=None):
+def plot_filters(conv, path, combine="all", figsize=None, dpi=100, title=None):
     """Every filter of a :class:`~fastconv.Conv2d` as images on one symmetric colour scale.
 
     Parameters
@@ -126,11 +126,11 @@ def plot_filters(conv, path, combine="side", figsize=None, dpi=100, title=None):
         Its ``weight`` is ``(out, in, FH, FW)``.
     path : str or Path
         The PNG to write.
-    combine : {"side", "mean"}
-        ``"side"``: one column per filter (output channel), its ``in`` input-channel slices
-        stacked in it, input channel ``c`` in row ``c`` (a layer with one input channel is laid
-        out as a near-square grid instead, filter ``i`` at row ``i // cols``, column ``i % cols``). ``"mean"``: each filter averaged over its
-        input channels, on the grid.
+    combine : {"all", "mean"}
+        ``"all"``: every input-channel slice, one column per filter (output channel) with input
+        channel ``c`` in row ``c``; a layer with one input channel is laid out as a near-square
+        grid instead, filter ``i`` at row ``i // cols``, column ``i % cols``. ``"mean"``: each
+        filter averaged over its input channels, on that grid.
     figsize : (float, float), optional
         Inches; default from the layout.
     dpi : int
@@ -141,8 +141,8 @@ def plot_filters(conv, path, combine="side", figsize=None, dpi=100, title=None):
     """
     if not isinstance(conv, Conv2d):
         raise TypeError(f"plot_filters needs a fastconv Conv2d layer, got {type(conv).__name__}")
-    if combine not in ("side", "mean"):
-        raise ValueError(f"combine must be 'side' or 'mean', got {combine!r}")
+    if combine not in ("all", "mean"):
+        raise ValueError(f"combine must be 'all' or 'mean', got {combine!r}")
     w = np.asarray(to_numpy(conv.weight.data), dtype=np.float64)
     if combine == "mean":
         w = w.mean(axis=1, keepdims=True)

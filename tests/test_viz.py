@@ -70,7 +70,7 @@ def assert_png(path, height, width):
 # --- filters -------------------------------------------------------------------------------
 
 @needs_mpl
-@pytest.mark.parametrize("layer, combine", [(0, "side"), (4, "side"), (4, "mean")])
+@pytest.mark.parametrize("layer, combine", [(0, "all"), (4, "all"), (4, "mean")])
 def test_plot_filters_size_repeatability_and_follows_the_weights(tmp_path, layer, combine):
     model = tiny_model()
     conv = model[layer]
@@ -85,9 +85,9 @@ def test_plot_filters_size_repeatability_and_follows_the_weights(tmp_path, layer
 
 
 @needs_mpl
-def test_plot_filters_mean_differs_from_side_by_side_and_default_size_fits_the_grid(tmp_path):
+def test_plot_filters_mean_differs_from_all_channels_and_default_size_fits_the_grid(tmp_path):
     conv = tiny_model()[4]
-    viz.plot_filters(conv, tmp_path / "side.png", dpi=40)
+    viz.plot_filters(conv, tmp_path / "side.png", combine="all", dpi=40)
     viz.plot_filters(conv, tmp_path / "mean.png", combine="mean", dpi=40)
     side, mean = pixels(tmp_path / "side.png"), pixels(tmp_path / "mean.png")
     assert side.shape != mean.shape or not np.array_equal(side, mean)
