@@ -14,6 +14,10 @@ ISA (``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` removed, so OpenBLAS picks its o
 once with AVX2 emulated on the same machine (:data:`ISA_ENV`: Numba compiles for Haswell into its
 own cache folder, OpenBLAS runs its Haswell kernel, PyTorch's ATen and oneDNN stop at AVX2), and
 prints both reports under the CPU's model and family. ``--isa native`` (or ``avx2``) runs one.
+
+    python -m benchmarks.report --plot speed.png          # also the conv2d ratios as bar charts
+                                                          # (speed-native.png, speed-avx2.png)
+    python -m benchmarks.report --from-markdown results.md --plot speed.png  # chart only, no timing
 """
 import argparse
 import gc
@@ -28,7 +32,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from . import cases, compile_time, memory, networks
+from . import cases, chart, compile_time, memory, networks
 
 SECTIONS = ("conv", "pool", "e2e", "memory", "compile")
 #: The environment of each CPU configuration the report measures (None: remove the variable).
@@ -303,6 +307,9 @@ def parse_args(argv):
     ap.add_argument("--isa", default="native,avx2",
                     help="CPU configurations to measure, each in its own subprocess: native, avx2")
     ap.add_argument("--isa-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--plot", help="also draw the conv2d cpu/torch ratios as a bar chart to this PNG "
+                    "(needs matplotlib)")
+    ap.add_argument("--from-markdown", help="with --plot: draw the chart from this saved report and exit")
     args = ap.parse_args(argv)
     args.isa = [s for s in args.isa.split(",") if s]
     for bad in sorted(set(args.isa) - set(ISA_ENV)):
@@ -317,6 +324,10 @@ def parse_args(argv):
     unknown = set(args.shapes) - set(cases.CONV_SHAPES) | set(args.pools) - set(cases.POOL_SHAPES)
     for bad in sorted(unknown):
         ap.error(f"unknown shape {bad}")
+    if args.from_markdown and not args.plot:
+        ap.error("--from-markdown needs --plot PATH")
+    if args.plot and not args.from_markdown and not args.from_json and "conv" in args.skip:
+        ap.error("--plot draws the conv2d table: do not --skip conv")
     return args
 
 
@@ -341,7 +352,11 @@ def run_configurations(argv, isas):
     print("Each configuration below ran in its own process, one after the other; within each, "
           "every implementation ran interleaved.\n")
     rest = [a for a in argv if not a.startswith("--isa")]
+    plot = rest.index("--plot") + 1 if "--plot" in rest else None
     for isa in isas:
+        if plot is not None and len(isas) > 1:  # one chart per configuration: speed-native.png, ...
+            stem, ext = os.path.splitext(argv[argv.index("--plot") + 1])
+            rest[plot] = f"{stem}-{isa}{ext}"
         env = dict(os.environ)
         for key, value in ISA_ENV[isa].items():
             if value is None:
@@ -360,6 +375,14 @@ def run_configurations(argv, isas):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.plot:
+        chart.require()
+    if args.from_markdown:
+        ratios, info = chart.from_markdown(args.from_markdown)
+        chart.plot_speed(ratios, args.plot, info.get("machine", "unknown CPU"), info.get("torch"),
+                         info.get("date"), info["shapes"])
+        print(f"chart of {len(ratios)} conv2d ratios from {args.from_markdown} written to {args.plot}")
+        return
     if not args.isa_child and not args.from_json:
         return run_configurations(argv, args.isa)
     if args.malloc_tuned and not any(k in os.environ for k in TUNED_MALLOC):
@@ -394,7 +417,8 @@ def main(argv=None):
     if "compile" not in args.skip:
         comp = compile_time.measure()
     env = cases.environment(threads)
-    print(f"## fastconv benchmarks ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n")
+    stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    print(f"## fastconv benchmarks ({stamp})\n")
     for k in ("machine", "python", "numpy", "blas", "numba", "torch", "threads", "allocator", "env"):
         print(f"- {k}: {env[k]}")
     how = (f"from pytest-benchmark JSON {args.from_json} (not interleaved; ratio spread from quartiles)"
@@ -406,8 +430,9 @@ def main(argv=None):
           f"on {os.cpu_count()} CPUs (other processes' load makes every figure noisier)")
     for n in notes:
         print(f"- {n}")
-    shapes = "; ".join(f"{k} {s.n},{s.c},{s.h}x{s.w},{s.k},{s.fh}x{s.fw},s{s.stride},p{s.pad}"
-                       for k, s in cases.CONV_SHAPES.items() if k in {r.shape for r in conv})
+    shape_desc = {k: f"{s.n},{s.c},{s.h}x{s.w},{s.k},{s.fh}x{s.fw},s{s.stride},p{s.pad}"
+                  for k, s in cases.CONV_SHAPES.items() if k in {r.shape for r in conv}}
+    shapes = "; ".join(f"{k} {d}" for k, d in shape_desc.items())
     if conv:
         print(f"\n### conv2d (N,C,HxW,K,FxF,stride,pad: {shapes})\n")
         print(f"bwd = dx, dw, db. † naive timed on {cases.NAIVE_SLICE} images, scaled to the batch.\n")
@@ -437,6 +462,8 @@ def main(argv=None):
                                                            "ratio": r.ratio._asdict() if r.ratio else None}
                                             for r in conv + pool + e2e],
                        "memory": mem, "compile": comp}, fh, indent=1)
+    if args.plot:
+        chart.plot_speed(chart.from_rows(conv), args.plot, env["machine"], env["torch"], stamp, shape_desc)
 
 
 if __name__ == "__main__":
