@@ -188,8 +188,9 @@ def _nkp_to_knp_sum(src, out, sums):
         acc = sums[k]
         for n in range(n_img):
             # a partial sum per plane keeps float32 rounding small; "reassoc" lets LLVM
-            # vectorise it (a serial chain of adds ran at a quarter of memory speed)
-            part = src[n, k, 0, 0] - src[n, k, 0, 0]
+            # vectorise it (a serial chain of adds ran at a quarter of memory speed); it starts
+            # from a typed zero (``v - v`` of an inf is NaN)
+            part = sums.dtype.type(0)
             for oh in range(ho):
                 for ow in range(wo):
                     v = src[n, k, oh, ow]

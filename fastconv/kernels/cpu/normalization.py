@@ -10,20 +10,22 @@ from ._common import _planes
 def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, out, c0, c1):
     """x (N, C, L): per channel, batch statistics (two passes) when training, then the affine map.
 
-    ``one`` (1 in x's dtype) and ``eps`` keep the arithmetic in x's dtype.
+    ``one`` (1 in x's dtype) and ``eps`` keep the arithmetic in x's dtype; the sums start from
+    a typed zero (``v - v`` of an inf is NaN).
     """
     n_img, c_in, length = x.shape
+    zero = x.dtype.type(0)
     inv_count = one / (n_img * length)
     for c in range(c0, c1):
         if training:
-            acc = x[0, c, 0] - x[0, c, 0]
+            acc = zero
             for n in range(n_img):
                 part = x[n, c, 0]
                 for i in range(1, length):
                     part += x[n, c, i]
                 acc += part
             mu = acc * inv_count
-            acc = acc - acc
+            acc = zero
             for n in range(n_img):
                 d = x[n, c, 0] - mu
                 part = d * d
@@ -34,11 +36,12 @@ def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, 
             mean[c] = mu
             var[c] = acc * inv_count
             inv_std[c] = one / np.sqrt(var[c] + eps)
-        scale = weight[c] * inv_std[c]
-        shift = bias[c] - mean[c] * scale
+        # (x - mean) * scale + bias, not x * scale + (bias - mean * scale): no cancellation when
+        # |mean| >> std, and an inf weight gives inf as the oracle's, not inf - inf
+        mu, scale, shift = mean[c], weight[c] * inv_std[c], bias[c]
         for n in range(n_img):
             for i in range(length):
-                out[n, c, i] = x[n, c, i] * scale + shift
+                out[n, c, i] = (x[n, c, i] - mu) * scale + shift
 
 
 @njit(nogil=True, cache=True)
@@ -48,7 +51,7 @@ def _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_c
     for c in range(c0, c1):
         mu = mean[c]
         s = inv_std[c]
-        sum_g = dout[0, c, 0] - dout[0, c, 0]
+        sum_g = dout.dtype.type(0)  # a typed zero: ``v - v`` of an inf is NaN
         sum_gx = sum_g
         for n in range(n_img):
             pg = dout[n, c, 0]
