@@ -27,9 +27,11 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.filterwarnings("ignore:The keyword argument 'nopython=False'")]
 
 DTYPES = [np.float32, np.float64]
-FEW = settings(max_examples=4, deadline=None, derandomize=True,
+#: A tenth (FEW) or a seventh (SOME) of the profile's examples (tests/conftest.py), at least 4 / 6:
+#: the simulator runs each GPU thread as Python. Derandomised as the profile says.
+FEW = settings(max_examples=max(4, settings.default.max_examples // 10), deadline=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-SOME = settings(FEW, max_examples=6)
+SOME = settings(FEW, max_examples=max(6, settings.default.max_examples // 7))
 
 
 def rand(rng, shape, dtype):
