@@ -14,9 +14,10 @@ DTYPES = [np.float32, np.float64]
 #: Relative tolerance against naive, per dtype, measured against the reference array's scale.
 RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
-#: Hypothesis settings for the randomised comparisons: modest and repeatable run to run.
-HYPOTHESIS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                      print_blob=True)
+#: Hypothesis settings for the randomised comparisons: the loaded profile's (tests/conftest.py:
+#: "ci", a fixed 40 examples, unless ``--hypothesis-profile=thorough``), with no deadline (the
+#: first example compiles kernels).
+HYPOTHESIS = settings(deadline=None, print_blob=True)
 
 #: The worst relative error against naive seen in this session, per dtype name.
 WORST = {}

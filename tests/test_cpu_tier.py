@@ -5,12 +5,13 @@ and one block; here the split thresholds and block size are forced down so that 
 (several shares of uneven size, one image per block, the per-thread buffers) meets the oracle.
 """
 import contextlib
+import threading
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastconv.functional as F
 from fastconv.kernels import _memory, _workers
@@ -43,8 +44,11 @@ def forced_splits(shares=3, block_bytes=1):
         yield
 
 
-def blas_threads():
-    return [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+def blas_threads(libraries=None):
+    """``{path: threads}`` of the BLAS libraries loaded (of ``libraries`` only, when given: a
+    first compilation may load another, SciPy's, in between)."""
+    found = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    return found if libraries is None else {k: found.get(k) for k in libraries}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -98,7 +102,7 @@ def test_splits_are_deterministic_and_restore_blas_threads():
         for _ in range(2):
             out, cache = F.conv2d(x, w, b, 1, 1, backend="cpu")
             runs.append((out,) + F.conv2d_backward(np.ones_like(out), cache)[:2])
-    assert blas_threads() == before
+    assert blas_threads(before) == before
     for a, r in zip(*runs):
         np.testing.assert_array_equal(a, r)
 
@@ -113,10 +117,81 @@ def test_an_error_in_a_share_propagates_and_blas_is_restored():
 
     with patched(_workers, threads=lambda: 3), pytest.raises(RuntimeError, match="share"):
         _workers.split(share, 9)
-    assert blas_threads() == before
+    assert blas_threads(before) == before
     with patched(_workers, threads=lambda: 3):
         assert _workers.split(lambda lo, hi: (lo, hi), 7) == [(0, 2), (2, 4), (4, 7)]
         assert _workers.split(lambda lo, hi: (lo, hi), 1) == [(0, 1)]
+
+
+def test_the_blas_limit_holds_until_the_last_of_two_overlapping_users_leaves():
+    """A enters, B enters, A leaves, B leaves: BLAS stays at one thread while B is inside, and
+    gets its setting back (2) when B leaves. (A save/restore per user restored 2 under B's feet
+    and then left BLAS at 1, B's saved value, for the rest of the process.)"""
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with _workers.one_blas_thread():
+            seen["a alone"] = blas_threads(before)
+            a_in.set()
+            b_in.wait(30)
+        a_out.set()
+
+    def b():
+        a_in.wait(30)
+        with _workers.one_blas_thread():
+            b_in.set()
+            a_out.wait(30)
+            seen["inside"] = blas_threads(before)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(n == 2 for n in before.values())
+        workers = [threading.Thread(target=f) for f in (a, b)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(60)
+        # the libraries limited while A alone was inside (NumPy's BLAS; SciPy's may be loaded
+        # later) stay limited while B is inside
+        limited = [k for k, n in seen["a alone"].items() if n == 1]
+        assert limited and all(seen["inside"][k] == 1 for k in limited)
+        assert blas_threads(before) == before
+
+
+def test_concurrent_splits_give_blas_its_setting_back_and_stay_correct():
+    """Four Python threads run split convolutions at once (50 each, started together by a
+    barrier): BLAS's one-thread limit is held while any split runs and restored by the last to
+    leave, so afterwards BLAS has its setting back (a save/restore per split could leave it at
+    one thread for good), and every result still matches the oracle."""
+    rng = np.random.default_rng(9)
+    x, w, b = (random(rng, (4, 3, 8, 8), np.float32), random(rng, (5, 3, 3, 3), np.float32),
+               random(rng, (5,), np.float32))
+    dout = random(rng, (4, 5, 8, 8), np.float32)
+    ref_out, ref_cache = F.conv2d(x, w, b, 1, 1, backend="naive")
+    ref = (ref_out,) + F.conv2d_backward(dout, ref_cache)
+    barrier, failures = threading.Barrier(4), []
+
+    def worker():
+        barrier.wait()
+        for _ in range(50):
+            out, cache = F.conv2d(x, w, b, 1, 1, backend="cpu")
+            for name, a, r in zip(("out", "dx", "dw", "db"),
+                                  (out,) + F.conv2d_backward(dout, cache), ref):
+                if np.abs(a - r).max() > 1e-4 * np.abs(r).max():
+                    failures.append(name)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(n == 2 for n in before.values())
+        with forced_splits(2, 4096):
+            workers = [threading.Thread(target=worker) for _ in range(4)]
+            for t in workers:
+                t.start()
+            for t in workers:
+                t.join()
+        assert blas_threads(before) == before
+    assert not failures, failures
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import fastconv
 import fastconv.functional as F
 from fastconv import _backend
 from fastconv.kernels.cpu import _common as cpu_common
+from fastconv.kernels.cpu import conv as cpu_conv
 
 from helpers import (ALL_TIERS, BACKENDS, DTYPES, HF, HYPOTHESIS, RTOL, WORST, assert_close_to_oracle,
                      host, random, rel_error, tie_free)
@@ -189,14 +190,18 @@ def test_avg_pool_matches_naive(backend, dtype, case, seed):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cpu_conv_in_batch_chunks_matches_naive(monkeypatch, dtype):
-    """A tiny workspace forces one image per chunk and the per-thread buffers to be reused."""
+    """A tiny workspace keeps no columns for backward, tiny blocks run one image at a time, and
+    the per-thread buffers are reused by the next call."""
     if "cpu" not in BACKENDS:
         pytest.skip("cpu tier not under test")
     monkeypatch.setattr(cpu_common, "WORKSPACE_BYTES", 1)
+    monkeypatch.setattr(cpu_common, "BLOCK_BYTES", 1)
     rng = np.random.default_rng(3)
     x1, x2 = random(rng, (3, 2, 7, 6), dtype), random(rng, (4, 2, 7, 6), dtype)
     w, b = random(rng, (3, 2, 3, 2), dtype), random(rng, (3,), dtype)
+    assert cpu_conv._Geometry(x1.shape, w.shape, (2, 1), (1, 1, 0, 0), x1.itemsize).block == 1
     out1, cache1 = HF.conv2d(x1, w, b, (2, 1), (1, 0), backend="cpu")
+    assert cache1.saved is None
     out1_copy = out1.copy()
     HF.conv2d(x2, w, b, (2, 1), (1, 0), backend="cpu")  # reuses the buffers
     np.testing.assert_array_equal(out1, out1_copy)  # the first result is not a reused buffer

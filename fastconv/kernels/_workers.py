@@ -7,8 +7,9 @@ and whatever runs next shares a core with them. Instead :func:`split` hands cont
 of the work to ``numba.get_num_threads()`` Python threads (the caller is one of them); each runs
 single-threaded BLAS calls and ``nogil`` Numba kernels on its own share, so the cores are never
 oversubscribed and each share's temporaries stay in that core's cache. Every parallel kernel of
-the cpu tier (pooling, ReLU, batch norm too) runs this way. BLAS is held at one thread only
-while a split runs, then given back its own setting.
+the cpu tier (pooling, ReLU, batch norm too) runs this way. BLAS is held at one thread while
+any split runs, in any Python thread (:func:`one_blas_thread` counts them), then given back its
+own setting.
 
 A split costs about 0.15 ms on these VMs, nearly all of it waking the other vCPU (a bare
 ``threading.Event`` round trip takes 0.115 ms), so callers split only work worth more than that.
@@ -16,14 +17,16 @@ A split costs about 0.15 ms on these VMs, nearly all of it waking the other vCPU
 A split's partial sums (dW, db) are added in share order, so results are deterministic for a
 given thread count.
 """
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 
-_state = {"pool": None, "size": 0, "pid": None, "blas": None}
+_state = {"pool": None, "size": 0, "pid": None, "blas": None, "blas_users": 0, "saved": None}
 _lock = threading.Lock()
+_blas_lock = threading.Lock()
 
 
 def threads():
@@ -33,27 +36,81 @@ def threads():
 
 def _pool(size):
     """The shared executor with at least ``size`` threads (a fresh one in a forked child, whose
-    copy of the parent's executor has no threads behind it)."""
+    copy of the parent's executor has no threads behind it).
+
+    A smaller executor is replaced, not shut down: a split running in another thread may still
+    submit to it; its threads exit once the last reference to it is gone.
+    """
     with _lock:
         if _state["size"] < size or _state["pid"] != os.getpid():
-            if _state["pool"] is not None and _state["pid"] == os.getpid():
-                _state["pool"].shutdown(wait=True)
             _state["pool"] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fastconv")
             _state["size"], _state["pid"] = size, os.getpid()
         return _state["pool"]
 
 
 def _blas():
-    """threadpoolctl's handle on the BLAS libraries loaded in this process (found once)."""
+    """threadpoolctl's handles on the BLAS libraries loaded in this process (found once; the
+    caller holds ``_blas_lock``)."""
     if _state["blas"] is None:
         from threadpoolctl import ThreadpoolController
-        _state["blas"] = ThreadpoolController().select(user_api="blas")
+        _state["blas"] = ThreadpoolController().select(user_api="blas").lib_controllers
     return _state["blas"]
 
 
+def _set_blas_threads(counts):
+    """Set each BLAS library's thread count (``counts`` in :func:`_blas` order).
+
+    threadpoolctl lets only one "controlling" Python thread change OpenBLAS's process-wide
+    setting and silently ignores the others, so a restore from any other thread would leave
+    BLAS at one thread. The reference count of :func:`one_blas_thread` already keeps threads
+    from fighting, so control is taken for the change and given up right after.
+    """
+    for lib, n in zip(_blas(), counts):
+        release = getattr(type(lib), "clear_controlling_thread", None)  # threadpoolctl >= 3.6
+        if release is not None:
+            release(force=True)
+        lib.set_num_threads(n)
+        if release is not None:
+            release()
+
+
+def _after_fork_in_child():
+    """A forked child has only the forking thread: fresh locks (another thread may have held
+    one at the fork), no BLAS users, and BLAS's own setting back if a split was running."""
+    global _lock, _blas_lock
+    _lock, _blas_lock = threading.Lock(), threading.Lock()
+    if _state["blas_users"]:
+        _set_blas_threads(_state["saved"])
+    _state["blas_users"], _state["saved"] = 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@contextlib.contextmanager
 def one_blas_thread():
-    """Context manager: BLAS at one thread (then restored), for a product run outside a split."""
-    return _blas().limit(limits=1)
+    """Context manager: BLAS at one thread meanwhile, for a split or a product run outside one.
+
+    The limit is process-wide, so it is reference-counted under a lock: the first thread to
+    enter saves BLAS's setting and sets one thread, the last to leave restores the setting, and
+    Python threads calling fastconv concurrently never leave BLAS at one thread for good. (While
+    any of them is inside, every BLAS call of the process runs on one thread.)
+    """
+    with _blas_lock:
+        if _state["blas_users"] == 0:
+            libs = _blas()
+            _state["saved"] = [lib.get_num_threads() for lib in libs]
+            _set_blas_threads([1] * len(libs))
+        _state["blas_users"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _state["blas_users"] -= 1
+            if _state["blas_users"] == 0:
+                _set_blas_threads(_state["saved"])
+                _state["saved"] = None
 
 
 def shares(n_items, parts=None):

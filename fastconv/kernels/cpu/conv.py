@@ -188,8 +188,9 @@ def _nkp_to_knp_sum(src, out, sums):
         acc = sums[k]
         for n in range(n_img):
             # a partial sum per plane keeps float32 rounding small; "reassoc" lets LLVM
-            # vectorise it (a serial chain of adds ran at a quarter of memory speed)
-            part = src[n, k, 0, 0] - src[n, k, 0, 0]
+            # vectorise it (a serial chain of adds ran at a quarter of memory speed); it starts
+            # from a typed zero (``v - v`` of an inf is NaN)
+            part = sums.dtype.type(0)
             for oh in range(ho):
                 for ow in range(wo):
                     v = src[n, k, oh, ow]
@@ -213,7 +214,7 @@ def im2col(x, kernel, stride, pads):
     layout = _standard_layout(stride)
     split(lambda a, b: _im2col_kernel(x[a:b], fh, fw, sh, sw, pads[0], pads[2], layout, cols, a),
           n_img)
-    return cols.reshape(cols.shape[0], -1)
+    return cols.reshape(cols.shape[0], n_img * ho * wo)
 
 
 def col2im(cols, x_shape, kernel, stride, pads):
@@ -222,7 +223,7 @@ def col2im(cols, x_shape, kernel, stride, pads):
     (fh, fw), (sh, sw) = kernel, stride
     ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
     dx = empty(x_shape, dtype=cols.dtype)
-    c4 = np.ascontiguousarray(cols).reshape(-1, n_img, ho, wo)
+    c4 = np.ascontiguousarray(cols).reshape(c * fh * fw, n_img, ho, wo)
     layout = _standard_layout(stride)
     split(lambda a, b: _col2im_kernel(c4, a, fh, fw, sh, sw, pads[0], pads[2], layout, dx[a:b]),
           n_img)
@@ -253,7 +254,8 @@ class _Geometry:
         self.rows = c * self.fh * self.fw
         self.p = self.ho * self.wq
         per_image = self.rows * self.p * itemsize
-        self.block = max(1, min(n, _common.BLOCK_BYTES // per_image))  # images per block
+        # images per block (all of them when an image has no columns: no input channels)
+        self.block = max(1, min(n, _common.BLOCK_BYTES // per_image if per_image else n))
         # split across threads only when the work pays for it
         macs = n * self.k * self.rows * self.p
         self.parts = 1

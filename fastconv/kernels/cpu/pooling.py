@@ -204,7 +204,8 @@ def max_pool2d_backward(dout, switches, input_shape):
     """Route dout (N, C, Hout, Wout) by switches into dx (input_shape) -> (dx, ok)."""
     n_img, c, h, wd = input_shape
     dx = empty((n_img, c, h * wd), dtype=dout.dtype)
-    d3, s3 = dout.reshape(n_img, c, -1), switches.reshape(n_img, c, -1)
+    planes = (n_img, c, dout.shape[2] * dout.shape[3])
+    d3, s3 = dout.reshape(planes), switches.reshape(planes)
     bad = _planes(lambda a, b: _max_pool_backward_kernel(d3[a:b], s3[a:b], dx[a:b]), dx)
     return dx.reshape(input_shape), sum(bad) == 0
 

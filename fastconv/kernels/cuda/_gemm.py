@@ -88,6 +88,8 @@ def _gemm(a, b, trans_a=False, trans_b=False, bias=None, bias_mode=0, pb=None, o
     ncol = b.shape[0] if trans_b else b.shape[1]
     if out is None:
         out = _empty((m, ncol), a.dtype)
+    if m == 0 or ncol == 0:  # nothing to write (a grid with no blocks is an invalid launch)
+        return out
     grid = ((ncol + TILE - 1) // TILE, (m + TILE - 1) // TILE)
     _gemm_kernel[grid, (TILE, TILE)](a, b, trans_a, trans_b,
                                      bias if bias is not None else _dummy(a.dtype),

@@ -43,12 +43,15 @@ def softmax_cross_entropy(logits, labels):
     """Mean cross-entropy of logits (N, classes) against int labels (N,) -> (loss, dlogits).
 
     ``dlogits`` stays on the device; the per-row losses come back to form the float ``loss``.
-    Raises ``ValueError`` if a label is outside ``[0, classes)``.
+    Raises ``ValueError`` if a label is outside ``[0, classes)``. No rows: the loss is NaN
+    (PyTorch's mean of nothing) and dlogits is (0, classes).
     """
     logits = _dev(logits)
     labels = _dev(labels, np.int64)
     n, ncls = logits.shape
     dlogits = _empty((n, ncls), logits.dtype)
+    if n == 0:
+        return float("nan"), dlogits
     rows = _empty((2, n), logits.dtype)
     _softmax_xent_kernel[_launch(n)](logits, labels, _scalar(logits.dtype, 1.0 / n),
                                      dlogits, rows)

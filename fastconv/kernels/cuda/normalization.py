@@ -2,6 +2,7 @@
 elementwise kernel over all of x for each pass."""
 import math
 
+import numpy as np
 from numba import cuda, float32
 
 from ._launch import (REDUCE_THREADS, _A1, _A3, _block_sum, _dev, _empty, _launch, _reduce_launch,
@@ -35,14 +36,15 @@ def _bn_stats_kernel(x, training, eps, one, inv_count, mean, var, inv_std):
 
 @cuda.jit(cache=True)
 def _bn_affine_kernel(x, weight, bias, mean, inv_std, out):
-    """out = (x - mean) * inv_std * weight + bias per channel of x (N, C, L), as scale and shift."""
+    """out = (x - mean) * (inv_std * weight) + bias per channel of x (N, C, L) (the cpu tier's form:
+    no cancellation when |mean| >> std, and an inf weight gives inf, not inf - inf)."""
     n_img, c_in, length = x.shape
     for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         i = t % length
         r = t // length
         c = r % c_in
         scale = weight[c] * inv_std[c]
-        out[r // c_in, c, i] = x[r // c_in, c, i] * scale + (bias[c] - mean[c] * scale)
+        out[r // c_in, c, i] = (x[r // c_in, c, i] - mean[c]) * scale + bias[c]
 
 
 @cuda.jit(cache=True)
@@ -85,6 +87,11 @@ def _bn_dx_kernel(dout, x, weight, mean, inv_std, dweight, dbias, training, inv_
             dx[n, c, i] = k * dout[n, c, i]
 
 
+def _inv_count(dtype, count):
+    """1 / count in ``dtype``; NaN for no values (their mean is NaN, as NumPy's)."""
+    return _scalar(dtype, 1.0 / count if count else np.nan)
+
+
 def batch_norm(x, weight, bias, mean, var, training, eps):
     """Batch normalisation per channel of x (N, C, L) -> (out, batch_mean, batch_var, saved).
 
@@ -101,7 +108,7 @@ def batch_norm(x, weight, bias, mean, var, training, eps):
         mean, var = _dev(mean, dt), _dev(var, dt)
     inv_std = _empty(c, dt)
     _bn_stats_kernel[_reduce_launch(c, n_img * length if training else 1)](
-        x, bool(training), _scalar(dt, eps), _scalar(dt, 1), _scalar(dt, 1.0 / (n_img * length)),
+        x, bool(training), _scalar(dt, eps), _scalar(dt, 1), _inv_count(dt, n_img * length),
         mean, var, inv_std)
     out = _empty(x.shape, dt)
     _bn_affine_kernel[_launch(x.size)](x, weight, bias, mean, inv_std, out)
@@ -109,19 +116,23 @@ def batch_norm(x, weight, bias, mean, var, training, eps):
 
 
 def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
-    """dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,)), all on the device."""
+    """dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,)), all on the device; zero
+    gradients when there are no values."""
     dout = _dev(dout)
     dt = dout.dtype
     x, weight = _dev(x, dt), _dev(weight, dt)
     mean, inv_std = (_dev(a, dt) for a in saved)
     n_img, c, length = x.shape
+    if x.size == 0:  # sums over nothing (the kernel would scale them by a NaN inv_std)
+        dx = _empty(x.shape, dt) if need_dx else None
+        return dx, _dev(np.zeros(c, dt)), _dev(np.zeros(c, dt))
     dweight, dbias = _empty(c, dt), _empty(c, dt)
     _bn_grad_sums_kernel[_reduce_launch(c, n_img * length)](dout, x, mean, inv_std, dweight, dbias)
     dx = None
     if need_dx:
         dx = _empty(x.shape, dt)
         _bn_dx_kernel[_launch(x.size)](dout, x, weight, mean, inv_std, dweight, dbias,
-                                       bool(training), _scalar(dt, 1.0 / (n_img * length)), dx)
+                                       bool(training), _inv_count(dt, n_img * length), dx)
     return dx, dweight, dbias
 
 

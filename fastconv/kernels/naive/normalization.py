@@ -27,8 +27,9 @@ def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
     dbias = dout.sum(axis=(0, 2))
     if not need_dx:
         return None, dweight, dbias
-    dxhat = dout * weight[None, :, None]
+    # weight * inv_std factored out, as PyTorch's: an inf weight gives inf, not inf - inf
+    g = dout
     if training:
         m = x.shape[0] * x.shape[2]
-        dxhat = dxhat - (dbias * weight / m)[None, :, None] - xhat * (dweight * weight / m)[None, :, None]
-    return dxhat * inv_std[None, :, None], dweight, dbias
+        g = dout - (dbias / m)[None, :, None] - xhat * (dweight / m)[None, :, None]
+    return g * (weight * inv_std)[None, :, None], dweight, dbias

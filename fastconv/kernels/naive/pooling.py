@@ -33,10 +33,10 @@ def max_pool2d_backward(dout, switches, input_shape):
     """
     n_img, c, h, wd = input_shape
     dx = np.zeros((n_img, c, h * wd), dtype=dout.dtype)
-    flat_sw = switches.reshape(n_img, c, -1)
+    flat_sw = switches.reshape(n_img, c, -1) if switches.size else switches.reshape(n_img, c, 0)
     if flat_sw.size and (flat_sw.min() < 0 or flat_sw.max() >= h * wd):
         return dx.reshape(input_shape), False
-    flat_g = dout.reshape(n_img, c, -1)
+    flat_g = dout.reshape(flat_sw.shape)
     for n in range(n_img):
         for ch in range(c):
             for t in range(flat_g.shape[2]):
