@@ -8,8 +8,8 @@ import numbers
 import numpy as np
 
 __all__ = ["pair", "conv_padding", "conv_output_hw"]
-__all__ += ["pool_params", "unpool_params", "pool_divisor", "pool_output_hw", "pool_windows", "adaptive_output_hw", "adaptive_windows",
-            "unpool_output_hw", "avg_pool_divisors",
+__all__ += ["pool_params", "unpool_params", "pool_divisor", "pool_output_hw", "pool_windows",
+            "adaptive_output_hw", "adaptive_windows", "unpool_output_hw", "avg_pool_divisors",
             "adaptive_divisors"]
 
 
@@ -175,20 +175,18 @@ def pool_output_hw(in_hw, kernel_hw, stride_hw, padding_hw=(0, 0), dilation_hw=(
         raise ValueError(f"pool kernel size must be >= 1, got {(kh, kw)}")
     _check_stride(stride_hw)
     padding_hw, dilation_hw = tuple(padding_hw), tuple(dilation_hw)
-    try:
-        return tuple(len(pool_windows(int(n), k, s, p, d, bool(ceil_mode))) for n, k, s, p, d in
-                     zip(in_hw, kernel_hw, stride_hw, padding_hw, dilation_hw))
-    except ValueError as exc:
-        sizes = [_pool_size(n, k, s, p, d, ceil_mode) for n, k, s, p, d in
-                 zip(in_hw, kernel_hw, stride_hw, padding_hw, dilation_hw)]
-        if min(sizes) >= 1:
-            raise  # a dilated window over no input element: the message says which
+    axes = list(zip(in_hw, kernel_hw, stride_hw, padding_hw, dilation_hw))
+    sizes = [_pool_size(n, k, s, p, d, ceil_mode) for n, k, s, p, d in axes]
+    if min(sizes) < 1:
         window = f"pool window {kh}x{kw}"
         if dilation_hw != (1, 1):
             window += f" with dilation {dilation_hw}"
         where = f"the input {h}x{w}" + (f" padded by {padding_hw}" if padding_hw != (0, 0) else "")
         raise ValueError(f"{window} is larger than {where}: output size {sizes[0]}x{sizes[1]} "
-                         "is too small") from exc
+                         "is too small")
+    for n, k, s, p, d in axes:
+        pool_windows(int(n), k, s, p, d, bool(ceil_mode))  # a dilated window over no input?
+    return tuple(sizes)
 
 
 def adaptive_output_hw(in_hw, output_size):
@@ -221,7 +219,8 @@ def adaptive_windows(size, out):
 def unpool_output_hw(in_hw, kernel_hw, stride_hw, padding_hw, output_size=None):
     """``(Hout, Wout)`` of max unpooling: ``(H - 1) * s + k - 2p`` per axis, or ``output_size``
     ((H, W) or (N, C, H, W)), which must lie strictly within one stride of that (PyTorch's rule)."""
-    default = tuple((n - 1) * s + k - 2 * p for n, k, s, p in zip(in_hw, kernel_hw, stride_hw, padding_hw))
+    default = tuple((n - 1) * s + k - 2 * p
+                    for n, k, s, p in zip(in_hw, kernel_hw, stride_hw, padding_hw))
     if output_size is None:
         sizes = default
     else:
@@ -240,7 +239,8 @@ def unpool_output_hw(in_hw, kernel_hw, stride_hw, padding_hw, output_size=None):
                                  f'{n - s} and {n + s})')
     if min(sizes) < 1:
         raise ValueError(f"max_unpool2d output size {sizes} is not positive (input {tuple(in_hw)}, "
-                         f"kernel {tuple(kernel_hw)}, stride {tuple(stride_hw)}, padding {tuple(padding_hw)})")
+                         f"kernel {tuple(kernel_hw)}, stride {tuple(stride_hw)}, "
+                         f"padding {tuple(padding_hw)})")
     return sizes
 
 

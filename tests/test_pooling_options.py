@@ -313,8 +313,9 @@ def test_adaptive_pools_match_naive(backend, dtype, case, ties):
     ref, ref_sw = HF.adaptive_max_pool2d(x, size, backend="naive")
     np.testing.assert_array_equal(out, ref)
     np.testing.assert_array_equal(switches, ref_sw)
-    np.testing.assert_array_equal(HF.adaptive_max_pool2d_backward(dout, switches, x.shape, backend=backend),
-                                  HF.adaptive_max_pool2d_backward(dout, ref_sw, x.shape, backend="naive"))
+    np.testing.assert_array_equal(
+        HF.adaptive_max_pool2d_backward(dout, switches, x.shape, backend=backend),
+        HF.adaptive_max_pool2d_backward(dout, ref_sw, x.shape, backend="naive"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -484,7 +485,10 @@ def test_gradients_match_finite_differences(backend):
     # unpooling, with respect to its values (the indices are fixed)
     pooled, indices = HF.max_pool2d(x, 2, backend=backend)
     pooled = np.ascontiguousarray(pooled)
-    unpool = lambda: HF.max_unpool2d(pooled, indices, 2, output_size=(6, 7), backend=backend)  # noqa: E731
+
+    def unpool():
+        return HF.max_unpool2d(pooled, indices, 2, output_size=(6, 7), backend=backend)
+
     dout = random(rng, unpool().shape, np.float64)
     err = grad_rel_error(HF.max_unpool2d_backward(dout, indices, backend=backend),
                          numeric_grad(unpool, pooled, dout))
@@ -632,7 +636,8 @@ def test_output_size_zero_is_an_empty_output_as_in_pytorch():
 def test_bad_unpooling(backend):
     x = np.ones((1, 2, 2, 2), np.float32)
     idx = np.zeros((1, 2, 2, 2), np.int64)
-    with pytest.raises(ValueError, match=r'invalid output_size "\(7, 7\)" \(dim 0 must be between 2 and 6\)'):
+    with pytest.raises(ValueError, match=r'invalid output_size "\(7, 7\)" '
+                                         r'\(dim 0 must be between 2 and 6\)'):
         F.max_unpool2d(x, idx, 2, output_size=(7, 7), backend=backend)
     with pytest.raises(ValueError, match="2 or 4 elements"):
         F.max_unpool2d(x, idx, 2, output_size=(1, 2, 4), backend=backend)

@@ -144,8 +144,11 @@ def test_layers_on_device_arrays_match_the_cpu_tier(G):
     through the layers; the result stays on the device."""
     rng = np.random.default_rng(9)
     x = rng.standard_normal((1, 2, 7, 6)).astype(np.float32)
-    pools = lambda: [fc.MaxPool2d(3, 2, 1), fc.AvgPool2d(2, ceil_mode=True, count_include_pad=False),  # noqa: E731
-                     fc.AdaptiveMaxPool2d((2, None)), fc.AdaptiveAvgPool2d(1)]
+
+    def pools():
+        return [fc.MaxPool2d(3, 2, 1), fc.AvgPool2d(2, ceil_mode=True, count_include_pad=False),
+                fc.AdaptiveMaxPool2d((2, None)), fc.AdaptiveAvgPool2d(1)]
+
     on_device, on_host = pools(), pools()
     y, want = fc.to_device(x), x
     for a, b in zip(on_device, on_host):

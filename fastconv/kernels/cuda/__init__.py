@@ -37,19 +37,22 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
   per-row (conv) or per-column (Linear) bias and can write the ``(K, N*P)`` product straight into
   NCHW order (``pb = P``), so the convolution needs no transpose afterwards.
 * Reductions (``_channel_sum_kernel``, ``_bn_stats_kernel``, ``_bn_grad_sums_kernel``,
-  ``_switch_bounds_kernel``, ``_global_pool_kernel``): one block per channel / output row or column
-  / plane, of ``REDUCE_THREADS`` threads (a smaller power of two, at least a warp, when a block has fewer elements to reduce), a
+  ``_switch_bounds_kernel``): one block per channel / output row or column, of ``REDUCE_THREADS``
+  threads (a smaller power of two, at least a warp, when a block has fewer elements to reduce), a
   block-stride loop that accumulates in registers (reading along the contiguous axis), then a
   shared-memory tree reduction (``_block_sum``; deterministic: fixed order). ``_channel_sum_kernel``
   also writes the ``(N, K, P) -> (K, N, P)`` transpose the backward GEMMs need (coalesced reads and
   writes along P): it is the bias gradient fused with that copy. Batch norm splits each pass into a
   per-channel reduction (statistics, or the two gradient sums) and an elementwise kernel over all
   of x, so the bulk of its traffic runs on the full grid rather than on C blocks.
-* ``_route_kernel`` (max-pool backward, max unpooling) does not know the window geometry (the
-  contract passes only the switches), so ``_switch_bounds_kernel`` first finds, for every output row and column, the range of
+* ``_route_kernel`` does not know the window geometry (the contract passes only the
+  switches), so ``_switch_bounds_kernel`` first finds, for every output row and column, the range of
   input rows / columns its switches point into; each input element then scans only the outputs
   whose ranges contain it (``ceil(kh / sh) * ceil(kw / sw)`` of them for a real pooling) and checks
-  their switches. The same pass counts out-of-range switches for the ``ok`` flag.
+  their switches. The same pass counts out-of-range switches for the ``ok`` flag. Max unpooling
+  is the same gather, keeping the last value instead of the sum.
+* ``_global_pool_kernel`` (adaptive pooling to (1, 1)): one block per plane, as the reductions
+  above; the max carries its index through the tree (first maximum, first NaN).
 * ``_dropout_kernel`` gives each thread a ``numba.cuda.random`` xoroshiro128+ state, seeded on the
   device from draws ``2t`` and ``2t + 1`` of SplitMix64(seed) (no host-side jump-ahead); the keep
   test compares the top 53 random bits with an integer threshold, so it costs no float work and the
