@@ -158,11 +158,19 @@ def _global_pool_kernel(x, want_max, count, out, switches):
         if want_max:
             best = x[p, 0]
             arg = 0
-            for i in range(length):
+            nan = False
+            for i in range(length):  # as _max_pool_kernel: the NaN rule only if one went by
                 v = x[p, i]
-                if v > best or (v != v and best == best):
+                nan |= v != v
+                if v > best:
                     best = v
                     arg = i
+            if nan:
+                for i in range(length):
+                    if x[p, i] != x[p, i]:
+                        best = x[p, i]
+                        arg = i
+                        break
             out[p] = best
             switches[p] = arg
         elif length < 4:
