@@ -19,9 +19,13 @@ from .dropout import dropout, dropout_backward
 from .linear import linear, linear_backward
 from .loss import softmax_cross_entropy
 from .normalization import batch_norm, batch_norm_backward
-from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
+                      avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
+                      max_unpool2d_backward)
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
            "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
            "linear_backward", "dropout", "dropout_backward", "softmax_cross_entropy"]
+__all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "max_unpool2d",
+            "max_unpool2d_backward"]

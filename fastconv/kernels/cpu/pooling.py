@@ -1,19 +1,35 @@
-"""cpu pooling: max pooling with switches (unrolled 2x2 and 3x3 kernels) and average pooling,
-each kernel run over a range of images, split across the threads when the input is large."""
+"""cpu pooling: max pooling with switches, average pooling, adaptive pooling, max unpooling and
+their gradients; each kernel runs over a range of images, split across the threads when the
+input is large.
+
+One generic kernel per reduction walks the window tables of :mod:`fastconv._shapes` (per output
+row / column: the first tap inside the input and how many taps, ``dilation`` apart), so padding,
+dilation, ceil mode and adaptive bins are all the same loop. Max pooling keeps unrolled 2x2 and
+3x3 kernels for the common windows without padding or dilation, and the global (1, 1) adaptive
+pools are a plain reduction over each plane.
+"""
 import numpy as np
 from numba import njit
 
-from ..._shapes import pool_output_hw
+from ..._shapes import (adaptive_divisors, adaptive_output_hw, adaptive_windows, avg_pool_divisors,
+                        pool_output_hw, pool_windows)
 from .._memory import empty
 from ._common import _planes
 
 
+def _planes_of(a):
+    """A 4-D array (N, C, H, W) as (N, C, H * W) (also for N = 0)."""
+    return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])
+
+
 @njit(nogil=True, cache=True)
-def _max_pool_kernel(x, kh, kw, sh, sw, out, switches):
+def _max_pool_kernel(x, rows, cols, dh, dw, out, switches):
     """Max and its flat in-plane index per window; the first maximum wins, and the first NaN.
 
-    The hot loop tests only ``v > best`` and notes whether a NaN went by; the rare window that
-    held one is scanned again by the NaN rule (a NaN test inside the hot loop cost 3x).
+    Window (oh, ow) takes ``rows[oh, 1]`` rows from ``rows[oh, 0]``, ``dh`` apart, times
+    ``cols[ow, 1]`` columns from ``cols[ow, 0]``, ``dw`` apart. The hot loop tests only
+    ``v > best`` and notes whether a NaN went by; the rare window that held one is scanned again
+    by the NaN rule (a NaN test inside the hot loop cost 3x).
     """
     n_img, c_in, h, wd = x.shape
     _, _, ho, wo = out.shape
@@ -21,26 +37,30 @@ def _max_pool_kernel(x, kh, kw, sh, sw, out, switches):
         n = t // c_in
         c = t - n * c_in
         for oh in range(ho):
-            y0 = oh * sh
+            y0 = rows[oh, 0]
+            nh = rows[oh, 1]
             for ow in range(wo):
-                x0 = ow * sw
+                x0 = cols[ow, 0]
+                nw = cols[ow, 1]
                 best = x[n, c, y0, x0]
                 arg = y0 * wd + x0
                 nan = False
-                for i in range(kh):
-                    for j in range(kw):
-                        v = x[n, c, y0 + i, x0 + j]
+                for i in range(nh):
+                    y = y0 + i * dh
+                    for j in range(nw):
+                        v = x[n, c, y, x0 + j * dw]
                         nan |= v != v
                         if v > best:
                             best = v
-                            arg = (y0 + i) * wd + x0 + j
+                            arg = y * wd + x0 + j * dw
                 if nan:
-                    for i in range(kh):
-                        for j in range(kw):
-                            v = x[n, c, y0 + i, x0 + j]
+                    for i in range(nh):
+                        y = y0 + i * dh
+                        for j in range(nw):
+                            v = x[n, c, y, x0 + j * dw]
                             if v != v and best == best:
                                 best = v
-                                arg = (y0 + i) * wd + x0 + j
+                                arg = y * wd + x0 + j * dw
                 out[n, c, oh, ow] = best
                 switches[n, c, oh, ow] = arg
 
@@ -61,7 +81,8 @@ def _first_max3(row, x0, base, best, arg, nan):
 
 @njit(nogil=True, cache=True)
 def _max_pool_3x3_kernel(x, sh, sw, out, switches):
-    """3x3 windows, any stride, unrolled (3x faster than the general loop); same rules."""
+    """3x3 windows inside the input, any stride, unrolled (3x faster than the general loop); same
+    rules."""
     n_img, c_in, h, wd = x.shape
     _, _, ho, wo = out.shape
     for t in range(n_img * c_in):
@@ -129,44 +150,118 @@ def _max_pool_2x2_kernel(x, out, switches):
 
 
 @njit(nogil=True, cache=True)
-def _max_pool_backward_kernel(dout, switches, dx):
-    """dx (N, C, H*W) gets dout routed by switches; returns the count of out-of-range switches."""
-    n_img, c_in, hw = dx.shape
-    m = dout.shape[2]
+def _global_pool_kernel(x, want_max, count, out, switches):
+    """x (P, L) -> out, switches (P,): per plane the max and its first index (the first NaN
+    wins), or the mean: the sum (four interleaved partial sums) over ``count`` (in x's dtype)."""
+    planes, length = x.shape
+    for p in range(planes):
+        if want_max:
+            best = x[p, 0]
+            arg = 0
+            nan = False
+            for i in range(length):  # as _max_pool_kernel: the NaN rule only if one went by
+                v = x[p, i]
+                nan |= v != v
+                if v > best:
+                    best = v
+                    arg = i
+            if nan:
+                for i in range(length):
+                    if x[p, i] != x[p, i]:
+                        best = x[p, i]
+                        arg = i
+                        break
+            out[p] = best
+            switches[p] = arg
+        elif length < 4:
+            acc = x[p, 0]
+            for i in range(1, length):
+                acc += x[p, i]
+            out[p] = acc / count
+        else:
+            s0, s1, s2, s3 = x[p, 0], x[p, 1], x[p, 2], x[p, 3]
+            quads = length // 4
+            for q in range(1, quads):
+                i = 4 * q
+                s0 += x[p, i]
+                s1 += x[p, i + 1]
+                s2 += x[p, i + 2]
+                s3 += x[p, i + 3]
+            for i in range(4 * quads, length):
+                s0 += x[p, i]
+            out[p] = ((s0 + s1) + (s2 + s3)) / count
+
+
+@njit(nogil=True, cache=True)
+def _route_kernel(values, indices, accumulate, out):
+    """out (N, C, M) gets values (N, C, L) scattered to the flat positions ``indices`` (N, C, L)
+    in row-major order, summed or the last kept; returns the count of out-of-range indices."""
+    n_img, c_in, m = out.shape
+    length = values.shape[2]
     bad = 0
     for t in range(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
-        for j in range(hw):
-            dx[n, c, j] = 0
-        for i in range(m):
-            j = switches[n, c, i]
-            if j < 0 or j >= hw:
+        for j in range(m):
+            out[n, c, j] = 0
+        for i in range(length):
+            j = indices[n, c, i]
+            if j < 0 or j >= m:
                 bad += 1
+            elif accumulate:
+                out[n, c, j] += values[n, c, i]
             else:
-                dx[n, c, j] += dout[n, c, i]
+                out[n, c, j] = values[n, c, i]
     return bad
 
 
 @njit(nogil=True, cache=True)
-def _avg_pool_kernel(x, kh, kw, sh, sw, scale, out):
+def _gather_kernel(src, indices, out):
+    """out (N, C, L) = src (N, C, M) at the flat positions ``indices`` (N, C, L) (0 where an
+    index is out of range); returns the count of out-of-range indices."""
+    n_img, c_in, length = out.shape
+    m = src.shape[2]
+    bad = 0
+    for t in range(n_img * c_in):
+        n = t // c_in
+        c = t - n * c_in
+        for i in range(length):
+            j = indices[n, c, i]
+            if j < 0 or j >= m:
+                bad += 1
+                out[n, c, i] = 0
+            else:
+                out[n, c, i] = src[n, c, j]
+    return bad
+
+
+@njit(nogil=True, cache=True)
+def _avg_pool_kernel(x, rows, cols, div, out):
+    """Each window's sum (row-major, from its first tap) over ``div[oh, ow]``; windows as in
+    :func:`_max_pool_kernel` with dilation 1."""
     n_img, c_in, _, _ = x.shape
     _, _, ho, wo = out.shape
     for t in range(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
         for oh in range(ho):
+            y0 = rows[oh, 0]
+            nh = rows[oh, 1]
             for ow in range(wo):
-                acc = x[n, c, oh * sh, ow * sw]
-                for i in range(kh):
-                    for j in range(kw):
+                x0 = cols[ow, 0]
+                nw = cols[ow, 1]
+                acc = x[n, c, y0, x0]
+                for i in range(nh):
+                    for j in range(nw):
                         if i > 0 or j > 0:
-                            acc += x[n, c, oh * sh + i, ow * sw + j]
-                out[n, c, oh, ow] = acc * scale
+                            acc += x[n, c, y0 + i, x0 + j]
+                out[n, c, oh, ow] = acc / div[oh, ow]
 
 
 @njit(nogil=True, cache=True)
-def _avg_pool_backward_kernel(dout, kh, kw, sh, sw, scale, dx):
+def _avg_pool_backward_kernel(dout, rows, cols, div, dx):
+    """dx (N, C, H, W) gets ``dout[oh, ow] / div[oh, ow]`` added over each window, windows in
+    row-major order."""
     n_img, c_in, h, wd = dx.shape
     _, _, ho, wo = dout.shape
     for t in range(n_img * c_in):
@@ -176,56 +271,153 @@ def _avg_pool_backward_kernel(dout, kh, kw, sh, sw, scale, dx):
             for xx in range(wd):
                 dx[n, c, y, xx] = 0
         for oh in range(ho):
+            y0 = rows[oh, 0]
+            nh = rows[oh, 1]
             for ow in range(wo):
-                g = dout[n, c, oh, ow] * scale
-                for i in range(kh):
-                    for j in range(kw):
-                        dx[n, c, oh * sh + i, ow * sw + j] += g
+                x0 = cols[ow, 0]
+                nw = cols[ow, 1]
+                g = dout[n, c, oh, ow] / div[oh, ow]
+                for i in range(nh):
+                    for j in range(nw):
+                        dx[n, c, y0 + i, x0 + j] += g
 
 
-def max_pool2d(x, kernel, stride):
-    """x (N, C, H, W) -> (out, switches int64); switches are flat ``h * W + w`` indices per plane."""
-    n_img, c, h, wd = x.shape
-    ho, wo = pool_output_hw((h, wd), kernel, stride)
-    out = empty((n_img, c, ho, wo), dtype=x.dtype)
-    switches = empty((n_img, c, ho, wo), dtype=np.int64)
-    if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
-        _planes(lambda a, b: _max_pool_2x2_kernel(x[a:b], out[a:b], switches[a:b]), x)
-    elif tuple(kernel) == (3, 3):
-        sh, sw = stride
-        _planes(lambda a, b: _max_pool_3x3_kernel(x[a:b], sh, sw, out[a:b], switches[a:b]), x)
-    else:
-        (kh, kw), (sh, sw) = kernel, stride
-        _planes(lambda a, b: _max_pool_kernel(x[a:b], kh, kw, sh, sw, out[a:b], switches[a:b]), x)
+def _tables(in_hw, kernel, stride, padding, dilation, ceil_mode):
+    return tuple(pool_windows(n, k, s, p, d, bool(ceil_mode)) for n, k, s, p, d in
+                 zip(in_hw, kernel, stride, padding, dilation))
+
+
+def _adaptive_tables(in_hw, out_hw):
+    return tuple(adaptive_windows(n, o) for n, o in zip(in_hw, out_hw))
+
+
+def _max_over(x, rows, cols, dilation):
+    """The generic max-pool kernel over the windows ``rows x cols`` -> (out, switches)."""
+    n_img, c = x.shape[:2]
+    out = empty((n_img, c, len(rows), len(cols)), dtype=x.dtype)
+    switches = empty(out.shape, dtype=np.int64)
+    dh, dw = dilation
+    _planes(lambda a, b: _max_pool_kernel(x[a:b], rows, cols, dh, dw, out[a:b], switches[a:b]), x)
     return out, switches
 
 
-def max_pool2d_backward(dout, switches, input_shape):
-    """Route dout (N, C, Hout, Wout) by switches into dx (input_shape) -> (dx, ok)."""
-    n_img, c, h, wd = input_shape
-    dx = empty((n_img, c, h * wd), dtype=dout.dtype)
-    planes = (n_img, c, dout.shape[2] * dout.shape[3])
-    d3, s3 = dout.reshape(planes), switches.reshape(planes)
-    bad = _planes(lambda a, b: _max_pool_backward_kernel(d3[a:b], s3[a:b], dx[a:b]), dx)
-    return dx.reshape(input_shape), sum(bad) == 0
-
-
-def avg_pool2d(x, kernel, stride):
-    """x (N, C, H, W) -> (N, C, Hout, Wout), the mean of each window."""
+def _global(x, want_max):
+    """Global pooling, one reduction per plane -> (out, switches or None) of (N, C, 1, 1)."""
     n_img, c, h, wd = x.shape
-    ho, wo = pool_output_hw((h, wd), kernel, stride)
-    out = empty((n_img, c, ho, wo), dtype=x.dtype)
-    scale = x.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    x2 = x.reshape(n_img * c, h * wd)
+    out = empty((n_img * c,), dtype=x.dtype)
+    switches = empty((n_img * c,), dtype=np.int64)
+    count = x.dtype.type(h * wd)
+    _planes(lambda a, b: _global_pool_kernel(x2[a:b], want_max, count, out[a:b], switches[a:b]), x2)
+    return out.reshape(n_img, c, 1, 1), switches.reshape(n_img, c, 1, 1)
+
+
+def max_pool2d(x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
+    """x (N, C, H, W) -> (out, switches int64) of (N, C, Hout, Wout); switches are flat
+    ``h * W + w`` indices per plane, padding is -inf. Windows that lie inside the input (no
+    padding, no dilation, every window whole) of 2x2 / stride 2 and 3x3 take unrolled kernels."""
+    n_img, c, h, wd = x.shape
+    ho, wo = pool_output_hw((h, wd), kernel, stride, padding, dilation, ceil_mode)
     (kh, kw), (sh, sw) = kernel, stride
-    _planes(lambda a, b: _avg_pool_kernel(x[a:b], kh, kw, sh, sw, scale, out[a:b]), x)
+    inside = (tuple(padding) == (0, 0) and tuple(dilation) == (1, 1)
+              and (ho - 1) * sh + kh <= h and (wo - 1) * sw + kw <= wd)
+    if inside and ((kh, kw, sh, sw) == (2, 2, 2, 2) or (kh, kw) == (3, 3)):
+        out = empty((n_img, c, ho, wo), dtype=x.dtype)
+        switches = empty((n_img, c, ho, wo), dtype=np.int64)
+        if kh == 2:
+            _planes(lambda a, b: _max_pool_2x2_kernel(x[a:b], out[a:b], switches[a:b]), x)
+        else:
+            _planes(lambda a, b: _max_pool_3x3_kernel(x[a:b], sh, sw, out[a:b], switches[a:b]), x)
+        return out, switches
+    return _max_over(x, *_tables((h, wd), kernel, stride, padding, dilation, ceil_mode), dilation)
+
+
+def adaptive_max_pool2d(x, output_hw):
+    """x (N, C, H, W) -> (out, switches int64) of (N, C, Hout, Wout) over adaptive bins; (1, 1)
+    is a reduction per plane."""
+    out_hw = adaptive_output_hw(x.shape[2:], output_hw)
+    if out_hw == (1, 1):
+        return _global(x, True)
+    return _max_over(x, *_adaptive_tables(x.shape[2:], out_hw), (1, 1))
+
+
+def _route(values, indices, plane_shape, accumulate):
+    n_img, c = values.shape[:2]
+    out = empty((n_img, c, plane_shape[0] * plane_shape[1]), dtype=values.dtype)
+    v3, i3 = _planes_of(values), _planes_of(indices)
+    bad = _planes(lambda a, b: _route_kernel(v3[a:b], i3[a:b], accumulate, out[a:b]), out)
+    return out.reshape((n_img, c) + tuple(plane_shape)), sum(bad) == 0
+
+
+def max_pool2d_backward(dout, switches, input_shape):
+    """Route dout (N, C, Hout, Wout) by switches into dx (input_shape), overlaps summed ->
+    (dx, ok); ``ok`` is False if a switch is outside the plane."""
+    return _route(dout, switches, input_shape[2:], True)
+
+
+def max_unpool2d(x, indices, output_hw):
+    """x (N, C, H, W) -> (out (N, C, Hout, Wout), ok): zeros but for x at ``indices`` (the last
+    write winning a repeat); ``ok`` is False if an index is outside the output plane."""
+    return _route(x, indices, output_hw, False)
+
+
+def max_unpool2d_backward(dout, indices):
+    """dout (N, C, Hout, Wout) -> (dx of indices' shape, ok): dout read at ``indices``."""
+    n_img, c = dout.shape[:2]
+    dx = empty(tuple(indices.shape), dtype=dout.dtype)
+    d3, i3, x3 = _planes_of(dout), _planes_of(indices), _planes_of(dx)
+    bad = _planes(lambda a, b: _gather_kernel(d3[a:b], i3[a:b], x3[a:b]), dx)
+    return dx, sum(bad) == 0
+
+
+def _avg(x, rows, cols, div):
+    out = empty(x.shape[:2] + (len(rows), len(cols)), dtype=x.dtype)
+    _planes(lambda a, b: _avg_pool_kernel(x[a:b], rows, cols, div, out[a:b]), x)
     return out
 
 
-def avg_pool2d_backward(dout, input_shape, kernel, stride):
-    """dout (N, C, Hout, Wout) -> dx (input_shape), each gradient spread evenly over its window."""
-    dx = empty(input_shape, dtype=dout.dtype)
-    scale = dout.dtype.type(1.0 / (kernel[0] * kernel[1]))
-    (kh, kw), (sh, sw) = kernel, stride
-    _planes(lambda a, b: _avg_pool_backward_kernel(dout[a:b], kh, kw, sh, sw, scale, dx[a:b]), dx)
+def _avg_backward(dout, input_shape, rows, cols, div):
+    dx = empty(tuple(input_shape), dtype=dout.dtype)
+    _planes(lambda a, b: _avg_pool_backward_kernel(dout[a:b], rows, cols, div, dx[a:b]), dx)
     return dx
 
+
+def _avg_geometry(in_hw, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                  dtype):
+    key = (tuple(in_hw), tuple(kernel), tuple(stride), tuple(padding), bool(ceil_mode))
+    return _tables(in_hw, kernel, stride, padding, (1, 1), ceil_mode) + (
+        avg_pool_divisors(*key, bool(count_include_pad), divisor_override, np.dtype(dtype)),)
+
+
+def avg_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """x (N, C, H, W) -> (N, C, Hout, Wout): each window's sum over PyTorch's divisor."""
+    return _avg(x, *_avg_geometry(x.shape[2:], kernel, stride, padding, ceil_mode,
+                                  count_include_pad, divisor_override, x.dtype))
+
+
+def avg_pool2d_backward(dout, input_shape, kernel, stride, padding=(0, 0), ceil_mode=False,
+                        count_include_pad=True, divisor_override=None):
+    """dout (N, C, Hout, Wout) -> dx (input_shape): each gradient over its divisor, spread over
+    the window's taps inside the input."""
+    return _avg_backward(dout, input_shape, *_avg_geometry(input_shape[2:], kernel, stride, padding,
+                                                           ceil_mode, count_include_pad,
+                                                           divisor_override, dout.dtype))
+
+
+def adaptive_avg_pool2d(x, output_hw):
+    """x (N, C, H, W) -> (N, C, Hout, Wout), the mean of each adaptive bin; (1, 1) is a
+    reduction per plane."""
+    in_hw = tuple(x.shape[2:])
+    out_hw = adaptive_output_hw(in_hw, output_hw)
+    if out_hw == (1, 1):
+        return _global(x, False)[0]
+    return _avg(x, *_adaptive_tables(in_hw, out_hw), adaptive_divisors(in_hw, out_hw, x.dtype))
+
+
+def adaptive_avg_pool2d_backward(dout, input_shape):
+    """dout (N, C, Hout, Wout) -> dx (input_shape): each bin's gradient over its size, spread
+    over the bin."""
+    in_hw, out_hw = tuple(input_shape[2:]), tuple(dout.shape[2:])
+    return _avg_backward(dout, input_shape, *_adaptive_tables(in_hw, out_hw),
+                         adaptive_divisors(in_hw, out_hw, dout.dtype))

@@ -15,7 +15,7 @@ product) and ``_launch`` (launch sizes and device-array helpers).
 Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256``)
 ------------------------------------------------------------------------------------
 * Elementwise and gather kernels (``_im2col_kernel``, ``_col2im_kernel``, ``_max_pool_kernel``,
-  ``_max_pool_backward_kernel``, ``_avg_pool_kernel``, ``_avg_pool_backward_kernel``,
+  ``_route_kernel``, ``_gather_kernel``, ``_avg_pool_kernel``, ``_avg_pool_backward_kernel``,
   ``_unary_kernel``, ``_binary_kernel``, ``_dropout_kernel``, ``_sgd_kernel``, ``_adam_kernel``,
   ``_bn_affine_kernel``, ``_bn_dx_kernel``, ``_axpby_kernel``, ``_softmax_xent_kernel``): 1-D grid of
   ``THREADS``-thread blocks (fewer threads, a multiple of the 32-thread warp, when n is small),
@@ -24,7 +24,7 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
   Thread t owns element t of a C-contiguous output, so a warp writes 32 consecutive addresses
   (coalesced). Reads are coalesced too where the index math allows: im2col reads an input row at
   stride ``sw`` (contiguous for stride 1); col2im and the pooling gathers read ``cols``/``dout``
-  along output columns, consecutive for stride 1. Gathers (col2im, both pooling backwards) give
+  along output columns, consecutive for stride 1. Gathers (col2im, the pooling backwards) give
   each thread one input element that sums its own contributions in a fixed order: no atomics,
   the same bits on every run, and the same accumulation order as the cpu tier. Softmax
   cross-entropy runs one thread per row: class counts are small (10), and the rows are few.
@@ -45,11 +45,14 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
   writes along P): it is the bias gradient fused with that copy. Batch norm splits each pass into a
   per-channel reduction (statistics, or the two gradient sums) and an elementwise kernel over all
   of x, so the bulk of its traffic runs on the full grid rather than on C blocks.
-* ``_max_pool_backward_kernel`` does not know the window geometry (the contract passes only the
+* ``_route_kernel`` does not know the window geometry (the contract passes only the
   switches), so ``_switch_bounds_kernel`` first finds, for every output row and column, the range of
   input rows / columns its switches point into; each input element then scans only the outputs
   whose ranges contain it (``ceil(kh / sh) * ceil(kw / sw)`` of them for a real pooling) and checks
-  their switches. The same pass counts out-of-range switches for the ``ok`` flag.
+  their switches. The same pass counts out-of-range switches for the ``ok`` flag. Max unpooling
+  is the same gather, keeping the last value instead of the sum.
+* ``_global_pool_kernel`` (adaptive pooling to (1, 1)): one block per plane, as the reductions
+  above; the max carries its index through the tree (first maximum, first NaN).
 * ``_dropout_kernel`` gives each thread a ``numba.cuda.random`` xoroshiro128+ state, seeded on the
   device from draws ``2t`` and ``2t + 1`` of SplitMix64(seed) (no host-side jump-ahead); the keep
   test compares the top 53 random bits with an integer threshold, so it costs no float work and the
@@ -91,7 +94,9 @@ from .linear import linear, linear_backward
 from .loss import softmax_cross_entropy
 from .normalization import batch_norm, batch_norm_backward
 from .optim import adam_update, sgd_update
-from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
+                      avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
+                      max_unpool2d_backward)
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
@@ -99,6 +104,8 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
            "softmax_cross_entropy", "sgd_update", "adam_update", "axpby", "zeros_like",
            "KERNELS"]
+__all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "max_unpool2d",
+            "max_unpool2d_backward"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
 #: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.
