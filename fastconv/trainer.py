@@ -4,9 +4,10 @@ Data flows one way: the trainer drives a model, a loss and an optimizer through 
 interfaces. Of the model it calls ``forward``, ``backward``, ``parameters``, ``state_dict`` /
 ``load_state_dict``, ``predict``, ``train`` and, at the start of each epoch,
 ``reseed(seed_sequence)`` (:meth:`fastconv.Module.reseed`: every module with a public ``rng``
-generator, such as :class:`fastconv.Dropout`, gets a fresh one); it lists ``model.modules()``
-only to restore each module's train/eval flag after ``fit`` and, with ``distributed=True``, to
-find :class:`fastconv.distributed.SyncBatchNorm` layers. It never sets a layer's attributes.
+generator, such as :class:`fastconv.Dropout`, gets a fresh one). It lists ``model.modules()``
+only to record each module's ``training`` flag before ``fit`` and set it back afterwards, and,
+with ``distributed=True``, to find :class:`fastconv.distributed.SyncBatchNorm` layers; nothing
+else below the model is read or changed.
 
 The training and validation data are arrays or any :class:`fastconv.data.Dataset` (``__len__``
 and ``__getitem__`` by an array of indices, returning a batch ``(x, y)``), such as a
@@ -18,7 +19,8 @@ Every random choice a run makes (the shuffle order, the augmentation, the dropou
 draws of every module's ``rng``) comes from generators derived from ``(seed, epoch)`` at the start
 of each epoch, so epoch ``e`` of a run does not depend on how the run got there. That is what
 makes ``resume=True`` exact: a run interrupted after epoch 2 and resumed from its checkpoint ends
-with the same weights, bit for bit, as the run that was never interrupted. (Weight initialisation
+with the same weights, bit for bit, as the run that was never interrupted (a Dataset must give
+the same batch for the same indices every time). (Weight initialisation
 is the model's business: use ``fastconv.manual_seed`` or the layers' ``rng`` before building it.)
 """
 import contextlib
@@ -220,6 +222,8 @@ class Trainer:
     of sample indices (the ones the arrays would be indexed with, so a Dataset holding the same
     samples gives the same run, bit for bit) and checks and casts each batch as above (a Dataset
     of ``uint8`` images needs a ``transform``, e.g. ``IDXDataset(..., transform=normalize)``).
+    An array, a ``numpy.memmap`` included, is converted whole up front; wrap a memmap in
+    :class:`fastconv.data.TensorDataset` to read it a batch at a time.
 
     Devices
     -------

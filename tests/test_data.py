@@ -375,7 +375,7 @@ def scenario_ranks(out):
     """On every rank: fit arrays and a Dataset of the same samples (shuffle, validation split,
     augmentation, dropout); then a Dataset without validation, recording what it is asked for."""
     from fastconv import distributed as dist
-    rank, size = dist.init()
+    rank, _ = dist.init()
     x, y = make_data(90)
     common = dict(epochs=2, batch_size=16, seed=3, augment=RandomShift(1), progress=False)
     models = [make_model(), make_model()]
