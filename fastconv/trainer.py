@@ -366,8 +366,9 @@ class Trainer:
         return {"loss": float(loss_sum / n), "accuracy": float(correct / n)}
 
     # -- training ------------------------------------------------------------------------------
-    def fit(self, x, y=None, epochs=None, batch_size=64, validation_data=None, validation_split=0.0, shuffle=True,
-            seed=None, early_stopping=None, checkpoint=None, resume=False, augment=None, progress=True):
+    def fit(self, x, y=None, epochs=None, batch_size=64, validation_data=None, validation_split=0.0,
+            shuffle=True, seed=None, early_stopping=None, checkpoint=None, resume=False, augment=None,
+            progress=True):
         """Train for ``epochs`` epochs; return the :class:`History` (also kept as ``self.history``).
 
         Parameters

@@ -150,13 +150,13 @@ def test_uint8_batches_from_a_dataset_are_refused_with_the_way_out():
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda t, x, y: t.fit(TensorDataset(x, y), y, epochs=1), ValueError, "Dataset, which gives its own labels"),
+    (lambda t, x, y: t.fit(TensorDataset(x, y), y, epochs=1), ValueError, "Dataset, which gives its own"),
     (lambda t, x, y: t.fit(x, epochs=1), ValueError, "labels y are needed"),
     (lambda t, x, y: t.fit(TensorDataset(x, y)), TypeError, "epochs"),
     (lambda t, x, y: t.fit(TensorDataset(x[:0], y[:0]), epochs=1), ValueError, "Dataset is empty"),
     (lambda t, x, y: t.fit(WrongCount(), epochs=1), ValueError, "returned 3 samples for 8 indices"),
     (lambda t, x, y: t.fit(NotAPair(), epochs=1), TypeError, "must return a pair"),
-    (lambda t, x, y: t.evaluate(TensorDataset(x, y), y), ValueError, "Dataset, which gives its own labels"),
+    (lambda t, x, y: t.evaluate(TensorDataset(x, y), y), ValueError, "Dataset, which gives its own"),
 ])
 def test_dataset_misuse_is_a_clear_error(call, error, match):
     x, y = make_data(16)
@@ -229,7 +229,8 @@ def idx_bytes(magic, array):
 
 def write_pair(folder, n=13, gz=False, rows=5, cols=4):
     rng = np.random.default_rng(0)
-    images, labels = rng.integers(0, 256, (n, rows, cols), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 256, (n, rows, cols), dtype=np.uint8)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
     paths = []
     for name, magic, a in (("images-idx3-ubyte", 2051, images), ("labels-idx1-ubyte", 2049, labels)):
         path = Path(folder) / (name + ".gz" * gz)
@@ -275,7 +276,8 @@ def test_idx_dataset_trains_as_the_normalised_arrays(tmp_path):
     paths = write_pair(tmp_path, n=40, rows=8, cols=8)
     x, y = normalize(read_idx(paths[0])), read_idx(paths[1]).astype(np.int64) % 3
     (tmp_path / "labels-idx1-ubyte").write_bytes(idx_bytes(2049, y))  # three classes
-    common = dict(epochs=2, batch_size=16, seed=2, validation_split=0.25, augment=RandomShift(1), progress=False)
+    common = dict(epochs=2, batch_size=16, seed=2, validation_split=0.25, augment=RandomShift(1),
+                  progress=False)
     a, b = make_model(), make_model()
     trainer(a).fit(x, y, **common)
     trainer(b).fit(IDXDataset(*paths, transform=normalize), **common)
@@ -396,8 +398,8 @@ def test_two_ranks_index_their_shards_of_a_dataset_and_match_the_arrays(tmp_path
     assert mpiexec, "mpi4py is installed but no mpiexec was found (pip install mpich)"
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
-    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, __file__, "ranks", json.dumps({"out": str(tmp_path)})],
-                          env=env, capture_output=True, text=True, timeout=300)
+    command = [mpiexec, "-n", "2", sys.executable, __file__, "ranks", json.dumps({"out": str(tmp_path)})]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for rank in range(2):
         with np.load(tmp_path / f"rank{rank}.npz") as f:
