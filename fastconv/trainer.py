@@ -1,10 +1,17 @@
 """The training loop: :class:`Trainer` (Keras-like ``fit`` / ``evaluate``) and :class:`History`.
 
 Data flows one way: the trainer drives a model, a loss and an optimizer through their public
-interfaces. It reaches the model's layers in one place only: every module (from
-``model.modules()``) with a public ``rng`` attribute holding a ``numpy.random.Generator``, such as
-:class:`fastconv.Dropout`, is given a fresh generator at the start of each epoch (see below);
-nothing else below the model is read or changed.
+interfaces. Of the model it calls ``forward``, ``backward``, ``parameters``, ``state_dict`` /
+``load_state_dict``, ``predict``, ``train`` and, at the start of each epoch,
+``reseed(seed_sequence)`` (:meth:`fastconv.Module.reseed`: every module with a public ``rng``
+generator, such as :class:`fastconv.Dropout`, gets a fresh one). It lists ``model.modules()``
+only to record each module's ``training`` flag before ``fit`` and set it back afterwards, and,
+with ``distributed=True``, to find :class:`fastconv.distributed.SyncBatchNorm` layers; nothing
+else below the model is read or changed.
+
+The training and validation data are arrays or any :class:`fastconv.data.Dataset` (``__len__``
+and ``__getitem__`` by an array of indices, returning a batch ``(x, y)``), such as a
+memory-mapped :class:`fastconv.data.IDXDataset`: then only the batches in use are in memory.
 
 Repeatability
 -------------
@@ -12,7 +19,8 @@ Every random choice a run makes (the shuffle order, the augmentation, the dropou
 draws of every module's ``rng``) comes from generators derived from ``(seed, epoch)`` at the start
 of each epoch, so epoch ``e`` of a run does not depend on how the run got there. That is what
 makes ``resume=True`` exact: a run interrupted after epoch 2 and resumed from its checkpoint ends
-with the same weights, bit for bit, as the run that was never interrupted. (Weight initialisation
+with the same weights, bit for bit, as the run that was never interrupted (a Dataset must give
+the same batch for the same indices every time). (Weight initialisation
 is the model's business: use ``fastconv.manual_seed`` or the layers' ``rng`` before building it.)
 """
 import contextlib
@@ -23,7 +31,6 @@ import sys
 import time
 import types
 import zipfile
-import zlib
 
 import numpy as np
 from tqdm import tqdm
@@ -32,6 +39,7 @@ from . import distributed as dist
 from ._backend import is_device_array, to_device, to_numpy
 from ._grad import no_grad
 from ._io import atomic_savez
+from .data import _ArraySource, _DatasetSource, is_dataset
 from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
 
@@ -146,21 +154,16 @@ def _positive_int(value, name, minimum=1):
     return int(value)
 
 
-def _epoch_generators(seed, epoch, n_random, rank=0, size=1):
-    """Independent generators for epoch ``epoch``: shuffle, augment, one per random module.
+def _epoch_generators(seed, epoch, rank=0, size=1):
+    """Epoch ``epoch``'s independent streams: the shuffle and augment generators, and the
+    SeedSequence the model's random modules are reseeded from (``model.reseed``).
 
     In a job of several ranks the shuffle is the same on every rank and the others are the
     rank's own."""
     shuffle, augment, modules = np.random.SeedSequence([seed, epoch]).spawn(3)
     if size > 1:
         augment, modules = augment.spawn(size)[rank], modules.spawn(size)[rank]
-    return (np.random.default_rng(shuffle), np.random.default_rng(augment),
-            [np.random.default_rng(s) for s in modules.spawn(n_random)])
-
-
-def _random_modules(model):
-    """The modules of ``model`` that draw from a public ``rng`` generator (Dropout), in order."""
-    return [m for m in model.modules() if isinstance(getattr(m, "rng", None), np.random.Generator)]
+    return np.random.default_rng(shuffle), np.random.default_rng(augment), modules
 
 
 def _describe(obj):
@@ -214,6 +217,14 @@ class Trainer:
     trainer never guesses; convert them first, e.g. ``fastconv.datasets.normalize(x)`` for MNIST
     (``/255``, then MNIST's mean 0.1307 and std 0.3081). Labels are integers ``(N,)``.
 
+    Instead of a pair of arrays ``x, y``, ``fit``, ``evaluate`` and ``validation_data`` take a
+    :class:`fastconv.data.Dataset` (``y`` None): the trainer asks it for each batch by an array
+    of sample indices (the ones the arrays would be indexed with, so a Dataset holding the same
+    samples gives the same run, bit for bit) and checks and casts each batch as above (a Dataset
+    of ``uint8`` images needs a ``transform``, e.g. ``IDXDataset(..., transform=normalize)``).
+    An array, a ``numpy.memmap`` included, is converted whole up front; wrap a memmap in
+    :class:`fastconv.data.TensorDataset` to read it a batch at a time.
+
     Devices
     -------
     With a model moved by ``model.to("cuda")`` (before the optimizer's first step), data is
@@ -254,7 +265,7 @@ class Trainer:
 
     def __init__(self, model, loss=None, optimizer=None, scheduler=None, distributed=False):
         for attr in ("forward", "backward", "parameters", "modules", "state_dict", "load_state_dict",
-                     "predict") + (("named_parameters",) if distributed else ()):
+                     "predict", "train", "reseed") + (("named_parameters",) if distributed else ()):
             if not callable(getattr(model, attr, None)):
                 raise TypeError(f"Trainer: model has no {attr}() method ({type(model).__name__})")
         self.rank, self.size = dist.init() if distributed else (0, 1)
@@ -273,13 +284,16 @@ class Trainer:
         params = self.model.parameters()
         return np.dtype(params[0].data.dtype) if params else np.dtype(np.float32)
 
-    def _prepare(self, x, y, name="x"):
+    def _prepare(self, x, y, name="x", dataset=False):
         """(x, y) as (contiguous float array in the model dtype, int64 labels), checked."""
         x, y = np.asarray(x), np.asarray(y)
         if x.dtype.kind != "f":
             hint = (" (uint8 pixels: e.g. fastconv.datasets.normalize(x) for MNIST-like images, "
                     "which scales by 1/255 and uses MNIST's mean and std; other data sets need "
                     "their own statistics)" if x.dtype.kind in "iu" else "")
+            if dataset and hint:
+                hint += (": give the Dataset a transform that does it per batch, e.g. "
+                         "IDXDataset(images, labels, transform=fastconv.datasets.normalize)")
             raise TypeError(f"{name}: the Trainer takes float images, got dtype {x.dtype} (shape "
                             f"{x.shape}); it does not guess how to scale them: convert them "
                             f"explicitly" + hint)
@@ -294,7 +308,22 @@ class Trainer:
                              + (" (empty)" if len(x) == 0 else ""))
         return x, y.astype(np.int64, copy=False)
 
-    def evaluate(self, x, y, batch_size=256):
+    def _data(self, x, y, name="x"):
+        """Arrays ``x, y`` (checked and cast once) or a Dataset ``x`` (``y`` None) as a source
+        of training or evaluation batches."""
+        if is_dataset(x):
+            if y is not None:
+                raise ValueError(f"{name} is a Dataset, which gives its own labels: pass y=None "
+                                 f"(got y of type {type(y).__name__})")
+            if len(x) == 0:
+                raise ValueError(f"{name}: the Dataset is empty")
+            return _DatasetSource(x, self._prepare, name)
+        if y is None:
+            raise ValueError(f"{name}: labels y are needed with arrays (or pass a fastconv.data.Dataset "
+                             f"giving (x, y) batches)")
+        return _ArraySource(*self._prepare(x, y, name))
+
+    def evaluate(self, x, y=None, batch_size=256):
         """Mean loss and accuracy of the model in eval mode, under ``fastconv.no_grad()``.
 
         With ``distributed=True`` every rank must call it with the same data: each evaluates
@@ -302,8 +331,8 @@ class Trainer:
 
         Parameters
         ----------
-        x : ndarray, float (N, C, H, W)
-        y : ndarray of int, shape (N,)
+        x : ndarray, float (N, C, H, W), or fastconv.data.Dataset
+        y : ndarray of int, shape (N,); None with a Dataset
         batch_size : int
 
         Returns
@@ -311,49 +340,50 @@ class Trainer:
         dict
             ``{"loss": float, "accuracy": float}``.
         """
-        x, y = self._prepare(x, y)
+        data = self._data(x, y)
         batch_size = _positive_int(batch_size, "batch_size")
         with self._collective():
-            return self._evaluate(x, y, batch_size)
+            return self._evaluate(data, batch_size)
 
     def _collective(self):
         """Context for code in which the ranks communicate: with several ranks, an exception on
         one ends the job (the others would wait for it forever)."""
         return dist.abort_on_error() if self._parallel else contextlib.nullcontext()
 
-    def _evaluate(self, x, y, batch_size):
-        n = len(x)
+    def _evaluate(self, data, batch_size):
+        n = len(data)
         if self._parallel:
-            start, stop = dist.shard_bounds(n, self.rank, self.size)
-            x, y = x[start:stop], y[start:stop]
+            data = data.part(*dist.shard_bounds(n, self.rank, self.size))
         loss_sum = correct = 0.0
-        if len(x):
+        if len(data):
             with no_grad():
-                logits = self.model.predict(x, batch_size=batch_size)
+                logits, y = data.predict(self.model, batch_size)
             loss, hits = float(self.loss.forward(logits, y)), logits.argmax(axis=1) == y
             if not self._parallel:
                 return {"loss": loss, "accuracy": float(np.mean(hits))}
-            loss_sum, correct = loss * len(x), float(np.count_nonzero(hits))
+            loss_sum, correct = loss * len(data), float(np.count_nonzero(hits))
         loss_sum, correct = dist.allreduce_sum([loss_sum, correct])
         return {"loss": float(loss_sum / n), "accuracy": float(correct / n)}
 
     # -- training ------------------------------------------------------------------------------
-    def fit(self, x, y, epochs, batch_size=64, validation_data=None, validation_split=0.0, shuffle=True,
-            seed=None, early_stopping=None, checkpoint=None, resume=False, augment=None, progress=True):
+    def fit(self, x, y=None, epochs=None, batch_size=64, validation_data=None, validation_split=0.0,
+            shuffle=True, seed=None, early_stopping=None, checkpoint=None, resume=False, augment=None,
+            progress=True):
         """Train for ``epochs`` epochs; return the :class:`History` (also kept as ``self.history``).
 
         Parameters
         ----------
-        x : ndarray, float (N, C, H, W)
+        x : ndarray, float (N, C, H, W), or fastconv.data.Dataset
             See the class docstring (integer images are refused).
-        y : ndarray of int, shape (N,)
+        y : ndarray of int, shape (N,); None with a Dataset
         epochs : int
-            Total epochs of the run (a resumed run counts the ones already done).
+            Total epochs of the run (a resumed run counts the ones already done); required.
         batch_size : int
             The last batch of an epoch holds the remainder (no samples are dropped).
-        validation_data : (x_val, y_val), optional
+        validation_data : (x_val, y_val) or fastconv.data.Dataset, optional
         validation_split : float in [0, 1)
-            Hold out the last fraction of ``x`` (before shuffling) for validation, as Keras.
+            Hold out the last fraction of ``x`` (before shuffling) for validation, as Keras
+            (of a Dataset: two :class:`fastconv.data.Subset`).
         shuffle : bool
             Reshuffle the samples every epoch.
         seed : int, optional
@@ -380,6 +410,8 @@ class Trainer:
         -------
         History
         """
+        if epochs is None:
+            raise TypeError("fit() needs epochs=<number of epochs>")
         epochs = _positive_int(epochs, "epochs", minimum=0)
         batch_size = _positive_int(batch_size, "batch_size")
         if progress not in (True, False, "epoch"):
@@ -392,33 +424,37 @@ class Trainer:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
         if validation_split and validation_data is not None:
             raise ValueError("pass either validation_data or validation_split, not both")
-        x, y = self._prepare(x, y)
+        data = self._data(x, y)
         val = None
         if validation_split:
-            n_val = int(len(x) * validation_split)
-            if not 0 < n_val < len(x):
-                raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves "
+            n = len(data)
+            n_val = int(n * validation_split)
+            if not 0 < n_val < n:
+                raise ValueError(f"validation_split={validation_split} of {n} samples leaves "
                                  f"{n_val} for validation")
-            x, y, val = x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
+            data, val = data.part(0, n - n_val), data.part(n - n_val, n)
         elif validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            val = self._prepare(*validation_data, name="validation_data")
+            if is_dataset(validation_data):
+                val = self._data(validation_data, None, "validation_data")
+            elif not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val) or a fastconv.data.Dataset")
+            else:
+                val = self._data(*validation_data, name="validation_data")
         if early_stopping is not None:
             early_stopping = _positive_int(early_stopping, "early_stopping")
             if val is None:
                 raise ValueError("early_stopping needs validation_data or validation_split")
 
-        params = {"epochs": epochs, "batch_size": batch_size, "samples": len(x), "shuffle": bool(shuffle),
+        params = {"epochs": epochs, "batch_size": batch_size, "samples": len(data), "shuffle": bool(shuffle),
                   "seed": seed, "augment": _describe(augment), "validation_split": float(validation_split),
-                  "validation_samples": 0 if val is None else len(val[0]), "early_stopping": early_stopping,
+                  "validation_samples": 0 if val is None else len(val), "early_stopping": early_stopping,
                   "loss": _describe_class(self.loss), "optimizer": _describe_class(self.optimizer),
                   "scheduler": _describe_class(self.scheduler), "ranks": self.size}
         run = {"history": History(), "best_loss": math.inf, "best_state": None, "wait": 0, "stopped": False,
                "start": 0, "seed": seed}
         with self._collective():
             if self._parallel:
-                self._check_same_run(x, y, val, params, batch_size)
+                self._check_same_run(data, val, params, batch_size)
                 self._allreduce = dist.GradientAllreduce(self.model.parameters())
             restored = resume and self._restore(checkpoint, run, params)
             if self._parallel and not restored:
@@ -435,7 +471,7 @@ class Trainer:
                 for epoch in range(run["start"], epochs):
                     if run["stopped"]:
                         break
-                    self._epoch(x, y, val, epoch, epochs, batch_size, shuffle, augment, progress,
+                    self._epoch(data, val, epoch, epochs, batch_size, shuffle, augment, progress,
                                 early_stopping, checkpoint, run)
             finally:
                 for m, mode in modes:
@@ -452,15 +488,12 @@ class Trainer:
         return ((slice(i, i + batch_size) if order is None else order[i:i + batch_size],
                  min(batch_size, n - i)) for i in range(0, n, batch_size))
 
-    def _epoch(self, x, y, val, epoch, epochs, batch_size, shuffle, augment, progress, patience,
+    def _epoch(self, data, val, epoch, epochs, batch_size, shuffle, augment, progress, patience,
                checkpoint, run):
         start = time.perf_counter()
-        model, opt, loss_fn, n = self.model, self.optimizer, self.loss, len(x)
-        random_modules = _random_modules(model)
-        shuffle_rng, augment_rng, module_rngs = _epoch_generators(run["seed"], epoch, len(random_modules),
-                                                                  self.rank, self.size)
-        for module, rng in zip(random_modules, module_rngs):
-            module.rng = rng  # e.g. Dropout draws each forward's mask seed from this generator
+        model, opt, loss_fn, n, dtype = self.model, self.optimizer, self.loss, len(data), self._dtype()
+        shuffle_rng, augment_rng, modules_seed = _epoch_generators(run["seed"], epoch, self.rank, self.size)
+        model.reseed(modules_seed)  # e.g. Dropout draws each forward's mask seed from its new generator
         order = shuffle_rng.permutation(n) if shuffle else None
         lr = float(opt.param_groups[0]["lr"])
         on_device = any(is_device_array(p.data) for p in model.parameters())
@@ -470,15 +503,15 @@ class Trainer:
                    disable=progress is not True or self.rank != 0, file=sys.stderr, dynamic_ncols=True)
         with bar:
             for step, (idx, count) in enumerate(self._steps(n, batch_size, order)):
-                xb, yb = x[idx], y[idx]
-                k = len(yb)
+                k = count if isinstance(idx, slice) else len(idx)
                 opt.zero_grad()  # a rank with an empty share sends zero gradients
                 if k:  # a rank's share is empty when a global batch has fewer samples than ranks
+                    xb, yb = data.take(idx)
                     if augment is not None:
                         xb = augment(xb, augment_rng)
                     xin, yin = xb, yb
                     if on_device:  # the batch's one copy to the device; yb stays for the accuracy
-                        xin, yin = to_device(np.asarray(xb, dtype=x.dtype)), to_device(yb)
+                        xin, yin = to_device(np.asarray(xb, dtype=dtype)), to_device(yb)
                     logits = model.forward(xin)
                     loss = loss_fn.forward(logits, yin)
                     if not math.isfinite(loss):
@@ -501,7 +534,7 @@ class Trainer:
             if self._parallel:
                 total, correct = dist.allreduce_sum([total, correct])
                 self._broadcast_buffers()
-            metrics = self._evaluate(*val, 256) if val is not None else {"loss": None, "accuracy": None}
+            metrics = self._evaluate(val, 256) if val is not None else {"loss": None, "accuracy": None}
             if not bar.disable and val is not None:
                 bar.set_postfix_str(f"loss={total / n:.4f}, acc={correct / n:.4f}, "
                                     f"val_loss={metrics['loss']:.4f}, val_acc={metrics['accuracy']:.4f}")
@@ -534,15 +567,11 @@ class Trainer:
             print(line + f" - lr {lr:.3g}", flush=True)
 
     # -- several ranks -------------------------------------------------------------------------
-    def _check_same_run(self, x, y, val, params, batch_size):
+    def _check_same_run(self, data, val, params, batch_size):
         """Every rank was given the same settings and data (a ValueError on every rank if not; the
-        images are compared by shape, dtype and a checksum of the first and last, the labels by a
-        checksum of them all)."""
-        def digest(x, y):
-            return (tuple(x.shape), str(x.dtype), zlib.crc32(x[0].tobytes() + x[-1].tobytes()),
-                    zlib.crc32(np.ascontiguousarray(y).tobytes()))
-
-        mine = dict(params, data=digest(x, y), validation=None if val is None else digest(*val))
+        images are compared by shape, dtype and a checksum of the first and last, the labels of
+        arrays by a checksum of them all, those of a Dataset by the first and last)."""
+        mine = dict(params, data=data.digest(), validation=None if val is None else val.digest())
         ranks = dist.allgather(mine)
         for r, theirs in enumerate(ranks):
             diff = sorted(k for k in mine if theirs.get(k) != ranks[0].get(k))
@@ -551,10 +580,11 @@ class Trainer:
                 want = ", ".join(f"{k}={ranks[0].get(k)!r}" for k in diff)
                 raise ValueError(f"rank {r} called fit with {got} where rank 0 has {want}: every rank "
                                  "must pass the same data and settings")
-        smallest = len(x) % batch_size or batch_size  # the last step's global batch
+        n = len(data)
+        smallest = n % batch_size or batch_size  # the last step's global batch
         if smallest < self.size and any(isinstance(m, dist.SyncBatchNorm) for m in self.model.modules()):
             raise ValueError(f"SyncBatchNorm needs a sample on every rank at every step, but with "
-                             f"{len(x)} samples, batch_size={batch_size} and {self.size} ranks a step "
+                             f"{n} samples, batch_size={batch_size} and {self.size} ranks a step "
                              f"has {smallest} samples: choose a batch_size whose remainder is 0 or "
                              f">= {self.size}")
 

@@ -280,6 +280,45 @@ class Module:
         """Set evaluation mode (running statistics, dropout off); returns self."""
         return self.train(False)
 
+    def reseed(self, seed):
+        """Give every module here and below that draws from a public ``rng`` a fresh generator.
+
+        The modules reseeded are those of :meth:`modules` (in that order) whose ``rng`` attribute
+        is a ``numpy.random.Generator``: :class:`fastconv.Dropout` and any user module that keeps
+        its generator there. With ``m`` of them, module ``i`` gets
+        ``numpy.random.default_rng(seq.spawn(m)[i])``, so each draws an independent stream that
+        depends only on ``seed`` and its place in the model (a trainer calls this at the start
+        of each epoch to make the epoch's dropout masks repeatable). PyTorch has no equivalent
+        (its modules share the global generator).
+
+        Parameters
+        ----------
+        seed : numpy.random.SeedSequence, numpy.random.Generator or int
+            ``seq`` is the SeedSequence itself, the Generator's (as ``Generator.spawn``) or
+            ``SeedSequence(seed)`` for an int >= 0. Spawning advances a SeedSequence's (and a
+            Generator's) count of children: the same object passed twice gives new streams.
+
+        Returns
+        -------
+        self
+        """
+        if isinstance(seed, np.random.Generator):
+            seq = getattr(seed.bit_generator, "seed_seq", None)
+            if not isinstance(seq, np.random.SeedSequence):
+                raise TypeError("reseed: this Generator has no SeedSequence to spawn from (NumPy >= "
+                                "1.25 keeps it as bit_generator.seed_seq); pass a SeedSequence")
+        elif isinstance(seed, np.random.SeedSequence):
+            seq = seed
+        elif isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_)) and seed >= 0:
+            seq = np.random.SeedSequence(int(seed))
+        else:
+            raise TypeError(f"reseed: seed must be a numpy.random.SeedSequence, a numpy.random.Generator "
+                            f"or an int >= 0, got {seed!r}")
+        owners = [m for m in self.modules() if isinstance(getattr(m, "rng", None), np.random.Generator)]
+        for m, child in zip(owners, seq.spawn(len(owners))):
+            m.rng = np.random.default_rng(child)
+        return self
+
     def named_parameters(self, prefix=""):
         """``(name, Parameter)`` pairs named as PyTorch names them (``"0.weight"``, ...); a
         parameter shared by several layers is listed once, under its first name (as PyTorch)."""

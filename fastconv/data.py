@@ -1,0 +1,344 @@
+"""Data sets that need not fit in memory: :class:`Dataset`, :class:`TensorDataset`,
+:class:`Subset` and :class:`IDXDataset` (a memory-mapped IDX file such as MNIST's).
+
+The :class:`fastconv.Trainer` takes a Dataset wherever it takes arrays (``fit``,
+``evaluate``, ``validation_data``) and asks it for one batch at a time, by an array of
+sample indices, so only the batches in use are in memory.
+"""
+import gzip
+import os
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Dataset", "TensorDataset", "Subset", "IDXDataset", "memmap_idx", "is_dataset"]
+
+
+class Dataset:
+    """A data set read a batch at a time (the protocol the Trainer uses).
+
+    Any object with these two methods is one (subclassing this class is optional):
+
+    - ``__len__()``: the number of samples ``N``;
+    - ``__getitem__(indices)``: ``indices`` is a 1-D integer array of ``k`` distinct sample
+      indices in ``[0, N)`` (``k >= 1``, in any order); returns the batch ``(x, y)`` with
+      ``x`` of shape ``(k, ...)`` (float images ``(k, C, H, W)`` for the Trainer) and ``y``
+      the ``k`` integer labels, sample ``j`` of the batch being sample ``indices[j]``.
+
+    It must return the same batch for the same indices every time: the Trainer's
+    repeatability (and exact resume) rests on it; randomness belongs in the Trainer's
+    ``augment``, which draws from the Trainer's seeded generators. Unlike PyTorch's
+    ``Dataset`` (indexed one sample at a time, then collated), the whole batch is asked for
+    at once, so a memory-mapped file is read with one fancy index per batch.
+    """
+
+    def __len__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __len__")
+
+    def __getitem__(self, indices):
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__(indices)")
+
+
+def is_dataset(obj):
+    """Whether the Trainer treats ``obj`` as a :class:`Dataset` rather than an array: a Dataset
+    instance, or any object with ``__len__`` and ``__getitem__`` that is not array-like (not a
+    NumPy or device array, list or tuple, and without ``__array__``)."""
+    if isinstance(obj, Dataset):
+        return True
+    if isinstance(obj, (np.ndarray, list, tuple, str, bytes, dict)):
+        return False
+    if hasattr(obj, "__array__") or hasattr(obj, "__array_interface__") \
+            or hasattr(obj, "__cuda_array_interface__"):
+        return False
+    return callable(getattr(obj, "__len__", None)) and callable(getattr(obj, "__getitem__", None))
+
+
+class TensorDataset(Dataset):
+    """Arrays of the same length, indexed together (PyTorch's ``TensorDataset``).
+
+    Parameters
+    ----------
+    *arrays : array-like, each of shape (N, ...)
+        Kept as given (a NumPy memmap stays on disk); lists are converted with ``np.asarray``.
+
+    ``dataset[indices]`` is ``tuple(a[indices] for a in arrays)``: for the Trainer, two arrays
+    ``(x, y)`` give batches ``(x[indices], y[indices])``.
+
+    Attributes
+    ----------
+    tensors : tuple of arrays
+        PyTorch's name.
+    """
+
+    def __init__(self, *arrays):
+        if not arrays:
+            raise ValueError("TensorDataset needs at least one array")
+        arrays = tuple(a if hasattr(a, "shape") else np.asarray(a) for a in arrays)
+        lengths = [a.shape[0] if len(a.shape) else None for a in arrays]
+        if None in lengths or len(set(lengths)) != 1:
+            shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
+            raise ValueError(f"TensorDataset: size mismatch between arrays: shapes {shapes} "
+                             "(all need the same first dimension)")
+        self.tensors = arrays
+
+    def __len__(self):
+        return int(self.tensors[0].shape[0])
+
+    def __getitem__(self, indices):
+        return tuple(a[indices] for a in self.tensors)
+
+    def __repr__(self):
+        return f"TensorDataset({', '.join(str(tuple(a.shape)) for a in self.tensors)})"
+
+
+def _index_array(indices, n, what):
+    """``indices`` as a 1-D int64 array with every element in ``[0, n)``, else a ValueError."""
+    arr = np.asarray(indices)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"{what}: indices must be a 1-D sequence of ints, got shape {arr.shape} "
+                         f"dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        bad = arr[(arr < 0) | (arr >= n)][0]
+        raise ValueError(f"{what}: index {bad} is out of range for a data set of {n} samples")
+    return arr
+
+
+class Subset(Dataset):
+    """The samples ``indices`` of ``dataset``, in that order (PyTorch's ``Subset``).
+
+    Parameters
+    ----------
+    dataset : Dataset
+    indices : sequence of int, shape (M,)
+        Positions in ``dataset``, each in ``[0, len(dataset))`` (checked here).
+
+    ``len(subset) == M`` and ``subset[j] == dataset[indices[j]]`` for an index array ``j``.
+
+    Attributes
+    ----------
+    dataset, indices : the arguments (``indices`` as an int64 array)
+    """
+
+    def __init__(self, dataset, indices):
+        if not is_dataset(dataset):
+            raise TypeError(f"Subset: dataset must be a Dataset (__len__ and __getitem__), got "
+                            f"{type(dataset).__name__}")
+        self.dataset = dataset
+        self.indices = _index_array(indices, len(dataset), "Subset")
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, indices):
+        return self.dataset[self.indices[indices]]
+
+    def __repr__(self):
+        return f"Subset({self.dataset!r}, {len(self)} samples)"
+
+
+# --- memory-mapped IDX files -----------------------------------------------------------------
+
+def _uncompressed(path, cache_dir):
+    """``path`` itself, or (a gzip file) its content decompressed once into ``cache_dir``
+    (default: a ``fastconv-cache`` folder next to it), rewritten when older than ``path``."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            if path.suffix == ".gz":
+                raise ValueError(f"{path}: not a gzip file (name ends in .gz but no gzip magic bytes)")
+            return path
+    folder = Path(cache_dir) if cache_dir is not None else path.parent / "fastconv-cache"
+    target = folder / (path.stem if path.suffix == ".gz" else path.name + ".raw")
+    if target.exists() and target.stat().st_mtime >= path.stat().st_mtime:
+        return target
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=target.name + ".", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(f"{path} is gzip-compressed and a memory map needs the plain file; cannot "
+                      f"write the decompressed copy in {folder} ({exc}): pass cache_dir= a "
+                      "writable folder, or decompress it yourself (gunzip)") from exc
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(tmp, target)
+    except (OSError, EOFError) as exc:
+        os.unlink(tmp)
+        raise ValueError(f"{path}: corrupt gzip data ({exc})") from None
+    return target
+
+
+def memmap_idx(path, cache_dir=None):
+    """Memory-map an IDX file of unsigned bytes (the format :func:`fastconv.datasets.read_idx`
+    reads) without reading its payload.
+
+    Parameters
+    ----------
+    path : str or Path
+        Magic 2051 (images, 3 dimensions) or 2049 (labels, 1 dimension). A gzip file is
+        decompressed once (streamed, written atomically) into ``cache_dir``, by default a
+        ``fastconv-cache`` folder next to it, and that copy is mapped; it is rewritten when the
+        gzip file is newer.
+    cache_dir : str or Path, optional
+
+    Returns
+    -------
+    numpy.memmap of uint8, read-only
+        Shape ``(N, rows, cols)`` or ``(N,)``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, on a bad magic number, a truncated header, or a size other than the
+        header's dimensions give (as ``read_idx``).
+    """
+    path = _uncompressed(Path(path), cache_dir)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(16)
+    magic = int.from_bytes(head[:4], "big") if len(head) >= 4 else None
+    if magic is None or head[:2] != b"\0\0" or head[2] != 0x08 or head[3] not in (1, 3):
+        found = "too short for an IDX header" if magic is None else f"bad magic number 0x{magic:08x}"
+        raise ValueError(f"{path}: {found}; expected 2051 (0x00000803, images) or 2049 "
+                         "(0x00000801, labels) with type byte 0x08 (unsigned byte)")
+    ndim = head[3]
+    start = 4 + 4 * ndim
+    if len(head) < start:
+        raise ValueError(f"{path}: truncated header ({len(head)} of {start} bytes)")
+    dims = tuple(int(d) for d in np.frombuffer(head, dtype=">u4", count=ndim, offset=4))
+    expected, actual = int(np.prod(dims)), size - start
+    if actual != expected:
+        problem = "truncated" if actual < expected else "trailing bytes"
+        raise ValueError(f"{path}: {problem}: payload has {actual} bytes but dimensions {dims} "
+                         f"need {expected}")
+    if expected == 0:  # nothing to map
+        return np.zeros(dims, np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=dims)
+
+
+class IDXDataset(Dataset):
+    """Images and labels from a pair of IDX files (MNIST's format), memory-mapped.
+
+    Only the batches asked for are read from disk (the operating system caches the rest).
+
+    Parameters
+    ----------
+    images_path, labels_path : str or Path
+        IDX files of ``N`` images (magic 2051) and ``N`` labels (magic 2049), plain or gzip
+        (see :func:`memmap_idx`: a gzip file is decompressed once into ``cache_dir``).
+    transform : callable, optional
+        ``transform(images) -> x`` applied to each batch of ``uint8`` images ``(k, rows, cols)``,
+        e.g. :func:`fastconv.datasets.normalize` (MNIST: ``/255``, then MNIST's mean and std,
+        giving float32 ``(k, 1, rows, cols)``). Without one the batches are the raw ``uint8``
+        images, which the Trainer refuses (it does not guess how to scale them).
+    cache_dir : str or Path, optional
+
+    ``dataset[indices]`` is ``(transform(images[indices]), labels[indices])`` with the labels
+    as int64, the same values as :func:`fastconv.datasets.read_idx` of the two files.
+
+    Attributes
+    ----------
+    images, labels : numpy.memmap of uint8
+        ``(N, rows, cols)`` and ``(N,)``.
+    """
+
+    def __init__(self, images_path, labels_path, transform=None, cache_dir=None):
+        if transform is not None and not callable(transform):
+            raise TypeError(f"IDXDataset: transform must be callable (images -> x), got {transform!r}")
+        self.images = memmap_idx(images_path, cache_dir)
+        self.labels = memmap_idx(labels_path, cache_dir)
+        if self.images.ndim != 3 or self.labels.ndim != 1:
+            raise ValueError(f"IDXDataset: expected images (N, rows, cols) in {images_path} and labels "
+                             f"(N,) in {labels_path}, got shapes {self.images.shape} and "
+                             f"{self.labels.shape}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"IDXDataset: {len(self.images)} images in {images_path} but "
+                             f"{len(self.labels)} labels in {labels_path}")
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, indices):
+        images = np.asarray(self.images[indices])
+        labels = np.asarray(self.labels[indices]).astype(np.int64)
+        return (images if self.transform is None else self.transform(images)), labels
+
+    def __repr__(self):
+        return f"IDXDataset({len(self)} images {self.images.shape[1:]}, transform={self.transform!r})"
+
+
+def _crc(*arrays):
+    return zlib.crc32(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays))
+
+
+# --- the Trainer's two kinds of data: arrays and Datasets ----------------------------------------
+
+class _ArraySource:
+    """Training or evaluation data held as checked arrays ``x`` (model dtype) and ``y`` (int64)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def take(self, idx):
+        """The batch ``(x[idx], y[idx])`` (``idx`` an index array or a slice)."""
+        return self.x[idx], self.y[idx]
+
+    def part(self, start, stop):
+        return _ArraySource(self.x[start:stop], self.y[start:stop])
+
+    def predict(self, model, batch_size):
+        """``(logits, labels)`` of every sample (under the caller's no_grad)."""
+        return model.predict(self.x, batch_size=batch_size), self.y
+
+    def digest(self):
+        x = self.x
+        return tuple(x.shape), str(x.dtype), _crc(x[0], x[-1]), _crc(self.y)
+
+
+class _DatasetSource:
+    """A :class:`Dataset` read a batch at a time, each batch checked and cast as arrays are, by
+    ``prepare(x, y, name=, dataset=True) -> (x, y)`` (the Trainer's)."""
+
+    def __init__(self, dataset, prepare, name):
+        self.dataset, self.prepare, self.name = dataset, prepare, name
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def take(self, idx):
+        """The checked batch of the samples ``idx`` (an index array or a slice)."""
+        if isinstance(idx, slice):
+            idx = np.arange(*idx.indices(len(self.dataset)))
+        batch = self.dataset[idx]
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(f"{self.name}: a Dataset's __getitem__(indices) must return a pair "
+                            f"(x, y), got {type(batch).__name__}")
+        x, y = self.prepare(*batch, name=f"{self.name} (a batch of {type(self.dataset).__name__})",
+                                     dataset=True)
+        if len(y) != len(idx):
+            raise ValueError(f"{self.name}: the Dataset returned {len(y)} samples for {len(idx)} indices")
+        return x, y
+
+    def part(self, start, stop):
+        return _DatasetSource(Subset(self.dataset, np.arange(start, stop)), self.prepare, self.name)
+
+    def predict(self, model, batch_size):
+        """``(logits, labels)`` of every sample, ``batch_size`` at a time (the batches
+        ``model.predict`` of the arrays would run)."""
+        logits, labels = [], []
+        for i in range(0, len(self), batch_size):
+            x, y = self.take(slice(i, i + batch_size))
+            logits.append(model.predict(x, batch_size=batch_size))
+            labels.append(y)
+        return np.concatenate(logits), np.concatenate(labels)
+
+    def digest(self):
+        x, y = self.take(np.unique([0, len(self) - 1]))
+        return type(self.dataset).__qualname__, len(self), tuple(x.shape[1:]), str(x.dtype), _crc(x, y)
