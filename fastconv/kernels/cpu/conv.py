@@ -20,7 +20,7 @@ from ..._shapes import conv_output_hw
 from .. import _workers
 from .._memory import empty
 from .._workers import one_blas_thread, split
-from . import _common
+from . import _common, winograd
 from ._common import _buffer, _zeroed_buffer
 
 
@@ -199,6 +199,31 @@ def _nkp_to_knp_sum(src, out, sums):
         sums[k] = acc
 
 
+#: The convolution algorithm: None lets :func:`algorithm` choose; "im2col" or "winograd" forces
+#: one wherever it applies (tests and benchmarks compare the two paths in one process).
+ALGORITHM = None
+
+
+def algorithm(x_shape, w_shape, stride, pads):
+    """The ONE rule that picks the cpu convolution path: ``"winograd"`` or ``"im2col"``.
+
+    Winograd F(2x2, 3x3) (:mod:`.winograd`) for stride-1 3x3 kernels whose output planes are at
+    least 2x2 and whose layer has at least WINO_CHANNELS input and output channels; im2col + GEMM
+    otherwise. Sizes only, no per-CPU tuning. RULE_DOC
+    """
+    n, c, h, wd = x_shape
+    k, _, fh, fw = w_shape
+    ho, wo = conv_output_hw((h, wd), (fh, fw), stride, pads)
+    fits = (fh, fw) == (3, 3) and tuple(stride) == (1, 1) and min(ho, wo) >= 2
+    if ALGORITHM is not None:
+        return "winograd" if ALGORITHM == "winograd" and fits else "im2col"
+    return "winograd" if fits and min(c, k) >= WINO_CHANNELS else "im2col"
+
+
+#: Fewest input and output channels for which :func:`algorithm` picks Winograd.
+WINO_CHANNELS = 16
+
+
 def _standard_layout(stride):
     """The layout with rows of Wout (the public im2col/col2im contract) for ``stride``."""
     return PADDED if tuple(stride) == (1, 1) else GENERAL
@@ -294,6 +319,8 @@ def conv2d(x, w, b, stride, pads):
     backward need not unfold x again; otherwise None: each block's columns live in a per-thread
     buffer and backward unfolds them again.
     """
+    if algorithm(x.shape, w.shape, stride, pads) == "winograd":
+        return winograd.conv2d(x, w, b, pads)
     n_img = x.shape[0]
     g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize)
     k, rows, p = g.k, g.rows, g.p
@@ -327,6 +354,8 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True):
     ``dcols = w.T @ dout_t`` and gathers it into dx (col2im) while the block is in cache. The
     partial dW and db are added in share order.
     """
+    if algorithm(x.shape, w.shape, stride, pads) == "winograd":
+        return winograd.conv2d_backward(dout, x, w, has_bias, pads, need_dx)
     n_img = dout.shape[0]
     g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize)
     k, rows, p = g.k, g.rows, g.p

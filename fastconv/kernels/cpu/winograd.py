@@ -81,8 +81,9 @@ def _weight_adjoint(du, dw):
 
 
 @njit(nogil=True, cache=True)
-def _input_transform(x, top, left, th, tw, v):
-    """x (n, C, H, W) -> v (16, C, n*th*tw): ``B^T d B`` of every 4x4 patch of the padded planes.
+def _input_transform(x, top, left, th, tw, v, plane):
+    """x (n, C, H, W) -> v: ``B^T d B`` of every 4x4 patch of the padded planes, position ``xi``
+    of tile ``t`` and channel c at ``v[xi*plane + c*T + t]`` (T = n*th*tw; see :func:`_stack`).
 
     Tile ``t = (img*th + i)*tw + j`` reads padded rows ``2i..2i+3`` and columns ``2j..2j+3``.
     Each plane is first copied into a zero plane of ``2*th + 2`` by ``2*tw + 2`` (its padding,
@@ -90,6 +91,7 @@ def _input_transform(x, top, left, th, tw, v):
     are combined down the columns (contiguous, vectorised) and the tiles along the row.
     """
     n_img, c_in, h, wd = x.shape
+    n_t = n_img * th * tw
     pw = 2 * tw + 2
     pad = np.zeros((2 * th + 2, pw), dtype=v.dtype)
     e = np.empty((4, pw), dtype=v.dtype)
@@ -105,21 +107,24 @@ def _input_transform(x, top, left, th, tw, v):
                     e[1, s] = pad[r + 1, s] + pad[r + 2, s]
                     e[2, s] = pad[r + 2, s] - pad[r + 1, s]
                     e[3, s] = pad[r + 1, s] - pad[r + 3, s]
-                t0 = (n * th + i) * tw
+                t0 = c * n_t + (n * th + i) * tw
                 for a in range(4):  # (B^T d) B
+                    o0 = 4 * a * plane + t0
                     for j in range(tw):
                         s = 2 * j
-                        v[4 * a, c, t0 + j] = e[a, s] - e[a, s + 2]
-                        v[4 * a + 1, c, t0 + j] = e[a, s + 1] + e[a, s + 2]
-                        v[4 * a + 2, c, t0 + j] = e[a, s + 2] - e[a, s + 1]
-                        v[4 * a + 3, c, t0 + j] = e[a, s + 1] - e[a, s + 3]
+                        v[o0 + j] = e[a, s] - e[a, s + 2]
+                        v[o0 + plane + j] = e[a, s + 1] + e[a, s + 2]
+                        v[o0 + 2 * plane + j] = e[a, s + 2] - e[a, s + 1]
+                        v[o0 + 3 * plane + j] = e[a, s + 1] - e[a, s + 3]
 
 
 @njit(nogil=True, cache=True)
-def _input_adjoint(dv, top, left, th, tw, dx):
-    """dv (16, C, n*th*tw) -> dx (n, C, H, W): ``B dv B^T`` of each tile added into its 4x4 patch
+def _input_adjoint(dv, plane, top, left, th, tw, dx):
+    """dv (laid out as v of :func:`_input_transform`) -> dx (n, C, H, W): ``B dv B^T`` of each
+    tile added into its 4x4 patch
     of a zero padded plane (overlaps summed in a fixed order), then the plane cropped to dx."""
     n_img, c_in, h, wd = dx.shape
+    n_t = n_img * th * tw
     pw = 2 * tw + 2
     pad = np.empty((2 * th + 2, pw), dtype=dx.dtype)
     f = np.empty((4, 4), dtype=dx.dtype)
@@ -127,12 +132,12 @@ def _input_adjoint(dv, top, left, th, tw, dx):
         for c in range(c_in):
             pad[:, :] = 0
             for i in range(th):
-                t0 = (n * th + i) * tw
+                t0 = c * n_t + (n * th + i) * tw
                 for j in range(tw):
-                    t = t0 + j
                     for a in range(4):  # dv B^T on each row
-                        d0, d1 = dv[4 * a, c, t], dv[4 * a + 1, c, t]
-                        d2, d3 = dv[4 * a + 2, c, t], dv[4 * a + 3, c, t]
+                        o = 4 * a * plane + t0 + j
+                        d0, d1 = dv[o], dv[o + plane]
+                        d2, d3 = dv[o + 2 * plane], dv[o + 3 * plane]
                         f[a, 0] = d0
                         f[a, 1] = d1 - d2 + d3
                         f[a, 2] = d1 + d2 - d0
@@ -149,35 +154,51 @@ def _input_adjoint(dv, top, left, th, tw, dx):
 
 
 @njit(nogil=True, cache=True)
-def _output_transform(mm, bias, th, tw, out):
-    """mm (16, K, n*th*tw) -> out (n, K, Ho, Wo): ``A^T m A + bias[k]`` per tile, cropped."""
+def _output_transform(mm, plane, bias, th, tw, out):
+    """mm (position ``xi`` of tile t, channel k at ``mm[xi*plane + k*T + t]``) -> out (n, K, Ho,
+    Wo): ``A^T m A + bias[k]`` per tile, cropped.
+
+    The loop over tiles runs over a whole plane's ``th*tw`` tiles (16 contiguous streams): a loop
+    over one tile row (7 tiles on B) was too short for AVX-512 and took 1.7x as long.
+    """
     n_img, k_out, ho, wo = out.shape
-    q = np.empty((2 * th, 2 * tw), dtype=out.dtype)
-    s = np.empty((2, 4, tw), dtype=out.dtype)
+    n_p = th * tw
+    n_t = n_img * n_p
+    y = np.empty((4, n_p), dtype=out.dtype)
     for n in range(n_img):
         for k in range(k_out):
-            for i in range(th):
-                t0 = (n * th + i) * tw
-                for b in range(4):  # A^T m: rows m0 + m1 + m2, m1 - m2 - m3
-                    for j in range(tw):
-                        m1, m2 = mm[4 + b, k, t0 + j], mm[8 + b, k, t0 + j]
-                        s[0, b, j] = mm[b, k, t0 + j] + m1 + m2
-                        s[1, b, j] = m1 - m2 - mm[12 + b, k, t0 + j]
-                for p in range(2):  # (A^T m) A
-                    for j in range(tw):
-                        q[2 * i + p, 2 * j] = s[p, 0, j] + s[p, 1, j] + s[p, 2, j]
-                        q[2 * i + p, 2 * j + 1] = s[p, 1, j] - s[p, 2, j] - s[p, 3, j]
+            o = k * n_t + n * n_p
+            for t in range(n_p):
+                r = o + t
+                m0, m1, m2, m3 = mm[r], mm[r + plane], mm[r + 2 * plane], mm[r + 3 * plane]
+                r += 4 * plane
+                m4, m5, m6, m7 = mm[r], mm[r + plane], mm[r + 2 * plane], mm[r + 3 * plane]
+                r += 4 * plane
+                m8, m9, m10, m11 = mm[r], mm[r + plane], mm[r + 2 * plane], mm[r + 3 * plane]
+                r += 4 * plane
+                m12, m13, m14, m15 = mm[r], mm[r + plane], mm[r + 2 * plane], mm[r + 3 * plane]
+                # A^T m: rows m0 + m1 + m2 and m1 - m2 - m3 (of the 4x4 m); then the same on columns
+                s0, s1, s2, s3 = m0 + m4 + m8, m1 + m5 + m9, m2 + m6 + m10, m3 + m7 + m11
+                d0, d1, d2, d3 = m4 - m8 - m12, m5 - m9 - m13, m6 - m10 - m14, m7 - m11 - m15
+                y[0, t] = s0 + s1 + s2
+                y[1, t] = s1 - s2 - s3
+                y[2, t] = d0 + d1 + d2
+                y[3, t] = d1 - d2 - d3
             bk = bias[k]
             for oh in range(ho):
+                row = (oh >> 1) * tw
+                p = 2 * (oh & 1)
                 for ow in range(wo):
-                    out[n, k, oh, ow] = q[oh, ow] + bk
+                    out[n, k, oh, ow] = y[p + (ow & 1), row + (ow >> 1)] + bk
 
 
 @njit(nogil=True, cache=True)
-def _output_adjoint(dout, th, tw, dm, db):
-    """dout (n, K, Ho, Wo) -> dm (16, K, n*th*tw) = ``A dy A^T`` per tile (zeros past the output);
+def _output_adjoint(dout, th, tw, dm, plane, db):
+    """dout (n, K, Ho, Wo) -> dm (laid out as mm of :func:`_output_transform`) = ``A dy A^T``
+    per tile (zeros past the output);
     ``db[k] += `` the sum of ``dout[:, k]`` (a partial sum per plane)."""
     n_img, k_out, ho, wo = dout.shape
+    n_t = n_img * th * tw
     q = np.zeros((2 * th, 2 * tw), dtype=dm.dtype)
     for n in range(n_img):
         for k in range(k_out):
@@ -189,7 +210,7 @@ def _output_adjoint(dout, th, tw, dm, db):
                     part += val
             db[k] += part
             for i in range(th):
-                t0 = (n * th + i) * tw
+                t0 = k * n_t + (n * th + i) * tw
                 for j in range(tw):
                     t = t0 + j
                     y00, y01 = q[2 * i, 2 * j], q[2 * i, 2 * j + 1]
@@ -204,10 +225,11 @@ def _output_adjoint(dout, th, tw, dm, db):
                             p, r = y00 - y10, y01 - y11
                         else:
                             p, r = -y10, -y11
-                        dm[4 * a, k, t] = p
-                        dm[4 * a + 1, k, t] = p + r
-                        dm[4 * a + 2, k, t] = p - r
-                        dm[4 * a + 3, k, t] = -r
+                        o = 4 * a * plane + t
+                        dm[o] = p
+                        dm[o + plane] = p + r
+                        dm[o + 2 * plane] = p - r
+                        dm[o + 3 * plane] = -r
 
 
 class _Plan:
@@ -241,6 +263,19 @@ class _Plan:
             split(share, self.blocks, self.parts)
 
 
+def _stack(slot, rows, t, dtype):
+    """A per-thread ``(flat, plane, view)``: 16 matrices ``view[xi]`` (rows, t), C-contiguous each,
+    ``plane`` elements apart in ``flat``. The plane stride is padded past a multiple of 4 KiB, so
+    the 16 streams that a transform reads or writes at once do not share the same L1 sets (at
+    D's sizes, 16*128*320 floats, unpadded planes made the dout transform 13x slower)."""
+    itemsize = np.dtype(dtype).itemsize
+    page = 4096 // itemsize
+    plane = -(-rows * t // page) * page + 64 // itemsize
+    flat = _buffer(slot, (16 * plane,), dtype)
+    view = flat.reshape(16, plane)[:, :rows * t].reshape(16, rows, t)
+    return flat, plane, view
+
+
 def _weights(w):
     """The transformed weights (16, K, C) of w (K, C, 3, 3)."""
     u = np.empty((16, w.shape[0], w.shape[1]), dtype=w.dtype)
@@ -262,11 +297,11 @@ def conv2d(x, w, b, pads):
         for blk in range(b0, b1):
             s0, s1 = g.images(blk)
             t = (s1 - s0) * g.th * g.tw
-            v = _buffer("wino_v", (16, g.c, t), x.dtype)
-            _input_transform(x[s0:s1], g.top, g.left, g.th, g.tw, v)
-            mm = _buffer("wino_m", (16, g.k, t), x.dtype)
-            np.matmul(u, v, out=mm)
-            _output_transform(mm, bias, g.th, g.tw, out[s0:s1])
+            v, vp, v3 = _stack("wino_v", g.c, t, x.dtype)
+            _input_transform(x[s0:s1], g.top, g.left, g.th, g.tw, v, vp)
+            mm, mp, m3 = _stack("wino_m", g.k, t, x.dtype)
+            np.matmul(u, v3, out=m3)
+            _output_transform(mm, mp, bias, g.th, g.tw, out[s0:s1])
 
     g.run(share)
     return out, None
@@ -289,14 +324,14 @@ def conv2d_backward(dout, x, w, has_bias, pads, need_dx=True):
         for blk in range(b0, b1):
             s0, s1 = g.images(blk)
             t = (s1 - s0) * g.th * g.tw
-            dm = _buffer("wino_m", (16, g.k, t), x.dtype)
-            _output_adjoint(dout[s0:s1], g.th, g.tw, dm, db_parts[blk])
-            v = _buffer("wino_v", (16, g.c, t), x.dtype)
-            _input_transform(x[s0:s1], g.top, g.left, g.th, g.tw, v)
-            np.matmul(dm, v.transpose(0, 2, 1), out=du_parts[blk])
+            dm, mp, dm3 = _stack("wino_m", g.k, t, x.dtype)
+            _output_adjoint(dout[s0:s1], g.th, g.tw, dm, mp, db_parts[blk])
+            v, vp, v3 = _stack("wino_v", g.c, t, x.dtype)
+            _input_transform(x[s0:s1], g.top, g.left, g.th, g.tw, v, vp)
+            np.matmul(dm3, v3.transpose(0, 2, 1), out=du_parts[blk])
             if need_dx:
-                np.matmul(ut, dm, out=v)  # dV takes V's place
-                _input_adjoint(v, g.top, g.left, g.th, g.tw, dx[s0:s1])
+                np.matmul(ut, dm3, out=v3)  # dV takes V's place
+                _input_adjoint(v, vp, g.top, g.left, g.th, g.tw, dx[s0:s1])
 
     g.run(share)
     du, db = du_parts[0], db_parts[0]
