@@ -1,0 +1,182 @@
+"""The cpu tier's Winograd F(2x2, 3x3) path (fastconv/kernels/cpu/winograd.py) and the rule that
+picks it (fastconv.kernels.cpu.conv.algorithm): against the naive tier on random shapes, float32
+accuracy against float64 at realistic sizes, and bitwise-identical results for 1-4 threads."""
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv.functional as F
+from fastconv.kernels.cpu import _common as cpu_common
+from fastconv.kernels.cpu import conv as cpu_conv
+from fastconv.kernels.cpu import winograd
+
+from helpers import DTYPES, HYPOTHESIS, assert_close_to_oracle, random
+
+ints = st.integers
+
+
+@contextlib.contextmanager
+def forced_winograd():
+    """Winograd wherever it applies, split across threads from the smallest sizes, blocks small."""
+    settings = [(cpu_conv, "ALGORITHM", "winograd"), (cpu_common, "SPLIT_FLOPS", 0),
+                (cpu_common, "SPLIT_IMAGES", 1), (winograd, "BLOCK_BYTES", 4096)]
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in settings]
+    try:
+        for mod, name, value in settings:
+            setattr(mod, name, value)
+        yield
+    finally:
+        for mod, name, value in saved:
+            setattr(mod, name, value)
+
+
+@st.composite
+def cases(draw):
+    """Stride-1 3x3 geometries, padding 0 or 1 per axis: odd sizes (tiles overhanging the
+    output), and outputs of one row or column (which the rule leaves to im2col)."""
+    ph, pw = draw(ints(0, 1)), draw(ints(0, 1))
+    h, w = draw(ints(3 - 2 * ph, 11)), draw(ints(3 - 2 * pw, 11))
+    return dict(x_shape=(draw(ints(1, 3)), draw(ints(1, 5)), h, w), k=draw(ints(1, 5)),
+                padding=(ph, pw))
+
+
+def run_conv(x, w, b, padding, dout, backend, need_dx=True):
+    out, cache = F.conv2d(x, w, b, 1, padding, backend=backend)
+    return (out,) + F.conv2d_backward(dout, cache, need_dx=need_dx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@HYPOTHESIS
+@given(case=cases(), bias=st.booleans(), need_dx=st.booleans(), seed=ints(0, 2**32 - 1))
+def test_winograd_matches_naive(dtype, case, bias, need_dx, seed):
+    rng = np.random.default_rng(seed)
+    n, c, h, wd = case["x_shape"]
+    x = random(rng, case["x_shape"], dtype)
+    w = random(rng, (case["k"], c, 3, 3), dtype)
+    b = random(rng, (case["k"],), dtype) if bias else None
+    ph, pw = case["padding"]
+    pads = (ph, ph, pw, pw)
+    ho, wo = h + 2 * ph - 2, wd + 2 * pw - 2
+    expected = "winograd" if min(ho, wo) >= 2 else "im2col"
+    out_shape = (n, case["k"], ho, wo)
+    dout = random(rng, out_shape, dtype)
+    ref = run_conv(x, w, b, case["padding"], dout, "naive", need_dx)
+    with forced_winograd():
+        assert cpu_conv.algorithm(x.shape, w.shape, (1, 1), pads) == expected
+        got = run_conv(x, w, b, case["padding"], dout, "cpu", need_dx)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        assert (a is None) == (r is None), name
+        if r is not None:
+            assert a.shape == r.shape and a.dtype == dtype
+            assert_close_to_oracle(a, r, f"winograd {name}")
+
+
+def norm_error(a, ref):
+    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
+
+
+@pytest.mark.parametrize("shape", [(2, 256, 256, 16, 16, 1), (3, 64, 128, 15, 13, 0)])
+def test_winograd_float32_accuracy_at_realistic_sizes(monkeypatch, shape):
+    """float32 within 2e-5 (norm of the difference over norm of the reference) of float64, and
+    float64 Winograd within 1e-10 of float64 im2col, forward and all three gradients."""
+    n, c, k, h, wd, p = shape
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, c, h, wd))
+    w = rng.standard_normal((k, c, 3, 3))
+    b = rng.standard_normal(k)
+    dout = rng.standard_normal((n, k, h + 2 * p - 2, wd + 2 * p - 2))
+    monkeypatch.setattr(cpu_conv, "ALGORITHM", "im2col")
+    ref = run_conv(x, w, b, p, dout, "cpu")
+    monkeypatch.setattr(cpu_conv, "ALGORITHM", None)
+    assert cpu_conv.algorithm(x.shape, w.shape, (1, 1), (p,) * 4) == "winograd"
+    got64 = run_conv(x, w, b, p, dout, "cpu")
+    f32 = [a.astype(np.float32) for a in (x, w, b, dout)]
+    got32 = run_conv(*f32[:3], p, f32[3], "cpu")
+    for name, a64, a32, r in zip(("out", "dx", "dw", "db"), got64, got32, ref):
+        assert a32.dtype == np.float32
+        assert norm_error(a64, r) <= 1e-10, name
+        err = norm_error(a32, r)
+        assert err <= 2e-5, f"{name}: float32 relative error {err:.2e}"
+
+
+def _threaded_results(counts):
+    """Forward and gradients of one Winograd conv at each thread count in ``counts``."""
+    rng = np.random.default_rng(3)
+    x = random(rng, (13, 5, 9, 7), np.float32)
+    w = random(rng, (6, 5, 3, 3), np.float32)
+    b = random(rng, (6,), np.float32)
+    dout = random(rng, (13, 6, 9, 7), np.float32)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for count in counts:
+            numba.set_num_threads(count)
+            results.append(run_conv(x, w, b, 1, dout, "cpu"))
+    finally:
+        numba.set_num_threads(before)
+    return results
+
+
+def test_winograd_is_bitwise_identical_for_every_thread_count():
+    counts = list(range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1))
+    with forced_winograd():
+        results = _threaded_results(counts)
+        assert winograd._Plan((13, 5, 9, 7), (6, 5, 3, 3), (1,) * 4, 4).blocks > 3
+    for count, got in zip(counts[1:], results[1:]):
+        for name, a, r in zip(("out", "dx", "dw", "db"), got, results[0]):
+            np.testing.assert_array_equal(a, r, err_msg=f"{name} with {count} threads")
+
+
+def test_winograd_is_bitwise_identical_for_1_to_4_threads_in_a_subprocess():
+    script = textwrap.dedent("""
+        import hashlib, sys
+        sys.path[:0] = [{tests!r}, {root!r}]
+        from fastconv.kernels.cpu import _common, conv, winograd
+        conv.ALGORITHM = "winograd"
+        _common.SPLIT_FLOPS, _common.SPLIT_IMAGES, winograd.BLOCK_BYTES = 0, 1, 4096
+        from test_winograd import _threaded_results
+        for result in _threaded_results([1, 2, 3, 4]):
+            print(hashlib.sha256(b"".join(a.tobytes() for a in result)).hexdigest())
+    """).format(tests=os.path.dirname(__file__), root=os.path.dirname(os.path.dirname(__file__)))
+    env = dict(os.environ, NUMBA_NUM_THREADS="4")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    digests = done.stdout.split()
+    assert len(digests) == 4 and len(set(digests)) == 1, digests
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, pads, expected", [
+    ((64, 32, 14, 14), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), "winograd"),     # B
+    ((64, 64, 16, 16), (128, 64, 3, 3), (1, 1), (1, 1, 1, 1), "winograd"),    # D
+    ((8, 16, 5, 5), (16, 16, 3, 3), (1, 1), (0, 0, 0, 0), "winograd"),        # 3x3 outputs
+    ((64, 1, 28, 28), (32, 1, 3, 3), (1, 1), (1, 1, 1, 1), "im2col"),         # A: one channel
+    ((64, 3, 32, 32), (64, 3, 3, 3), (1, 1), (1, 1, 1, 1), "im2col"),         # C: three
+    ((1, 1, 28, 28), (8, 1, 3, 3), (1, 1), (0, 0, 0, 0), "im2col"),           # F
+    ((10, 20, 12, 12), (40, 20, 5, 5), (1, 1), (0, 0, 0, 0), "im2col"),       # E: 5x5
+    ((64, 32, 14, 14), (64, 32, 3, 3), (2, 2), (1, 1, 1, 1), "im2col"),       # stride 2
+    ((64, 32, 3, 3), (64, 32, 3, 3), (1, 1), (0, 0, 0, 0), "im2col"),         # 1x1 planes
+    ((64, 15, 14, 14), (64, 15, 3, 3), (1, 1), (1, 1, 1, 1), "im2col"),       # C < 16
+    ((64, 32, 14, 14), (8, 32, 3, 3), (1, 1), (1, 1, 1, 1), "im2col"),        # K < 16
+])
+def test_the_rule_picks_what_its_docstring_says(x_shape, w_shape, stride, pads, expected):
+    assert cpu_conv.ALGORITHM is None
+    assert cpu_conv.algorithm(x_shape, w_shape, stride, pads) == expected
+
+
+def test_forcing_the_algorithm_only_where_it_applies(monkeypatch):
+    monkeypatch.setattr(cpu_conv, "ALGORITHM", "im2col")
+    assert cpu_conv.algorithm((64, 32, 14, 14), (64, 32, 3, 3), (1, 1), (1,) * 4) == "im2col"
+    monkeypatch.setattr(cpu_conv, "ALGORITHM", "winograd")
+    assert cpu_conv.algorithm((4, 1, 9, 9), (2, 1, 3, 3), (1, 1), (1,) * 4) == "winograd"
+    assert cpu_conv.algorithm((4, 1, 9, 9), (2, 1, 3, 3), (2, 2), (1,) * 4) == "im2col"
+    assert cpu_conv.algorithm((4, 1, 9, 9), (2, 1, 5, 5), (1, 1), (1,) * 4) == "im2col"
