@@ -116,8 +116,9 @@ def pad_output_hw(in_hw, pad, mode):
     """``(H + top + bottom, W + left + right)`` for ``pad = (left, right, top, bottom)``.
 
     Amounts may be negative (rows or columns are cut off), as in PyTorch; ``"reflect"`` needs
-    every amount smaller than the input size of its dimension and ``"circular"`` at most that
-    size (no wrapping around more than once). The result may have zero rows or columns.
+    every amount smaller than the input size of its dimension, and ``"circular"`` (which wraps
+    around what is left after the cut) at most the size left (no wrapping around more than
+    once). The result may have zero rows or columns.
     """
     if mode not in PAD_MODES:
         raise ValueError(f"unrecognised padding mode {mode!r}: use one of {', '.join(PAD_MODES)}")
@@ -126,9 +127,11 @@ def pad_output_hw(in_hw, pad, mode):
         if mode == "reflect" and max(amounts) >= size:
             raise ValueError(f"reflect padding {amounts} of the {dim} must be smaller than the "
                              f"input {dim} {size} (input {h}x{w})")
-        if mode == "circular" and max(amounts) > size:
+        kept = size + min(amounts[0], 0) + min(amounts[1], 0)
+        if mode == "circular" and max(amounts) > kept:
             raise ValueError(f"circular padding {amounts} of the {dim} would wrap around more "
-                             f"than once: at most the input {dim} {size} (input {h}x{w})")
+                             f"than once: at most the {kept} of the input {dim} {size} left after "
+                             f"cutting (input {h}x{w})")
     ho, wo = h + top + bottom, w + left + right
     if ho < 0 or wo < 0:
         raise ValueError(f"padding {tuple(pad)} removes more than the input {h}x{w} holds "

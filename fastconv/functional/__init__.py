@@ -7,11 +7,13 @@ weights and gradients are used in the input's dtype. Non-contiguous views are ac
 Bad shapes raise ``ValueError`` naming them, before any kernel runs.
 """
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
-from .conv import ConvCache, col2im, conv2d, conv2d_backward, im2col
+from .conv import (ConvCache, ConvTransposeCache, col2im, conv2d, conv2d_backward, conv_transpose2d,
+                   conv_transpose2d_backward, im2col)
 from .dropout import dropout, dropout_backward
 from .linear import LinearCache, linear, linear_backward
 from .loss import cross_entropy
 from .normalization import BatchNormCache, batch_norm, batch_norm_backward
+from .padding import pad, pad_backward
 from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
@@ -20,3 +22,4 @@ __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_p
            "dropout_backward", "cross_entropy", "batch_norm", "batch_norm_backward"]
 
 __all__ += ["ConvCache", "LinearCache", "BatchNormCache"]
+__all__ += ["conv_transpose2d", "conv_transpose2d_backward", "ConvTransposeCache", "pad", "pad_backward"]

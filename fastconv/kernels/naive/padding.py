@@ -3,7 +3,8 @@
 ``pad = (left, right, top, bottom)``, amounts possibly negative (cut off). Output row y copies
 input row ``s = y - top`` when it is inside; outside, ``"constant"`` writes ``value``,
 ``"reflect"`` mirrors about the edge row (``-s``, ``2*(H - 1) - s``), ``"replicate"`` repeats the
-edge row and ``"circular"`` wraps (``s mod H``). The backward pass adds each output gradient to
+edge row and ``"circular"`` wraps around the rows that negative amounts leave
+(``s mod H`` without them). The backward pass adds each output gradient to
 the input element it was copied from.
 """
 import numpy as np
@@ -13,14 +14,15 @@ from ..._shapes import pad_output_hw
 
 def _sources(n_out, size, before, mode):
     """The input index each of ``n_out`` output indices copies (-1: the constant)."""
+    if mode == "circular":  # wrap around the kept indices [cut, size - cut_after)
+        cut, kept = max(-before, 0), n_out - max(before, 0) - max(n_out - size - before, 0)
+        return cut + (np.arange(n_out) - max(before, 0)) % max(kept, 1)
     s = np.arange(n_out) - before
     if mode == "reflect":
         s = np.abs(s)
         s = np.where(s >= size, 2 * (size - 1) - s, s)
     elif mode == "replicate":
         s = np.clip(s, 0, size - 1)
-    elif mode == "circular":
-        s = s % size
     else:
         s = np.where((s >= 0) & (s < size), s, -1)
     return s
