@@ -85,12 +85,16 @@ if not _AVAILABLE:
 # the GPU (or the simulator) is there: now the family files may define their kernels
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import col2im, conv2d, conv2d_backward, im2col
+from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout_backward
 from .elementwise import axpby, zeros_like
+from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2d,
+                      grouped_conv2d_backward)
 from .linear import linear, linear_backward
 from .loss import softmax_cross_entropy
 from .normalization import batch_norm, batch_norm_backward
 from .optim import adam_update, sgd_update
+from .padding import pad, pad_backward
 from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
@@ -99,6 +103,9 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
            "softmax_cross_entropy", "sgd_update", "adam_update", "axpby", "zeros_like",
            "KERNELS"]
+__all__ += ["grouped_conv2d", "grouped_conv2d_backward", "depthwise_conv2d",
+            "depthwise_conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "pad",
+            "pad_backward"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
 #: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.
@@ -106,6 +113,8 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
 KERNELS = {}
 for _family in ("conv", "_gemm", "pooling", "normalization", "elementwise", "dropout", "loss",
                 "optim"):
+    KERNELS.update(import_module(f"{__name__}.{_family}").KERNELS)
+for _family in ("grouped", "conv_transpose", "padding"):
     KERNELS.update(import_module(f"{__name__}.{_family}").KERNELS)
 del _family
 
