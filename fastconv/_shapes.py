@@ -6,8 +6,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["pair", "conv_padding", "conv_output_hw", "conv_transpose_output_hw", "pad_output_hw",
-           "pool_output_hw"]
+__all__ = ["pair", "conv_padding", "conv_output_hw", "check_output_padding",
+           "conv_transpose_output_hw", "pad_output_hw", "pool_output_hw"]
 
 
 def _int(v, name):
@@ -81,6 +81,14 @@ def conv_output_hw(in_hw, kernel_hw, stride_hw, pads, dilation_hw=(1, 1)):
     return (hp - eh) // sh + 1, (wp - ew) // sw + 1
 
 
+def check_output_padding(output_padding_hw, stride_hw, dilation_hw):
+    """ValueError unless each ``output_padding`` is >= 0 and smaller than its stride or dilation."""
+    (oph, opw), (sh, sw), (dh, dw) = output_padding_hw, stride_hw, dilation_hw
+    if min(oph, opw) < 0 or not (oph < max(sh, dh) and opw < max(sw, dw)):
+        raise ValueError("output padding must be smaller than either stride or dilation, but got "
+                         f"output_padding {(oph, opw)}, stride {(sh, sw)}, dilation {(dh, dw)}")
+
+
 def conv_transpose_output_hw(in_hw, kernel_hw, stride_hw, padding_hw, output_padding_hw,
                              dilation_hw=(1, 1)):
     """``(Hout, Wout)`` of a transposed convolution, as PyTorch:
@@ -96,9 +104,7 @@ def conv_transpose_output_hw(in_hw, kernel_hw, stride_hw, padding_hw, output_pad
         raise ValueError(f"kernel size must be >= 1, got {(fh, fw)}")
     if min(ph, pw) < 0:
         raise ValueError(f"padding must be >= 0, got {(ph, pw)}")
-    if min(oph, opw) < 0 or not (oph < max(sh, dh) and opw < max(sw, dw)):
-        raise ValueError("output padding must be smaller than either stride or dilation, but got "
-                         f"output_padding {(oph, opw)}, stride {(sh, sw)}, dilation {(dh, dw)}")
+    check_output_padding(output_padding_hw, stride_hw, dilation_hw)
     ho = (h - 1) * sh - 2 * ph + dh * (fh - 1) + oph + 1
     wo = (w - 1) * sw - 2 * pw + dw * (fw - 1) + opw + 1
     if ho < 1 or wo < 1:
