@@ -10,8 +10,9 @@ from ._common import _array, _ndim4, _same_shape, _shape4
 __all__ = ["pad", "pad_backward"]
 
 
-def _pads(pad):
-    """``pad`` as ``(left, right, top, bottom)``: 2 amounts pad the width only."""
+def _pads(pad, mode):
+    """``pad`` as ``(left, right, top, bottom)``: 2 amounts pad the width only (mode "constant"
+    only, as PyTorch for 4-D input)."""
     if not isinstance(pad, (tuple, list)):
         raise TypeError(f"pad must be a tuple of ints (left, right[, top, bottom]), got {pad!r}")
     if len(pad) % 2:
@@ -23,6 +24,9 @@ def _pads(pad):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
             raise TypeError(f"pad must hold ints, got {tuple(pad)}")
     pads = tuple(int(v) for v in pad)
+    if len(pads) == 2 and mode != "constant":
+        raise ValueError(f"padding mode {mode!r} of a 4-D input takes 4 amounts (left, right, top, "
+                         f"bottom), got pad {pads}")
     return pads + (0, 0) if len(pads) == 2 else pads
 
 
@@ -32,7 +36,8 @@ def pad(x, pad, mode="constant", value=0.0, backend=None):
     Parameters
     ----------
     x : (N, C, H, W) array
-    pad : (left, right) or (left, right, top, bottom) ints; a negative amount cuts rows/columns off
+    pad : (left, right, top, bottom) ints, or (left, right) for "constant"; a negative amount cuts
+        rows/columns off
     mode : "constant" (``value``), "reflect" (mirror about the edge, the edge not repeated; each
         amount below the size of its dimension), "replicate" (repeat the edge) or "circular"
         (wrap around; each amount at most the size of its dimension)
@@ -43,9 +48,9 @@ def pad(x, pad, mode="constant", value=0.0, backend=None):
     out : (N, C, H + top + bottom, W + left + right), x's dtype
     """
     name = resolve(backend, x)
-    pads = _pads(pad)
     if not isinstance(mode, str):
         raise TypeError(f"mode must be a string, got {mode!r}")
+    pads = _pads(pad, mode)
     if value is None:
         value = 0.0
     if mode != "constant" and value != 0:
@@ -64,10 +69,10 @@ def pad_backward(dout, input_shape, pad, mode="constant", backend=None):
     Each input element receives the sum of the gradients of every output element copied from it.
     """
     name = resolve(backend, dout)
-    pads = _pads(pad)
-    shape = _shape4(input_shape)
     if not isinstance(mode, str):
         raise TypeError(f"mode must be a string, got {mode!r}")
+    pads = _pads(pad, mode)
+    shape = _shape4(input_shape)
     hw = pad_output_hw(shape[2:], pads, mode)
     dout = _array(dout, "dout")
     _same_shape(dout, shape[:2] + hw, "dout")
