@@ -59,6 +59,45 @@ def grouped_conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx, 
     return dx, dw, db
 
 
+@njit(inline="always")
+def _row_axpy(dst, src, wv, lo, hi, stride, off):
+    """``dst[ow] += wv * src[ow*stride + off]`` for ow in [lo, hi). Unit stride runs over views
+    from index 0, which LLVM vectorises (indexing with ``ow + off`` keeps Numba's negative-index
+    wraparound in the loop, and the loop scalar)."""
+    if stride == 1:
+        d, s = dst[lo:hi], src[lo + off:hi + off]
+        for i in range(d.shape[0]):
+            d[i] += wv * s[i]
+    else:
+        for ow in range(lo, hi):
+            dst[ow] += wv * src[ow * stride + off]
+
+
+@njit(inline="always")
+def _row_scatter(dst, src, wv, lo, hi, stride, off):
+    """``dst[ow*stride + off] += wv * src[ow]`` for ow in [lo, hi)."""
+    if stride == 1:
+        d, s = dst[lo + off:hi + off], src[lo:hi]
+        for i in range(d.shape[0]):
+            d[i] += wv * s[i]
+    else:
+        for ow in range(lo, hi):
+            dst[ow * stride + off] += wv * src[ow]
+
+
+@njit(inline="always")
+def _row_dot(a, b, lo, hi, stride, off, acc):
+    """``acc + sum(a[ow] * b[ow*stride + off])`` over ow in [lo, hi)."""
+    if stride == 1:
+        u, v = a[lo:hi], b[lo + off:hi + off]
+        for i in range(u.shape[0]):
+            acc += u[i] * v[i]
+    else:
+        for ow in range(lo, hi):
+            acc += a[ow] * b[ow * stride + off]
+    return acc
+
+
 @njit(nogil=True, cache=True)
 def _depthwise_kernel(x, w, b, sh, sw, dil_h, dil_w, top, left, out, p0, p1):
     """Planes ``p0 <= n*C + c < p1``: out[n, c*m:(c+1)*m] from x[n, c].
@@ -86,9 +125,7 @@ def _depthwise_kernel(x, w, b, sh, sw, dil_h, dil_w, top, left, out, p0, p1):
                     for fx in range(fw):
                         lo, hi = _valid_range(fx * dil_w, left, sw, wd, wo)
                         off = fx * dil_w - left
-                        wv = w[k, fy, fx]
-                        for ow in range(lo, hi):
-                            row[ow] += wv * srow[ow * sw + off]
+                        _row_axpy(row, srow, w[k, fy, fx], lo, hi, sw, off)
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
@@ -130,15 +167,9 @@ def _depthwise_backward_kernel(dout, x, w, sh, sw, dil_h, dil_w, top, left, need
                     for fx in range(fw):
                         lo, hi = _valid_range(fx * dil_w, left, sw, wd, wo)
                         off = fx * dil_w - left
-                        acc = zero
-                        for ow in range(lo, hi):
-                            acc += grow[ow] * srow[ow * sw + off]
-                        taps[fy, fx] += acc
+                        taps[fy, fx] += _row_dot(grow, srow, lo, hi, sw, off, zero)
                         if need_dx:
-                            drow = dx[n, c, y]
-                            wv = w[k, fy, fx]
-                            for ow in range(lo, hi):
-                                drow[ow * sw + off] += wv * grow[ow]
+                            _row_scatter(dx[n, c, y], grow, w[k, fy, fx], lo, hi, sw, off)
             dbp[n, k] = total
 
 
