@@ -4,7 +4,9 @@ from ._backend import get_backend, set_backend, to_device, to_numpy
 from ._grad import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
                      Module, Parameter, ReLU, Sequential, Sigmoid, Tanh, manual_seed)
-from .layers.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, MaxUnpool2d
+from .layers import AdaptiveAvgPool2d, AdaptiveMaxPool2d, MaxUnpool2d
+from .layers import ConvTranspose2d
+from .layers import CircularPad2d, ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
 from .trainer import History, Trainer
 
 __version__ = "0.1.0"
@@ -14,3 +16,5 @@ __all__ += ["AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Fla
             "Module", "Parameter", "ReLU", "Sigmoid", "Tanh", "manual_seed", "Sequential"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d"]
 __all__ += ["Trainer", "History"]
+__all__ += ["ConvTranspose2d", "ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d",
+            "CircularPad2d"]

@@ -71,6 +71,15 @@ LAYERS = {
     "conv_rect": (lambda: fc.Conv2d(2, 3, (3, 5), stride=(2, 1), padding=(1, 2), bias=False), (2, 9, 8)),
     "conv_same_even": (lambda: fc.Conv2d(2, 3, 4, padding="same"), (2, 7, 6)),
     "conv_valid": (lambda: fc.Conv2d(2, 3, 2, padding="valid"), (2, 5, 5)),
+    "conv_groups_dilation": (lambda: fc.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2), (4, 9, 8)),
+    "conv_depthwise": (lambda: fc.Conv2d(3, 6, 3, padding=1, groups=3), (3, 7, 6)),
+    "conv_reflect": (lambda: fc.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), (2, 7, 6)),
+    "conv_replicate": (lambda: fc.Conv2d(2, 3, 3, padding=(1, 2), padding_mode="replicate"), (2, 7, 6)),
+    "conv_transpose": (lambda: fc.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1), (3, 5, 4)),
+    "zero_pad": (lambda: fc.ZeroPad2d((1, 2, 0, 3)), (2, 4, 5)),
+    "constant_pad": (lambda: fc.ConstantPad2d(1, 0.5), (2, 4, 5)),
+    "reflection_pad": (lambda: fc.ReflectionPad2d((1, 2, 2, 1)), (2, 4, 5)),
+    "replication_pad": (lambda: fc.ReplicationPad2d(2), (2, 4, 5)),
     "linear": (lambda: fc.Linear(7, 5), (7,)),
     "linear_no_bias": (lambda: fc.Linear(7, 5, bias=False), (7,)),
     "maxpool": (lambda: fc.MaxPool2d(2), (3, 8, 9)),
@@ -112,8 +121,18 @@ def test_every_layer_runs_in_onnxruntime_as_in_fastconv(name):
             np.testing.assert_array_equal(init[key], value)
 
 
+def test_circular_padding_needs_opset_19_and_then_runs_in_onnxruntime():
+    fc.manual_seed(1)
+    model = fc.Sequential(fc.CircularPad2d((1, 2, 2, 1)), fc.Conv2d(2, 3, 3, padding=1, padding_mode="circular")).eval()
+    with pytest.raises(ValueError, match="19"):
+        fo.to_onnx(model, (1, 2, 5, 6))
+    sess = session(fo.to_onnx(model, (1, 2, 5, 6), opset=19))
+    x = np.random.default_rng(0).standard_normal((3, 2, 5, 6)).astype(np.float32)
+    assert rel_error(sess.run(None, {"input": x})[0], model.forward(x)) < TOL
+
+
 def test_every_exportable_layer_is_exercised():
-    tested = {type(build()).__name__ for build, _ in LAYERS.values()} | {"Sequential"}
+    tested = {type(build()).__name__ for build, _ in LAYERS.values()} | {"Sequential", "CircularPad2d"}
     assert set(fo.exportable_layers()) <= tested
 
 

@@ -7,7 +7,8 @@ weights and gradients are used in the input's dtype. Non-contiguous views are ac
 Bad shapes raise ``ValueError`` naming them, before any kernel runs.
 """
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
-from .conv import ConvCache, col2im, conv2d, conv2d_backward, im2col
+from .conv import (ConvCache, ConvTransposeCache, col2im, conv2d, conv2d_backward, conv_transpose2d,
+                   conv_transpose2d_backward, im2col)
 from .dropout import dropout, dropout_backward
 from .linear import LinearCache, linear, linear_backward
 from .loss import cross_entropy
@@ -15,6 +16,7 @@ from .normalization import BatchNormCache, batch_norm, batch_norm_backward
 from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
                       adaptive_max_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d,
                       max_pool2d_backward, max_unpool2d, max_unpool2d_backward)
+from .padding import pad, pad_backward
 
 __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
            "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid",
@@ -24,3 +26,4 @@ __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_p
 __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
             "adaptive_max_pool2d_backward", "max_unpool2d", "max_unpool2d_backward"]
 __all__ += ["ConvCache", "LinearCache", "BatchNormCache"]
+__all__ += ["conv_transpose2d", "conv_transpose2d_backward", "ConvTransposeCache", "pad", "pad_backward"]

@@ -1,53 +1,131 @@
-"""Convolution layers: :class:`Conv2d`."""
+"""Convolution layers: :class:`Conv2d` (strided, padded, dilated, grouped, depthwise, with
+PyTorch's padding modes) and :class:`ConvTranspose2d`."""
 import math
+import numbers
 
 import numpy as np
 
 from .. import functional as F
-from .._shapes import conv_output_hw, conv_padding, pair
+from .._shapes import (check_output_padding, conv_output_hw, conv_padding,
+                       conv_transpose_output_hw, pad_output_hw, pair)
 from .module import Module, Parameter, _accumulate, _float_dtype, _generator, _positive, _uniform_init
 
-__all__ = ["Conv2d"]
+__all__ = ["Conv2d", "ConvTranspose2d"]
+
+#: Conv2d's padding modes and the :func:`fastconv.functional.pad` mode each one uses.
+_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+              "circular": "circular"}
 
 
-class Conv2d(Module):
-    """2-D convolution, ``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True)``.
+def _groups(groups, in_channels, out_channels):
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    if in_channels % groups:
+        raise ValueError(f"in_channels must be divisible by groups, got in_channels={in_channels}, "
+                         f"groups={groups}")
+    if out_channels % groups:
+        raise ValueError(f"out_channels must be divisible by groups, got out_channels="
+                         f"{out_channels}, groups={groups}")
+    return int(groups)
 
-    x (N, in, H, W) -> (N, out, Hout, Wout), ``Hout = (H + 2*ph - FH) // sh + 1``.
-    ``padding`` is an int, an (h, w) pair, "valid" or "same" (stride 1). ``weight`` is
-    (out, in, FH, FW) and ``bias`` (out,) (None with ``bias=False``), both drawn as PyTorch does:
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with ``fan_in = in * FH * FW``.
-    ``input_grad`` (default True): when False, backward computes only the parameter gradients
-    and returns None (see the module docstring).
-    """
+
+class _ConvNd(Module):
+    """What both convolutions share: sizes, weights, backward, repr."""
 
     _param_names = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 rng=None, dtype=np.float32):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, dilation, groups, bias,
+                 transposed, rng, dtype):
         super().__init__()
         self.in_channels = _positive(in_channels, "in_channels")
         self.out_channels = _positive(out_channels, "out_channels")
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"kernel_size and stride must be >= 1, got {kernel_size!r}, {stride!r}")
-        conv_padding(padding, self.kernel_size, self.stride)  # validates
-        self.padding = padding.lower() if isinstance(padding, str) else pair(padding, "padding")
+        self.dilation = pair(dilation, "dilation")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(f"kernel_size, stride and dilation must be >= 1, got {kernel_size!r}, "
+                             f"{stride!r}, {dilation!r}")
+        self.groups = _groups(groups, self.in_channels, self.out_channels)
         self.input_grad = True
-        fh, fw = self.kernel_size
-        shape = (self.out_channels, self.in_channels, fh, fw)
-        fan_in, gen, dt = self.in_channels * fh * fw, _generator(rng), _float_dtype(dtype)
+        # PyTorch's weight shapes; fan_in is its dimension 1 times the kernel size
+        n_in, n_out = self.in_channels, self.out_channels
+        shape = (n_in, n_out // self.groups) if transposed else (n_out, n_in // self.groups)
+        shape += self.kernel_size
+        fan_in = math.prod(shape[1:])
+        gen, dt = _generator(rng), _float_dtype(dtype)
         self.weight = Parameter(_uniform_init(shape, fan_in, dt, gen))
         self.bias = Parameter(_uniform_init(self.out_channels, fan_in, dt, gen)) if bias else None
 
-    def output_shape(self, shape):
+    def _check_input(self, shape):
         shape = tuple(shape)
         if len(shape) != 4 or shape[1] != self.in_channels:
             raise ValueError(f"{self!r} expects input (N, {self.in_channels}, H, W), got shape {shape}")
-        pads = conv_padding(self.padding, self.kernel_size, self.stride)
+        return shape
+
+    def _gradients(self, dw, db):
+        _accumulate(self.weight, dw)
+        if self.bias is not None:
+            _accumulate(self.bias, db)
+
+    def _repr(self, padding, output_padding=(0, 0), padding_mode="zeros"):
+        s = (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size="
+             f"{self.kernel_size}, stride={self.stride}")
+        if padding != (0, 0):
+            s += f", padding={padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if output_padding != (0, 0):
+            s += f", output_padding={output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if padding_mode != "zeros":
+            s += f", padding_mode={padding_mode}"
+        return s + ")"
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution, ``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0,
+    dilation=1, groups=1, bias=True, padding_mode="zeros")``.
+
+    x (N, in, H, W) -> (N, out, Hout, Wout), ``Hout = (H + 2*ph - dh*(FH - 1) - 1) // sh + 1``.
+    ``padding`` is an int, an (h, w) pair, "valid" or "same" (stride 1; total padding
+    ``dilation*(kernel - 1)``, the extra row/column at the bottom/right). ``padding_mode``
+    "reflect", "replicate" or "circular" pads the input explicitly with :func:`F.pad` and then
+    convolves without padding, as PyTorch does. ``groups`` divides both channel counts; ``groups
+    == in_channels`` is a depthwise convolution (``out_channels`` a multiple of it). ``weight`` is
+    (out, in/groups, FH, FW) and ``bias`` (out,) (None with ``bias=False``), both drawn as
+    PyTorch does: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with ``fan_in = in/groups * FH * FW``.
+    ``input_grad`` (default True): when False, backward computes only the parameter gradients
+    and returns None (see the module docstring).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", rng=None, dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, dilation, groups, bias,
+                         False, rng, dtype)
+        if not isinstance(padding_mode, str) or padding_mode not in _PAD_MODES:
+            raise ValueError(f"padding_mode must be one of {sorted(_PAD_MODES)}, but got "
+                             f"padding_mode={padding_mode!r}")
+        self.padding_mode = padding_mode
+        # (top, bottom, left, right); validates the padding against stride and dilation
+        self._pads = conv_padding(padding, self.kernel_size, self.stride, self.dilation)
+        self.padding = padding.lower() if isinstance(padding, str) else pair(padding, "padding")
+
+    def _explicit_pad(self):
+        """F.pad's ``(left, right, top, bottom)`` when the padding mode pads explicitly, else None."""
+        if self.padding_mode == "zeros":
+            return None
+        top, bottom, left, right = self._pads
+        return left, right, top, bottom
+
+    def output_shape(self, shape):
+        shape = self._check_input(shape)
         try:
-            hw = conv_output_hw(shape[2:], self.kernel_size, self.stride, pads)
+            if self._explicit_pad() is not None:
+                pad_output_hw(shape[2:], self._explicit_pad(), _PAD_MODES[self.padding_mode])
+            hw = conv_output_hw(shape[2:], self.kernel_size, self.stride, self._pads, self.dilation)
         except ValueError as exc:
             raise ValueError(f"{self!r} cannot take input of shape {shape}: {exc}") from None
         return (shape[0], self.out_channels) + hw
@@ -56,7 +134,87 @@ class Conv2d(Module):
         x = self._input(x)
         self.output_shape(x.shape)
         b = None if self.bias is None else self.bias.data
-        out, cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding)
+        pad = self._explicit_pad()
+        if pad is None:
+            out, cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding, self.dilation,
+                                  self.groups)
+        else:
+            xp = F.pad(x, pad, _PAD_MODES[self.padding_mode])
+            out, cache = F.conv2d(xp, self.weight.data, b, self.stride, 0, self.dilation,
+                                  self.groups)
+        self._save((cache, tuple(x.shape)))
+        return out
+
+    def _backward(self, dy, need_dx):
+        cache, shape = self._restore()
+        if not (need_dx or self._trainable()):
+            return None
+        dx, dw, db = F.conv2d_backward(dy, cache, need_dx=need_dx)
+        self._gradients(dw, db)
+        pad = self._explicit_pad()
+        if dx is not None and pad is not None:
+            dx = F.pad_backward(dx, shape, pad, _PAD_MODES[self.padding_mode])
+        return dx
+
+    def _memory(self, in_shape, out_shape, itemsize):
+        fh, fw = self.kernel_size
+        out = math.prod(out_shape) * itemsize
+        cols = 0
+        if self.groups == 1 or self.groups != self.in_channels:  # depthwise unfolds nothing
+            cols = in_shape[1] * fh * fw * out_shape[0] * out_shape[2] * out_shape[3] * itemsize
+        kept = cols
+        if self._explicit_pad() is not None:  # the padded input
+            left, right, top, bottom = self._explicit_pad()
+            kept += in_shape[0] * in_shape[1] * (in_shape[2] + top + bottom) * \
+                (in_shape[3] + left + right) * itemsize
+        return out, kept, cols
+
+    def __repr__(self):
+        return self._repr(self.padding, padding_mode=self.padding_mode)
+
+
+class ConvTranspose2d(_ConvNd):
+    """2-D transposed convolution, ``ConvTranspose2d(in_channels, out_channels, kernel_size,
+    stride=1, padding=0, output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros")``.
+
+    The input gradient of the Conv2d with the same arguments (it maps that convolution's output
+    shape back to its input shape): x (N, in, H, W) -> (N, out, Hout, Wout), ``Hout = (H - 1)*sh
+    - 2*ph + dh*(FH - 1) + oph + 1``. ``output_padding`` (each smaller than the stride or the
+    dilation) adds rows/columns at the bottom/right. ``weight`` is (in, out/groups, FH, FW), as
+    PyTorch's, drawn U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with ``fan_in = out/groups * FH * FW``
+    (PyTorch's fan_in of that weight), and ``bias`` (out,) likewise. Only "zeros" padding.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 rng=None, dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, dilation, groups, bias,
+                         True, rng, dtype)
+        if padding_mode != "zeros":
+            raise ValueError(f'Only "zeros" padding mode is supported for ConvTranspose2d, got '
+                             f"padding_mode={padding_mode!r}")
+        self.padding_mode = padding_mode
+        self.padding = pair(padding, "padding")
+        if min(self.padding) < 0:
+            raise ValueError(f"padding must be >= 0, got {self.padding}")
+        self.output_padding = pair(output_padding, "output_padding")
+        check_output_padding(self.output_padding, self.stride, self.dilation)
+
+    def output_shape(self, shape):
+        shape = self._check_input(shape)
+        try:
+            hw = conv_transpose_output_hw(shape[2:], self.kernel_size, self.stride, self.padding,
+                                          self.output_padding, self.dilation)
+        except ValueError as exc:
+            raise ValueError(f"{self!r} cannot take input of shape {shape}: {exc}") from None
+        return (shape[0], self.out_channels) + hw
+
+    def forward(self, x):
+        x = self._input(x)
+        self.output_shape(x.shape)
+        b = None if self.bias is None else self.bias.data
+        out, cache = F.conv_transpose2d(x, self.weight.data, b, self.stride, self.padding,
+                                        self.output_padding, self.groups, self.dilation)
         self._save(cache)
         return out
 
@@ -64,20 +222,14 @@ class Conv2d(Module):
         cache = self._restore()
         if not (need_dx or self._trainable()):
             return None
-        dx, dw, db = F.conv2d_backward(dy, cache, need_dx=need_dx)
-        _accumulate(self.weight, dw)
-        if self.bias is not None:
-            _accumulate(self.bias, db)
+        dx, dw, db = F.conv_transpose2d_backward(dy, cache, need_dx=need_dx)
+        self._gradients(dw, db)
         return dx
 
     def _memory(self, in_shape, out_shape, itemsize):
         fh, fw = self.kernel_size
-        cols = in_shape[1] * fh * fw * out_shape[0] * out_shape[2] * out_shape[3] * itemsize
-        return math.prod(out_shape) * itemsize, cols, cols
+        cols = out_shape[1] * fh * fw * in_shape[0] * in_shape[2] * in_shape[3] * itemsize
+        return math.prod(out_shape) * itemsize, 0, cols
 
     def __repr__(self):
-        s = (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        return s + (", bias=False)" if self.bias is None else ")")
+        return self._repr(self.padding, self.output_padding)

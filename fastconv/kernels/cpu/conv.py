@@ -7,7 +7,9 @@ The column layout is ``cols[(c, fy, fx), n, oh, :]``, and ``w.reshape(K, -1) @ c
 result). Three layouts of the rows (``_Geometry``): stride 1 with a padded width at most 5/4 of
 ``Wout`` uses rows ``Wq`` = the padded width (the last ``FW - 1`` columns of each row are
 computed and dropped), so every row of cols is one contiguous run of a zero-padded plane; other
-stride-1 layers copy rows of ``Wout`` from padded planes; strided layers index x directly.
+stride-1 layers copy rows of ``Wout`` from padded planes; strided and dilated layers index x
+directly (dilation ``(dil_h, dil_w)`` spaces the kernel taps: tap (fy, fx) reads input row
+``oh*sh + fy*dil_h - top``; the padded layouts serve dilation 1 only).
 
 Threads: the batch is split across the Python threads of :mod:`fastconv.kernels._workers`,
 each running single-threaded BLAS and ``nogil`` kernels on a block of images at a time, so the
@@ -57,7 +59,7 @@ def _run_start(q, fh, fw, wp):
 
 
 @njit(nogil=True, cache=True)
-def _im2col_kernel(x, fh, fw, sh, sw, top, left, layout, cols, j0):
+def _im2col_kernel(x, fh, fw, sh, sw, top, left, layout, cols, j0, dil_h=1, dil_w=1):
     """x (n, C, H, W) -> cols[:, j0:j0+n] of cols (C*fh*fw, N, Ho, Wq).
 
     ``PADDED`` and ``WIDE`` (stride 1): the block's images are first zero-padded to planes of
@@ -65,7 +67,7 @@ def _im2col_kernel(x, fh, fw, sh, sw, top, left, layout, cols, j0):
     of cols the padded width, ``Wq = Wp``: then each row of cols is one contiguous run of the
     padded plane (``Ho*Wp`` values) copied by one vectorised ufunc call, and the last ``fw-1``
     columns of each output row are computed and dropped. Otherwise ``Wq = Wo``. ``GENERAL``
-    (any stride): plain indexing with a select in the inner loop.
+    (any stride and dilation ``dil_h, dil_w``): plain indexing with a select in the inner loop.
     """
     n_img, c_in, h, wd = x.shape
     rows, _, ho, wq = cols.shape
@@ -101,11 +103,11 @@ def _im2col_kernel(x, fh, fw, sh, sw, top, left, layout, cols, j0):
         c = q // (fh * fw)
         fy = (q // fw) % fh
         fx = q % fw
-        lo, hi = _valid_range(fx, left, sw, wd, wq)
-        off = fx - left
+        lo, hi = _valid_range(fx * dil_w, left, sw, wd, wq)
+        off = fx * dil_w - left
         for n in range(n_img):
             for oh in range(ho):
-                y = oh * sh + fy - top
+                y = oh * sh + fy * dil_h - top
                 if y < 0 or y >= h:
                     for ow in range(wq):
                         cols[q, j0 + n, oh, ow] = 0
@@ -115,12 +117,12 @@ def _im2col_kernel(x, fh, fw, sh, sw, top, left, layout, cols, j0):
 
 
 @njit(nogil=True, cache=True)
-def _col2im_kernel(cols, j0, fh, fw, sh, sw, top, left, layout, dx):
+def _col2im_kernel(cols, j0, fh, fw, sh, sw, top, left, layout, dx, dil_h=1, dil_w=1):
     """cols[:, j0:j0+n] of (C*fh*fw, N, Ho, Wq) -> dx (n, C, H, W), no atomics.
 
     ``PADDED``/``WIDE``: the layouts of :func:`_im2col_kernel`; each row of cols is added to a
     zero-padded plane by vectorised ufunc calls (the dropped columns of ``WIDE`` hold zeros),
-    then the planes are cropped. ``GENERAL``: one plane at a time.
+    then the planes are cropped. ``GENERAL`` (any stride and dilation): one plane at a time.
     """
     n_img, c_in, h, wd = dx.shape
     rows, _, ho, wq = cols.shape
@@ -153,15 +155,15 @@ def _col2im_kernel(cols, j0, fh, fw, sh, sw, top, left, layout, dx):
         for fy in range(fh):
             for fx in range(fw):
                 q = (c * fh + fy) * fw + fx
-                lo, hi = _valid_range(fx, left, sw, wd, wq)
+                lo, hi = _valid_range(fx * dil_w, left, sw, wd, wq)
                 for oh in range(ho):
-                    y = oh * sh + fy - top
+                    y = oh * sh + fy * dil_h - top
                     if y < 0 or y >= h:
                         continue
                     src = cols[q, j0 + n, oh]
                     dst = out[y]
                     for ow in range(lo, hi):
-                        dst[ow * sw + fx - left] += src[ow]
+                        dst[ow * sw + fx * dil_w - left] += src[ow]
 
 
 @njit(nogil=True, cache=True)
@@ -205,11 +207,12 @@ def _nkp_to_knp_sum(src, out, sums):
 ALGORITHM = None
 
 
-def algorithm(x_shape, w_shape, stride, pads):
+def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     """The ONE rule that picks the cpu convolution path: ``"winograd"`` or ``"im2col"``.
 
     Winograd F(2x2, 3x3) (:mod:`.winograd`) for stride-1 3x3 kernels whose output planes are at
-    least 2x2 and whose layer has at least WINO_CHANNELS input and output channels; im2col + GEMM
+    least 2x2 and whose layer has at least WINO_CHANNELS input and output channels (undilated:
+    grouped and depthwise layers take their own kernels in :mod:`.grouped`); im2col + GEMM
     otherwise. Sizes only, no per-CPU tuning.
 
     Measured (2026-12-02, AMD EPYC family 26 = Zen 5, OpenBLAS SkylakeX kernel, float32, batch
@@ -222,8 +225,9 @@ def algorithm(x_shape, w_shape, stride, pads):
     """
     n, c, h, wd = x_shape
     k, _, fh, fw = w_shape
-    ho, wo = conv_output_hw((h, wd), (fh, fw), stride, pads)
-    fits = (fh, fw) == (3, 3) and tuple(stride) == (1, 1) and min(ho, wo) >= 2
+    ho, wo = conv_output_hw((h, wd), (fh, fw), stride, pads, dilation)
+    fits = ((fh, fw) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+            and min(ho, wo) >= 2)
     if ALGORITHM is not None:
         return "winograd" if ALGORITHM == "winograd" and fits else "im2col"
     return "winograd" if fits and min(c, k) >= WINO_CHANNELS else "im2col"
@@ -233,33 +237,33 @@ def algorithm(x_shape, w_shape, stride, pads):
 WINO_CHANNELS = 16
 
 
-def _standard_layout(stride):
+def _standard_layout(stride, dilation=(1, 1)):
     """The layout with rows of Wout (the public im2col/col2im contract) for ``stride``."""
-    return PADDED if tuple(stride) == (1, 1) else GENERAL
+    return PADDED if tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) else GENERAL
 
 
-def im2col(x, kernel, stride, pads):
+def im2col(x, kernel, stride, pads, dilation=(1, 1)):
     """x (N, C, H, W) -> cols (C*FH*FW, N*Hout*Wout); layout as :func:`fastconv.kernels.naive.im2col`."""
     n_img, c, h, wd = x.shape
-    (fh, fw), (sh, sw) = kernel, stride
-    ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
+    (fh, fw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    ho, wo = conv_output_hw((h, wd), kernel, stride, pads, dilation)
     cols = empty((c * fh * fw, n_img, ho, wo), dtype=x.dtype)
-    layout = _standard_layout(stride)
-    split(lambda a, b: _im2col_kernel(x[a:b], fh, fw, sh, sw, pads[0], pads[2], layout, cols, a),
-          n_img)
-    return cols.reshape(cols.shape[0], n_img * ho * wo)
+    layout = _standard_layout(stride, dilation)
+    split(lambda a, b: _im2col_kernel(x[a:b], fh, fw, sh, sw, pads[0], pads[2], layout, cols, a,
+                                      dh, dw), n_img)
+    return cols.reshape(cols.shape[0], -1)
 
 
-def col2im(cols, x_shape, kernel, stride, pads):
+def col2im(cols, x_shape, kernel, stride, pads, dilation=(1, 1)):
     """cols (C*FH*FW, N*Hout*Wout) -> (N, C, H, W), overlapping contributions summed."""
     n_img, c, h, wd = x_shape
-    (fh, fw), (sh, sw) = kernel, stride
-    ho, wo = conv_output_hw((h, wd), kernel, stride, pads)
+    (fh, fw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    ho, wo = conv_output_hw((h, wd), kernel, stride, pads, dilation)
     dx = empty(x_shape, dtype=cols.dtype)
-    c4 = np.ascontiguousarray(cols).reshape(c * fh * fw, n_img, ho, wo)
-    layout = _standard_layout(stride)
-    split(lambda a, b: _col2im_kernel(c4, a, fh, fw, sh, sw, pads[0], pads[2], layout, dx[a:b]),
-          n_img)
+    c4 = np.ascontiguousarray(cols).reshape(-1, n_img, ho, wo)
+    layout = _standard_layout(stride, dilation)
+    split(lambda a, b: _col2im_kernel(c4, a, fh, fw, sh, sw, pads[0], pads[2], layout, dx[a:b],
+                                      dh, dw), n_img)
     return dx
 
 
@@ -271,15 +275,16 @@ class _Geometry:
     otherwise ``wq = wo``.
     """
 
-    def __init__(self, x_shape, w_shape, stride, pads, itemsize):
+    def __init__(self, x_shape, w_shape, stride, pads, itemsize, dilation=(1, 1)):
         n, c, h, wd = x_shape
         self.k, _, self.fh, self.fw = w_shape
         self.sh, self.sw = stride
+        self.dil_h, self.dil_w = dilation
         self.top, self.left = pads[0], pads[2]
-        self.ho, self.wo = conv_output_hw((h, wd), (self.fh, self.fw), stride, pads)
+        self.ho, self.wo = conv_output_hw((h, wd), (self.fh, self.fw), stride, pads, dilation)
         wp = wd + pads[2] + pads[3]
         # wide rows only where the dropped columns cost little GEMM work (at most 25% more)
-        if self.sh != 1 or self.sw != 1:
+        if self.sh != 1 or self.sw != 1 or self.dil_h != 1 or self.dil_w != 1:
             self.layout = GENERAL
         else:
             self.layout = WIDE if 4 * wp <= 5 * self.wo else PADDED
@@ -313,14 +318,14 @@ class _Geometry:
 
     def im2col(self, x, cols, j0):
         _im2col_kernel(x, self.fh, self.fw, self.sh, self.sw, self.top, self.left, self.layout,
-                       cols, j0)
+                       cols, j0, self.dil_h, self.dil_w)
 
     def col2im(self, cols, dx):
         _col2im_kernel(cols, 0, self.fh, self.fw, self.sh, self.sw, self.top, self.left,
-                       self.layout, dx)
+                       self.layout, dx, self.dil_h, self.dil_w)
 
 
-def conv2d(x, w, b, stride, pads):
+def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     """x (N, C, H, W), w (K, C, FH, FW), b (K,) or None -> (out (N, K, Hout, Wout), saved).
 
     Each thread takes a contiguous share of the images and runs, block by block, im2col ->
@@ -329,10 +334,10 @@ def conv2d(x, w, b, stride, pads):
     backward need not unfold x again; otherwise None: each block's columns live in a per-thread
     buffer and backward unfolds them again.
     """
-    if algorithm(x.shape, w.shape, stride, pads) == "winograd":
+    if algorithm(x.shape, w.shape, stride, pads, dilation) == "winograd":
         return winograd.conv2d(x, w, b, pads)
     n_img = x.shape[0]
-    g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize)
+    g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize, dilation)
     k, rows, p = g.k, g.rows, g.p
     out = empty((n_img, k, g.ho, g.wo), dtype=x.dtype)
     w2 = w.reshape(k, rows)
@@ -356,7 +361,7 @@ def conv2d(x, w, b, stride, pads):
     return out, saved
 
 
-def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True):
+def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dilation=(1, 1)):
     """dout (N, K, Hout, Wout) -> (dx or None, dw, db or None); see :func:`conv2d`.
 
     Each thread takes a contiguous share of the images; per block it moves dout to (K, n, P)
@@ -364,10 +369,10 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True):
     ``dcols = w.T @ dout_t`` and gathers it into dx (col2im) while the block is in cache. The
     partial dW and db are added in share order.
     """
-    if algorithm(x.shape, w.shape, stride, pads) == "winograd":
+    if algorithm(x.shape, w.shape, stride, pads, dilation) == "winograd":
         return winograd.conv2d_backward(dout, x, w, has_bias, pads, need_dx)
     n_img = dout.shape[0]
-    g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize)
+    g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize, dilation)
     k, rows, p = g.k, g.rows, g.p
     w2t = w.reshape(k, rows).T
     dx = empty(x.shape, dtype=x.dtype) if need_dx else None

@@ -88,8 +88,11 @@ if not _AVAILABLE:
 # the GPU (or the simulator) is there: now the family files may define their kernels
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import col2im, conv2d, conv2d_backward, im2col
+from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout_backward
 from .elementwise import axpby, zeros_like
+from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2d,
+                      grouped_conv2d_backward)
 from .linear import linear, linear_backward
 from .loss import softmax_cross_entropy
 from .normalization import batch_norm, batch_norm_backward
@@ -97,6 +100,8 @@ from .optim import adam_update, sgd_update
 from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
                       avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
                       max_unpool2d_backward)
+from .padding import pad, pad_backward
+from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
@@ -106,6 +111,9 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "KERNELS"]
 __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "max_unpool2d",
             "max_unpool2d_backward"]
+__all__ += ["grouped_conv2d", "grouped_conv2d_backward", "depthwise_conv2d",
+            "depthwise_conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "pad",
+            "pad_backward"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
 #: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.
@@ -113,6 +121,8 @@ __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max
 KERNELS = {}
 for _family in ("conv", "_gemm", "pooling", "normalization", "elementwise", "dropout", "loss",
                 "optim"):
+    KERNELS.update(import_module(f"{__name__}.{_family}").KERNELS)
+for _family in ("grouped", "conv_transpose", "padding"):
     KERNELS.update(import_module(f"{__name__}.{_family}").KERNELS)
 del _family
 

@@ -11,13 +11,17 @@ bottom, left, right)``, kernels are ``(kh, kw)``.
 """
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import col2im, conv2d, conv2d_backward, im2col
+from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout_backward
+from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2d,
+                      grouped_conv2d_backward)
 from .linear import linear, linear_backward
 from .loss import softmax_cross_entropy
 from .normalization import batch_norm, batch_norm_backward
 from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
                       avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
                       max_unpool2d_backward)
+from .padding import pad, pad_backward
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
@@ -25,3 +29,6 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "linear_backward", "dropout", "dropout_backward", "softmax_cross_entropy"]
 __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "max_unpool2d",
             "max_unpool2d_backward"]
+__all__ += ["grouped_conv2d", "grouped_conv2d_backward", "depthwise_conv2d",
+            "depthwise_conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "pad",
+            "pad_backward"]
