@@ -36,11 +36,13 @@ def patched(module, **values):
 
 
 @contextlib.contextmanager
-def forced_splits(shares=3, block_bytes=1):
-    """Every conv and linear split into ``shares`` thread shares, convs one image per block."""
+def forced_splits(shares=3, block_bytes=1, partial_bytes=2**30):
+    """Every conv and linear split into ``shares`` thread shares (None: the thread count as set),
+    convs one image per block (by default), GEMMs cut into blocks of one row or column."""
+    threads = {} if shares is None else {"threads": lambda: shares}
     with patched(cpu_common, SPLIT_FLOPS=0, SPLIT_IMAGES=0, SPLIT_GEMM=1, BLAS_THREADED_GEMM=1,
-                 SPLIT_ELEMENTS=0, SPLIT_PLANE_ELEMENTS=0,
-                 BLOCK_BYTES=block_bytes), patched(_workers, threads=lambda: shares):
+                 GEMM_BLOCK_MACS=1, SPLIT_ELEMENTS=0, SPLIT_PLANE_ELEMENTS=0,
+                 BLOCK_BYTES=block_bytes, PARTIAL_BYTES=partial_bytes), patched(_workers, **threads):
         yield
 
 
@@ -54,10 +56,12 @@ def blas_threads(libraries=None):
 @pytest.mark.parametrize("dtype", DTYPES)
 @HYPOTHESIS
 @given(case=conv_cases(), bias=st.booleans(), need_dx=st.booleans(), seed=st.integers(0, 2**32 - 1),
-       shares=st.integers(2, 4), block_bytes=st.sampled_from([1, 4096, 2**20]))
-def test_split_conv_matches_naive(dtype, case, bias, need_dx, seed, shares, block_bytes):
+       shares=st.integers(2, 4), block_bytes=st.sampled_from([1, 4096, 2**20]),
+       partial_bytes=st.sampled_from([1, 2**30]))
+def test_split_conv_matches_naive(dtype, case, bias, need_dx, seed, shares, block_bytes,
+                                  partial_bytes):
     _, x, w, b = conv_arrays(case, dtype, seed, bias)
-    with forced_splits(shares, block_bytes):
+    with forced_splits(shares, block_bytes, partial_bytes):
         check_conv_against_naive(x, w, b, case["stride"], case["padding"], "cpu", need_dx,
                                  label="split conv2d")
 

@@ -137,7 +137,8 @@ def test_dropout_of_nothing(tier, dtype, shape):
 @pytest.mark.parametrize("n, k_in, k_out", [(0, 5, 3), (4, 0, 3), (0, 0, 2)])
 def test_linear_with_no_rows_or_no_inputs(tier, dtype, need_dx, n, k_in, k_out):
     rng = np.random.default_rng(1)
-    x, w, b = random(rng, (n, k_in), dtype), random(rng, (k_out, k_in), dtype), random(rng, k_out, dtype)
+    x, w = random(rng, (n, k_in), dtype), random(rng, (k_out, k_in), dtype)
+    b = random(rng, k_out, dtype)
     same(tier.linear(x, w, b), np.zeros((n, k_out), dtype) + b, "out")
     same(tier.linear(x, w, None), np.zeros((n, k_out), dtype), "out without bias")
     dout = random(rng, (n, k_out), dtype)

@@ -34,9 +34,9 @@ def test_probe_the_randomised_tests_run_the_loaded_profile(capsys):
 
 
 def _probe(*options):
+    probe = "test_hypothesis_profiles.py::test_probe_the_randomised_tests_run_the_loaded_profile"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-         f"{HERE}/test_hypothesis_profiles.py::test_probe_the_randomised_tests_run_the_loaded_profile",
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", f"{HERE}/{probe}",
          *options], capture_output=True, text=True, timeout=300, cwd=os.path.dirname(HERE))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     line = next(s for s in done.stdout.splitlines() if s.startswith("PROBE "))

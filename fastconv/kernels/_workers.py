@@ -4,7 +4,7 @@ Convolution and linear layers interleave Numba data movement with BLAS products.
 libraries run their own threads makes them fight: OpenBLAS's idle workers busy-spin for about
 0.1 s after every threaded GEMM, Numba's OpenMP workers busy-wait after every parallel kernel,
 and whatever runs next shares a core with them. Instead :func:`split` hands contiguous shares
-of the work to ``numba.get_num_threads()`` Python threads (the caller is one of them); each runs
+of the work to :func:`threads` Python threads (the caller is one of them); each runs
 single-threaded BLAS calls and ``nogil`` Numba kernels on its own share, so the cores are never
 oversubscribed and each share's temporaries stay in that core's cache. Every parallel kernel of
 the cpu tier (pooling, ReLU, batch norm too) runs this way. BLAS is held at one thread while
@@ -14,8 +14,12 @@ own setting.
 A split costs about 0.15 ms on these VMs, nearly all of it waking the other vCPU (a bare
 ``threading.Event`` round trip takes 0.115 ms), so callers split only work worth more than that.
 
-A split's partial sums (dW, db) are added in share order, so results are deterministic for a
-given thread count.
+The thread count is read in one place, :func:`threads`: :func:`set_num_threads` (PyTorch's
+name), else Numba's setting (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``). Any count works;
+the pool grows to it. Results do not depend on it: callers cut their work into pieces whose
+bounds depend only on the shapes (fixed blocks of images, fixed blocks of a product's rows or
+columns) and add partial sums in piece order; the thread count only decides which thread runs
+which contiguous run of pieces.
 """
 import contextlib
 import os
@@ -23,15 +27,39 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
+import numpy as np
 
-_state = {"pool": None, "size": 0, "pid": None, "blas": None, "blas_users": 0, "saved": None}
+_state = {"pool": None, "size": 0, "pid": None, "blas": None, "blas_users": 0, "saved": None,
+          "threads": None}
 _lock = threading.Lock()
 _blas_lock = threading.Lock()
 
 
+def set_num_threads(n):
+    """Use ``n`` threads (>= 1) in the cpu tier from now on; ``None`` goes back to Numba's setting.
+
+    PyTorch's ``torch.set_num_threads``. Unlike ``numba.set_num_threads`` it is not bounded by
+    ``NUMBA_NUM_THREADS`` (the cpu tier runs no Numba-parallel kernel, only its own pool).
+    Results are the same bits for every ``n``.
+    """
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+        if n < 1:
+            raise ValueError(f"set_num_threads: n must be at least 1, got {n}")
+        n = int(n)
+    _state["threads"] = n
+
+
 def threads():
-    """How many threads a split uses: Numba's setting (``NUMBA_NUM_THREADS``, ``set_num_threads``)."""
-    return numba.get_num_threads()
+    """How many threads a split uses: :func:`set_num_threads`'s, else Numba's setting
+    (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``). The one place the count is read."""
+    return _state["threads"] or numba.get_num_threads()
+
+
+def get_num_threads():
+    """The thread count of the cpu tier (PyTorch's ``torch.get_num_threads``): :func:`threads`."""
+    return threads()
 
 
 def _pool(size):

@@ -4,11 +4,12 @@ One file per op family, the same names as in every tier (``conv``, ``pooling``, 
 ``linear``, ``dropout``, ``loss``, ``normalization``); ``_common`` holds what they share: the
 tunable thresholds, the BLAS products and the splits across threads.
 
-Threads: the conv and linear layers split the batch across Python threads that each run
-single-threaded BLAS and ``nogil`` kernels on a block of images at a time (see
-:mod:`fastconv.kernels._workers`), so the block stays in cache from im2col to GEMM to layout and
-BLAS never spins against Numba. The other kernels run on the same threads, each on a range of
-images, channels or elements. (They were ``parallel=True`` kernels; Numba's OpenMP workers then
+Threads: the conv layers split the batch across Python threads that each run single-threaded
+BLAS and ``nogil`` kernels on a block of images at a time (see :mod:`fastconv.kernels._workers`),
+so the block stays in cache from im2col to GEMM to layout and BLAS never spins against Numba;
+Linear shares the blocks of its products the same way. The other kernels run on the same
+threads, each on a range of images, channels or elements. The blocks depend only on the shapes
+and partial sums are added in block order, so every thread count gives the same bits. (They were ``parallel=True`` kernels; Numba's OpenMP workers then
 busy-wait after each kernel on the core a pool thread needs next, and the lenet training step
 took 50 ms instead of 33.) Large outputs come from :mod:`fastconv.kernels._memory`, so repeated
 calls reuse memory that is already mapped instead of faulting in fresh pages.

@@ -20,6 +20,10 @@ WORKSPACE_BYTES = 192 * 2**20
 #: so a block's columns, products and gradients stay in cache between the kernels and GEMMs.
 BLOCK_BYTES = 2 * 2**20
 
+#: Conv backward sums dW per chunk of blocks and adds the chunks' sums in order; it keeps at
+#: most this many bytes of them (fewer, larger chunks for layers with a large dW).
+PARTIAL_BYTES = 64 * 2**20
+
 #: A convolution is split across the threads only with at least this many forward FLOPs and
 #: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread. A split costs
 #: ~0.15 ms, and shares of a few images scaled poorly here (E, 10x20x12x12 -> 40, 5x5:
@@ -34,9 +38,15 @@ SPLIT_ELEMENTS = 2**21
 #: Pooling and batch-norm kernels (more work per element) split from this many input elements.
 SPLIT_PLANE_ELEMENTS = 2**18
 
-#: GEMMs of fewer multiply-adds than this run in the calling thread; bigger ones are split by
-#: rows across the threads (a split costs ~0.15 ms).
+#: GEMMs of fewer multiply-adds than this run in the calling thread as one product; bigger ones
+#: are cut into blocks that the threads share (a split costs ~0.15 ms).
 SPLIT_GEMM = 2**23
+
+#: The blocks of a cut GEMM hold about this many multiply-adds each, their count rounded up to a
+#: multiple of 4 (even runs for 1, 2 and 4 threads). The cut depends only on the shapes. Each
+#: block costs a repack of one operand: on one thread, lenet's 64x800 @ 800x500 took 0.49 ms in
+#: one product, +8% in 4 blocks, +20% in 8, +40% in 16 (thread CPU time).
+GEMM_BLOCK_MACS = 2**23
 
 #: OpenBLAS runs products of at least this many multiply-adds on all its threads, whose workers
 #: then busy-spin for ~0.1 s against ours: below SPLIT_GEMM they run with BLAS at one thread.
@@ -45,17 +55,48 @@ BLAS_THREADED_GEMM = 2**18
 _local = threading.local()
 
 
-def _matmul(a, b, out):
-    """``out = a @ b`` for 2-D arrays through NumPy's BLAS, split by rows of ``a`` across threads."""
+def _product_blocks(a, b, out):
+    """``out = a @ b`` (2-D) as a list of products ``[(a_i, b_i, out_i), ...]``.
+
+    Below :data:`SPLIT_GEMM` multiply-adds, one product; above, blocks of the rows of ``a`` or
+    of the columns of ``b`` (whichever makes the operand that every block packs again the
+    smaller one) of about :data:`GEMM_BLOCK_MACS`. The blocks depend only on the shapes, so
+    every thread count runs the same BLAS calls: each output element gets the same bits.
+    """
     m, k = a.shape
-    macs = m * k * b.shape[1]
-    if macs < BLAS_THREADED_GEMM:
-        np.matmul(a, b, out=out)
-    elif m < 2 or macs < SPLIT_GEMM:
-        with one_blas_thread():
+    n = b.shape[1]
+    macs = m * k * n
+    if macs < SPLIT_GEMM:
+        return [(a, b, out)]
+    by_columns = n > m  # each block then packs a (m x k) again, else b (k x n)
+    size = n if by_columns else m
+    blocks = -(-macs // GEMM_BLOCK_MACS)
+    count = min(size, -(-blocks // 4) * 4)
+    bounds = [size * i // count for i in range(count + 1)]
+    if by_columns:
+        return [(a, b[:, lo:hi], out[:, lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+    return [(a[lo:hi], b, out[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+
+
+def _products(products):
+    """Run ``[(a, b, out), ...]`` (``out = a @ b`` each, through NumPy's BLAS) on the threads, a
+    contiguous run of them each, with BLAS at one thread when they are large enough for BLAS
+    to thread them."""
+    def run(lo, hi):
+        for a, b, out in products[lo:hi]:
             np.matmul(a, b, out=out)
-    else:
-        split(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), m)
+
+    macs = sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b, _ in products)
+    if macs < BLAS_THREADED_GEMM:
+        run(0, len(products))
+        return
+    with one_blas_thread():
+        split(run, len(products))
+
+
+def _matmul(a, b, out):
+    """``out = a @ b`` for 2-D arrays, in the blocks of :func:`_product_blocks`; returns out."""
+    _products(_product_blocks(a, b, out))
     return out
 
 

@@ -273,6 +273,13 @@ class _Geometry:
     ``wide`` (stride 1, and a padded width at most 5/4 of the output width): the column matrix
     and the products use rows of the padded width ``wq`` (see :func:`_im2col_kernel`);
     otherwise ``wq = wo``.
+
+    The batch is cut into ``blocks`` blocks of ``block`` images (the last may hold fewer),
+    numbered from image 0, and backward groups consecutive blocks into ``chunks`` chunks, each
+    with its own partial dW and db. Both cuts depend only on the shapes, never on the thread
+    count, so every thread count runs the same products on the same blocks, adds the same
+    partial sums in the same order and gets the same bits; the threads take contiguous runs of
+    blocks (forward) or chunks (backward), at most ``parts`` runs.
     """
 
     def __init__(self, x_shape, w_shape, stride, pads, itemsize, dilation=(1, 1)):
@@ -292,14 +299,21 @@ class _Geometry:
         self.rows = c * self.fh * self.fw
         self.p = self.ho * self.wq
         per_image = self.rows * self.p * itemsize
-        # images per block (all of them when an image has no columns: no input channels)
-        self.block = max(1, min(n, _common.BLOCK_BYTES // per_image if per_image else n))
+        # at most BLOCK_BYTES of columns per block (all images when an image has no columns: no
+        # input channels), then evened out: 64 images of at most 9 make 8 blocks of 8, not 7 of 9
+        # and one of 1, so that the threads' runs of blocks are as even as the count allows
+        most = max(1, min(n, _common.BLOCK_BYTES // per_image if per_image else n))
+        self.blocks = -(-n // most)
+        self.block = -(-n // self.blocks) if n else 1
+        # as many chunks as blocks, but the partial dW sums kept take at most PARTIAL_BYTES
+        dw_bytes = self.k * self.rows * itemsize
+        self.chunks = min(self.blocks, max(1, _common.PARTIAL_BYTES // max(dw_bytes, 1)))
         # split across threads only when the work pays for it
         macs = n * self.k * self.rows * self.p
         self.parts = 1
         if 2 * macs >= _common.SPLIT_FLOPS:
             self.parts = max(1, min(_workers.threads(), n // max(_common.SPLIT_IMAGES, 1)))
-        self.one_share_blas_limit = self.parts == 1 and macs >= _common.BLAS_THREADED_GEMM
+        self.blas_limit = macs >= _common.BLAS_THREADED_GEMM
         # wide columns are unfolded again per block in backward (a fast copy from x, which is
         # in cache) rather than kept: writing and re-reading the whole batch's columns through
         # memory cost more (B fwd+bwd 20.7 -> 19.2 ms); short-row columns are kept
@@ -309,12 +323,22 @@ class _Geometry:
     def wide(self):
         return self.layout == WIDE
 
-    def run(self, share, n_img):
-        """``split(share, n_img)``, or one share with BLAS at one thread when that is needed."""
-        if self.one_share_blas_limit:
-            with one_blas_thread():
-                return [share(0, n_img)]
-        return split(share, n_img, self.parts)
+    def images(self, j, n_img):
+        """The images ``[s0, s1)`` of block ``j``."""
+        return j * self.block, min((j + 1) * self.block, n_img)
+
+    def chunk(self, c):
+        """The blocks ``range(j0, j1)`` of chunk ``c``."""
+        return range(self.blocks * c // self.chunks, self.blocks * (c + 1) // self.chunks)
+
+    def run(self, share, units):
+        """``share(u0, u1)`` over contiguous runs of ``units`` (blocks or chunks), at most
+        ``parts`` runs, with BLAS at one thread when the products are large enough for BLAS to
+        thread them."""
+        if not self.blas_limit:
+            return split(share, units, self.parts)
+        with one_blas_thread():
+            return split(share, units, self.parts)
 
     def im2col(self, x, cols, j0):
         _im2col_kernel(x, self.fh, self.fw, self.sh, self.sw, self.top, self.left, self.layout,
@@ -328,10 +352,10 @@ class _Geometry:
 def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     """x (N, C, H, W), w (K, C, FH, FW), b (K,) or None -> (out (N, K, Hout, Wout), saved).
 
-    Each thread takes a contiguous share of the images and runs, block by block, im2col ->
-    GEMM -> transpose to NCHW with the bias added. ``saved`` is the whole column matrix
-    (C*FH*FW, N, Hout, Wq) for the short-row layouts when it fits in :data:`~._common.WORKSPACE_BYTES`, so
-    backward need not unfold x again; otherwise None: each block's columns live in a per-thread
+    Each thread takes a contiguous run of the blocks of images (see :class:`_Geometry`) and
+    runs, block by block, im2col -> GEMM -> transpose to NCHW with the bias added. ``saved`` is
+    the whole column matrix (C*FH*FW, N, Hout, Wq) for the short-row layouts when it fits in
+    :data:`~._common.WORKSPACE_BYTES`, so backward need not unfold x again; otherwise None: each block's columns live in a per-thread
     buffer and backward unfolds them again.
     """
     if algorithm(x.shape, w.shape, stride, pads, dilation) == "winograd":
@@ -344,9 +368,9 @@ def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     bias = b if b is not None else np.zeros(k, dtype=x.dtype)
     saved = empty((rows, n_img, g.ho, g.wq), dtype=x.dtype) if g.save else None
 
-    def share(a, b):
-        for s0 in range(a, b, g.block):
-            s1 = min(s0 + g.block, b)
+    def share(j0, j1):
+        for block in range(j0, j1):
+            s0, s1 = g.images(block, n_img)
             m = s1 - s0
             if saved is not None:
                 cols, j = saved, s0
@@ -357,17 +381,20 @@ def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
             np.matmul(w2, cols[:, j:j + m].reshape(rows, m * p), out=out_t.reshape(k, m * p))
             _knp_to_nkp_bias(out_t, bias, out[s0:s1])
 
-    g.run(share, n_img)
+    g.run(share, g.blocks)
     return out, saved
 
 
 def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dilation=(1, 1)):
     """dout (N, K, Hout, Wout) -> (dx or None, dw, db or None); see :func:`conv2d`.
 
-    Each thread takes a contiguous share of the images; per block it moves dout to (K, n, P)
-    while summing db, adds ``dout_t @ cols.T`` to its partial dW and, for dx, computes
-    ``dcols = w.T @ dout_t`` and gathers it into dx (col2im) while the block is in cache. The
-    partial dW and db are added in share order.
+    Each thread takes a contiguous run of the chunks of blocks of images (see
+    :class:`_Geometry`); per block it moves dout to (K, n, P) while summing the block's db,
+    computes the block's ``dout_t @ cols.T`` and, for dx, ``dcols = w.T @ dout_t``, gathered
+    into dx (col2im) while the block is in cache. A chunk adds its blocks' dW and db in block
+    order, from zero; dW and db are the chunks' sums added in chunk order, from zero (the run
+    starting at chunk 0 adds its chunks as they finish, the other runs keep theirs until it is
+    done). So the result does not depend on the thread count.
     """
     if algorithm(x.shape, w.shape, stride, pads, dilation) == "winograd":
         return winograd.conv2d_backward(dout, x, w, has_bias, pads, need_dx)
@@ -378,13 +405,28 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dil
     dx = empty(x.shape, dtype=x.dtype) if need_dx else None
     # dcols is zero in the dropped columns of a wide layout unless w holds inf or NaN (0 * inf)
     clean = need_dx and g.wq > g.wo and not np.isfinite(w).all()
+    dw = np.zeros((k, rows), dtype=w.dtype)
+    db = np.zeros(k, dtype=w.dtype)
 
-    def share(a, b):
-        dw = np.zeros((k, rows), dtype=w.dtype)
-        db = np.zeros(k, dtype=w.dtype)
+    def share(c0, c1):
+        kept = []
+        for c in range(c0, c1):
+            part_dw, part_db = block_sums(g.chunk(c))
+            if c0 == 0:  # the first run: chunk c follows the chunks already added
+                np.add(dw, part_dw, out=dw)
+                np.add(db, part_db, out=db)
+            else:
+                kept.append((part_dw.copy(), part_db))
+        return kept
+
+    def block_sums(blocks):
+        """dW and db of the images of ``blocks`` (added in block order, from zero); dx of them."""
+        chunk_dw = _buffer("dw_chunk", (k, rows), w.dtype)
+        chunk_dw[...] = 0
+        chunk_db = np.zeros(k, dtype=w.dtype)
         part = _buffer("dw_part", (k, rows), w.dtype)
-        for s0 in range(a, b, g.block):
-            s1 = min(s0 + g.block, b)
+        for block in blocks:
+            s0, s1 = g.images(block, n_img)
             m = s1 - s0
             if saved is not None:
                 cols = saved[:, s0:s1].reshape(rows, m * p)
@@ -393,22 +435,23 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dil
                 g.im2col(x[s0:s1], buf, 0)
                 cols = buf.reshape(rows, m * p)
             dout_t = _zeroed_buffer("dout_t", (k, m, g.ho, g.wq), dout.dtype)
-            _nkp_to_knp_sum(dout[s0:s1], dout_t, db)
+            block_db = np.zeros(k, dtype=w.dtype)
+            _nkp_to_knp_sum(dout[s0:s1], dout_t, block_db)
+            chunk_db += block_db
             dout_t2 = dout_t.reshape(k, m * p)
             np.matmul(dout_t2, cols.T, out=part)
-            dw += part
+            chunk_dw += part
             if need_dx:
                 dcols = _buffer("dcols", (rows, m, g.ho, g.wq), dout.dtype)
                 np.matmul(w2t, dout_t2, out=dcols.reshape(rows, m * p))
                 if clean:
                     dcols[..., g.wo:] = 0
                 g.col2im(dcols, dx[s0:s1])
-        return dw, db
+        return chunk_dw, chunk_db
 
-    parts = g.run(share, n_img)
-    dw, db = parts[0]
-    for dw_i, db_i in parts[1:]:
-        dw += dw_i
-        db += db_i
+    for kept in g.run(share, g.chunks)[1:]:  # the later runs' chunks, in chunk order
+        for part, part_db in kept:
+            dw += part
+            db += part_db
     return dx, dw.reshape(w.shape), (db if has_bias else None)
 
