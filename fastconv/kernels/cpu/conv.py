@@ -251,7 +251,7 @@ def im2col(x, kernel, stride, pads, dilation=(1, 1)):
     layout = _standard_layout(stride, dilation)
     split(lambda a, b: _im2col_kernel(x[a:b], fh, fw, sh, sw, pads[0], pads[2], layout, cols, a,
                                       dh, dw), n_img)
-    return cols.reshape(cols.shape[0], -1)
+    return cols.reshape(cols.shape[0], n_img * ho * wo)
 
 
 def col2im(cols, x_shape, kernel, stride, pads, dilation=(1, 1)):
@@ -260,7 +260,7 @@ def col2im(cols, x_shape, kernel, stride, pads, dilation=(1, 1)):
     (fh, fw), (sh, sw), (dh, dw) = kernel, stride, dilation
     ho, wo = conv_output_hw((h, wd), kernel, stride, pads, dilation)
     dx = empty(x_shape, dtype=cols.dtype)
-    c4 = np.ascontiguousarray(cols).reshape(-1, n_img, ho, wo)
+    c4 = np.ascontiguousarray(cols).reshape(c * fh * fw, n_img, ho, wo)
     layout = _standard_layout(stride, dilation)
     split(lambda a, b: _col2im_kernel(c4, a, fh, fw, sh, sw, pads[0], pads[2], layout, dx[a:b],
                                       dh, dw), n_img)
