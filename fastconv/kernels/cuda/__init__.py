@@ -8,7 +8,8 @@ because the contract returns them as Python values: the loss of :func:`softmax_c
 the ``ok`` flag of :func:`max_pool2d_backward`. Without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` runs the
 same kernels on Numba's simulator. No cuBLAS, no CuPy: every kernel is in this package, one file
 per op family with the same names as in every tier (``conv``, ``pooling``, ``activation``,
-``linear``, ``dropout``, ``loss``, ``normalization``), plus ``optim`` (SGD and Adam updates),
+``linear``, ``dropout``, ``loss``, ``normalization``), plus ``optim`` (SGD, Adam, RMSprop and Adagrad
+updates),
 ``elementwise`` (the unary and binary maps, ``axpby``, ``zeros_like``), ``_gemm`` (the shared
 product) and ``_launch`` (launch sizes and device-array helpers).
 
@@ -16,7 +17,7 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
 ------------------------------------------------------------------------------------
 * Elementwise and gather kernels (``_im2col_kernel``, ``_col2im_kernel``, ``_max_pool_kernel``,
   ``_max_pool_backward_kernel``, ``_avg_pool_kernel``, ``_avg_pool_backward_kernel``,
-  ``_unary_kernel``, ``_binary_kernel``, ``_dropout_kernel``, ``_sgd_kernel``, ``_adam_kernel``,
+  ``_unary_kernel``, ``_binary_kernel``, ``_dropout_kernel``, ``_sgd_kernel``, ``_adam_kernel``, ``_rmsprop_kernel``, ``_adagrad_kernel``,
   ``_bn_affine_kernel``, ``_bn_dx_kernel``, ``_axpby_kernel``, ``_softmax_xent_kernel``): 1-D grid of
   ``THREADS``-thread blocks (fewer threads, a multiple of the 32-thread warp, when n is small),
   ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks, and a grid-stride loop over the n elements of the
@@ -90,14 +91,15 @@ from .elementwise import axpby, zeros_like
 from .linear import linear, linear_backward
 from .loss import softmax_cross_entropy
 from .normalization import batch_norm, batch_norm_backward
-from .optim import adam_update, sgd_update
+from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update
 from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
            "relu_backward", "sigmoid", "sigmoid_backward",
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
-           "softmax_cross_entropy", "sgd_update", "adam_update", "axpby", "zeros_like",
+           "softmax_cross_entropy", "sgd_update", "adam_update", "rmsprop_update",
+           "adagrad_update", "axpby", "zeros_like",
            "KERNELS"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
