@@ -87,9 +87,10 @@ if not _AVAILABLE:
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import col2im, conv2d, conv2d_backward, im2col
 from .dropout import dropout, dropout_backward
-from .elementwise import axpby, zeros_like
+from .elementwise import axpby, scale_rows, zeros_like
 from .linear import linear, linear_backward
-from .loss import softmax_cross_entropy
+from .loss import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
+                   softmax_cross_entropy)
 from .normalization import batch_norm, batch_norm_backward
 from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update
 from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
@@ -98,7 +99,8 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
            "relu_backward", "sigmoid", "sigmoid_backward",
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
-           "softmax_cross_entropy", "sgd_update", "adam_update", "rmsprop_update",
+           "softmax_cross_entropy", "cross_entropy", "nll_loss",
+           "binary_cross_entropy_with_logits", "mse_loss", "scale_rows", "sgd_update", "adam_update", "rmsprop_update",
            "adagrad_update", "axpby", "zeros_like",
            "KERNELS"]
 
