@@ -8,7 +8,7 @@ Bad shapes raise ``ValueError`` naming them, before any kernel runs.
 """
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import ConvCache, col2im, conv2d, conv2d_backward, im2col
-from .dropout import dropout, dropout_backward
+from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .linear import LinearCache, linear, linear_backward
 from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
 from .normalization import BatchNormCache, batch_norm, batch_norm_backward
@@ -17,7 +17,7 @@ from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_bac
 __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
            "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid",
            "sigmoid_backward", "tanh", "tanh_backward", "linear", "linear_backward", "dropout",
-           "dropout_backward", "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
-           "mse_loss", "batch_norm", "batch_norm_backward"]
+           "dropout_backward", "dropout2d", "dropout2d_backward", "cross_entropy", "nll_loss",
+           "binary_cross_entropy_with_logits", "mse_loss", "batch_norm", "batch_norm_backward"]
 
 __all__ += ["ConvCache", "LinearCache", "BatchNormCache"]

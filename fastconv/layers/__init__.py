@@ -35,7 +35,7 @@ Conventions
 from .activation import ReLU, Sigmoid, Tanh
 from .container import Sequential
 from .conv import Conv2d
-from .dropout import Dropout
+from .dropout import Dropout, Dropout2d
 from .flatten import Flatten
 from .linear import Linear
 from .module import Module, Parameter, manual_seed
@@ -43,4 +43,5 @@ from .normalization import BatchNorm1d, BatchNorm2d
 from .pooling import AvgPool2d, MaxPool2d
 
 __all__ = ["Parameter", "Module", "manual_seed", "Sequential", "Conv2d", "Linear", "MaxPool2d",
-           "AvgPool2d", "ReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d"]
+           "AvgPool2d", "ReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "Dropout2d",
+           "BatchNorm1d", "BatchNorm2d"]

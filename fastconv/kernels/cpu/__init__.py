@@ -15,7 +15,7 @@ calls reuse memory that is already mapped instead of faulting in fresh pages.
 """
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import col2im, conv2d, conv2d_backward, im2col
-from .dropout import dropout, dropout_backward
+from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .linear import linear, linear_backward
 from .loss import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
                    softmax_cross_entropy)
@@ -25,5 +25,6 @@ from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_bac
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
            "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
-           "linear_backward", "dropout", "dropout_backward", "softmax_cross_entropy", "cross_entropy",
+           "linear_backward", "dropout", "dropout_backward", "dropout2d",
+           "dropout2d_backward", "softmax_cross_entropy", "cross_entropy",
            "nll_loss", "binary_cross_entropy_with_logits", "mse_loss"]

@@ -86,7 +86,7 @@ if not _AVAILABLE:
 # the GPU (or the simulator) is there: now the family files may define their kernels
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import col2im, conv2d, conv2d_backward, im2col
-from .dropout import dropout, dropout_backward
+from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .elementwise import axpby, scale_rows, zeros_like
 from .linear import linear, linear_backward
 from .loss import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
@@ -98,7 +98,8 @@ from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_bac
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
            "relu_backward", "sigmoid", "sigmoid_backward",
-           "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
+           "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward", "dropout2d",
+           "dropout2d_backward",
            "softmax_cross_entropy", "cross_entropy", "nll_loss",
            "binary_cross_entropy_with_logits", "mse_loss", "scale_rows", "sgd_update", "adam_update", "rmsprop_update",
            "adagrad_update", "axpby", "zeros_like",
