@@ -271,7 +271,8 @@ def _scale_grad(grad, grad_output, per_row):
             s = np.full(1, grad_output, dtype=grad.dtype)
             return cuda.scale_rows(grad.reshape(1, size), s).reshape(grad.shape)
         rows = grad.shape[0] if per_row else size
+        g = grad_output if is_device_array(grad_output) else np.asarray(grad_output)
         return cuda.scale_rows(grad.reshape(rows, size // max(rows, 1)),
-                               grad_output).reshape(grad.shape)
+                               g.reshape(rows)).reshape(grad.shape)
     g = np.asarray(to_numpy(grad_output), dtype=grad.dtype)
     return grad * (g.reshape(g.shape + (1,) * (grad.ndim - g.ndim)) if per_row else g)
