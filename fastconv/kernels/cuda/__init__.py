@@ -44,12 +44,13 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
 * Reductions (``_channel_sum_kernel``, ``_bn_stats_kernel``, ``_bn_grad_sums_kernel``,
   ``_switch_bounds_kernel``; ``_sum_kernel``, the losses' sums, is a single such block): one block
   per channel / output row or column, of ``REDUCE_THREADS`` threads (a smaller power of two, at
-  least a warp, when a block has fewer elements to reduce), a block-stride loop that accumulates
-  in registers (reading along the contiguous axis), then a shared-memory tree reduction (``_block_sum``; deterministic: fixed order). ``_channel_sum_kernel``
-  also writes the ``(N, K, P) -> (K, N, P)`` transpose the backward GEMMs need (coalesced reads and
-  writes along P): it is the bias gradient fused with that copy. Batch norm splits each pass into a
-  per-channel reduction (statistics, or the two gradient sums) and an elementwise kernel over all
-  of x, so the bulk of its traffic runs on the full grid rather than on C blocks.
+  least a warp, when a block has fewer elements to reduce), a block-stride loop that accumulates in
+  registers (reading along the contiguous axis), then a shared-memory tree reduction
+  (``_block_sum``; deterministic: fixed order). ``_channel_sum_kernel`` also writes the ``(N, K, P)
+  -> (K, N, P)`` transpose the backward GEMMs need (coalesced reads and writes along P): it is the
+  bias gradient fused with that copy. Batch norm splits each pass into a per-channel reduction
+  (statistics, or the two gradient sums) and an elementwise kernel over all of x, so the bulk of
+  its traffic runs on the full grid rather than on C blocks.
 * ``_max_pool_backward_kernel`` does not know the window geometry (the contract passes only the
   switches), so ``_switch_bounds_kernel`` first finds, for every output row and column, the range of
   input rows / columns its switches point into; each input element then scans only the outputs
