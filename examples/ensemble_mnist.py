@@ -30,16 +30,20 @@ def parse_args(argv=None):
     p.add_argument("--arch", choices=ARCHS, default="lenet")
     p.add_argument("--nets", type=int, default=5, help="networks in the ensemble (seeds 0, 1, ...)")
     p.add_argument("--epochs", type=int, help="default: per architecture (train_mnist.ARCHS)")
-    p.add_argument("--images", type=int, help="use the first N training images (default: all 60,000)")
+    p.add_argument("--images", type=int,
+                   help="use the first N training images (default: all 60,000)")
     p.add_argument("--val-size", type=int, default=5000,
                    help="validation images held out from the end of the training images (at most "
                         "a tenth of them)")
     p.add_argument("--lrs", help="comma-separated learning rates to choose from on the validation "
                                  "split (default: the architecture's lr times 0.5, 1 and 2)")
     p.add_argument("--batch-size", type=int, help="default: per architecture")
-    p.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $FASTCONV_DATA or the cache)")
-    p.add_argument("--backend", choices=("cpu", "naive", "cuda"), help="default: $FASTCONV_BACKEND or cpu")
-    p.add_argument("--no-progress", action="store_true", help="one line per epoch instead of a progress bar")
+    p.add_argument("--data-dir",
+                   help="folder with the MNIST IDX files (default: $FASTCONV_DATA or the cache)")
+    p.add_argument("--backend", choices=("cpu", "naive", "cuda"),
+                   help="default: $FASTCONV_BACKEND or cpu")
+    p.add_argument("--no-progress", action="store_true",
+                   help="one line per epoch instead of a progress bar")
     args = p.parse_args(argv)
     defaults = ARCHS[args.arch]
     args.epochs = defaults["epochs"] if args.epochs is None else args.epochs

@@ -64,7 +64,8 @@ class Ensemble:
 
     def _probabilities(self, x, batch_size):
         """(models, N, K) softmax probabilities of every model, in float64."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         probs = []
         for i, m in enumerate(self.models):

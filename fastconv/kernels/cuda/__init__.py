@@ -5,14 +5,14 @@ once) and returns device arrays in the input's dtype (float32 or float64, never 
 kernels contain no float64 instruction, which ``tests/cuda/test_ptx.py`` checks in the PTX).
 Caches, switches and optimizer state stay on the device; only what the contract returns as Python
 values comes back to the host: the loss of the losses (the per-row losses of the fused
-:func:`softmax_cross_entropy`; three numbers, the loss sum, the mean's denominator and the count
-of bad labels, for the others) and the ``ok`` flag of :func:`max_pool2d_backward`. Without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` runs the
-same kernels on Numba's simulator. No cuBLAS, no CuPy: every kernel is in this package, one file
-per op family with the same names as in every tier (``conv``, ``pooling``, ``activation``,
-``linear``, ``dropout``, ``loss``, ``normalization``), plus ``optim`` (SGD, Adam, RMSprop and
-Adagrad updates), ``elementwise`` (the unary and binary maps, ``scale_rows``, ``axpby``,
-``zeros_like``), ``_gemm`` (the shared product) and ``_launch`` (launch sizes and device-array
-helpers).
+:func:`softmax_cross_entropy`; three numbers, the loss sum, the mean's denominator and the count of
+bad labels, for the others) and the ``ok`` flag of :func:`max_pool2d_backward`. Without a GPU,
+``NUMBA_ENABLE_CUDASIM=1`` runs the same kernels on Numba's simulator. No cuBLAS, no CuPy: every
+kernel is in this package, one file per op family with the same names as in every tier (``conv``,
+``pooling``, ``activation``, ``linear``, ``dropout``, ``loss``, ``normalization``), plus ``optim``
+(SGD, Adam, RMSprop and Adagrad updates), ``elementwise`` (the unary and binary maps,
+``scale_rows``, ``axpby``, ``zeros_like``), ``_gemm`` (the shared product) and ``_launch`` (launch
+sizes and device-array helpers).
 
 Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256``)
 ------------------------------------------------------------------------------------
@@ -102,13 +102,11 @@ from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_bac
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
-           "relu_backward", "sigmoid", "sigmoid_backward",
-           "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward", "dropout2d",
-           "dropout2d_backward",
+           "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
+           "linear_backward", "dropout", "dropout_backward", "dropout2d", "dropout2d_backward",
            "softmax_cross_entropy", "cross_entropy", "nll_loss",
-           "binary_cross_entropy_with_logits", "mse_loss", "scale_rows", "sgd_update", "adam_update", "rmsprop_update",
-           "adagrad_update", "axpby", "zeros_like",
-           "KERNELS"]
+           "binary_cross_entropy_with_logits", "mse_loss", "scale_rows", "sgd_update",
+           "adam_update", "rmsprop_update", "adagrad_update", "axpby", "zeros_like", "KERNELS"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
 #: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.
