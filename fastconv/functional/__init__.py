@@ -9,9 +9,9 @@ Bad shapes raise ``ValueError`` naming them, before any kernel runs.
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import (ConvCache, ConvTransposeCache, col2im, conv2d, conv2d_backward, conv_transpose2d,
                    conv_transpose2d_backward, im2col)
-from .dropout import dropout, dropout_backward
+from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .linear import LinearCache, linear, linear_backward
-from .loss import cross_entropy
+from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
 from .normalization import BatchNormCache, batch_norm, batch_norm_backward
 from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
                       adaptive_max_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d,
@@ -21,7 +21,8 @@ from .padding import pad, pad_backward
 __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
            "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid",
            "sigmoid_backward", "tanh", "tanh_backward", "linear", "linear_backward", "dropout",
-           "dropout_backward", "cross_entropy", "batch_norm", "batch_norm_backward"]
+           "dropout_backward", "dropout2d", "dropout2d_backward", "cross_entropy", "nll_loss",
+           "binary_cross_entropy_with_logits", "mse_loss", "batch_norm", "batch_norm_backward"]
 
 __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
             "adaptive_max_pool2d_backward", "max_unpool2d", "max_unpool2d_backward"]

@@ -35,7 +35,7 @@ Conventions
 from .activation import ReLU, Sigmoid, Tanh
 from .container import Sequential
 from .conv import Conv2d, ConvTranspose2d
-from .dropout import Dropout
+from .dropout import Dropout, Dropout2d
 from .flatten import Flatten
 from .linear import Linear
 from .module import Module, Parameter, manual_seed
@@ -44,7 +44,8 @@ from .padding import CircularPad2d, ConstantPad2d, ReflectionPad2d, ReplicationP
 from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 
 __all__ = ["Parameter", "Module", "manual_seed", "Sequential", "Conv2d", "Linear", "MaxPool2d",
-           "AvgPool2d", "ReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d"]
+           "AvgPool2d", "ReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "Dropout2d",
+           "BatchNorm1d", "BatchNorm2d"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d"]
 __all__ += ["ConvTranspose2d", "ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d",
             "CircularPad2d"]

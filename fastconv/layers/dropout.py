@@ -1,4 +1,4 @@
-"""Dropout layers: :class:`Dropout`."""
+"""Dropout layers: :class:`Dropout` (elementwise) and :class:`Dropout2d` (whole channels)."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import numpy as np
 from .. import functional as F
 from .module import Module, _generator
 
-__all__ = ["Dropout"]
+__all__ = ["Dropout", "Dropout2d"]
 
 
 class Dropout(Module):
@@ -59,3 +59,48 @@ class Dropout(Module):
 
     def __repr__(self):
         return f"Dropout(p={self.p}, inplace=False)"
+
+
+class Dropout2d(Dropout):
+    """Channel dropout (``torch.nn.Dropout2d``): in training each channel ``x[n, c]`` of an
+    (N, C, H, W) input is zeroed as a whole with probability ``p`` in [0, 1] and the others are
+    scaled by 1/(1-p); the identity in eval mode. For convolutional features, whose neighbouring
+    pixels are correlated, so elementwise dropout hardly regularises them (Tompson et al. 2015).
+    The mask seed comes from the layer's ``rng`` as in :class:`Dropout` (the Trainer reseeds it
+    every epoch).
+
+    Only 4-D input is taken (PyTorch reads 3-D input as (N, C, L) with a warning).
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout2d probability must be in [0, 1], got {p}")
+        super().__init__(0.0, rng)
+        self.p = float(p)
+
+    def forward(self, x):
+        x = self._input(x)
+        if len(x.shape) != 4:
+            raise ValueError(f"{self._label()}: input must be 4-D (N, C, H, W), got shape "
+                             f"{tuple(x.shape)}")
+        if not self.training or self.p == 0:
+            self._save(())
+            return x
+        out, mask = F.dropout2d(x, self.p, int(self._rng.integers(2**62)))
+        self._save((mask,))
+        return out
+
+    def _backward(self, dy, need_dx):
+        cache = self._restore()
+        if not need_dx:
+            return None
+        return F.dropout2d_backward(dy, cache[0]) if cache else dy
+
+    def _memory(self, in_shape, out_shape, itemsize):
+        return math.prod(out_shape) * itemsize, math.prod(out_shape[:2]) * itemsize, 0
+
+    def _label(self):
+        return f"Dropout2d(p={self.p})"
+
+    def __repr__(self):
+        return f"Dropout2d(p={self.p}, inplace=False)"

@@ -205,7 +205,7 @@ class Optimizer:
                     f"{name}: parameters on the cuda device need a cuda-tier update function "
                     f"({self.tier_update or 'tier_update is not set'}), which "
                     "fastconv.kernels.cuda does not provide; keep the model on the host "
-                    "(model.to('cpu')) or use SGD, Adam or AdamW")
+                    "(model.to('cpu')) or use SGD, Adam, AdamW, RMSprop or Adagrad")
             for key in ("l1", "max_norm"):
                 if group[key]:
                     raise NotImplementedError(

@@ -17,11 +17,12 @@ calls reuse memory that is already mapped instead of faulting in fresh pages.
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import col2im, conv2d, conv2d_backward, im2col
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
-from .dropout import dropout, dropout_backward
+from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2d,
                       grouped_conv2d_backward)
 from .linear import linear, linear_backward
-from .loss import softmax_cross_entropy
+from .loss import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
+                   softmax_cross_entropy)
 from .normalization import batch_norm, batch_norm_backward
 from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
                       avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
@@ -31,7 +32,9 @@ from .padding import pad, pad_backward
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
            "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
-           "linear_backward", "dropout", "dropout_backward", "softmax_cross_entropy"]
+           "linear_backward", "dropout", "dropout_backward", "dropout2d",
+           "dropout2d_backward", "softmax_cross_entropy", "cross_entropy",
+           "nll_loss", "binary_cross_entropy_with_logits", "mse_loss"]
 __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "max_unpool2d",
             "max_unpool2d_backward"]
 __all__ += ["grouped_conv2d", "grouped_conv2d_backward", "depthwise_conv2d",

@@ -3,21 +3,25 @@
 Every function takes NumPy arrays or Numba device arrays (NumPy inputs are copied to the device
 once) and returns device arrays in the input's dtype (float32 or float64, never upcast: float32
 kernels contain no float64 instruction, which ``tests/cuda/test_ptx.py`` checks in the PTX).
-Caches, switches and optimizer state stay on the device; only two results come back to the host,
-because the contract returns them as Python values: the loss of :func:`softmax_cross_entropy` and
-the ``ok`` flag of :func:`max_pool2d_backward`. Without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` runs the
-same kernels on Numba's simulator. No cuBLAS, no CuPy: every kernel is in this package, one file
-per op family with the same names as in every tier (``conv``, ``pooling``, ``activation``,
-``linear``, ``dropout``, ``loss``, ``normalization``), plus ``optim`` (SGD and Adam updates),
-``elementwise`` (the unary and binary maps, ``axpby``, ``zeros_like``), ``_gemm`` (the shared
-product) and ``_launch`` (launch sizes and device-array helpers).
+Caches, switches and optimizer state stay on the device; only what the contract returns as Python
+values comes back to the host: the loss of the losses (the per-row losses of the fused
+:func:`softmax_cross_entropy`; three numbers, the loss sum, the mean's denominator and the count of
+bad labels, for the others) and the ``ok`` flag of :func:`max_pool2d_backward`. Without a GPU,
+``NUMBA_ENABLE_CUDASIM=1`` runs the same kernels on Numba's simulator. No cuBLAS, no CuPy: every
+kernel is in this package, one file per op family with the same names as in every tier (``conv``,
+``pooling``, ``activation``, ``linear``, ``dropout``, ``loss``, ``normalization``), plus ``optim``
+(SGD, Adam, RMSprop and Adagrad updates), ``elementwise`` (the unary and binary maps,
+``scale_rows``, ``axpby``, ``zeros_like``), ``_gemm`` (the shared product) and ``_launch`` (launch
+sizes and device-array helpers).
 
 Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256``)
 ------------------------------------------------------------------------------------
 * Elementwise and gather kernels (``_im2col_kernel``, ``_col2im_kernel``, ``_max_pool_kernel``,
   ``_route_kernel``, ``_gather_kernel``, ``_avg_pool_kernel``, ``_avg_pool_backward_kernel``,
-  ``_unary_kernel``, ``_binary_kernel``, ``_dropout_kernel``, ``_sgd_kernel``, ``_adam_kernel``,
-  ``_bn_affine_kernel``, ``_bn_dx_kernel``, ``_axpby_kernel``, ``_softmax_xent_kernel``): 1-D grid of
+  ``_unary_kernel``, ``_binary_kernel``, ``_scale_rows_kernel``, ``_dropout_kernel``,
+  ``_sgd_kernel``, ``_adam_kernel``, ``_rmsprop_kernel``, ``_adagrad_kernel``, ``_bn_affine_kernel``,
+  ``_bn_dx_kernel``, ``_axpby_kernel``, ``_softmax_xent_kernel``, ``_target_weight_kernel``,
+  ``_xent_kernel``, ``_nll_kernel``, ``_bce_logits_kernel``, ``_mse_kernel``): 1-D grid of
   ``THREADS``-thread blocks (fewer threads, a multiple of the 32-thread warp, when n is small),
   ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks, and a grid-stride loop over the n elements of the
   array the threads *write*.
@@ -27,7 +31,8 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
   along output columns, consecutive for stride 1. Gathers (col2im, the pooling backwards) give
   each thread one input element that sums its own contributions in a fixed order: no atomics,
   the same bits on every run, and the same accumulation order as the cpu tier. Softmax
-  cross-entropy runs one thread per row: class counts are small (10), and the rows are few.
+  cross-entropy (fused and general) and NLL run one thread per row: class counts are small (10),
+  and the rows are few.
 * ``_gemm_kernel`` (convolution and Linear): ``TILE x TILE`` threads per block, one output element
   per thread, grid ``(ceil(cols / TILE), ceil(rows / TILE))``. Each step stages a ``TILE x TILE``
   tile of both operands in shared memory; ``threadIdx.x`` runs along the operand's contiguous axis,
@@ -37,14 +42,15 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
   per-row (conv) or per-column (Linear) bias and can write the ``(K, N*P)`` product straight into
   NCHW order (``pb = P``), so the convolution needs no transpose afterwards.
 * Reductions (``_channel_sum_kernel``, ``_bn_stats_kernel``, ``_bn_grad_sums_kernel``,
-  ``_switch_bounds_kernel``): one block per channel / output row or column, of ``REDUCE_THREADS``
-  threads (a smaller power of two, at least a warp, when a block has fewer elements to reduce), a
-  block-stride loop that accumulates in registers (reading along the contiguous axis), then a
-  shared-memory tree reduction (``_block_sum``; deterministic: fixed order). ``_channel_sum_kernel``
-  also writes the ``(N, K, P) -> (K, N, P)`` transpose the backward GEMMs need (coalesced reads and
-  writes along P): it is the bias gradient fused with that copy. Batch norm splits each pass into a
-  per-channel reduction (statistics, or the two gradient sums) and an elementwise kernel over all
-  of x, so the bulk of its traffic runs on the full grid rather than on C blocks.
+  ``_switch_bounds_kernel``; ``_sum_kernel``, the losses' sums, is a single such block): one block
+  per channel / output row or column, of ``REDUCE_THREADS`` threads (a smaller power of two, at
+  least a warp, when a block has fewer elements to reduce), a block-stride loop that accumulates in
+  registers (reading along the contiguous axis), then a shared-memory tree reduction
+  (``_block_sum``; deterministic: fixed order). ``_channel_sum_kernel`` also writes the ``(N, K, P)
+  -> (K, N, P)`` transpose the backward GEMMs need (coalesced reads and writes along P): it is the
+  bias gradient fused with that copy. Batch norm splits each pass into a per-channel reduction
+  (statistics, or the two gradient sums) and an elementwise kernel over all of x, so the bulk of
+  its traffic runs on the full grid rather than on C blocks.
 * ``_route_kernel`` does not know the window geometry (the contract passes only the
   switches), so ``_switch_bounds_kernel`` first finds, for every output row and column, the range of
   input rows / columns its switches point into; each input element then scans only the outputs
@@ -89,26 +95,27 @@ if not _AVAILABLE:
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .conv import col2im, conv2d, conv2d_backward, im2col
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
-from .dropout import dropout, dropout_backward
-from .elementwise import axpby, zeros_like
+from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
+from .elementwise import axpby, scale_rows, zeros_like
 from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2d,
                       grouped_conv2d_backward)
 from .linear import linear, linear_backward
-from .loss import softmax_cross_entropy
+from .loss import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
+                   softmax_cross_entropy)
 from .normalization import batch_norm, batch_norm_backward
-from .optim import adam_update, sgd_update
+from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update
 from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
                       avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
                       max_unpool2d_backward)
 from .padding import pad, pad_backward
-from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
-           "relu_backward", "sigmoid", "sigmoid_backward",
-           "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
-           "softmax_cross_entropy", "sgd_update", "adam_update", "axpby", "zeros_like",
-           "KERNELS"]
+           "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
+           "linear_backward", "dropout", "dropout_backward", "dropout2d", "dropout2d_backward",
+           "softmax_cross_entropy", "cross_entropy", "nll_loss",
+           "binary_cross_entropy_with_logits", "mse_loss", "scale_rows", "sgd_update",
+           "adam_update", "rmsprop_update", "adagrad_update", "axpby", "zeros_like", "KERNELS"]
 __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "max_unpool2d",
             "max_unpool2d_backward"]
 __all__ += ["grouped_conv2d", "grouped_conv2d_backward", "depthwise_conv2d",

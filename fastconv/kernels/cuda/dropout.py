@@ -1,11 +1,12 @@
-"""cuda dropout: a xoroshiro128+ state per thread, seeded on the device from SplitMix64(seed)."""
+"""cuda dropout: a xoroshiro128+ state per thread, seeded on the device from SplitMix64(seed);
+channel dropout draws its (N, C) mask the same way and scales each channel with ``scale_rows``."""
 import math
 
 import numpy as np
 from numba import cuda, float32, float64, int64, uint32, uint64, void
 from numba.cuda.random import xoroshiro128p_dtype, xoroshiro128p_next, xoroshiro128p_type
 
-from .elementwise import _MUL, _binary
+from .elementwise import _MUL, _binary, scale_rows, zeros_like
 from ._launch import _cache, _dev, _empty, _flat, _launch, _scalar
 
 
@@ -56,6 +57,28 @@ def dropout(x, p, seed):
 
 def dropout_backward(dout, mask):
     return _binary(dout, mask, _MUL)
+
+
+def dropout2d(x, p, seed):
+    """Channel dropout of x (N, C, H, W) -> (out, mask (N, C)), mask 0 or 1/(1-p) (all 0 for
+    p = 1): the mask is :func:`dropout`'s of an (N, C) array of ones, so it depends only on
+    ``(seed, N * C)``; each channel is then scaled by its entry."""
+    x = _dev(x)
+    n, c, h, w = x.shape
+    ones = cuda.to_device(np.ones((n, c), dtype=x.dtype))
+    mask = zeros_like(ones) if p >= 1 else dropout(ones, p, seed)[1]
+    return _channels(x, mask), mask
+
+
+def dropout2d_backward(dout, mask):
+    """dout (N, C, H, W) times the channel mask (N, C)."""
+    mask = _dev(mask)
+    return _channels(_dev(dout, mask.dtype), mask)
+
+
+def _channels(a, mask):
+    n, c, h, w = a.shape
+    return scale_rows(a.reshape(n * c, h * w), mask.reshape(n * c)).reshape((n, c, h, w))
 
 
 KERNELS = {

@@ -1,5 +1,6 @@
 """cuda elementwise kernels: the unary maps and binary gradients that the activations and dropout
-use, the in-place ``axpby`` (running statistics) and ``zeros_like`` (optimizer state)."""
+use, ``scale_rows`` (channel dropout, the chain rule of the losses), the in-place ``axpby``
+(running statistics) and ``zeros_like`` (optimizer state)."""
 import math
 
 import numpy as np
@@ -59,6 +60,13 @@ def _axpby_kernel(y, x, a, b):
         y[i] = y[i] * a + x[i] * b
 
 
+@cuda.jit(cache=True)
+def _scale_rows_kernel(a, s, length, out):
+    """out[i] = a[i] * s[i // length] (flat arrays): row r of a (rows, length) times s[r]."""
+    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        out[i] = a[i] * s[i // length]
+
+
 def _unary(x, op):
     x = _dev(x)
     out = _empty(x.shape, x.dtype)
@@ -88,6 +96,19 @@ def axpby(y, x, a, b):
     _axpby_kernel[_launch(y.size)](_flat(y), _flat(x), _scalar(y.dtype, a), _scalar(y.dtype, b))
 
 
+def scale_rows(a, s):
+    """``a * s[:, None]`` as a new device array: ``a`` (rows, length), ``s`` (rows,) in a's dtype
+    (host or device arrays)."""
+    a = _dev(a)
+    s = _dev(s, a.dtype)
+    rows, length = a.shape
+    if tuple(s.shape) != (rows,):
+        raise ValueError(f"scale_rows: s has shape {tuple(s.shape)}, expected ({rows},)")
+    out = _empty(a.shape, a.dtype)
+    _scale_rows_kernel[_launch(a.size)](_flat(a), s, max(length, 1), _flat(out))
+    return out
+
+
 def zeros_like(a):
     """A zero-filled device array of ``a``'s shape and dtype (for optimizer state buffers)."""
     return cuda.to_device(np.zeros(tuple(a.shape), dtype=a.dtype))
@@ -96,5 +117,6 @@ def zeros_like(a):
 KERNELS = {
     "_unary_kernel": (_unary_kernel, _sigs(f"void({_A1}, int64, {{f}}, {_A1})")),
     "_binary_kernel": (_binary_kernel, _sigs(f"void({_A1}, {_A1}, int64, {_A1})")),
+    "_scale_rows_kernel": (_scale_rows_kernel, _sigs(f"void({_A1}, {_A1}, int64, {_A1})")),
     "_axpby_kernel": (_axpby_kernel, _sigs(f"void({_A1}, {_A1}, {{f}}, {{f}})")),
 }
