@@ -7,6 +7,10 @@ weights and gradients are used in the input's dtype. Non-contiguous views are ac
 Bad shapes raise ``ValueError`` naming them, before any kernel runs.
 """
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
+from .activation import (elu, elu_backward, gelu, gelu_backward, hardtanh, hardtanh_backward,
+                         leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, prelu,
+                         prelu_backward, selu, selu_backward, silu, silu_backward, softmax,
+                         softmax_backward, softplus, softplus_backward)
 from .conv import ConvCache, col2im, conv2d, conv2d_backward, im2col
 from .dropout import dropout, dropout_backward
 from .linear import LinearCache, linear, linear_backward
@@ -20,3 +24,7 @@ __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_p
            "dropout_backward", "cross_entropy", "batch_norm", "batch_norm_backward"]
 
 __all__ += ["ConvCache", "LinearCache", "BatchNormCache"]
+__all__ += ["leaky_relu", "leaky_relu_backward", "elu", "elu_backward", "selu", "selu_backward", "gelu",
+            "gelu_backward", "silu", "silu_backward", "softplus", "softplus_backward", "hardtanh",
+            "hardtanh_backward", "prelu", "prelu_backward", "softmax", "softmax_backward",
+            "log_softmax", "log_softmax_backward"]

@@ -33,6 +33,8 @@ Conventions
   from its own ``input_grad`` and ignores the attribute of the layers it holds.
 """
 from .activation import ReLU, Sigmoid, Tanh
+from .activation import (ELU, GELU, SELU, Hardtanh, Identity, LeakyReLU, LogSoftmax, PReLU, SiLU,
+                         Softmax, Softplus)
 from .container import Sequential
 from .conv import Conv2d
 from .dropout import Dropout
@@ -44,3 +46,5 @@ from .pooling import AvgPool2d, MaxPool2d
 
 __all__ = ["Parameter", "Module", "manual_seed", "Sequential", "Conv2d", "Linear", "MaxPool2d",
            "AvgPool2d", "ReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d"]
+__all__ += ["LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus", "Hardtanh", "PReLU", "Softmax",
+            "LogSoftmax", "Identity"]

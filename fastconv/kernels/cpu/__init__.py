@@ -14,6 +14,8 @@ took 50 ms instead of 33.) Large outputs come from :mod:`fastconv.kernels._memor
 calls reuse memory that is already mapped instead of faulting in fresh pages.
 """
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
+from .activation import (activate, activate_backward, prelu, prelu_backward, softmax,
+                         softmax_backward)
 from .conv import col2im, conv2d, conv2d_backward, im2col
 from .dropout import dropout, dropout_backward
 from .linear import linear, linear_backward
@@ -25,3 +27,5 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
            "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
            "linear_backward", "dropout", "dropout_backward", "softmax_cross_entropy"]
+__all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
+            "softmax_backward"]

@@ -84,6 +84,8 @@ if not _AVAILABLE:
 
 # the GPU (or the simulator) is there: now the family files may define their kernels
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
+from .activation import (activate, activate_backward, prelu, prelu_backward, softmax,
+                         softmax_backward)
 from .conv import col2im, conv2d, conv2d_backward, im2col
 from .dropout import dropout, dropout_backward
 from .elementwise import axpby, zeros_like
@@ -99,13 +101,15 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "tanh", "tanh_backward", "linear", "linear_backward", "dropout", "dropout_backward",
            "softmax_cross_entropy", "sgd_update", "adam_update", "axpby", "zeros_like",
            "KERNELS"]
+__all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
+            "softmax_backward"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
 #: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.
 #: (``dropout`` and ``linear`` name the contract's functions here, so the files are looked up.)
 KERNELS = {}
 for _family in ("conv", "_gemm", "pooling", "normalization", "elementwise", "dropout", "loss",
-                "optim"):
+                "optim", "activation"):
     KERNELS.update(import_module(f"{__name__}.{_family}").KERNELS)
 del _family
 
