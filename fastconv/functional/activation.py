@@ -184,7 +184,7 @@ def _prelu_view(x, weight):
         raise ValueError(f"prelu: mismatch of parameter numbers and input channel size: weight has "
                          f"{c} slopes, input of shape {tuple(x.shape)} has {channels} channels "
                          "(axis 1)")
-    return x.reshape(x.shape[0], c, -1)
+    return x.reshape(x.shape[0], c, int(np.prod(x.shape[2:], dtype=np.int64)))
 
 
 def prelu(x, weight, backend=None):

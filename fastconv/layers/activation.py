@@ -171,9 +171,9 @@ class Hardtanh(_InputActivation):
     def __init__(self, min_val=-1.0, max_val=1.0):
         super().__init__()
         self.min_val, self.max_val = _number(min_val, "min_val"), _number(max_val, "max_val")
-        if self.min_val > self.max_val:
-            raise ValueError(f"Hardtanh: min_val ({self.min_val}) cannot be greater than max_val "
-                             f"({self.max_val})")
+        if self.max_val <= self.min_val:  # PyTorch's layer asks for this (F.hardtanh allows equal)
+            raise ValueError(f"Hardtanh: max_val ({self.max_val}) must be greater than min_val "
+                             f"({self.min_val})")
 
     def _args(self):
         return self.min_val, self.max_val

@@ -220,11 +220,11 @@ def _softmax_kernel(x, log, out, o0, o1):
                     out[o, j, i] = e
         if log:
             for i in range(inner):
-                s[i] = m[i] + math.log(s[i])
+                s[i] = math.log(s[i])
         for j in range(dim):
             for i in range(inner):
                 if log:
-                    out[o, j, i] = x[o, j, i] - s[i]
+                    out[o, j, i] = (x[o, j, i] - m[i]) - s[i]
                 else:
                     out[o, j, i] = out[o, j, i] / s[i]
 

@@ -239,9 +239,9 @@ def _softmax_kernel(x, log, out):
         for j in range(1, dim):
             s += math.exp(x[o, j, i] - m)
         if log:
-            shift = m + math.log(s)
+            lse = math.log(s)
             for j in range(dim):
-                out[o, j, i] = x[o, j, i] - shift
+                out[o, j, i] = (x[o, j, i] - m) - lse
         else:
             for j in range(dim):
                 out[o, j, i] = math.exp(x[o, j, i] - m) / s

@@ -138,7 +138,8 @@ def softmax(x, log):
     """Softmax (``log`` False) or log-softmax over axis 1 of x (outer, dim, inner)."""
     if x.size == 0:
         return x.copy()
-    shifted = x - x.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # a row of -inf (or with NaN) gives NaN, as PyTorch's
+        shifted = x - x.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     total = e.sum(axis=1, keepdims=True)
     return shifted - np.log(total) if log else e / total
