@@ -6,6 +6,7 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatt
                      Module, Parameter, ReLU, Sequential, Sigmoid, Tanh, manual_seed)
 from .layers import (ELU, GELU, SELU, Hardtanh, Identity, LeakyReLU, LogSoftmax, PReLU, SiLU, Softmax,
                      Softplus)
+from .layers import GroupNorm, LayerNorm
 from .trainer import History, Trainer
 
 __version__ = "0.1.0"
@@ -16,3 +17,4 @@ __all__ += ["AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "Fla
 __all__ += ["Trainer", "History"]
 __all__ += ["LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus", "Hardtanh", "PReLU", "Softmax",
             "LogSoftmax", "Identity"]
+__all__ += ["GroupNorm", "LayerNorm"]

@@ -16,6 +16,7 @@ from .dropout import dropout, dropout_backward
 from .linear import LinearCache, linear, linear_backward
 from .loss import cross_entropy
 from .normalization import BatchNormCache, batch_norm, batch_norm_backward
+from .normalization import NormCache, group_norm, group_norm_backward, layer_norm, layer_norm_backward
 from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
@@ -28,3 +29,4 @@ __all__ += ["leaky_relu", "leaky_relu_backward", "elu", "elu_backward", "selu", 
             "gelu_backward", "silu", "silu_backward", "softplus", "softplus_backward", "hardtanh",
             "hardtanh_backward", "prelu", "prelu_backward", "softmax", "softmax_backward",
             "log_softmax", "log_softmax_backward"]
+__all__ += ["group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward", "NormCache"]

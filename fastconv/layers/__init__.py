@@ -42,9 +42,11 @@ from .flatten import Flatten
 from .linear import Linear
 from .module import Module, Parameter, manual_seed
 from .normalization import BatchNorm1d, BatchNorm2d
+from .normalization import GroupNorm, LayerNorm
 from .pooling import AvgPool2d, MaxPool2d
 
 __all__ = ["Parameter", "Module", "manual_seed", "Sequential", "Conv2d", "Linear", "MaxPool2d",
            "AvgPool2d", "ReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d"]
 __all__ += ["LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus", "Hardtanh", "PReLU", "Softmax",
             "LogSoftmax", "Identity"]
+__all__ += ["GroupNorm", "LayerNorm"]

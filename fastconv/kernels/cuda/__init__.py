@@ -92,6 +92,7 @@ from .elementwise import axpby, zeros_like
 from .linear import linear, linear_backward
 from .loss import softmax_cross_entropy
 from .normalization import batch_norm, batch_norm_backward
+from .normalization import group_norm, group_norm_backward
 from .optim import adam_update, sgd_update
 from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
@@ -102,7 +103,7 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "softmax_cross_entropy", "sgd_update", "adam_update", "axpby", "zeros_like",
            "KERNELS"]
 __all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
-            "softmax_backward"]
+            "softmax_backward", "group_norm", "group_norm_backward"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
 #: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.

@@ -17,6 +17,7 @@ from .dropout import dropout, dropout_backward
 from .linear import linear, linear_backward
 from .loss import softmax_cross_entropy
 from .normalization import batch_norm, batch_norm_backward
+from .normalization import group_norm, group_norm_backward
 from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
@@ -24,4 +25,4 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
            "linear_backward", "dropout", "dropout_backward", "softmax_cross_entropy"]
 __all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
-            "softmax_backward"]
+            "softmax_backward", "group_norm", "group_norm_backward"]
