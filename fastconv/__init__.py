@@ -7,6 +7,7 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatt
 from .layers import (ELU, GELU, SELU, Hardtanh, Identity, LeakyReLU, LogSoftmax, PReLU, SiLU, Softmax,
                      Softplus)
 from .layers import GroupNorm, LayerNorm
+from .layers import Concat, Residual
 from .trainer import History, Trainer
 
 __version__ = "0.1.0"
@@ -18,3 +19,4 @@ __all__ += ["Trainer", "History"]
 __all__ += ["LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus", "Hardtanh", "PReLU", "Softmax",
             "LogSoftmax", "Identity"]
 __all__ += ["GroupNorm", "LayerNorm"]
+__all__ += ["Residual", "Concat"]

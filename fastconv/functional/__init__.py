@@ -11,6 +11,7 @@ from .activation import (elu, elu_backward, gelu, gelu_backward, hardtanh, hardt
                          leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, prelu,
                          prelu_backward, selu, selu_backward, silu, silu_backward, softmax,
                          softmax_backward, softplus, softplus_backward)
+from .combine import add, cat, split
 from .conv import ConvCache, col2im, conv2d, conv2d_backward, im2col
 from .dropout import dropout, dropout_backward
 from .linear import LinearCache, linear, linear_backward
@@ -30,3 +31,4 @@ __all__ += ["leaky_relu", "leaky_relu_backward", "elu", "elu_backward", "selu", 
             "hardtanh_backward", "prelu", "prelu_backward", "softmax", "softmax_backward",
             "log_softmax", "log_softmax_backward"]
 __all__ += ["group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward", "NormCache"]
+__all__ += ["add", "cat", "split"]

@@ -36,6 +36,7 @@ from .activation import ReLU, Sigmoid, Tanh
 from .activation import (ELU, GELU, SELU, Hardtanh, Identity, LeakyReLU, LogSoftmax, PReLU, SiLU,
                          Softmax, Softplus)
 from .container import Sequential
+from .container import Concat, Residual
 from .conv import Conv2d
 from .dropout import Dropout
 from .flatten import Flatten
@@ -50,3 +51,4 @@ __all__ = ["Parameter", "Module", "manual_seed", "Sequential", "Conv2d", "Linear
 __all__ += ["LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus", "Hardtanh", "PReLU", "Softmax",
             "LogSoftmax", "Identity"]
 __all__ += ["GroupNorm", "LayerNorm"]
+__all__ += ["Residual", "Concat"]

@@ -16,6 +16,7 @@ calls reuse memory that is already mapped instead of faulting in fresh pages.
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .activation import (activate, activate_backward, prelu, prelu_backward, softmax,
                          softmax_backward)
+from .combine import add, concat, split
 from .conv import col2im, conv2d, conv2d_backward, im2col
 from .dropout import dropout, dropout_backward
 from .linear import linear, linear_backward
@@ -29,4 +30,5 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
            "linear_backward", "dropout", "dropout_backward", "softmax_cross_entropy"]
 __all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
-            "softmax_backward", "group_norm", "group_norm_backward"]
+            "softmax_backward", "group_norm", "group_norm_backward", "add", "concat",
+            "split"]

@@ -86,6 +86,7 @@ if not _AVAILABLE:
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .activation import (activate, activate_backward, prelu, prelu_backward, softmax,
                          softmax_backward)
+from .combine import add, concat, split
 from .conv import col2im, conv2d, conv2d_backward, im2col
 from .dropout import dropout, dropout_backward
 from .elementwise import axpby, zeros_like
@@ -103,14 +104,15 @@ __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im
            "softmax_cross_entropy", "sgd_update", "adam_update", "axpby", "zeros_like",
            "KERNELS"]
 __all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
-            "softmax_backward", "group_norm", "group_norm_backward"]
+            "softmax_backward", "group_norm", "group_norm_backward", "add", "concat",
+            "split"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
 #: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.
 #: (``dropout`` and ``linear`` name the contract's functions here, so the files are looked up.)
 KERNELS = {}
 for _family in ("conv", "_gemm", "pooling", "normalization", "elementwise", "dropout", "loss",
-                "optim", "activation"):
+                "optim", "activation", "combine"):
     KERNELS.update(import_module(f"{__name__}.{_family}").KERNELS)
 del _family
 
