@@ -385,3 +385,24 @@ def test_zz_report_largest_errors_against_torch(capsys):
         print("\nlargest relative error against PyTorch (max |a - b| / max |b|):")
         for (name, dtype), err in sorted(WORST.items()):
             print(f"  {name:<30} {dtype:<8} {err:.2e}")
+
+
+def test_the_examples_resnet_and_mobilenet_build_and_backpropagate():
+    import runpy
+    from pathlib import Path
+    example = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"))
+    fc.manual_seed(0)
+    model = example["resnet"]()
+    assert model.output_shape((2, 1, 28, 28)) == (2, 10)
+    names = [r["name"] for r in model.summary_rows((2, 1, 28, 28))]
+    assert "5.shortcut.0" in names and "7.shortcut.1" in names and "3.shortcut.0" not in names
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model.backward(np.ones((2, 10), np.float32) - 0.1 * model(x))
+    assert all(p.grad is not None for p in model.parameters())
+    assert example["ARCHS"]["resnet"]["val_split"] > 0 and example["ARCHS"]["mobilenet"]["val_split"] > 0
+    try:
+        mobile = example["mobilenet"]()
+    except SystemExit as exc:  # Conv2d without groups=: the example says what is missing
+        assert "groups" in str(exc)
+    else:
+        assert mobile.output_shape((2, 1, 28, 28)) == (2, 10)
