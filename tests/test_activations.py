@@ -89,7 +89,8 @@ def test_layer_matches_torch(name, dtype, data):
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     layer = getattr(fc, LAYERS[name][1])(**kwargs).to(dtype)
-    tlayer = getattr(torch.nn, LAYERS[name][1])(**kwargs).to(torch.float64 if dtype == np.float64 else torch.float32)
+    tdtype = torch.float64 if dtype == np.float64 else torch.float32
+    tlayer = getattr(torch.nn, LAYERS[name][1])(**kwargs).to(tdtype)
     if name == "PReLU":  # a random slope per channel, the same in both
         slopes = rng.uniform(-0.5, 1.0, layer.num_parameters).astype(dtype)
         layer.weight.data[...] = slopes

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import fastconv as fc
 import fastconv.functional as F
 from fastconv import losses, optim
-from helpers import DTYPES, HYPOTHESIS, grad_rel_error, numeric_grad, rel_error
+from helpers import DTYPES, HYPOTHESIS, grad_rel_error, numeric_grad
 
 TORCH_RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-11}
 WORST = {}

@@ -76,7 +76,8 @@ def split(a, split_size_or_sections, dim=0, backend=None):
         sizes = [min(sizes, total - lo) for lo in range(0, total, int(sizes))] or [0]
     else:
         sizes = list(sizes)
-        if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or s < 0 for s in sizes):
+        if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or s < 0
+               for s in sizes):
             raise ValueError(f"split: sections must be non-negative ints, got {split_size_or_sections!r}")
         if sum(sizes) != total:
             raise ValueError(f"split: sections {sizes} sum to {sum(sizes)}, but dimension {dim} of the "

@@ -154,7 +154,8 @@ def _normalized_shape(normalized_shape):
     try:
         dims = tuple(dims)
     except TypeError:
-        raise TypeError(f"normalized_shape must be an int or a sequence of ints, got {normalized_shape!r}") from None
+        raise TypeError(f"normalized_shape must be an int or a sequence of ints, "
+                        f"got {normalized_shape!r}") from None
     if not dims or any(isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral) or d < 1
                        for d in dims):
         raise ValueError(f"normalized_shape must be one or more positive ints, got {normalized_shape!r}")

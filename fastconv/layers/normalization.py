@@ -213,8 +213,8 @@ class LayerNorm(_Normalization):
     def output_shape(self, shape):
         shape, k = tuple(shape), len(self.normalized_shape)
         if len(shape) < k or shape[len(shape) - k:] != self.normalized_shape:
-            raise ValueError(f"{self._label()} expects input (*, {', '.join(map(str, self.normalized_shape))}), "
-                             f"got shape {shape}")
+            dims = ", ".join(map(str, self.normalized_shape))
+            raise ValueError(f"{self._label()} expects input (*, {dims}), got shape {shape}")
         return shape
 
     def forward(self, x):

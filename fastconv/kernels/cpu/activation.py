@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from .._memory import empty
-from ..naive.activation import (KAPPA, INV_SQRT_2PI, OPS, SQRT1_2, SQRT_2_PI, sigmoid,
+from ..naive.activation import (INV_SQRT_2PI, KAPPA, OPS, SQRT1_2, SQRT_2_PI, sigmoid,
                                 sigmoid_backward, tanh, tanh_backward)
 from ._common import _elements, _planes
 
