@@ -8,6 +8,10 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Dropo
 from .layers import AdaptiveAvgPool2d, AdaptiveMaxPool2d, MaxUnpool2d
 from .layers import ConvTranspose2d
 from .layers import CircularPad2d, ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
+from .layers import (ELU, GELU, SELU, Hardtanh, Identity, LeakyReLU, LogSoftmax, PReLU, SiLU, Softmax,
+                     Softplus)
+from .layers import GroupNorm, LayerNorm
+from .layers import Concat, Residual
 from .trainer import History, Trainer
 from .ensemble import Ensemble
 
@@ -20,3 +24,7 @@ __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d"]
 __all__ += ["Trainer", "History", "Ensemble"]
 __all__ += ["ConvTranspose2d", "ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d",
             "CircularPad2d"]
+__all__ += ["LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus", "Hardtanh", "PReLU", "Softmax",
+            "LogSoftmax", "Identity"]
+__all__ += ["GroupNorm", "LayerNorm"]
+__all__ += ["Residual", "Concat"]

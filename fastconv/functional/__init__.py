@@ -7,6 +7,11 @@ weights and gradients are used in the input's dtype. Non-contiguous views are ac
 Bad shapes raise ``ValueError`` naming them, before any kernel runs.
 """
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
+from .activation import (elu, elu_backward, gelu, gelu_backward, hardtanh, hardtanh_backward,
+                         leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, prelu,
+                         prelu_backward, selu, selu_backward, silu, silu_backward, softmax,
+                         softmax_backward, softplus, softplus_backward)
+from .combine import add, cat, split
 from .conv import (ConvCache, ConvTransposeCache, col2im, conv2d, conv2d_backward, conv_transpose2d,
                    conv_transpose2d_backward, im2col)
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
@@ -17,6 +22,7 @@ from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptiv
                       adaptive_max_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d,
                       max_pool2d_backward, max_unpool2d, max_unpool2d_backward)
 from .padding import pad, pad_backward
+from .normalization import NormCache, group_norm, group_norm_backward, layer_norm, layer_norm_backward
 
 __all__ = ["conv2d", "conv2d_backward", "im2col", "col2im", "max_pool2d", "max_pool2d_backward",
            "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward", "sigmoid",
@@ -28,3 +34,9 @@ __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max
             "adaptive_max_pool2d_backward", "max_unpool2d", "max_unpool2d_backward"]
 __all__ += ["ConvCache", "LinearCache", "BatchNormCache"]
 __all__ += ["conv_transpose2d", "conv_transpose2d_backward", "ConvTransposeCache", "pad", "pad_backward"]
+__all__ += ["leaky_relu", "leaky_relu_backward", "elu", "elu_backward", "selu", "selu_backward", "gelu",
+            "gelu_backward", "silu", "silu_backward", "softplus", "softplus_backward", "hardtanh",
+            "hardtanh_backward", "prelu", "prelu_backward", "softmax", "softmax_backward",
+            "log_softmax", "log_softmax_backward"]
+__all__ += ["group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward", "NormCache"]
+__all__ += ["add", "cat", "split"]

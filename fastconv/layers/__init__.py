@@ -33,13 +33,17 @@ Conventions
   from its own ``input_grad`` and ignores the attribute of the layers it holds.
 """
 from .activation import ReLU, Sigmoid, Tanh
+from .activation import (ELU, GELU, SELU, Hardtanh, Identity, LeakyReLU, LogSoftmax, PReLU, SiLU,
+                         Softmax, Softplus)
 from .container import Sequential
+from .container import Concat, Residual
 from .conv import Conv2d, ConvTranspose2d
 from .dropout import Dropout, Dropout2d
 from .flatten import Flatten
 from .linear import Linear
 from .module import Module, Parameter, manual_seed
 from .normalization import BatchNorm1d, BatchNorm2d
+from .normalization import GroupNorm, LayerNorm
 from .padding import CircularPad2d, ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
 from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 
@@ -49,3 +53,7 @@ __all__ = ["Parameter", "Module", "manual_seed", "Sequential", "Conv2d", "Linear
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d"]
 __all__ += ["ConvTranspose2d", "ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d",
             "CircularPad2d"]
+__all__ += ["LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus", "Hardtanh", "PReLU", "Softmax",
+            "LogSoftmax", "Identity"]
+__all__ += ["GroupNorm", "LayerNorm"]
+__all__ += ["Residual", "Concat"]

@@ -1,5 +1,59 @@
 """Containers: :class:`Sequential`, a stack of layers with PyTorch's container interface, plus
-save/load, ``predict`` and a CS231n-style memory ``summary``.
+save/load, ``predict`` and a CS231n-style memory ``summary``; :class:`Residual` (``body(x) +
+shortcut(x)``) and :class:`Concat` (branch outputs concatenated), which nest inside it.
+
+Writing your own module
+-----------------------
+There is no autograd: a module computes its own gradients. Subclass :class:`fastconv.Module` and
+
+* name the parameters in ``_param_names`` (and state-dict arrays that are not trained, such as
+  running statistics, in ``_buffer_names``); they are attributes holding :class:`fastconv.Parameter`
+  objects (buffers: arrays), which ``parameters()``, ``state_dict()``, ``to()`` and optimizers find;
+* in ``forward(x)``, pass ``x`` through ``self._input(x)`` (the parameters' dtype and device), keep
+  what the backward needs with ``self._save(...)`` (one cache per call; nothing is kept under
+  :func:`fastconv.no_grad`) and return the output;
+* in ``_backward(dy, need_dx)``, take the cache back with ``self._restore()``, add each parameter's
+  gradient to ``p.grad`` (``p.grad = g`` when it is None, else ``p.grad += g``; skip parameters with
+  ``p.requires_grad`` False) and return dL/dx, or None when ``need_dx`` is False;
+* give ``output_shape(shape)`` (for :meth:`Sequential.summary`; the default keeps the shape) and,
+  if the module holds other modules, ``named_children()``.
+
+For example, a learnable per-channel scale ``y = x * weight[c]`` of (N, C, H, W)::
+
+    class ChannelScale(fc.Module):
+        _param_names = ("weight",)
+
+        def __init__(self, channels):
+            super().__init__()
+            self.weight = fc.Parameter(np.ones(channels, np.float32))
+
+        def forward(self, x):
+            x = self._input(x)
+            self._save(x)
+            return x * self.weight.data[None, :, None, None]
+
+        def _backward(self, dy, need_dx):
+            x = self._restore()
+            w = self.weight
+            if w.requires_grad:
+                g = (dy * x).sum(axis=(0, 2, 3))
+                w.grad = g if w.grad is None else w.grad + g
+            return dy * w.data[None, :, None, None] if need_dx else None
+
+It nests in :class:`Sequential`, :class:`Residual` and :class:`Concat`, trains with every optimizer
+and saves and loads with the model (key ``"<index>.weight"``). Written with NumPy as here it runs
+on host arrays; for a model moved with ``to("cuda")`` write the arithmetic with
+:mod:`fastconv.functional`, whose functions take device arrays too. ``tests/test_containers.py``
+checks this module's gradients by finite differences.
+
+PyTorch twins
+-------------
+:class:`Residual` names its children ``body`` and ``shortcut`` (none for the identity), so its
+state-dict keys (``"3.body.0.weight"``, ``"3.shortcut.1.running_mean"``) are those of a PyTorch
+module that keeps the two as attributes of those names (``self.body``, ``self.shortcut``) and
+returns ``self.body(x) + self.shortcut(x)``. :class:`Concat` names its branches ``"0"``, ``"1"``,
+..., as ``torch.nn.ModuleList`` does: its twin is a ``ModuleList`` subclass whose forward returns
+``torch.cat([m(x) for m in self], dim)`` (keys ``"2.0.0.weight"``, ``"2.1.weight"``, ...).
 """
 import math
 import numbers
@@ -8,12 +62,13 @@ import zipfile
 
 import numpy as np
 
+from .. import functional as F
 from .._backend import is_device_array, to_device, to_numpy
 from .._grad import no_grad
 from .._io import atomic_savez
 from .module import Module, _ForwardScope
 
-__all__ = ["Sequential"]
+__all__ = ["Sequential", "Residual", "Concat"]
 
 
 def _bytes(n):
@@ -169,25 +224,14 @@ class Sequential(Module):
         beyond the inputs and outputs already counted: conv's im2col columns, max-pool switches,
         dropout masks, batch-norm's x-hat), ``workspace_bytes`` (conv: the im2col matrix,
         ``C*FH*FW x N*Hout*Wout x itemsize``). Arrays are in the model's dtype (switches int64).
+        Layers inside a nested Sequential, :class:`Residual` or :class:`Concat` get rows of their
+        own with dotted names (``"3.body.0"``), and the block a row of its own for its sum or
+        concatenation (after its branches' rows).
         """
         shape = tuple(int(s) for s in input_shape)
-        itemsize = self._dtype().itemsize
         rows = []
-
-        def walk(model, shape, prefix):
-            for name, layer in model.named_children():
-                if isinstance(layer, Sequential):
-                    shape = walk(layer, shape, f"{prefix}{name}.")
-                    continue
-                out = layer.output_shape(shape)
-                out_b, kept_b, work_b = layer._memory(shape, out, itemsize)
-                rows.append({"name": prefix + name, "layer": layer._label(), "output_shape": out,
-                             "params": sum(p.size for p in layer.parameters()),
-                             "output_bytes": out_b, "kept_bytes": kept_b, "workspace_bytes": work_b})
-                shape = out
-            return shape
-
-        walk(self, shape, "")
+        for name, layer in self.named_children():
+            shape = _summary_rows(layer, shape, name, self._dtype().itemsize, rows)
         return rows
 
     def summary(self, input_shape):
@@ -234,3 +278,186 @@ class Sequential(Module):
         for name, layer in self.named_children():
             lines.append(f"  ({name}): " + repr(layer).replace("\n", "\n  "))
         return "\n".join(lines) + "\n)" if self.layers else f"{type(self).__name__}()"
+
+
+def _summary_rows(layer, shape, name, itemsize, rows):
+    """Append the summary rows of ``layer`` (named ``name``) for an input of ``shape``; return its
+    output shape. Containers add their children's rows with dotted names."""
+    if isinstance(layer, Sequential):
+        for child_name, child in layer.named_children():
+            shape = _summary_rows(child, shape, f"{name}.{child_name}", itemsize, rows)
+        return shape
+    if isinstance(layer, _Branches):
+        for child_name, child in layer.named_children():
+            _summary_rows(child, shape, f"{name}.{child_name}", itemsize, rows)
+    out = layer.output_shape(shape)
+    out_b, kept_b, work_b = layer._memory(shape, out, itemsize)
+    own = 0 if isinstance(layer, _Branches) else sum(p.size for p in layer.parameters())
+    rows.append({"name": name, "layer": layer._label(), "output_shape": out, "params": own,
+                 "output_bytes": out_b, "kept_bytes": kept_b, "workspace_bytes": work_b})
+    return out
+
+
+class _Branches(Module):
+    """A block that hands its input to several modules and combines their outputs.
+
+    Its forward runs inside :class:`fastconv.layers.module._ForwardScope` (as Sequential's), its
+    input takes the dtype and device of its first parameter, and its backward visits the branches
+    in the reverse order of the forward (so a module shared between them is backpropagated in the
+    right order) and sums their input gradients.
+    """
+
+    def _input(self, x):
+        x = super()._input(x)
+        params = self.parameters()
+        if not params or is_device_array(x):
+            return x
+        p = params[0]
+        x = x if x.dtype == p.dtype else x.astype(p.dtype)
+        return to_device(x) if p.device == "cuda" else x
+
+    def _branch_grads(self, grads, need_dx):
+        """The sum of the branches' input gradients (None when ``need_dx`` is False)."""
+        if not need_dx:
+            return None
+        total = grads[0]
+        for g in grads[1:]:
+            total = F.add(total, g)
+        return total
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}("]
+        for name, child in self.named_children():
+            lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
+        return "\n".join(lines) + "\n)"
+
+
+def _check_module(m, what):
+    if not isinstance(m, Module):
+        raise TypeError(f"{what} is a {type(m).__name__}, not a fastconv module")
+    return m
+
+
+class Residual(_Branches):
+    """``body(x) + shortcut(x)``: a residual block; the identity shortcut when ``shortcut`` is None.
+
+    Parameters
+    ----------
+    body : Module
+        Usually a :class:`Sequential` (conv, batch norm, ReLU, conv, batch norm).
+    shortcut : Module or None
+        The projection of a block that changes the shape (a 1x1 ``Conv2d`` with the body's stride,
+        then ``BatchNorm2d``); None adds x itself.
+
+    Both branches take x (any shape) and must give outputs of one shape (checked, naming both).
+    Backward sends dy to both branches and sums their input gradients. The state-dict keys are
+    ``"body.<...>"`` and ``"shortcut.<...>"`` (see the module docstring for the PyTorch twin).
+    """
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = _check_module(body, "Residual: body")
+        self.shortcut = None if shortcut is None else _check_module(shortcut, "Residual: shortcut")
+
+    def named_children(self):
+        return [("body", self.body)] + ([("shortcut", self.shortcut)] if self.shortcut is not None else [])
+
+    def _check(self, body_shape, short_shape):
+        if tuple(body_shape) != tuple(short_shape):
+            what = "the input" if self.shortcut is None else "the shortcut's output"
+            raise ValueError(f"Residual: the body's output has shape {tuple(body_shape)} but {what} has "
+                             f"shape {tuple(short_shape)}; they must match to be added (give a "
+                             "shortcut that maps the input to the body's output shape)")
+
+    def output_shape(self, shape):
+        out = self.body.output_shape(shape)
+        self._check(out, tuple(shape) if self.shortcut is None else self.shortcut.output_shape(shape))
+        return tuple(out)
+
+    def forward(self, x):
+        """y = body(x) + shortcut(x) (or + x)."""
+        x = self._input(x)
+        with _ForwardScope(self):
+            y = self.body.forward(x)
+            s = x if self.shortcut is None else self.shortcut.forward(x)
+            self._check(y.shape, s.shape)
+            return F.add(y, s)
+
+    def _backward(self, dy, need_dx):
+        grads = [dy] if self.shortcut is None else [self.shortcut._backward(dy, need_dx)]
+        grads.insert(0, self.body._backward(dy, need_dx))
+        return self._branch_grads(grads, need_dx)
+
+    def _label(self):
+        return "Residual (body + " + ("x)" if self.shortcut is None else "shortcut)")
+
+
+class Concat(_Branches):
+    """Every branch applied to x, the outputs concatenated along ``dim``: Inception / DenseNet
+    blocks (``Concat(Identity(), Sequential(...), dim=1)`` appends new channels to x).
+
+    Parameters
+    ----------
+    *branches : Module
+        At least one; their outputs must agree in every dimension but ``dim`` (checked).
+    dim : int, default 1
+        The axis of the concatenation (negative counts from the end).
+
+    Backward splits dy along ``dim`` into each branch's part and sums the branches' input
+    gradients. The branches are named ``"0"``, ``"1"``, ... (state-dict keys ``"0.weight"``, ...).
+    """
+
+    def __init__(self, *branches, dim=1):
+        super().__init__()
+        if not branches:
+            raise ValueError("Concat needs at least one branch")
+        self.branches = [_check_module(b, f"Concat: branch {i}") for i, b in enumerate(branches)]
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
+            raise TypeError(f"Concat: dim must be an int, got {dim!r}")
+        self.dim = int(dim)
+
+    def named_children(self):
+        return [(str(i), b) for i, b in enumerate(self.branches)]
+
+    def __getitem__(self, i):
+        return self.branches[i]
+
+    def __len__(self):
+        return len(self.branches)
+
+    def _axis(self, ndim):
+        if not -ndim <= self.dim < ndim:
+            raise ValueError(f"Concat: dim {self.dim} is out of range for {ndim}-D branch outputs")
+        return self.dim % ndim
+
+    def _check(self, shapes):
+        shapes = [tuple(s) for s in shapes]
+        axis = self._axis(len(shapes[0]))
+        for i, s in enumerate(shapes):
+            if len(s) != len(shapes[0]) or s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:]:
+                raise ValueError(f"Concat: branch outputs must match except in dimension {axis}: "
+                                 f"branch 0 gives {shapes[0]}, branch {i} gives {s}")
+        return axis
+
+    def output_shape(self, shape):
+        shapes = [tuple(b.output_shape(shape)) for b in self.branches]
+        axis = self._check(shapes)
+        return shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1:]
+
+    def forward(self, x):
+        """The branches' outputs concatenated along ``dim``."""
+        x = self._input(x)
+        with _ForwardScope(self):
+            outs = [b.forward(x) for b in self.branches]
+            axis = self._check([o.shape for o in outs])
+            self._save((axis, [int(o.shape[axis]) for o in outs]))
+            return F.cat(outs, axis)
+
+    def _backward(self, dy, need_dx):
+        axis, sizes = self._restore()
+        parts = F.split(dy, sizes, axis)
+        grads = [self.branches[i]._backward(parts[i], need_dx) for i in range(len(parts) - 1, -1, -1)]
+        return self._branch_grads(grads[::-1], need_dx)
+
+    def _label(self):
+        return f"Concat(dim={self.dim})"

@@ -1,54 +1,124 @@
-"""Normalisation layers: :class:`BatchNorm1d`, :class:`BatchNorm2d`."""
+"""Normalisation layers, as ``torch.nn``'s: :class:`BatchNorm1d`, :class:`BatchNorm2d` (with
+``affine`` and ``track_running_stats``), :class:`GroupNorm` and :class:`LayerNorm`.
+
+A layer without a weight (``affine=False``, ``elementwise_affine=False``) or without a bias
+(``bias=False``) has no such parameter and no such state-dict key, as in PyTorch; one that tracks
+no running statistics has no running buffers either.
+"""
 import math
+import numbers
 
 import numpy as np
 
 from .. import functional as F
+from .._backend import is_device_array, to_device
 from .module import Module, Parameter, _accumulate, _float_dtype, _positive
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm"]
 
 
-class _BatchNorm(Module):
+def _eps(eps):
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    return float(eps)
+
+
+class _Normalization(Module):
+    """What the normalisation layers share: optional weight and bias, their gradients, the dtype
+    and device of the input (those of the first parameter or buffer), and the memory account."""
+
+    _param_names = ("weight", "bias")
+
+    def _make_affine(self, shape, weight, bias, dt):
+        self.weight = Parameter(np.ones(shape, dtype=dt)) if weight else None
+        self.bias = Parameter(np.zeros(shape, dtype=dt)) if weight and bias else None
+
+    def _reference(self):
+        """The array whose dtype and device the input takes (None: the input keeps its own)."""
+        return self.weight.data if self.weight is not None else None
+
+    def _input(self, x):
+        x = super()._input(x)
+        ref = self._reference()
+        if ref is None or is_device_array(x):
+            return x
+        x = x if x.dtype == ref.dtype else x.astype(ref.dtype)
+        return to_device(x) if is_device_array(ref) else x
+
+    def _data(self):
+        return (None if self.weight is None else self.weight.data,
+                None if self.bias is None else self.bias.data)
+
+    def _grads(self, dweight, dbias):
+        if self.weight is not None:
+            _accumulate(self.weight, dweight)
+        if self.bias is not None:
+            _accumulate(self.bias, dbias)
+
+    def _memory(self, in_shape, out_shape, itemsize):
+        n = math.prod(out_shape) * itemsize
+        return n, n, 0  # keeps its input (x-hat is recomputed from it in backward)
+
+
+class _BatchNorm(_Normalization):
     """Batch normalisation over every axis but the channel axis 1, with PyTorch's semantics.
 
     Training: normalise with the batch mean and biased variance; update
     ``running = (1 - momentum) * running + momentum * batch`` with the *unbiased* variance, and
-    count ``num_batches_tracked``. Eval: normalise with the running statistics. ``weight`` (ones)
-    and ``bias`` (zeros) are (C,). The arithmetic, the running-statistics update included, is
-    :func:`fastconv.functional.batch_norm`'s, on the host or on the device (after ``to("cuda")``
-    the running statistics are device arrays; ``num_batches_tracked`` stays a host counter).
+    count ``num_batches_tracked`` (``momentum=None``: the cumulative average, factor
+    ``1 / num_batches_tracked``). Eval: normalise with the running statistics.
+    ``track_running_stats=False``: no running buffers, batch statistics in eval too.
+    ``affine=False``: no ``weight`` (ones) or ``bias`` (zeros); ``bias=False``: no bias.
+    The arithmetic, the running-statistics update included, is :func:`fastconv.functional.batch_norm`'s,
+    on the host or on the device (after ``to("cuda")`` the running statistics are device arrays;
+    ``num_batches_tracked`` stays a host counter).
     """
 
-    _param_names = ("weight", "bias")
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     _ndims = ()
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 dtype=np.float32, *, bias=True):
         super().__init__()
         self.num_features = _positive(num_features, "num_features")
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps = _eps(eps)
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)):
+            raise TypeError(f"momentum must be a number or None, got {momentum!r}")
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         dt = _float_dtype(dtype)
-        self.weight = Parameter(np.ones(self.num_features, dtype=dt))
-        self.bias = Parameter(np.zeros(self.num_features, dtype=dt))
-        self.running_mean = np.zeros(self.num_features, dtype=dt)
-        self.running_var = np.ones(self.num_features, dtype=dt)
-        self.num_batches_tracked = np.array(0, dtype=np.int64)
+        self._make_affine(self.num_features, self.affine, bias, dt)
+        if self.track_running_stats:
+            self.running_mean = np.zeros(self.num_features, dtype=dt)
+            self.running_var = np.ones(self.num_features, dtype=dt)
+            self.num_batches_tracked = np.array(0, dtype=np.int64)
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def _reference(self):
+        return self.weight.data if self.weight is not None else self.running_mean
 
     def output_shape(self, shape):
         shape = tuple(shape)
         if len(shape) not in self._ndims or shape[1] != self.num_features:
             want = " or ".join(f"{d}-D" for d in self._ndims)
-            raise ValueError(f"{self!r} expects {want} input with {self.num_features} channels on "
-                             f"axis 1, got shape {shape}")
+            raise ValueError(f"{self._label()} expects {want} input with {self.num_features} channels "
+                             f"on axis 1, got shape {shape}")
         return shape
 
     def forward(self, x):
         x = self._input(x)
         self.output_shape(x.shape)
-        out, cache = F.batch_norm(x, self.weight.data, self.bias.data, self.running_mean,
-                                  self.running_var, self.training, self.momentum, self.eps)
-        if self.training:
+        batch_stats = self.training or not self.track_running_stats
+        update = self.training and self.track_running_stats
+        momentum = self.momentum
+        if update and momentum is None:
+            momentum = 1.0 / (int(self.num_batches_tracked) + 1)
+        weight, bias = self._data()
+        out, cache = F.batch_norm(x, weight, bias, self.running_mean if update or not batch_stats else None,
+                                  self.running_var if update or not batch_stats else None, batch_stats,
+                                  0.0 if momentum is None else momentum, self.eps)
+        if update:
             self.num_batches_tracked += 1  # after F has validated everything
         self._save(cache)
         return out
@@ -56,20 +126,16 @@ class _BatchNorm(Module):
     def _backward(self, dy, need_dx):
         cache = self._restore()
         dx, dweight, dbias = F.batch_norm_backward(dy, cache, need_dx)
-        _accumulate(self.weight, dweight)
-        _accumulate(self.bias, dbias)
+        self._grads(dweight, dbias)
         return dx
-
-    def _memory(self, in_shape, out_shape, itemsize):
-        n = math.prod(out_shape) * itemsize
-        return n, n, 0  # keeps its input (x-hat is recomputed from it in backward)
 
     def _label(self):
         return f"{type(self).__name__}({self.num_features})"
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                "affine=True, bias=True, track_running_stats=True)")
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats})")
 
 
 class BatchNorm2d(_BatchNorm):
@@ -82,3 +148,93 @@ class BatchNorm1d(_BatchNorm):
     """Batch normalisation of (N, C) or (N, C, L) per channel (statistics over N and L)."""
 
     _ndims = (2, 3)
+
+
+class GroupNorm(_Normalization):
+    """Group normalisation of (N, C, *): each image's C channels form ``num_groups`` groups of
+    consecutive channels, each normalised by its own mean and biased variance (over its channels
+    and positions), the same in training and eval; then ``* weight[c] + bias[c]`` per channel
+    (``affine``; ``weight`` ones, ``bias`` zeros, (C,)). ``GroupNorm(1, C)`` normalises each
+    image as a whole, ``GroupNorm(C, C)`` each channel (instance normalisation).
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32, *, bias=True):
+        super().__init__()
+        self.num_groups = _positive(num_groups, "num_groups")
+        self.num_channels = _positive(num_channels, "num_channels")
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"num_channels ({self.num_channels}) must be divisible by num_groups "
+                             f"({self.num_groups})")
+        self.eps, self.affine = _eps(eps), bool(affine)
+        self._make_affine(self.num_channels, self.affine, bias, _float_dtype(dtype))
+
+    def output_shape(self, shape):
+        shape = tuple(shape)
+        if len(shape) < 2 or shape[1] != self.num_channels:
+            raise ValueError(f"{self._label()} expects input (N, {self.num_channels}, *), got shape {shape}")
+        return shape
+
+    def forward(self, x):
+        x = self._input(x)
+        self.output_shape(x.shape)
+        out, cache = F.group_norm(x, self.num_groups, *self._data(), eps=self.eps)
+        self._save(cache)
+        return out
+
+    def _backward(self, dy, need_dx):
+        cache = self._restore()
+        if not (need_dx or self._trainable()):
+            return None
+        dx, dweight, dbias = F.group_norm_backward(dy, cache, need_dx)
+        self._grads(dweight, dbias)
+        return dx
+
+    def _label(self):
+        return f"GroupNorm({self.num_groups}, {self.num_channels})"
+
+    def __repr__(self):
+        return (f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None})")
+
+
+class LayerNorm(_Normalization):
+    """Layer normalisation over the trailing ``normalized_shape`` dimensions of (*, *normalized_shape):
+    each slice normalised by its own mean and biased variance, then ``* weight + bias`` elementwise
+    (``elementwise_affine``; ``weight`` ones and ``bias`` zeros of ``normalized_shape``; ``bias=False``
+    keeps the weight only).
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32):
+        super().__init__()
+        self.normalized_shape = F.normalization._normalized_shape(normalized_shape)
+        self.eps, self.elementwise_affine = _eps(eps), bool(elementwise_affine)
+        self._make_affine(self.normalized_shape, self.elementwise_affine, bias, _float_dtype(dtype))
+
+    def output_shape(self, shape):
+        shape, k = tuple(shape), len(self.normalized_shape)
+        if len(shape) < k or shape[len(shape) - k:] != self.normalized_shape:
+            dims = ", ".join(map(str, self.normalized_shape))
+            raise ValueError(f"{self._label()} expects input (*, {dims}), got shape {shape}")
+        return shape
+
+    def forward(self, x):
+        x = self._input(x)
+        self.output_shape(x.shape)
+        out, cache = F.layer_norm(x, self.normalized_shape, *self._data(), eps=self.eps)
+        self._save(cache)
+        return out
+
+    def _backward(self, dy, need_dx):
+        cache = self._restore()
+        if not (need_dx or self._trainable()):
+            return None
+        dx, dweight, dbias = F.layer_norm_backward(dy, cache, need_dx)
+        self._grads(dweight, dbias)
+        return dx
+
+    def _label(self):
+        return f"LayerNorm({self.normalized_shape})"
+
+    def __repr__(self):
+        return (f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None})")

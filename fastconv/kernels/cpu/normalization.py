@@ -1,8 +1,13 @@
-"""cpu batch normalisation: one ``nogil`` kernel per pass over a range of channels."""
+"""cpu normalisation: batch normalisation (one ``nogil`` kernel per pass over a range of
+channels) and group / layer normalisation (rows of an (N, G, M) view: a forward and an
+input-gradient kernel over a range of rows, a parameter-gradient kernel over a range of channels).
+"""
 import numpy as np
 from numba import njit
 
 from .._memory import empty
+from .._workers import split
+from . import _common
 from ._common import _planes
 
 
@@ -115,3 +120,117 @@ def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
     _planes(lambda a, b: _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx,
                                              inv_count, dweight, dbias, dx, a, b), x, axis=1)
     return (dx if need_dx else None), dweight, dbias
+
+
+@njit(nogil=True, cache=True)
+def _gn_forward_kernel(x, weight, bias, inner, eps, inv_m, one, zero, out, mean, rstd, r0, r1):
+    """Rows [r0, r1) of x (N, G, M), row r = (r // G, r % G): mean and biased variance (two
+    passes), then ``x * scale + shift`` per channel (``M // inner`` channels of ``inner`` values
+    each in a row). ``eps``, ``inv_m`` (1 / M), ``one`` and ``zero`` are in x's dtype."""
+    _, groups, m = x.shape
+    cpg = m // inner
+    for r in range(r0, r1):
+        n = r // groups
+        g = r % groups
+        acc = zero
+        for j in range(m):
+            acc += x[n, g, j]
+        mu = acc * inv_m
+        acc = zero
+        for j in range(m):
+            d = x[n, g, j] - mu
+            acc += d * d
+        rs = one / np.sqrt(acc * inv_m + eps)
+        mean[n, g] = mu
+        rstd[n, g] = rs
+        for k in range(cpg):
+            c = g * cpg + k
+            scale = weight[c] * rs
+            shift = bias[c] - mu * scale
+            for i in range(k * inner, (k + 1) * inner):
+                out[n, g, i] = x[n, g, i] * scale + shift
+
+
+@njit(nogil=True, cache=True)
+def _gn_dx_kernel(dout, x, weight, mean, rstd, inner, inv_m, zero, dx, r0, r1):
+    """Input gradient of rows [r0, r1): ``rstd * (gw - mean(gw) - xhat * mean(gw * xhat))`` with
+    ``gw = dout * weight[c]``."""
+    _, groups, m = x.shape
+    cpg = m // inner
+    for r in range(r0, r1):
+        n = r // groups
+        g = r % groups
+        mu = mean[n, g]
+        rs = rstd[n, g]
+        sg = zero
+        sgx = zero
+        for k in range(cpg):
+            w = weight[g * cpg + k]
+            for i in range(k * inner, (k + 1) * inner):
+                gw = dout[n, g, i] * w
+                sg += gw
+                sgx += gw * (x[n, g, i] - mu)
+        a = sg * inv_m
+        b = sgx * rs * rs * inv_m
+        for k in range(cpg):
+            w = weight[g * cpg + k]
+            for i in range(k * inner, (k + 1) * inner):
+                dx[n, g, i] = rs * (dout[n, g, i] * w - a - (x[n, g, i] - mu) * b)
+
+
+@njit(nogil=True, cache=True)
+def _gn_param_kernel(dout, x, mean, rstd, inner, zero, dweight, dbias, c0, c1):
+    """Channels [c0, c1): dweight = sum of dout * xhat, dbias = sum of dout (over N and the
+    channel's ``inner`` values)."""
+    n_img, _, m = x.shape
+    cpg = m // inner
+    for c in range(c0, c1):
+        g = c // cpg
+        k = c % cpg
+        sw = zero
+        sb = zero
+        for n in range(n_img):
+            mu = mean[n, g]
+            pw = zero
+            pb = zero
+            for i in range(k * inner, (k + 1) * inner):
+                d = dout[n, g, i]
+                pb += d
+                pw += d * (x[n, g, i] - mu)
+            sw += pw * rstd[n, g]
+            sb += pb
+        dweight[c] = sw
+        dbias[c] = sb
+
+
+def _parts(x):
+    return None if x.size >= _common.SPLIT_PLANE_ELEMENTS else 1
+
+
+def group_norm(x, weight, bias, inner, eps):
+    """Normalisation of the rows of x (N, G, M), then the per-channel affine map; see
+    :func:`fastconv.kernels.naive.group_norm`."""
+    n, g, m = x.shape
+    t = x.dtype.type
+    out = empty(x.shape, x.dtype)
+    mean, rstd = np.empty((n, g), dtype=x.dtype), np.empty((n, g), dtype=x.dtype)
+    args = (t(eps), t(1.0 / m), t(1), t(0))
+    split(lambda lo, hi: _gn_forward_kernel(x, weight, bias, inner, *args, out, mean, rstd, lo, hi),
+          n * g, _parts(x))
+    return out, mean, rstd
+
+
+def group_norm_backward(dout, x, weight, mean, rstd, inner, need_dx=True):
+    """dout (N, G, M) -> (dx or None, dweight (C,), dbias (C,))."""
+    n, g, m = x.shape
+    c = weight.shape[0]
+    t = x.dtype.type
+    dweight, dbias = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
+    split(lambda lo, hi: _gn_param_kernel(dout, x, mean, rstd, inner, t(0), dweight, dbias, lo, hi),
+          c, _parts(x))
+    if not need_dx:
+        return None, dweight, dbias
+    dx = empty(x.shape, x.dtype)
+    split(lambda lo, hi: _gn_dx_kernel(dout, x, weight, mean, rstd, inner, t(1.0 / m), t(0), dx, lo, hi),
+          n * g, _parts(x))
+    return dx, dweight, dbias

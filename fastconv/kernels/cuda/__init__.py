@@ -93,6 +93,9 @@ if not _AVAILABLE:
 
 # the GPU (or the simulator) is there: now the family files may define their kernels
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
+from .activation import (activate, activate_backward, prelu, prelu_backward, softmax,
+                         softmax_backward)
+from .combine import add, concat, split
 from .conv import col2im, conv2d, conv2d_backward, im2col
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
@@ -103,6 +106,7 @@ from .linear import linear, linear_backward
 from .loss import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
                    softmax_cross_entropy)
 from .normalization import batch_norm, batch_norm_backward
+from .normalization import group_norm, group_norm_backward
 from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update
 from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
                       avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
@@ -121,13 +125,16 @@ __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max
 __all__ += ["grouped_conv2d", "grouped_conv2d_backward", "depthwise_conv2d",
             "depthwise_conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "pad",
             "pad_backward"]
+__all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
+            "softmax_backward", "group_norm", "group_norm_backward", "add", "concat",
+            "split"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
 #: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.
 #: (``dropout`` and ``linear`` name the contract's functions here, so the files are looked up.)
 KERNELS = {}
 for _family in ("conv", "_gemm", "pooling", "normalization", "elementwise", "dropout", "loss",
-                "optim"):
+                "optim", "activation", "combine"):
     KERNELS.update(import_module(f"{__name__}.{_family}").KERNELS)
 for _family in ("grouped", "conv_transpose", "padding"):
     KERNELS.update(import_module(f"{__name__}.{_family}").KERNELS)

@@ -1,6 +1,24 @@
-"""cuda activations: ReLU, sigmoid and tanh through the elementwise kernels."""
+"""cuda activations: ReLU, sigmoid and tanh through the elementwise kernels; the parameterised
+activations of :data:`fastconv.kernels.naive.activation.OPS` as one forward and one backward kernel
+picked by an op code (as the cpu tier's); PReLU (elementwise, plus a per-channel reduction for the
+slope gradient) and softmax / log-softmax (one thread per reduced row).
+
+Constants reach the kernels in the data's dtype (a cached six-element device array, and the op's
+parameters as scalars of that dtype), so float32 kernels hold no float64 instruction.
+"""
+import math
+
+import numpy as np
+from numba import cuda, float32
+
+from ..naive.activation import INV_SQRT_2PI, KAPPA, OPS, SQRT1_2, SQRT_2_PI
+from ._launch import (REDUCE_THREADS, _A1, _A3, _block_sum, _cache, _dev, _empty, _flat, _launch,
+                      _reduce_launch, _scalar, _sigs)
 from .elementwise import (_RELU, _RELU_BACK, _SIGMOID, _SIGMOID_BACK, _TANH, _TANH_BACK, _binary,
                           _unary)
+
+_LEAKY, _ELU, _GELU, _GELU_TANH, _SILU, _SOFTPLUS, _HARDTANH = range(len(OPS))
+_CODES = {name: i for i, name in enumerate(OPS)}
 
 
 def relu(x):
@@ -28,3 +46,255 @@ def tanh(x):
 
 def tanh_backward(dout, out):
     return _binary(dout, out, _TANH_BACK)
+
+
+@cuda.jit(cache=True)
+def _act_kernel(x, op, a, b, k, out):
+    """out = op(x) over flat arrays; ``a``, ``b`` the op's parameters and ``k`` = (1/sqrt(2),
+    1/sqrt(2 pi), sqrt(2/pi), kappa, 1/2, 1), all in x's dtype."""
+    half = k[4]
+    one = k[5]
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = x[i]
+        if op == _LEAKY:
+            if v > 0:
+                out[i] = v
+            else:
+                out[i] = v * a
+        elif op == _ELU:
+            if v <= 0:
+                out[i] = math.expm1(v) * (a * b)
+            else:
+                out[i] = v * b
+        elif op == _GELU:
+            out[i] = half * v * (one + math.erf(v * k[0]))
+        elif op == _GELU_TANH:
+            out[i] = half * v * (one + math.tanh(k[2] * (v + k[3] * v * v * v)))
+        elif op == _SILU:
+            e = math.exp(-abs(v))
+            if v >= 0:
+                out[i] = v * (one / (one + e))
+            else:
+                out[i] = v * (e / (one + e))
+        elif op == _SOFTPLUS:
+            if v * a > b:
+                out[i] = v
+            else:
+                out[i] = math.log1p(math.exp(v * a)) / a
+        elif v < a:
+            out[i] = a
+        elif v > b:
+            out[i] = b
+        else:
+            out[i] = v
+
+
+@cuda.jit(cache=True)
+def _act_backward_kernel(dout, x, op, a, b, k, dx):
+    """dx = dout * op'(x) over flat arrays (parameters as :func:`_act_kernel`)."""
+    half = k[4]
+    one = k[5]
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = x[i]
+        g = dout[i]
+        if op == _LEAKY:
+            if v > 0:
+                dx[i] = g
+            else:
+                dx[i] = g * a
+        elif op == _ELU:
+            if v <= 0:
+                dx[i] = g * (a * b) * math.exp(v)
+            else:
+                dx[i] = g * b
+        elif op == _GELU:
+            cdf = half * (one + math.erf(v * k[0]))
+            dx[i] = g * (cdf + v * k[1] * math.exp(-half * v * v))
+        elif op == _GELU_TANH:
+            th = math.tanh(k[2] * (v + k[3] * v * v * v))
+            dx[i] = g * (half * (one + th)
+                         + half * v * (one - th * th) * k[2] * (one + (one + one + one) * k[3] * v * v))
+        elif op == _SILU:
+            e = math.exp(-abs(v))
+            if v >= 0:
+                s = one / (one + e)
+            else:
+                s = e / (one + e)
+            dx[i] = g * s * (one + v * (one - s))
+        elif op == _SOFTPLUS:
+            if v * a > b:
+                dx[i] = g
+            else:
+                z = math.exp(v * a)
+                dx[i] = g * z / (z + one)
+        elif v <= a or v >= b:
+            dx[i] = 0
+        else:
+            dx[i] = g
+
+
+def _constants(dtype):
+    key = ("activation", np.dtype(dtype))
+    if key not in _cache:
+        _cache[key] = cuda.to_device(np.array([SQRT1_2, INV_SQRT_2PI, SQRT_2_PI, KAPPA, 0.5, 1.0],
+                                              dtype=dtype))
+    return _cache[key]
+
+
+def activate(x, op, a, b):
+    """Elementwise activation ``op`` of x; see :func:`fastconv.kernels.naive.activate`."""
+    x = _dev(x)
+    dt = x.dtype
+    out = _empty(x.shape, dt)
+    _act_kernel[_launch(x.size)](_flat(x), _CODES[op], _scalar(dt, a), _scalar(dt, b),
+                                 _constants(dt), _flat(out))
+    return out
+
+
+def activate_backward(dout, x, op, a, b):
+    """Gradient of :func:`activate` with respect to its input ``x``."""
+    x = _dev(x)
+    dt = x.dtype
+    dout = _dev(dout, dt)
+    dx = _empty(x.shape, dt)
+    _act_backward_kernel[_launch(x.size)](_flat(dout), _flat(x), _CODES[op], _scalar(dt, a),
+                                          _scalar(dt, b), _constants(dt), _flat(dx))
+    return dx
+
+
+@cuda.jit(cache=True)
+def _prelu_kernel(dout, x, weight, backward, out):
+    """x (A, C, L): out = PReLU(x) (``backward`` False) or its input gradient from dout."""
+    _, c_in, length = x.shape
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        i = t % length
+        r = t // length
+        c = r % c_in
+        a = r // c_in
+        v = x[a, c, i]
+        g = v
+        if backward:
+            g = dout[a, c, i]
+        if v > 0:
+            out[a, c, i] = g
+        else:
+            out[a, c, i] = g * weight[c]
+
+
+@cuda.jit(cache=True)
+def _prelu_grad_kernel(dout, x, dweight):
+    """One block per channel of x (A, C, L): dweight[c] = sum of x * dout where x <= 0."""
+    part = cuda.shared.array(REDUCE_THREADS, dtype=x.dtype)
+    n_a, c_in, length = x.shape
+    tid = cuda.threadIdx.x
+    for c in range(cuda.blockIdx.x, c_in, cuda.gridDim.x):
+        acc = float32(0)
+        for t in range(tid, n_a * length, cuda.blockDim.x):
+            v = x[t // length, c, t % length]
+            if v <= 0:
+                acc += v * dout[t // length, c, t % length]
+        total = _block_sum(part, acc)
+        if tid == 0:
+            dweight[c] = total
+
+
+def prelu(x, weight):
+    """PReLU of x (A, C, L) with weight (C,)."""
+    x = _dev(x)
+    weight = _dev(weight, x.dtype)
+    out = _empty(x.shape, x.dtype)
+    _prelu_kernel[_launch(x.size)](x, x, weight, False, out)
+    return out
+
+
+def prelu_backward(dout, x, weight, need_dx=True):
+    """dout, x (A, C, L) -> (dx or None, dweight (C,)), on the device."""
+    x = _dev(x)
+    dt = x.dtype
+    dout, weight = _dev(dout, dt), _dev(weight, dt)
+    n_a, c, length = x.shape
+    dweight = _empty(c, dt)
+    _prelu_grad_kernel[_reduce_launch(c, n_a * length)](dout, x, dweight)
+    dx = None
+    if need_dx:
+        dx = _empty(x.shape, dt)
+        _prelu_kernel[_launch(x.size)](dout, x, weight, True, dx)
+    return dx, dweight
+
+
+@cuda.jit(cache=True)
+def _softmax_kernel(x, log, out):
+    """Softmax or log-softmax over axis 1 of x (outer, dim, inner), one thread per (outer, inner)
+    row; neighbouring threads read neighbouring inner positions."""
+    outer, dim, inner = x.shape
+    for r in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o = r // inner
+        i = r % inner
+        m = x[o, 0, i]
+        for j in range(1, dim):
+            v = x[o, j, i]
+            if v > m or v != v:
+                m = v
+        s = math.exp(x[o, 0, i] - m)
+        for j in range(1, dim):
+            s += math.exp(x[o, j, i] - m)
+        if log:
+            lse = math.log(s)
+            for j in range(dim):
+                out[o, j, i] = (x[o, j, i] - m) - lse
+        else:
+            for j in range(dim):
+                out[o, j, i] = math.exp(x[o, j, i] - m) / s
+
+
+@cuda.jit(cache=True)
+def _softmax_backward_kernel(dout, out, log, dx):
+    """Gradient of :func:`_softmax_kernel` from its output, one thread per row."""
+    outer, dim, inner = out.shape
+    for r in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o = r // inner
+        i = r % inner
+        if log:
+            s = dout[o, 0, i]
+            for j in range(1, dim):
+                s += dout[o, j, i]
+            for j in range(dim):
+                dx[o, j, i] = dout[o, j, i] - math.exp(out[o, j, i]) * s
+        else:
+            s = dout[o, 0, i] * out[o, 0, i]
+            for j in range(1, dim):
+                s += dout[o, j, i] * out[o, j, i]
+            for j in range(dim):
+                dx[o, j, i] = out[o, j, i] * (dout[o, j, i] - s)
+
+
+def softmax(x, log):
+    """Softmax (``log`` False) or log-softmax over axis 1 of x (outer, dim, inner)."""
+    x = _dev(x)
+    out = _empty(x.shape, x.dtype)
+    if x.size == 0:
+        return out
+    _softmax_kernel[_launch(x.shape[0] * x.shape[2])](x, bool(log), out)
+    return out
+
+
+def softmax_backward(dout, out, log):
+    """Gradient of :func:`softmax` given its output (outer, dim, inner)."""
+    out = _dev(out)
+    dout = _dev(dout, out.dtype)
+    dx = _empty(out.shape, out.dtype)
+    if out.size == 0:
+        return dx
+    _softmax_backward_kernel[_launch(out.shape[0] * out.shape[2])](dout, out, bool(log), dx)
+    return dx
+
+
+KERNELS = {
+    "_act_kernel": (_act_kernel, _sigs(f"void({_A1}, int64, {{f}}, {{f}}, {_A1}, {_A1})")),
+    "_act_backward_kernel": (_act_backward_kernel,
+                             _sigs(f"void({_A1}, {_A1}, int64, {{f}}, {{f}}, {_A1}, {_A1})")),
+    "_prelu_kernel": (_prelu_kernel, _sigs(f"void({_A3}, {_A3}, {_A1}, boolean, {_A3})")),
+    "_prelu_grad_kernel": (_prelu_grad_kernel, _sigs(f"void({_A3}, {_A3}, {_A1})")),
+    "_softmax_kernel": (_softmax_kernel, _sigs(f"void({_A3}, boolean, {_A3})")),
+    "_softmax_backward_kernel": (_softmax_backward_kernel, _sigs(f"void({_A3}, {_A3}, boolean, {_A3})")),
+}

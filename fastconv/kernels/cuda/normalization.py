@@ -1,12 +1,14 @@
-"""cuda batch normalisation: a per-channel reduction (statistics, or the two gradient sums) and an
-elementwise kernel over all of x for each pass."""
+"""cuda normalisation. Batch normalisation: a per-channel reduction (statistics, or the two
+gradient sums) and an elementwise kernel over all of x for each pass. Group / layer normalisation
+over the rows of an (N, G, M) view: a per-row reduction (statistics, or the input gradient's two
+sums) and an elementwise kernel each way, and a per-channel reduction for the affine gradients."""
 import math
 
 import numpy as np
 from numba import cuda, float32
 
-from ._launch import (REDUCE_THREADS, _A1, _A3, _block_sum, _dev, _empty, _launch, _reduce_launch,
-                      _scalar, _sigs)
+from ._launch import (REDUCE_THREADS, _A1, _A2, _A3, _block_sum, _dev, _empty, _launch,
+                      _reduce_launch, _scalar, _sigs)
 
 
 @cuda.jit(cache=True)
@@ -136,6 +138,149 @@ def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
     return dx, dweight, dbias
 
 
+@cuda.jit(cache=True)
+def _gn_stats_kernel(x, eps, inv_m, one, mean, rstd):
+    """x (N, G, M), one block per row (n, g): mean, then the biased variance about it (two
+    passes), rstd = 1 / sqrt(var + eps). ``eps``, ``inv_m`` (1 / M) and ``one`` in x's dtype."""
+    part = cuda.shared.array(REDUCE_THREADS, dtype=x.dtype)
+    _, groups, m = x.shape
+    tid = cuda.threadIdx.x
+    for r in range(cuda.blockIdx.x, mean.size, cuda.gridDim.x):
+        n = r // groups
+        g = r % groups
+        acc = float32(0)
+        for j in range(tid, m, cuda.blockDim.x):
+            acc += x[n, g, j]
+        mu = _block_sum(part, acc) * inv_m
+        acc = float32(0)
+        for j in range(tid, m, cuda.blockDim.x):
+            d = x[n, g, j] - mu
+            acc += d * d
+        v = _block_sum(part, acc) * inv_m
+        if tid == 0:
+            mean[n, g] = mu
+            rstd[n, g] = one / math.sqrt(v + eps)
+
+
+@cuda.jit(cache=True)
+def _gn_affine_kernel(x, weight, bias, mean, rstd, inner, out):
+    """out = (x - mean) * rstd * weight[c] + bias[c] over x (N, G, M), channel
+    ``c = g * (M // inner) + j // inner`` of element j of row (n, g)."""
+    _, groups, m = x.shape
+    cpg = m // inner
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        j = t % m
+        r = t // m
+        g = r % groups
+        n = r // groups
+        c = g * cpg + j // inner
+        scale = weight[c] * rstd[n, g]
+        out[n, g, j] = x[n, g, j] * scale + (bias[c] - mean[n, g] * scale)
+
+
+@cuda.jit(cache=True)
+def _gn_row_sums_kernel(dout, x, weight, mean, inner, sg, sgx):
+    """One block per row (n, g): sg = sum of gw, sgx = sum of gw * (x - mean), gw = dout * weight[c]."""
+    part = cuda.shared.array(REDUCE_THREADS, dtype=x.dtype)
+    _, groups, m = x.shape
+    cpg = m // inner
+    tid = cuda.threadIdx.x
+    for r in range(cuda.blockIdx.x, mean.size, cuda.gridDim.x):
+        n = r // groups
+        g = r % groups
+        mu = mean[n, g]
+        acc_g = float32(0)
+        acc_gx = float32(0)
+        for j in range(tid, m, cuda.blockDim.x):
+            gw = dout[n, g, j] * weight[g * cpg + j // inner]
+            acc_g += gw
+            acc_gx += gw * (x[n, g, j] - mu)
+        total_g = _block_sum(part, acc_g)
+        total_gx = _block_sum(part, acc_gx)
+        if tid == 0:
+            sg[n, g] = total_g
+            sgx[n, g] = total_gx
+
+
+@cuda.jit(cache=True)
+def _gn_dx_kernel(dout, x, weight, mean, rstd, sg, sgx, inner, inv_m, dx):
+    """dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)) from the row sums, over x (N, G, M)."""
+    _, groups, m = x.shape
+    cpg = m // inner
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        j = t % m
+        r = t // m
+        g = r % groups
+        n = r // groups
+        rs = rstd[n, g]
+        b = sgx[n, g] * rs * rs * inv_m
+        gw = dout[n, g, j] * weight[g * cpg + j // inner]
+        dx[n, g, j] = rs * (gw - sg[n, g] * inv_m - (x[n, g, j] - mean[n, g]) * b)
+
+
+@cuda.jit(cache=True)
+def _gn_param_kernel(dout, x, mean, rstd, inner, dweight, dbias):
+    """One block per channel c: dweight = sum of dout * xhat, dbias = sum of dout, over the N
+    images and the channel's ``inner`` values."""
+    part = cuda.shared.array(REDUCE_THREADS, dtype=x.dtype)
+    n_img, _, m = x.shape
+    cpg = m // inner
+    tid = cuda.threadIdx.x
+    for c in range(cuda.blockIdx.x, dweight.size, cuda.gridDim.x):
+        g = c // cpg
+        j0 = (c % cpg) * inner
+        acc_w = float32(0)
+        acc_b = float32(0)
+        for t in range(tid, n_img * inner, cuda.blockDim.x):
+            n = t // inner
+            j = j0 + t % inner
+            d = dout[n, g, j]
+            acc_b += d
+            acc_w += d * (x[n, g, j] - mean[n, g]) * rstd[n, g]
+        total_w = _block_sum(part, acc_w)
+        total_b = _block_sum(part, acc_b)
+        if tid == 0:
+            dweight[c] = total_w
+            dbias[c] = total_b
+
+
+def group_norm(x, weight, bias, inner, eps):
+    """Normalisation of the rows of x (N, G, M), then the per-channel affine map; see
+    :func:`fastconv.kernels.naive.group_norm`. Everything stays on the device."""
+    x = _dev(x)
+    dt = x.dtype
+    n, g, m = x.shape
+    weight, bias = _dev(weight, dt), _dev(bias, dt)
+    mean, rstd = _empty((n, g), dt), _empty((n, g), dt)
+    out = _empty(x.shape, dt)
+    if x.size == 0:
+        return out, mean, rstd
+    _gn_stats_kernel[_reduce_launch(n * g, m)](x, _scalar(dt, eps), _scalar(dt, 1.0 / m),
+                                               _scalar(dt, 1), mean, rstd)
+    _gn_affine_kernel[_launch(x.size)](x, weight, bias, mean, rstd, inner, out)
+    return out, mean, rstd
+
+
+def group_norm_backward(dout, x, weight, mean, rstd, inner, need_dx=True):
+    """dout (N, G, M) -> (dx or None, dweight (C,), dbias (C,)), on the device."""
+    dout = _dev(dout)
+    dt = dout.dtype
+    x, weight, mean, rstd = _dev(x, dt), _dev(weight, dt), _dev(mean, dt), _dev(rstd, dt)
+    n, g, m = x.shape
+    c = weight.shape[0]
+    dweight, dbias = _empty(c, dt), _empty(c, dt)
+    _gn_param_kernel[_reduce_launch(c, n * inner)](dout, x, mean, rstd, inner, dweight, dbias)
+    if not need_dx:
+        return None, dweight, dbias
+    dx = _empty(x.shape, dt)
+    if x.size:
+        sg, sgx = _empty((n, g), dt), _empty((n, g), dt)
+        _gn_row_sums_kernel[_reduce_launch(n * g, m)](dout, x, weight, mean, inner, sg, sgx)
+        _gn_dx_kernel[_launch(x.size)](dout, x, weight, mean, rstd, sg, sgx, inner,
+                                       _scalar(dt, 1.0 / m), dx)
+    return dx, dweight, dbias
+
+
 KERNELS = {
     "_bn_stats_kernel": (_bn_stats_kernel, _sigs(
         f"void({_A3}, boolean, {{f}}, {{f}}, {{f}}, {_A1}, {_A1}, {_A1})")),
@@ -144,4 +289,13 @@ KERNELS = {
                              _sigs(f"void({_A3}, {_A3}, {_A1}, {_A1}, {_A1}, {_A1})")),
     "_bn_dx_kernel": (_bn_dx_kernel, _sigs(
         f"void({_A3}, {_A3}, {_A1}, {_A1}, {_A1}, {_A1}, {_A1}, boolean, {{f}}, {_A3})")),
+    "_gn_stats_kernel": (_gn_stats_kernel, _sigs(f"void({_A3}, {{f}}, {{f}}, {{f}}, {_A2}, {_A2})")),
+    "_gn_affine_kernel": (_gn_affine_kernel,
+                          _sigs(f"void({_A3}, {_A1}, {_A1}, {_A2}, {_A2}, int64, {_A3})")),
+    "_gn_row_sums_kernel": (_gn_row_sums_kernel,
+                            _sigs(f"void({_A3}, {_A3}, {_A1}, {_A2}, int64, {_A2}, {_A2})")),
+    "_gn_dx_kernel": (_gn_dx_kernel, _sigs(
+        f"void({_A3}, {_A3}, {_A1}, {_A2}, {_A2}, {_A2}, {_A2}, int64, {{f}}, {_A3})")),
+    "_gn_param_kernel": (_gn_param_kernel,
+                         _sigs(f"void({_A3}, {_A3}, {_A2}, {_A2}, int64, {_A1}, {_A1})")),
 }

@@ -10,6 +10,9 @@ are C-contiguous and share one float dtype, ``stride`` is ``(sh, sw)``, ``pads``
 bottom, left, right)``, kernels are ``(kh, kw)``.
 """
 from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
+from .activation import (activate, activate_backward, prelu, prelu_backward, softmax,
+                         softmax_backward)
+from .combine import add, concat, split
 from .conv import col2im, conv2d, conv2d_backward, im2col
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
@@ -23,6 +26,7 @@ from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptiv
                       avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
                       max_unpool2d_backward)
 from .padding import pad, pad_backward
+from .normalization import group_norm, group_norm_backward
 
 __all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
@@ -35,3 +39,6 @@ __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max
 __all__ += ["grouped_conv2d", "grouped_conv2d_backward", "depthwise_conv2d",
             "depthwise_conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "pad",
             "pad_backward"]
+__all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
+            "softmax_backward", "group_norm", "group_norm_backward", "add", "concat",
+            "split"]

@@ -1,4 +1,5 @@
-"""Naive batch normalisation over the channel axis of (N, C, L)."""
+"""Naive normalisation: batch normalisation over the channel axis of (N, C, L), and group/layer
+normalisation over the rows of an (N, G, M) view."""
 import numpy as np
 
 
@@ -33,3 +34,37 @@ def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
         m = x.shape[0] * x.shape[2]
         g = dout - (dbias / m)[None, :, None] - xhat * (dweight / m)[None, :, None]
     return g * (weight * inv_std)[None, :, None], dweight, dbias
+
+
+def group_norm(x, weight, bias, inner, eps):
+    """Normalise each row of x (N, G, M) by its own mean and biased variance, then the affine map
+    per channel: x viewed as (N, C, inner) (C = G * M // inner) gets ``* weight[c] + bias[c]``.
+
+    GroupNorm is x (N, C, *spatial) viewed as (N, G, C // G * spatial) with ``inner`` = spatial;
+    LayerNorm is x (*, D) viewed as (R, 1, D) with ``inner`` = 1. Returns ``(out (N, G, M),
+    mean (N, G), rstd (N, G))`` with ``rstd = 1 / sqrt(var + eps)``.
+    """
+    n, g, m = x.shape
+    mean = x.mean(axis=2)
+    centred = x - mean[..., None]
+    var = (centred * centred).mean(axis=2)
+    rstd = (1 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
+    xhat = (centred * rstd[..., None]).reshape(n, weight.shape[0], inner)
+    out = xhat * weight[None, :, None] + bias[None, :, None]
+    return out.reshape(x.shape), mean, rstd
+
+
+def group_norm_backward(dout, x, weight, mean, rstd, inner, need_dx=True):
+    """dout (N, G, M) -> (dx or None, dweight (C,), dbias (C,)) for :func:`group_norm`."""
+    n, g, m = x.shape
+    c = weight.shape[0]
+    xhat = (x - mean[..., None]) * rstd[..., None]
+    d4, xhat4 = dout.reshape(n, c, inner), xhat.reshape(n, c, inner)
+    dweight = (d4 * xhat4).sum(axis=(0, 2))
+    dbias = d4.sum(axis=(0, 2))
+    if not need_dx:
+        return None, dweight, dbias
+    gw = (d4 * weight[None, :, None]).reshape(x.shape)
+    dx = rstd[..., None] * (gw - gw.mean(axis=2, keepdims=True)
+                            - xhat * (gw * xhat).mean(axis=2, keepdims=True))
+    return dx, dweight, dbias
