@@ -4,7 +4,9 @@ import os
 import numpy as np
 import pytest
 
+import fastconv
 import fastconv as fc
+import fastconv.kernels.cpu
 from test_layers import check_gradients, spaced
 
 
@@ -243,8 +245,11 @@ def test_summary_counts_and_workspace():
     rows = model.summary_rows((4, 3, 10, 10))
     assert [r["output_shape"] for r in rows] == [(4, 8, 10, 10), (4, 8, 10, 10), (4, 8, 5, 5), (4, 16, 2, 2),
                                                 (4, 16, 2, 2), (4, 64), (4, 64), (4, 10)]
-    assert rows[0]["workspace_bytes"] == (3 * 3 * 3) * (4 * 10 * 10) * 4
-    assert rows[3]["workspace_bytes"] == (8 * 3 * 3) * (4 * 2 * 2) * 4
+    tier = fastconv.kernels.cpu  # the figures are what the tier in use allocates
+    assert (rows[0]["kept_bytes"], rows[0]["workspace_bytes"]) == tier.conv2d_memory(
+        (4, 3, 10, 10), (8, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4)
+    assert (rows[3]["kept_bytes"], rows[3]["workspace_bytes"]) == tier.conv2d_memory(
+        (4, 8, 5, 5), (16, 8, 3, 3), (2, 2), (0, 0, 0, 0), (1, 1), 4)
     assert rows[2]["kept_bytes"] == 4 * 8 * 5 * 5 * 8  # int64 switches
     assert rows[0]["output_bytes"] == 4 * 8 * 10 * 10 * 4 and rows[5]["output_bytes"] == 0  # Flatten: a view
     assert [r["params"] for r in rows] == [3 * 8 * 9 + 8, 0, 0, 8 * 16 * 9 + 16, 32, 0, 0, 64 * 10 + 10]
@@ -252,7 +257,11 @@ def test_summary_counts_and_workspace():
     total = sum(r["params"] for r in rows)
     assert f"Parameters: {total:,}" in text and "Largest im2col workspace" in text
     assert len(text.splitlines()) == 1 + 1 + len(rows) + 1 + 6
-    assert model.to(np.float64).summary_rows((4, 3, 10, 10))[0]["workspace_bytes"] == 27 * 400 * 8
+    assert model.to(np.float64).summary_rows((4, 3, 10, 10))[0]["workspace_bytes"] == tier.conv2d_memory(
+        (4, 3, 10, 10), (8, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8)[1]
+    # shape B at batch 1024: the cpu tier keeps no column matrix (220 MiB if it did)
+    b_rows = fc.Sequential(fc.Conv2d(32, 64, 3, padding=1)).summary_rows((1024, 32, 14, 14))
+    assert b_rows[0]["kept_bytes"] + b_rows[0]["workspace_bytes"] < 64 * 2**20
     with pytest.raises(ValueError, match=r"Linear\(64, 10\).*144"):
         model.summary((4, 3, 14, 14))
     torch = pytest.importorskip("torch")

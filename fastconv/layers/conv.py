@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from .._backend import get_backend, kernels
 from .._shapes import (check_output_padding, conv_output_hw, conv_padding,
                        conv_transpose_output_hw, pad_output_hw, pair)
 from .module import Module, Parameter, _accumulate, _float_dtype, _generator, _positive, _uniform_init
@@ -157,17 +158,24 @@ class Conv2d(_ConvNd):
         return dx
 
     def _memory(self, in_shape, out_shape, itemsize):
-        fh, fw = self.kernel_size
+        """What the tier this layer runs on allocates (its ``conv2d_memory``): the columns it keeps
+        for backward and its workspace; a depthwise layer unfolds nothing; each group of a
+        grouped layer is a convolution of its own."""
         out = math.prod(out_shape) * itemsize
-        cols = 0
-        if self.groups == 1 or self.groups != self.in_channels:  # depthwise unfolds nothing
-            cols = in_shape[1] * fh * fw * out_shape[0] * out_shape[2] * out_shape[3] * itemsize
-        kept = cols
-        if self._explicit_pad() is not None:  # the padded input
+        n, c, h, wd = in_shape
+        pads = self._pads
+        kept = 0
+        if self._explicit_pad() is not None:  # the padded input, convolved without padding
             left, right, top, bottom = self._explicit_pad()
-            kept += in_shape[0] * in_shape[1] * (in_shape[2] + top + bottom) * \
-                (in_shape[3] + left + right) * itemsize
-        return out, kept, cols
+            h, wd, pads = h + top + bottom, wd + left + right, (0, 0, 0, 0)
+            kept = n * c * h * wd * itemsize
+        if self.groups > 1 and self.groups == self.in_channels:
+            return out, kept, 0
+        g = self.groups
+        tier = kernels("cuda" if self.weight.device == "cuda" else get_backend())
+        cols_kept, work = tier.conv2d_memory((n, c // g, h, wd), (self.out_channels // g, c // g) +
+                                             self.kernel_size, self.stride, pads, self.dilation, itemsize)
+        return out, kept + g * cols_kept, work
 
     def __repr__(self):
         return self._repr(self.padding, padding_mode=self.padding_mode)

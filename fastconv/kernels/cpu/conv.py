@@ -349,6 +349,24 @@ class _Geometry:
                        self.layout, dx, self.dil_h, self.dil_w)
 
 
+def conv2d_memory(x_shape, w_shape, stride, pads, dilation, itemsize):
+    """Bytes ``(kept for backward, workspace)`` that :func:`conv2d` and :func:`conv2d_backward`
+    allocate beyond their inputs and outputs, for :meth:`fastconv.Sequential.summary`.
+
+    Kept: the whole batch's columns when the layout keeps them (short rows, at most
+    WORKSPACE_BYTES), else nothing. Workspace: per thread share, one block's columns, product and
+    (backward) column gradient, plus the chunks' partial dW.
+    """
+    if algorithm(x_shape, w_shape, stride, pads, dilation) == "winograd":
+        return winograd.memory(x_shape, w_shape, pads, itemsize)
+    g = _Geometry(x_shape, w_shape, stride, pads, itemsize, dilation)
+    kept = g.rows * x_shape[0] * g.p * itemsize if g.save else 0
+    block = g.block * g.p * itemsize
+    cols = 0 if g.save else g.rows * block
+    per_share = cols + g.k * block + g.rows * block  # columns, dout_t / out_t, dcols
+    return kept, g.parts * per_share + (g.chunks + 2 * g.parts) * g.k * g.rows * itemsize
+
+
 def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     """x (N, C, H, W), w (K, C, FH, FW), b (K,) or None -> (out (N, K, Hout, Wout), saved).
 

@@ -263,6 +263,16 @@ class _Plan:
             split(share, self.blocks, self.parts)
 
 
+def memory(x_shape, w_shape, pads, itemsize):
+    """Bytes ``(kept for backward, workspace)`` of a forward + backward on this path: nothing is
+    kept (backward transforms x again); each thread share holds one block's transformed input V
+    (16, C, T) and products M (16, K, T), and backward the blocks' partial dU (16, K, C)."""
+    g = _Plan(x_shape, w_shape, pads, itemsize)
+    t = g.block * g.th * g.tw
+    per_share = 2 * 16 * (g.c + g.k) * t * itemsize  # V and M, and their gradients in backward
+    return 0, g.parts * per_share + g.blocks * 16 * g.k * g.c * itemsize
+
+
 def _stack(slot, rows, t, dtype):
     """A per-thread ``(flat, plane, view)``: 16 matrices ``view[xi]`` (rows, t), C-contiguous each,
     ``plane`` elements apart in ``flat``. The plane stride is padded past a multiple of 4 KiB, so

@@ -95,6 +95,16 @@ def col2im(cols, x_shape, kernel, stride, pads, dilation=(1, 1)):
     return _col2im_dev(_dev(cols), tuple(x_shape), kernel, stride, pads, ho, wo, dilation)
 
 
+def conv2d_memory(x_shape, w_shape, stride, pads, dilation, itemsize):
+    """Bytes ``(kept for backward, workspace)`` beyond inputs and outputs: the device column
+    matrix is kept; backward adds dout in (K, N*P) order and the column gradient."""
+    n, c = x_shape[:2]
+    k, _, fh, fw = w_shape
+    ho, wo = conv_output_hw(tuple(x_shape[2:]), (fh, fw), stride, pads, dilation)
+    cols = c * fh * fw * n * ho * wo * itemsize
+    return cols, cols + k * n * ho * wo * itemsize
+
+
 def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     """x (N, C, H, W), w (K, C, FH, FW), b (K,) or None -> (out (N, K, Hout, Wout), saved).
 

@@ -13,7 +13,7 @@ from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, ta
 from .activation import (activate, activate_backward, prelu, prelu_backward, softmax,
                          softmax_backward)
 from .combine import add, concat, split
-from .conv import col2im, conv2d, conv2d_backward, im2col
+from .conv import col2im, conv2d, conv2d_backward, conv2d_memory, im2col
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2d,

@@ -25,6 +25,14 @@ def _window(i, j, kernel, stride, dilation):
             slice(j * sw, j * sw + dw * (fw - 1) + 1, dw))
 
 
+def conv2d_memory(x_shape, w_shape, stride, pads, dilation, itemsize):
+    """Bytes ``(kept for backward, workspace)`` beyond inputs and outputs: nothing kept; the
+    zero-padded copies of x and of dx."""
+    n, c, h, wd = x_shape
+    padded = n * c * (h + pads[0] + pads[1]) * (wd + pads[2] + pads[3]) * itemsize
+    return 0, 2 * padded
+
+
 def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     """Convolution (cross-correlation, as PyTorch) by one tensordot per output position.
 
