@@ -354,8 +354,9 @@ def conv2d_memory(x_shape, w_shape, stride, pads, dilation, itemsize):
     allocate beyond their inputs and outputs, for :meth:`fastconv.Sequential.summary`.
 
     Kept: the whole batch's columns when the layout keeps them (short rows, at most
-    WORKSPACE_BYTES), else nothing. Workspace: per thread share, one block's columns, product and
-    (backward) column gradient, plus the chunks' partial dW.
+    WORKSPACE_BYTES), else nothing. Workspace: the per-thread buffers of one block (columns,
+    forward product, backward's dout in (K, n, P) order and column gradient) in each thread
+    share, plus the chunks' partial dW.
     """
     if algorithm(x_shape, w_shape, stride, pads, dilation) == "winograd":
         return winograd.memory(x_shape, w_shape, pads, itemsize)
@@ -363,7 +364,7 @@ def conv2d_memory(x_shape, w_shape, stride, pads, dilation, itemsize):
     kept = g.rows * x_shape[0] * g.p * itemsize if g.save else 0
     block = g.block * g.p * itemsize
     cols = 0 if g.save else g.rows * block
-    per_share = cols + g.k * block + g.rows * block  # columns, dout_t / out_t, dcols
+    per_share = cols + 2 * g.k * block + g.rows * block  # columns, out_t, dout_t, dcols
     return kept, g.parts * per_share + (g.chunks + 2 * g.parts) * g.k * g.rows * itemsize
 
 

@@ -266,10 +266,11 @@ class _Plan:
 def memory(x_shape, w_shape, pads, itemsize):
     """Bytes ``(kept for backward, workspace)`` of a forward + backward on this path: nothing is
     kept (backward transforms x again); each thread share holds one block's transformed input V
-    (16, C, T) and products M (16, K, T), and backward the blocks' partial dU (16, K, C)."""
+    (16, C, T) and products M (16, K, T) (their gradients reuse the same buffers), and backward
+    the blocks' partial dU (16, K, C)."""
     g = _Plan(x_shape, w_shape, pads, itemsize)
     t = g.block * g.th * g.tw
-    per_share = 2 * 16 * (g.c + g.k) * t * itemsize  # V and M, and their gradients in backward
+    per_share = 16 * (g.c + g.k) * t * itemsize
     return 0, g.parts * per_share + g.blocks * 16 * g.k * g.c * itemsize
 
 
