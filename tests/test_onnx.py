@@ -35,11 +35,12 @@ def randomise_statistics(model, seed=0):
     """Give every BatchNorm non-trivial weights and running statistics (fresh ones are 1, 0, 0, 1)."""
     rng = np.random.default_rng(seed)
     for m in model.modules():
-        if isinstance(m, (fc.BatchNorm1d, fc.BatchNorm2d)):
-            c = m.num_features
-            m.load_state_dict({"weight": rng.uniform(0.5, 1.5, c), "bias": rng.normal(0, 0.3, c),
-                               "running_mean": rng.normal(0, 0.5, c), "running_var": rng.uniform(0.5, 2, c),
-                               "num_batches_tracked": np.array(7)})
+        if isinstance(m, (fc.BatchNorm1d, fc.BatchNorm2d, fc.GroupNorm, fc.LayerNorm)):
+            state = m.state_dict()  # the variants (affine=False, ...) have fewer entries
+            fill = {"weight": lambda s: rng.uniform(0.5, 1.5, s), "bias": lambda s: rng.normal(0, 0.3, s),
+                    "running_mean": lambda s: rng.normal(0, 0.5, s), "running_var": lambda s: rng.uniform(0.5, 2, s),
+                    "num_batches_tracked": lambda s: np.array(7)}
+            m.load_state_dict({k: fill[k](v.shape) for k, v in state.items()})
     return model
 
 
@@ -113,6 +114,26 @@ LAYERS = {
     "batchnorm2d": (lambda: fc.BatchNorm2d(3, eps=1e-3), (3, 4, 5)),
     "batchnorm1d": (lambda: fc.BatchNorm1d(6), (6,)),
     "batchnorm1d_3d": (lambda: fc.BatchNorm1d(4), (4, 5)),
+    "batchnorm2d_no_affine": (lambda: fc.BatchNorm2d(3, affine=False), (3, 4, 5)),
+    "batchnorm2d_no_bias": (lambda: fc.BatchNorm2d(3, bias=False), (3, 4, 5)),
+    "batchnorm2d_batch_stats": (lambda: fc.BatchNorm2d(3, track_running_stats=False), (3, 4, 5)),
+    "batchnorm1d_batch_stats": (lambda: fc.BatchNorm1d(4, affine=False, track_running_stats=False), (4, 5)),
+    "group_norm": (lambda: fc.GroupNorm(2, 4), (4, 5, 3)),
+    "group_norm_no_affine": (lambda: fc.GroupNorm(4, 4, affine=False), (4, 5, 3)),
+    "layer_norm": (lambda: fc.LayerNorm((5, 3)), (4, 5, 3)),
+    "layer_norm_no_bias": (lambda: fc.LayerNorm(6, bias=False), (6,)),
+    "softplus": (lambda: fc.Softplus(), (3, 4, 5)),
+    "softplus_beta": (lambda: fc.Softplus(beta=2.5, threshold=30.0), (3, 4, 5)),
+    "dropout2d": (lambda: fc.Dropout2d(0.3), (3, 4, 5)),
+    "residual": (lambda: fc.Residual(fc.Sequential(fc.Conv2d(3, 3, 3, padding=1), fc.BatchNorm2d(3), fc.ReLU())),
+                 (3, 6, 5)),
+    "residual_projection": (lambda: fc.Residual(fc.Sequential(fc.Conv2d(3, 4, 3, stride=2, padding=1)),
+                                                fc.Sequential(fc.Conv2d(3, 4, 1, stride=2), fc.BatchNorm2d(4))),
+                            (3, 7, 6)),
+    "concat": (lambda: fc.Concat(fc.Identity(), fc.Sequential(fc.Conv2d(3, 2, 1), fc.ReLU()),
+                                 fc.MaxPool2d(3, 1, padding=1)), (3, 6, 5)),
+    "concat_features": (lambda: fc.Concat(fc.Linear(6, 2), fc.Sequential(fc.Linear(6, 3), fc.Tanh()), dim=-1),
+                        (6,)),
 }
 
 
@@ -241,8 +262,19 @@ def test_round_trip_gives_the_same_layers_weights_and_outputs(arch, tmp_path):
     np.testing.assert_array_equal(back.forward(x), model.forward(x))
 
 
+#: Exports whose ONNX pattern the importer does not read back (arithmetic around ReduceMean /
+#: InstanceNormalization, Div/Mul around Softplus).
+NOT_IMPORTED = {"batchnorm2d_batch_stats", "batchnorm1d_batch_stats", "group_norm", "group_norm_no_affine",
+                "softplus_beta", "residual", "residual_projection", "concat", "concat_features",
+                "layer_norm", "layer_norm_no_bias", "softplus"}
+
+
 def test_round_trip_of_every_layer():
     for name, (build, sample) in sorted(LAYERS.items()):
+        if name in NOT_IMPORTED:
+            with pytest.raises(ValueError, match="cannot import"):
+                fo.load(fo.to_onnx(fc.Sequential(build()).eval(), (1,) + sample))
+            continue
         fc.manual_seed(3)
         model = randomise_statistics(fc.Sequential(build())).eval()
         # SiLU is Sigmoid * Mul before opset 24 (an import pattern not supported); Swish from 24
