@@ -23,7 +23,7 @@ import fastconv
 
 from .._shapes import conv_padding
 
-__all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Unsupported", "importer", "attributes", "IMPORTERS"]
+__all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Block", "item_specs", "build_items", "Unsupported", "importer", "attributes", "IMPORTERS"]
 
 IMPORTERS = {}  # op type -> (fn, names of the fastconv classes it builds)
 
@@ -50,12 +50,14 @@ BATCH = Symbol("N")
 
 class Tensor:
     """A value computed at run time: ``name`` and ``shape`` (dim 0 is :data:`BATCH`, other dims
-    ints or None when unknown; ``shape`` is None when even the rank is unknown)."""
+    ints or None when unknown; ``shape`` is None when even the rank is unknown), and ``items``:
+    the layers (:class:`Spec` and :class:`Block`) that compute it from the graph input, in order
+    (None until its node has been imported)."""
 
-    __slots__ = ("name", "shape")
+    __slots__ = ("name", "shape", "items")
 
-    def __init__(self, name, shape):
-        self.name, self.shape = name, shape
+    def __init__(self, name, shape, items=None):
+        self.name, self.shape, self.items = name, shape, items
 
     @property
     def rank(self):
@@ -80,6 +82,35 @@ class Spec:
         if self.state:
             layer.load_state_dict(self.state)
         return layer
+
+
+class Block:
+    """A Residual or Concat block to build from its branches, each a list of :class:`Spec` /
+    :class:`Block` items (an empty branch: the block's input itself)."""
+
+    def __init__(self, cls, branches, dim=1):
+        _layer_class(cls)
+        self.cls, self.branches, self.dim = cls, [list(b) for b in branches], dim
+
+    def specs(self):
+        """Every Spec inside the block, nested blocks included."""
+        return [s for b in self.branches for item in b for s in item_specs(item)]
+
+    def build(self):
+        seqs = [fastconv.Sequential(*build_items(b)) if b else None for b in self.branches]
+        if self.cls == "Residual":
+            return fastconv.Residual(*seqs)
+        return fastconv.Concat(*(fastconv.Identity() if s is None else s for s in seqs), dim=self.dim)
+
+
+def item_specs(item):
+    """The Specs of one chain item (itself, or those inside a Block)."""
+    return item.specs() if isinstance(item, Block) else [item]
+
+
+def build_items(items):
+    """The layers of a chain of Spec / Block items, built."""
+    return [item.build() for item in items]
 
 
 def importer(op, needs=()):
@@ -408,6 +439,34 @@ importer("Tanh", needs=("Tanh",))(_elementwise("Tanh"))
 importer("LeakyRelu", needs=("LeakyReLU",))(_elementwise("LeakyReLU", alpha=("negative_slope", 0.01)))
 importer("Elu", needs=("ELU",))(_elementwise("ELU", alpha=("alpha", 1.0)))
 importer("Gelu", needs=("GELU",))(_elementwise("GELU", approximate=("approximate", "none")))
+
+
+@importer("Softplus", needs=("Softplus",))
+def _softplus(ctx, node, x):
+    attributes(node)
+    return Spec("Softplus", {})
+
+
+@importer("LayerNormalization", needs=("LayerNorm",))
+def _layer_norm(ctx, node, x):
+    a = attributes(node, axis=-1, epsilon=1e-5, stash_type=1)
+    ctx.unused_outputs(node, "the Mean / InvStdDev outputs")
+    rank = ctx.rank(x)
+    axis = a["axis"] % rank
+    shape = tuple(x.shape[axis:])
+    if axis == 0 or None in shape:
+        raise Unsupported(f"axis={a['axis']} over a {tuple(x.shape)} input: fastconv.LayerNorm normalises "
+                          "static trailing axes after the batch")
+    scale = ctx.const(node, 1, "scale")
+    bias = ctx.const(node, 2, "bias", optional=True)
+    for what, v in (("scale", scale), ("bias", bias)):
+        if v is not None and v.shape != shape:
+            raise Unsupported(f"{what} of shape {v.shape}: fastconv.LayerNorm takes one of the normalised "
+                              f"shape {shape}")
+    state = {"weight": _f32(scale)}
+    if bias is not None:
+        state["bias"] = _f32(bias)
+    return Spec("LayerNorm", dict(normalized_shape=shape, eps=_decimal(a["epsilon"]), bias=bias is not None), state)
 
 
 @importer("Swish", needs=("SiLU",))
