@@ -186,6 +186,69 @@ def test_example_architectures_run_in_onnxruntime_as_in_fastconv(arch):
     assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim][:1] == ["N"]
 
 
+@pytest.mark.parametrize("arch", ["resnet", "mobilenet"])
+def test_residual_and_depthwise_architectures_run_in_onnxruntime_and_round_trip(arch):
+    """The full-width example models, built from ARCHS: batch 1 and 33 in ONNX Runtime, and the
+    import rebuilds the same Residual blocks, keys and outputs."""
+    fc.manual_seed(0)
+    model = randomise_statistics(EXAMPLES["ARCHS"][arch]["build"]())
+    err, proto = ort_vs_fastconv(model, (1, 28, 28))
+    assert err < TOL, (arch, err)
+    ops = {n.op_type for n in proto.graph.node}
+    assert ("Add" in ops) == (arch == "resnet")
+    back = fo.load(proto)
+    assert repr(back) == repr(model)
+    assert back.state_dict().keys() == model.state_dict().keys()
+    x = np.random.default_rng(1).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(x), model.forward(x))
+
+
+def test_nested_blocks_round_trip():
+    """Residual inside Concat inside Residual, an identity branch and a Concat of the input; a
+    branch of one layer comes back as that layer, of several as a Sequential."""
+    fc.manual_seed(4)
+    inner = fc.Residual(fc.Sequential(fc.Conv2d(2, 2, 3, padding=1), fc.ReLU()))
+    model = randomise_statistics(fc.Sequential(
+        fc.Conv2d(1, 2, 1),
+        fc.Residual(fc.Sequential(fc.Concat(inner, fc.Identity(), fc.Conv2d(2, 2, 1)), fc.Conv2d(6, 2, 1)),
+                    fc.BatchNorm2d(2)),
+        fc.Concat(fc.Identity(), fc.MaxPool2d(3, 1, padding=1)), fc.Flatten(), fc.Linear(4 * 5 * 5, 3)))
+    err, proto = ort_vs_fastconv(model, (1, 5, 5))
+    assert err < TOL
+    back = fo.load(proto)
+    x = np.random.default_rng(2).standard_normal((4, 1, 5, 5)).astype(np.float32)
+    assert rel_error(back.forward(x), model.forward(x)) < TOL
+    assert back.state_dict().keys() == model.state_dict().keys()
+
+
+def _dag(nodes, inits=()):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", "C", "H", "W"])
+    graph = helper.make_graph(nodes, "dag", [x], [y], initializer=list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_dags_that_are_no_nest_of_blocks_get_one_error_before_anything_is_built(monkeypatch):
+    built = []
+    monkeypatch.setattr(importers.Spec, "build", lambda self: built.append(self.cls))
+    relu = lambda i, o: helper.make_node("Relu", [i], [o], name=f"relu_{o}")  # noqa: E731
+    cases = {
+        # a = f(x); c = a + g(x); y = c + a: f feeds both sides of the second join
+        "feeds branches": [relu("x", "a"), relu("x", "b"), helper.make_node("Add", ["a", "b"], ["c"], name="j1"),
+                           helper.make_node("Add", ["c", "a"], ["y"], name="j2")],
+        "to itself": [relu("x", "a"), helper.make_node("Add", ["a", "a"], ["y"], name="double")],
+        "batch axis": [relu("x", "a"), helper.make_node("Concat", ["x", "a"], ["y"], name="cat0", axis=0)],
+        "with constants": [helper.make_node("Concat", ["x", "k"], ["y"], name="catk", axis=1)],
+        "Mul": [relu("x", "a"), helper.make_node("Mul", ["x", "a"], ["y"], name="gate")],
+    }
+    k = numpy_helper.from_array(np.zeros((1, 2, 4, 4), np.float32), "k")
+    for what, nodes in cases.items():
+        with pytest.raises(ValueError, match="cannot import") as info:
+            fo.load(_dag(nodes, [k] if what == "with constants" else []))
+        assert what in str(info.value) and "(1 problem)" in str(info.value), str(info.value)
+    assert built == []
+
+
 def test_nested_sequential_exports_with_nested_keys():
     fc.manual_seed(2)
     model = fc.Sequential(fc.Sequential(fc.Conv2d(1, 2, 3), fc.ReLU()), fc.Flatten(), fc.Linear(2 * 4 * 4, 3))

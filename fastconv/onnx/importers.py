@@ -86,7 +86,8 @@ class Spec:
 
 class Block:
     """A Residual or Concat block to build from its branches, each a list of :class:`Spec` /
-    :class:`Block` items (an empty branch: the block's input itself)."""
+    :class:`Block` items: built as a Sequential, as the one layer when it has one item, and as the
+    block's input itself (no shortcut, an Identity branch) when it is empty."""
 
     def __init__(self, cls, branches, dim=1):
         _layer_class(cls)
@@ -97,7 +98,8 @@ class Block:
         return [s for b in self.branches for item in b for s in item_specs(item)]
 
     def build(self):
-        seqs = [fastconv.Sequential(*build_items(b)) if b else None for b in self.branches]
+        seqs = [None if not b else b[0].build() if len(b) == 1 else fastconv.Sequential(*build_items(b))
+                for b in self.branches]
         if self.cls == "Residual":
             return fastconv.Residual(*seqs)
         return fastconv.Concat(*(fastconv.Identity() if s is None else s for s in seqs), dim=self.dim)
