@@ -221,6 +221,21 @@ def test_nested_blocks_round_trip():
     assert back.state_dict().keys() == model.state_dict().keys()
 
 
+def test_group_normalization_of_opset_21_imports_as_a_group_norm():
+    rng = np.random.default_rng(0)
+    scale, bias = rng.uniform(0.5, 1.5, 6).astype(np.float32), rng.normal(0, 0.3, 6).astype(np.float32)
+    node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], name="gn", num_groups=3, epsilon=1e-3)
+    graph = helper.make_graph([node], "gn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 4, 5])],
+                              initializer=[numpy_helper.from_array(scale, "s"), numpy_helper.from_array(bias, "b")])
+    back = fo.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+    want = fc.GroupNorm(3, 6, eps=1e-3)
+    want.load_state_dict({"weight": scale, "bias": bias})
+    assert repr(back[0]) == repr(want)
+    x = rng.standard_normal((2, 6, 4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(x), want.eval().forward(x))
+
+
 def _dag(nodes, inits=()):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", "C", "H", "W"])
@@ -325,10 +340,9 @@ def test_round_trip_gives_the_same_layers_weights_and_outputs(arch, tmp_path):
     np.testing.assert_array_equal(back.forward(x), model.forward(x))
 
 
-#: Exports whose ONNX pattern the importer does not read back (arithmetic around ReduceMean /
-#: InstanceNormalization, Div/Mul around Softplus).
-NOT_IMPORTED = {"batchnorm2d_batch_stats", "batchnorm1d_batch_stats", "group_norm", "group_norm_no_affine",
-                "softplus_beta"}
+#: Exports whose ONNX pattern the importer does not read back (batch statistics as ReduceMean
+#: arithmetic, Softplus with beta as Mul / Softplus / Div).
+NOT_IMPORTED = {"batchnorm2d_batch_stats", "batchnorm1d_batch_stats", "softplus_beta"}
 
 
 def test_round_trip_of_every_layer():

@@ -295,3 +295,24 @@ def test_a_torch_inception_block_imports_as_a_concat(tmp_path):
     assert imported.state_dict().keys() == model.state_dict().keys()
     assert outputs_match(model, imported) < TOL
     one_training_step(imported)
+
+
+def test_torch_exports_of_the_normalisations_and_softplus_import(tmp_path):
+    """GroupNorm (Reshape, InstanceNormalization, Reshape, Mul, Add), InstanceNorm2d (GroupNorm(C, C)),
+    LayerNorm (LayerNormalization) and Softplus, folded and unfolded."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=3), nn.GroupNorm(2, 4), nn.Softplus(), nn.GroupNorm(4, 4, affine=False),
+                          nn.InstanceNorm2d(4, affine=True), nn.Softplus(), nn.LayerNorm((9, 9)), nn.Flatten(),
+                          nn.Linear(324, 10))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm)) and m.weight is not None:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.3)
+    model.eval()
+    for fold in (True, False):
+        imported = fo.load(torch_export(model, tmp_path / f"norms{fold}.onnx", fold=fold))
+        assert [type(m).__name__ for m in imported] == ["Conv2d", "GroupNorm", "Softplus", "GroupNorm", "GroupNorm",
+                                                        "Softplus", "LayerNorm", "Flatten", "Linear"]
+        assert outputs_match(model, imported) < TOL
+    one_training_step(imported)

@@ -328,18 +328,97 @@ def _matmul(ctx, node, x):
     return _linear_spec(b.T, None)
 
 
-@importer("Add", needs=("Linear",))
+def _per_channel(c, x, what):
+    """Constant ``c`` as one value per channel of ``x`` (N, C, *): shape (C, 1, ...), (1, C, 1, ...),
+    or one value for all (torch.onnx multiplies a GroupNorm without affine by ones of (1, 1, 1))."""
+    channels = x.shape[1]
+    core = (channels,) + (1,) * (len(x.shape) - 2)
+    c = np.asarray(c)
+    if c.size == 1 and c.ndim <= len(x.shape):
+        return np.full(channels, c.reshape(-1)[0], dtype=np.float32)
+    if c.shape[c.ndim - len(core):] != core or any(d != 1 for d in c.shape[:c.ndim - len(core)]) or c.ndim < len(core):
+        raise Unsupported(f"{what} of shape {c.shape} is not one value per channel of a {tuple(x.shape)} input")
+    return _f32(c).reshape(-1)
+
+
+@importer("Add", needs=("Linear", "GroupNorm"))
 def _add(ctx, node, x):
-    """A constant added to a bias-free Linear's output is its bias (MatMul + Add, or Gemm without C)."""
+    """A constant added to a bias-free Linear's output is its bias (MatMul + Add, or Gemm without C);
+    one per channel added to a GroupNorm that has a weight and no bias is its bias."""
     attributes(node)
     spec = ctx.producer(x)
     c = ctx.const(node, 1 - ctx.position(node, x), "addend")
+    if spec is not None and spec.cls == "GroupNorm" and not spec.pending and not np.any(c):
+        _per_channel(c, x, "the addend")
+        return spec  # torch.onnx's zeros after a GroupNorm without affine
+    if spec is not None and spec.cls == "GroupNorm" and spec.kwargs.get("affine") and not spec.kwargs["bias"]:
+        spec.state["bias"] = _per_channel(c, x, "the addend")
+        spec.kwargs["bias"] = True
+        return spec
     if spec is None or spec.cls != "Linear" or spec.kwargs["bias"]:
-        raise Unsupported("adding a constant is supported only as the bias of a MatMul or bias-free Gemm "
-                          "(a residual Add of two tensors needs a Residual block)")
+        raise Unsupported("adding a constant is supported only as the bias of a MatMul, a bias-free Gemm or "
+                          "a GroupNorm (a residual Add of two tensors needs a Residual block)")
     spec.state["bias"] = _f32(_bias_vector(c, spec.kwargs["out_features"], "addend"))
     spec.kwargs["bias"] = True
     return spec  # the same layer, now with its bias: the Add node is folded into it
+
+
+@importer("Mul", needs=("GroupNorm",))
+def _mul(ctx, node, x):
+    """One constant per channel multiplying a GroupNorm without weight is its weight."""
+    attributes(node)
+    spec = ctx.producer(x)
+    c = ctx.const(node, 1 - ctx.position(node, x), "factor")
+    if spec is None or spec.cls != "GroupNorm" or spec.pending or spec.kwargs.get("affine", True):
+        raise Unsupported("multiplying by a constant is supported only as the weight of a group normalisation "
+                          "(Reshape, InstanceNormalization, Reshape, Mul, Add)")
+    weight = _per_channel(c, x, "the factor")
+    if np.all(weight == 1) and np.asarray(c).size == 1:
+        return spec  # torch.onnx's ones after a GroupNorm without affine: it stays without weight
+    spec.state["weight"] = weight
+    spec.kwargs.update(affine=True, bias=False)
+    return spec
+
+
+def _unit_affine(ctx, node, groups):
+    """InstanceNormalization's scale and bias inside a group normalisation: ones and zeros."""
+    scale, bias = ctx.const(node, 1, "scale"), ctx.const(node, 2, "B")
+    if scale.size != groups or bias.size != groups or np.any(scale != 1) or np.any(bias != 0):
+        raise Unsupported(f"InstanceNormalization of {groups} groups with scale {scale.shape} / B {bias.shape} "
+                          "other than ones and zeros (the group normalisation's affine part follows it)")
+
+
+@importer("InstanceNormalization", needs=("GroupNorm",))
+def _instance_norm(ctx, node, x):
+    """The middle of a group normalisation (after the Reshape to (N, groups, -1)); alone, over
+    (N, C, *) with a scale and B per channel, it is ``GroupNorm(C, C)``."""
+    a = attributes(node, epsilon=1e-5)
+    spec = ctx.producer(x)
+    if spec is not None and spec.cls == "GroupNorm" and spec.pending:
+        _unit_affine(ctx, node, spec.kwargs["num_groups"])
+        spec.kwargs["eps"] = _decimal(a["epsilon"])
+        return spec
+    if ctx.rank(x) < 3 or x.shape[1] is None:
+        raise Unsupported(f"input of shape {x.shape}: fastconv instance-normalises (N, C, *) with static C")
+    c = x.shape[1]
+    state = {"weight": _f32(ctx.const(node, 1, "scale")).reshape(-1), "bias": _f32(ctx.const(node, 2, "B")).reshape(-1)}
+    if state["weight"].size != c or state["bias"].size != c:
+        raise Unsupported(f"scale / B of {state['weight'].size} / {state['bias'].size} values for {c} channels")
+    return Spec("GroupNorm", dict(num_groups=c, num_channels=c, eps=_decimal(a["epsilon"])), state)
+
+
+@importer("GroupNormalization", needs=("GroupNorm",))
+def _group_normalization(ctx, node, x):
+    a = attributes(node, epsilon=1e-5, num_groups=None, stash_type=1)
+    if ctx.rank(x) < 3 or x.shape[1] is None:
+        raise Unsupported(f"input of shape {x.shape}: fastconv group-normalises (N, C, *) with static C")
+    c, groups = x.shape[1], int(a["num_groups"])
+    scale, bias = _f32(ctx.const(node, 1, "scale")).reshape(-1), _f32(ctx.const(node, 2, "bias")).reshape(-1)
+    if scale.size != c or bias.size != c or c % groups:
+        raise Unsupported(f"scale / bias of {scale.size} / {bias.size} values (one per group is opset 18's "
+                          f"form) for {c} channels in {groups} groups: fastconv takes one per channel")
+    return Spec("GroupNorm", dict(num_groups=groups, num_channels=c, eps=_decimal(a["epsilon"])),
+                {"weight": scale, "bias": bias})
 
 
 @importer("BatchNormalization", needs=("BatchNorm1d", "BatchNorm2d"))
@@ -586,7 +665,31 @@ def _shown(values):
     return [v if isinstance(v, Symbol) else int(v) for v in values]
 
 
-@importer("Reshape", needs=("Flatten",))
+def _group_norm_reshape(ctx, node, x, dims, out):
+    """The Reshapes around a group normalisation's InstanceNormalization (as torch.onnx and
+    fastconv write it): to (N, groups, -1) before, back to the input's shape after. Returns the
+    GroupNorm Spec (pending until the second Reshape), or None for any other Reshape."""
+    spec = ctx.producer(x)
+    if spec is not None and spec.cls == "GroupNorm" and spec.pending:
+        if "eps" not in spec.kwargs or out is None or out[1:] != list(spec.restore[1:]):
+            raise Unsupported(f"Reshape to {_shown(out or [])} inside a group normalisation of a "
+                              f"{tuple(spec.restore)} input (back to that shape after InstanceNormalization)")
+        spec.pending = False
+        spec.kwargs["affine"] = False
+        return spec
+    reader = ctx.consumer(node)
+    if (reader is None or reader.op_type != "InstanceNormalization" or out is None or len(out) != 3
+            or not isinstance(out[1], int) or len(dims) < 3 or None in dims[1:]):
+        return None
+    groups, channels = out[1], dims[1]
+    if groups < 1 or channels % groups or out[2] not in (-1, math.prod(dims[1:]) // groups):
+        return None
+    spec = Spec("GroupNorm", dict(num_groups=groups, num_channels=channels), pending=True)
+    spec.restore = tuple(dims)
+    return spec
+
+
+@importer("Reshape", needs=("Flatten", "GroupNorm"))
 def _reshape(ctx, node, x):
     """A Reshape that keeps the batch axis and merges a run of axes is a Flatten."""
     a = attributes(node, allowzero=0)
@@ -596,6 +699,9 @@ def _reshape(ctx, node, x):
     ctx.rank(x)
     dims = list(x.shape)
     out = _reshape_target(target, dims, a["allowzero"], ctx.static_batch)
+    group_norm = _group_norm_reshape(ctx, node, x, dims, out)
+    if group_norm is not None:
+        return group_norm
     if out == dims:
         return None
     if out == [BATCH, -1]:
