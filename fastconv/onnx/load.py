@@ -1,4 +1,5 @@
-"""Import: an ONNX file -> a fastconv :class:`~fastconv.Sequential` with its weights.
+"""Import: an ONNX file -> a fastconv :class:`~fastconv.Sequential` (with nested
+:class:`~fastconv.Residual` and :class:`~fastconv.Concat` blocks) with its weights.
 
 :func:`read_model` reads and validates the file (truncated, not ONNX, unsupported opset: a
 ValueError saying which). :func:`load` then reads the graph once, node by node, without building
@@ -6,6 +7,13 @@ anything: constants and shape arithmetic are folded (:data:`~fastconv.onnx.foldi
 each other node becomes the :class:`~fastconv.onnx.importers.Spec` of a layer
 (:data:`~fastconv.onnx.importers.IMPORTERS`), and every node fastconv cannot run is noted. Only
 when no problem was found are the layers built.
+
+Each run-time value knows the layers that compute it from the graph input (its ``items``). An
+Add of two run-time values is a Residual block and a Concat of several a Concat block: the items
+the values share come first, then the block whose branches are what follows their fork (an empty
+branch is the block's input: the identity shortcut, an Identity branch). A graph that is not such
+a nest of blocks (a layer read by branches that join elsewhere, a tensor added to itself, a
+concatenation along the batch axis, other ops of two run-time tensors) is reported.
 """
 import os
 
@@ -361,7 +369,8 @@ def load(source):
     ----------
     source : str, os.PathLike or onnx.ModelProto
         An ONNX file (for instance from :func:`fastconv.onnx.export` or ``torch.onnx.export``)
-        whose graph is a chain of supported ops (:func:`fastconv.onnx.importable_ops`).
+        whose graph is a chain of supported ops (:func:`fastconv.onnx.importable_ops`), or a nest
+        of residual Adds and Concats of such chains (a ResNet, an Inception-like block).
 
     Returns
     -------
