@@ -341,8 +341,8 @@ def test_round_trip_gives_the_same_layers_weights_and_outputs(arch, tmp_path):
 
 
 #: Exports whose ONNX pattern the importer does not read back (batch statistics as ReduceMean
-#: arithmetic, Softplus with beta as Mul / Softplus / Div).
-NOT_IMPORTED = {"batchnorm2d_batch_stats", "batchnorm1d_batch_stats", "softplus_beta"}
+#: arithmetic).
+NOT_IMPORTED = {"batchnorm2d_batch_stats", "batchnorm1d_batch_stats"}
 
 
 def test_round_trip_of_every_layer():

@@ -363,12 +363,16 @@ def _add(ctx, node, x):
     return spec  # the same layer, now with its bias: the Add node is folded into it
 
 
-@importer("Mul", needs=("GroupNorm",))
+@importer("Mul", needs=("GroupNorm", "Softplus"))
 def _mul(ctx, node, x):
-    """One constant per channel multiplying a GroupNorm without weight is its weight."""
+    """One constant per channel multiplying a GroupNorm without weight is its weight; a scalar
+    ``beta`` read by a Softplus starts ``Softplus(beta * x) / beta`` (fastconv's export of beta)."""
     attributes(node)
     spec = ctx.producer(x)
     c = ctx.const(node, 1 - ctx.position(node, x), "factor")
+    reader = ctx.consumer(node)
+    if reader is not None and reader.op_type == "Softplus" and np.asarray(c).size == 1 and float(c) > 0:
+        return Spec("Softplus", dict(beta=_decimal(c)), pending=True)
     if spec is None or spec.cls != "GroupNorm" or spec.pending or spec.kwargs.get("affine", True):
         raise Unsupported("multiplying by a constant is supported only as the weight of a group normalisation "
                           "(Reshape, InstanceNormalization, Reshape, Mul, Add)")
@@ -524,8 +528,29 @@ importer("Gelu", needs=("GELU",))(_elementwise("GELU", approximate=("approximate
 
 @importer("Softplus", needs=("Softplus",))
 def _softplus(ctx, node, x):
+    """``Softplus``; after a Mul by beta, the middle of ``Softplus(beta * x) / beta``."""
     attributes(node)
+    spec = ctx.producer(x)
+    if spec is not None and spec.cls == "Softplus" and spec.pending:
+        div = ctx.consumer(node)
+        if div is None or div.op_type != "Div":
+            raise Unsupported(f"Softplus(beta * x) with beta={spec.kwargs['beta']} is not divided by beta")
+        return spec
     return Spec("Softplus", {})
+
+
+@importer("Div", needs=("Softplus",))
+def _div(ctx, node, x):
+    """The division by beta that completes ``Softplus(beta * x) / beta``."""
+    attributes(node)
+    spec = ctx.producer(x)
+    if ctx.position(node, x) != 0 or spec is None or spec.cls != "Softplus" or not spec.pending:
+        raise Unsupported("division is supported only as the end of Softplus(beta * x) / beta")
+    d = ctx.const(node, 1, "divisor")
+    if d.size != 1 or _decimal(d) != spec.kwargs["beta"]:
+        raise Unsupported(f"Softplus(beta * x) with beta={spec.kwargs['beta']} divided by {d.reshape(-1)[:3]}")
+    spec.pending = False
+    return spec
 
 
 @importer("LayerNormalization", needs=("LayerNorm",))
