@@ -22,7 +22,10 @@ from fastconv.datasets import load_mnist, normalize
 from fastconv.onnx import __main__ as cli
 from fastconv.onnx import importers
 
-from helpers import rel_error
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import HYPOTHESIS, rel_error
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = runpy.run_path(str(ROOT / "examples" / "train_mnist.py"))
@@ -219,6 +222,31 @@ def test_nested_blocks_round_trip():
     x = np.random.default_rng(2).standard_normal((4, 1, 5, 5)).astype(np.float32)
     assert rel_error(back.forward(x), model.forward(x)) < TOL
     assert back.state_dict().keys() == model.state_dict().keys()
+
+
+@settings(HYPOTHESIS, max_examples=15)
+@given(c_in=st.integers(1, 3), c_out=st.integers(1, 3), stride=st.integers(1, 2), size=st.integers(3, 6),
+       widths=st.lists(st.integers(1, 3), min_size=2, max_size=3), identity=st.booleans(), seed=st.integers(0, 9))
+def test_random_residual_and_concat_blocks_run_in_onnxruntime_and_round_trip(c_in, c_out, stride, size, widths,
+                                                                            identity, seed):
+    fc.manual_seed(seed)
+    project = stride != 1 or c_in != c_out
+    body = fc.Sequential(fc.Conv2d(c_in, c_out, 3, stride=stride, padding=1), fc.ReLU(), fc.Conv2d(c_out, c_out, 1))
+    shortcut = fc.Sequential(fc.Conv2d(c_in, c_out, 1, stride=stride), fc.BatchNorm2d(c_out)) if project else None
+    branches = [fc.Sequential(fc.Conv2d(c_out, w, 1), fc.Tanh()) for w in widths] + [fc.Identity()] * identity
+    model = randomise_statistics(fc.Sequential(fc.Residual(body, shortcut), fc.Concat(*branches)))
+    sample = (c_in, size, size)
+    err, proto = ort_vs_fastconv(model, sample, batches=(1, 3), seed=seed)
+    assert err < TOL
+    back = fo.load(proto)
+    assert back.state_dict().keys() == model.state_dict().keys()
+    x = np.random.default_rng(seed).standard_normal((2,) + sample).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(x), model.forward(x))
+
+
+def test_softplus_with_a_threshold_onnx_cannot_honour_is_refused():
+    with pytest.raises(ValueError, match=r"layer 0 \(.*threshold=5.0 .*threshold >= 15"):
+        fo.to_onnx(fc.Sequential(fc.Softplus(threshold=5.0)).eval(), (1, 4))
 
 
 def test_group_normalization_of_opset_21_imports_as_a_group_norm():

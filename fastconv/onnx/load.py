@@ -327,6 +327,9 @@ class _Graph:
         if len(runtime) != n_inputs:
             raise Unsupported(f"it mixes {len(runtime)} run-time tensors with constants")
         chains = [t.items for t in runtime]
+        if len(chains) == 1:
+            attributes(node, axis=None)
+            return chains[0]  # a Concat of one tensor is the identity
         n = 0
         while all(len(c) > n and c[n] is chains[0][n] for c in chains):
             n += 1
