@@ -595,10 +595,14 @@ def test_reshapes_that_are_not_a_flatten_are_refused():
 def test_importable_ops_cover_the_exported_ones():
     fc.manual_seed(0)
     ops = set()
-    for arch in ARCHS:
+    for arch in ARCHS + ("resnet", "mobilenet"):
         ops |= {n.op_type for n in fo.to_onnx(EXAMPLES[arch]().eval(), (1, 1, 28, 28)).graph.node}
+    for name, (build, sample) in LAYERS.items():
+        if name not in NOT_IMPORTED:
+            ops |= {n.op_type for n in fo.to_onnx(fc.Sequential(build()).eval(), (1,) + sample).graph.node}
     assert ops <= set(fo.importable_ops())
-    assert {"Conv", "Gemm", "MatMul", "Reshape", "Shape", "Gather", "Unsqueeze", "Concat"} <= set(fo.importable_ops())
+    assert {"Conv", "Gemm", "MatMul", "Reshape", "Shape", "Gather", "Unsqueeze", "Concat", "Add",
+            "InstanceNormalization", "GroupNormalization", "LayerNormalization", "Softplus"} <= set(fo.importable_ops())
 
 
 # --- the command line ----------------------------------------------------------------------------
