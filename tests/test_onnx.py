@@ -283,11 +283,17 @@ def test_dags_that_are_no_nest_of_blocks_get_one_error_before_anything_is_built(
         "batch axis": [relu("x", "a"), helper.make_node("Concat", ["x", "a"], ["y"], name="cat0", axis=0)],
         "with constants": [helper.make_node("Concat", ["x", "k"], ["y"], name="catk", axis=1)],
         "Mul": [relu("x", "a"), helper.make_node("Mul", ["x", "a"], ["y"], name="gate")],
+        # the bias Add would complete the Linear that the other branch reads without it
+        "other nodes read too": [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+                                 helper.make_node("MatMul", ["f", "w"], ["m"], name="mm"),
+                                 helper.make_node("Add", ["m", "b"], ["mb"], name="bias"),
+                                 helper.make_node("Add", ["mb", "m"], ["y"], name="res")],
     }
     k = numpy_helper.from_array(np.zeros((1, 2, 4, 4), np.float32), "k")
+    wb = [numpy_helper.from_array(np.ones((32, 5), np.float32), "w"), numpy_helper.from_array(np.ones(5, np.float32), "b")]
     for what, nodes in cases.items():
         with pytest.raises(ValueError, match="cannot import") as info:
-            fo.load(_dag(nodes, [k] if what == "with constants" else []))
+            fo.load(_dag(nodes, [k] if what == "with constants" else wb if what == "other nodes read too" else []))
         assert what in str(info.value) and "(1 problem)" in str(info.value), str(info.value)
     assert built == []
 

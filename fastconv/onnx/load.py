@@ -316,8 +316,11 @@ class _Graph:
             self._producer[node.output[0]] = spec
         elif x.name in self._producer:
             self._producer[node.output[0]] = self._producer[x.name]
+        fresh = spec is not None and not any(item is spec for item in (x.items or ()))
+        if spec is not None and not fresh and self._uses.get(x.name, 0) > 1:
+            raise Unsupported(f"it completes the {spec.cls} layer that computes {x.name!r}, which other nodes "
+                              "read too (they would see the completed layer)")
         if x.items is not None:  # None: x comes from a node already reported; this one is checked all the same
-            fresh = spec is not None and not any(item is spec for item in x.items)
             out.items = x.items + (spec,) if fresh else x.items
 
     def _join(self, node, runtime, n_inputs):
