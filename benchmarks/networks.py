@@ -6,6 +6,10 @@
 * ``lenet_infer_b256``, ``lenet_infer_b1``: the same network in eval mode, forward only, batch
   :data:`INFER_BATCH` and one image; ONNX Runtime (CPU provider, the benchmark's thread count, no
   spinning) runs these rows too, on the fastconv model exported with :func:`fastconv.onnx.to_onnx`.
+* ``resnet_infer_b256``, ``resnet_infer_b1``: the small ResNet of ``examples/train_mnist.py``
+  (width 16: 3x3 stem conv-BN-ReLU, one basic block per stage at 28x28, 14x14 and 7x7, the last
+  two with strided 1x1 projection shortcuts, global average pooling, linear 64->10) in eval mode,
+  forward only, in fastconv, PyTorch and ONNX Runtime (exported from fastconv as a graph with Add).
 * ``tutorial_train_b1``: the tutorial network (conv 8 3x3 no padding, maxpool 2, flatten,
   linear 1352->10, softmax inside the cross-entropy) trained one image at a time with plain SGD.
 
@@ -22,6 +26,8 @@ E2E = {
     "lenet_train_b64": ("lenet", "train", 64),
     "lenet_infer_b256": ("lenet", "infer", INFER_BATCH),
     "lenet_infer_b1": ("lenet", "infer", 1),
+    "resnet_infer_b256": ("resnet", "infer", INFER_BATCH),
+    "resnet_infer_b1": ("resnet", "infer", 1),
     "tutorial_train_b1": ("tutorial", "train", 1),
 }
 E2E_IMPLS = ("fastconv", "torch", "onnxruntime")
@@ -58,8 +64,36 @@ def e2e_status(impl):
     return True, ""
 
 
+class _TorchResidual(torch.nn.Module if torch is not None else object):
+    """fastconv.Residual for PyTorch: ``body(x) + shortcut(x)`` (``+ x`` without a shortcut)."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body, self.shortcut = body, shortcut
+
+    def forward(self, x):
+        return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
+def _resnet(nn, residual, width=16):
+    """The layer list of examples/train_mnist.py's resnet from ``nn`` (fastconv.layers or torch.nn)
+    and its ``residual(body, shortcut)`` block."""
+    def conv_bn(c_in, c_out, kernel=3, stride=1):
+        return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out)]
+
+    def block(c_in, c_out, stride):
+        body = nn.Sequential(*conv_bn(c_in, c_out, stride=stride), nn.ReLU(), *conv_bn(c_out, c_out))
+        short = nn.Sequential(*conv_bn(c_in, c_out, 1, stride)) if stride != 1 or c_in != c_out else None
+        return [residual(body, short), nn.ReLU()]
+    w1, w2, w3 = width, 2 * width, 4 * width
+    return [*conv_bn(1, w1), nn.ReLU(), *block(w1, w1, 1), *block(w1, w2, 2), *block(w2, w3, 2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w3, 10)]
+
+
 def _build(nn, net):
     """The layer list of ``net`` from a module with PyTorch's layer names."""
+    if net == "resnet":
+        return _resnet(nn, nn.Residual if hasattr(nn, "Residual") else _TorchResidual)
     if net == "lenet":
         return [nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, 1, 1),
                 nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(),

@@ -29,7 +29,10 @@ from fastconv.datasets import load_mnist, normalize
 from fastconv.onnx import __main__ as cli
 from fastconv.onnx import importers
 
-from helpers import rel_error
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import HYPOTHESIS, rel_error
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = runpy.run_path(str(ROOT / "examples" / "train_mnist.py"))
@@ -42,11 +45,12 @@ def randomise_statistics(model, seed=0):
     """Give every BatchNorm non-trivial weights and running statistics (fresh ones are 1, 0, 0, 1)."""
     rng = np.random.default_rng(seed)
     for m in model.modules():
-        if isinstance(m, (fc.BatchNorm1d, fc.BatchNorm2d)):
-            c = m.num_features
-            m.load_state_dict({"weight": rng.uniform(0.5, 1.5, c), "bias": rng.normal(0, 0.3, c),
-                               "running_mean": rng.normal(0, 0.5, c), "running_var": rng.uniform(0.5, 2, c),
-                               "num_batches_tracked": np.array(7)})
+        if isinstance(m, (fc.BatchNorm1d, fc.BatchNorm2d, fc.GroupNorm, fc.LayerNorm)):
+            state = m.state_dict()  # the variants (affine=False, ...) have fewer entries
+            fill = {"weight": lambda s: rng.uniform(0.5, 1.5, s), "bias": lambda s: rng.normal(0, 0.3, s),
+                    "running_mean": lambda s: rng.normal(0, 0.5, s), "running_var": lambda s: rng.uniform(0.5, 2, s),
+                    "num_batches_tracked": lambda s: np.array(7)}
+            m.load_state_dict({k: fill[k](v.shape) for k, v in state.items()})
     return model
 
 
@@ -120,6 +124,26 @@ LAYERS = {
     "batchnorm2d": (lambda: fc.BatchNorm2d(3, eps=1e-3), (3, 4, 5)),
     "batchnorm1d": (lambda: fc.BatchNorm1d(6), (6,)),
     "batchnorm1d_3d": (lambda: fc.BatchNorm1d(4), (4, 5)),
+    "batchnorm2d_no_affine": (lambda: fc.BatchNorm2d(3, affine=False), (3, 4, 5)),
+    "batchnorm2d_no_bias": (lambda: fc.BatchNorm2d(3, bias=False), (3, 4, 5)),
+    "batchnorm2d_batch_stats": (lambda: fc.BatchNorm2d(3, track_running_stats=False), (3, 4, 5)),
+    "batchnorm1d_batch_stats": (lambda: fc.BatchNorm1d(4, affine=False, track_running_stats=False), (4, 5)),
+    "group_norm": (lambda: fc.GroupNorm(2, 4), (4, 5, 3)),
+    "group_norm_no_affine": (lambda: fc.GroupNorm(4, 4, affine=False), (4, 5, 3)),
+    "layer_norm": (lambda: fc.LayerNorm((5, 3)), (4, 5, 3)),
+    "layer_norm_no_bias": (lambda: fc.LayerNorm(6, bias=False), (6,)),
+    "softplus": (lambda: fc.Softplus(), (3, 4, 5)),
+    "softplus_beta": (lambda: fc.Softplus(beta=2.5, threshold=30.0), (3, 4, 5)),
+    "dropout2d": (lambda: fc.Dropout2d(0.3), (3, 4, 5)),
+    "residual": (lambda: fc.Residual(fc.Sequential(fc.Conv2d(3, 3, 3, padding=1), fc.BatchNorm2d(3), fc.ReLU())),
+                 (3, 6, 5)),
+    "residual_projection": (lambda: fc.Residual(fc.Sequential(fc.Conv2d(3, 4, 3, stride=2, padding=1)),
+                                                fc.Sequential(fc.Conv2d(3, 4, 1, stride=2), fc.BatchNorm2d(4))),
+                            (3, 7, 6)),
+    "concat": (lambda: fc.Concat(fc.Identity(), fc.Sequential(fc.Conv2d(3, 2, 1), fc.ReLU()),
+                                 fc.MaxPool2d(3, 1, padding=1)), (3, 6, 5)),
+    "concat_features": (lambda: fc.Concat(fc.Linear(6, 2), fc.Sequential(fc.Linear(6, 3), fc.Tanh()), dim=-1),
+                        (6,)),
 }
 
 
@@ -170,6 +194,115 @@ def test_example_architectures_run_in_onnxruntime_as_in_fastconv(arch):
     assert err < TOL, (arch, err)
     onnx.checker.check_model(proto, full_check=True)
     assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim][:1] == ["N"]
+
+
+@pytest.mark.parametrize("arch", ["resnet", "mobilenet"])
+def test_residual_and_depthwise_architectures_run_in_onnxruntime_and_round_trip(arch):
+    """The full-width example models, built from ARCHS: batch 1 and 33 in ONNX Runtime, and the
+    import rebuilds the same Residual blocks, keys and outputs."""
+    fc.manual_seed(0)
+    model = randomise_statistics(EXAMPLES["ARCHS"][arch]["build"]())
+    err, proto = ort_vs_fastconv(model, (1, 28, 28))
+    assert err < TOL, (arch, err)
+    ops = {n.op_type for n in proto.graph.node}
+    assert ("Add" in ops) == (arch == "resnet")
+    back = fo.load(proto)
+    assert repr(back) == repr(model)
+    assert back.state_dict().keys() == model.state_dict().keys()
+    x = np.random.default_rng(1).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(x), model.forward(x))
+
+
+def test_nested_blocks_round_trip():
+    """Residual inside Concat inside Residual, an identity branch and a Concat of the input; a
+    branch of one layer comes back as that layer, of several as a Sequential."""
+    fc.manual_seed(4)
+    inner = fc.Residual(fc.Sequential(fc.Conv2d(2, 2, 3, padding=1), fc.ReLU()))
+    model = randomise_statistics(fc.Sequential(
+        fc.Conv2d(1, 2, 1),
+        fc.Residual(fc.Sequential(fc.Concat(inner, fc.Identity(), fc.Conv2d(2, 2, 1)), fc.Conv2d(6, 2, 1)),
+                    fc.BatchNorm2d(2)),
+        fc.Concat(fc.Identity(), fc.MaxPool2d(3, 1, padding=1)), fc.Flatten(), fc.Linear(4 * 5 * 5, 3)))
+    err, proto = ort_vs_fastconv(model, (1, 5, 5))
+    assert err < TOL
+    back = fo.load(proto)
+    x = np.random.default_rng(2).standard_normal((4, 1, 5, 5)).astype(np.float32)
+    assert rel_error(back.forward(x), model.forward(x)) < TOL
+    assert back.state_dict().keys() == model.state_dict().keys()
+
+
+@settings(HYPOTHESIS, max_examples=15)
+@given(c_in=st.integers(1, 3), c_out=st.integers(1, 3), stride=st.integers(1, 2), size=st.integers(3, 6),
+       widths=st.lists(st.integers(1, 3), min_size=2, max_size=3), identity=st.booleans(), seed=st.integers(0, 9))
+def test_random_residual_and_concat_blocks_run_in_onnxruntime_and_round_trip(c_in, c_out, stride, size, widths,
+                                                                            identity, seed):
+    fc.manual_seed(seed)
+    project = stride != 1 or c_in != c_out
+    body = fc.Sequential(fc.Conv2d(c_in, c_out, 3, stride=stride, padding=1), fc.ReLU(), fc.Conv2d(c_out, c_out, 1))
+    shortcut = fc.Sequential(fc.Conv2d(c_in, c_out, 1, stride=stride), fc.BatchNorm2d(c_out)) if project else None
+    branches = [fc.Sequential(fc.Conv2d(c_out, w, 1), fc.Tanh()) for w in widths] + [fc.Identity()] * identity
+    model = randomise_statistics(fc.Sequential(fc.Residual(body, shortcut), fc.Concat(*branches)))
+    sample = (c_in, size, size)
+    err, proto = ort_vs_fastconv(model, sample, batches=(1, 3), seed=seed)
+    assert err < TOL
+    back = fo.load(proto)
+    assert back.state_dict().keys() == model.state_dict().keys()
+    x = np.random.default_rng(seed).standard_normal((2,) + sample).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(x), model.forward(x))
+
+
+def test_softplus_with_a_threshold_onnx_cannot_honour_is_refused():
+    with pytest.raises(ValueError, match=r"layer 0 \(.*threshold=5.0 .*threshold >= 15"):
+        fo.to_onnx(fc.Sequential(fc.Softplus(threshold=5.0)).eval(), (1, 4))
+
+
+def test_group_normalization_of_opset_21_imports_as_a_group_norm():
+    rng = np.random.default_rng(0)
+    scale, bias = rng.uniform(0.5, 1.5, 6).astype(np.float32), rng.normal(0, 0.3, 6).astype(np.float32)
+    node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], name="gn", num_groups=3, epsilon=1e-3)
+    graph = helper.make_graph([node], "gn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 4, 5])],
+                              initializer=[numpy_helper.from_array(scale, "s"), numpy_helper.from_array(bias, "b")])
+    back = fo.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+    want = fc.GroupNorm(3, 6, eps=1e-3)
+    want.load_state_dict({"weight": scale, "bias": bias})
+    assert repr(back[0]) == repr(want)
+    x = rng.standard_normal((2, 6, 4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(x), want.eval().forward(x))
+
+
+def _dag(nodes, inits=()):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", "C", "H", "W"])
+    graph = helper.make_graph(nodes, "dag", [x], [y], initializer=list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_dags_that_are_no_nest_of_blocks_get_one_error_before_anything_is_built(monkeypatch):
+    built = []
+    monkeypatch.setattr(importers.Spec, "build", lambda self: built.append(self.cls))
+    relu = lambda i, o: helper.make_node("Relu", [i], [o], name=f"relu_{o}")  # noqa: E731
+    cases = {
+        # a = f(x); c = a + g(x); y = c + a: f feeds both sides of the second join
+        "feeds branches": [relu("x", "a"), relu("x", "b"), helper.make_node("Add", ["a", "b"], ["c"], name="j1"),
+                           helper.make_node("Add", ["c", "a"], ["y"], name="j2")],
+        "to itself": [relu("x", "a"), helper.make_node("Add", ["a", "a"], ["y"], name="double")],
+        "batch axis": [relu("x", "a"), helper.make_node("Concat", ["x", "a"], ["y"], name="cat0", axis=0)],
+        "with constants": [helper.make_node("Concat", ["x", "k"], ["y"], name="catk", axis=1)],
+        "Mul": [relu("x", "a"), helper.make_node("Mul", ["x", "a"], ["y"], name="gate")],
+        # the bias Add would complete the Linear that the other branch reads without it
+        "other nodes read too": [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+                                 helper.make_node("MatMul", ["f", "w"], ["m"], name="mm"),
+                                 helper.make_node("Add", ["m", "b"], ["mb"], name="bias"),
+                                 helper.make_node("Add", ["mb", "m"], ["y"], name="res")],
+    }
+    k = numpy_helper.from_array(np.zeros((1, 2, 4, 4), np.float32), "k")
+    wb = [numpy_helper.from_array(np.ones((32, 5), np.float32), "w"), numpy_helper.from_array(np.ones(5, np.float32), "b")]
+    for what, nodes in cases.items():
+        with pytest.raises(ValueError, match="cannot import") as info:
+            fo.load(_dag(nodes, [k] if what == "with constants" else wb if what == "other nodes read too" else []))
+        assert what in str(info.value) and "(1 problem)" in str(info.value), str(info.value)
+    assert built == []
 
 
 def test_nested_sequential_exports_with_nested_keys():
@@ -248,8 +381,17 @@ def test_round_trip_gives_the_same_layers_weights_and_outputs(arch, tmp_path):
     np.testing.assert_array_equal(back.forward(x), model.forward(x))
 
 
+#: Exports whose ONNX pattern the importer does not read back (batch statistics as ReduceMean
+#: arithmetic).
+NOT_IMPORTED = {"batchnorm2d_batch_stats", "batchnorm1d_batch_stats"}
+
+
 def test_round_trip_of_every_layer():
     for name, (build, sample) in sorted(LAYERS.items()):
+        if name in NOT_IMPORTED:
+            with pytest.raises(ValueError, match="cannot import"):
+                fo.load(fo.to_onnx(fc.Sequential(build()).eval(), (1,) + sample))
+            continue
         fc.manual_seed(3)
         model = randomise_statistics(fc.Sequential(build())).eval()
         # SiLU is Sigmoid * Mul before opset 24 (an import pattern not supported); Swish from 24
@@ -396,12 +538,12 @@ def test_every_unsupported_node_is_listed_before_anything_is_built(monkeypatch):
     with pytest.raises(ValueError) as info:
         fo.load(conv_graph())
     msg = str(info.value)
-    assert "(5 problems)" in msg, msg
+    assert "(4 problems)" in msg, msg  # the Add reads the failed Gemm's output: not reported again
     assert "node 'strided_same' (Conv): auto_pad=SAME_UPPER with stride (2, 2)" in msg
     assert "node 'bn_training' (BatchNormalization): training_mode=1" in msg
     assert "node 'sine' (Sin): op Sin is not supported" in msg
     assert "node 'gemm_a_const' (Gemm): the runtime input must be A" in msg
-    assert "node 'residual' (Add): it reads 2 run-time tensors" in msg
+    assert "residual" not in msg
     assert "good_conv" not in msg and "flat" not in msg
     assert built == []
 
@@ -466,10 +608,14 @@ def test_reshapes_that_are_not_a_flatten_are_refused():
 def test_importable_ops_cover_the_exported_ones():
     fc.manual_seed(0)
     ops = set()
-    for arch in ARCHS:
+    for arch in ARCHS + ("resnet", "mobilenet"):
         ops |= {n.op_type for n in fo.to_onnx(EXAMPLES[arch]().eval(), (1, 1, 28, 28)).graph.node}
+    for name, (build, sample) in LAYERS.items():
+        if name not in NOT_IMPORTED:
+            ops |= {n.op_type for n in fo.to_onnx(fc.Sequential(build()).eval(), (1,) + sample).graph.node}
     assert ops <= set(fo.importable_ops())
-    assert {"Conv", "Gemm", "MatMul", "Reshape", "Shape", "Gather", "Unsqueeze", "Concat"} <= set(fo.importable_ops())
+    assert {"Conv", "Gemm", "MatMul", "Reshape", "Shape", "Gather", "Unsqueeze", "Concat", "Add",
+            "InstanceNormalization", "GroupNormalization", "LayerNormalization", "Softplus"} <= set(fo.importable_ops())
 
 
 # --- the command line ----------------------------------------------------------------------------

@@ -208,3 +208,119 @@ def test_the_first_training_step_matches_pytorchs(tmp_path):
     grads = dict(model.named_parameters())
     for name, p in imported.named_parameters():
         assert rel_error(p.grad, grads[name].grad.numpy()) < 1e-4, name
+
+
+# --- graphs: residual blocks and concatenations -------------------------------------------------
+
+class TorchResidual(nn.Module):
+    """fastconv.Residual's twin: ``body(x) + shortcut(x)`` (children ``body`` and ``shortcut``)."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body, self.shortcut = body, shortcut
+
+    def forward(self, x):
+        return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
+class TorchConcat(nn.ModuleList):
+    """fastconv.Concat's twin: the branches' outputs concatenated along dim 1."""
+
+    def forward(self, x):
+        return torch.cat([b(x) for b in self], 1)
+
+
+def torch_resnet(width):
+    """The twin of ``examples/train_mnist.py``'s resnet: basic blocks, the last two with strided
+    1x1 projection shortcuts."""
+    def conv_bn(c_in, c_out, kernel=3, stride=1):
+        return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out)]
+
+    def block(c_in, c_out, stride):
+        body = nn.Sequential(*conv_bn(c_in, c_out, stride=stride), nn.ReLU(), *conv_bn(c_out, c_out))
+        short = nn.Sequential(*conv_bn(c_in, c_out, 1, stride)) if stride != 1 or c_in != c_out else None
+        return [TorchResidual(body, short), nn.ReLU()]
+    w1, w2, w3 = width, 2 * width, 4 * width
+    return nn.Sequential(*conv_bn(1, w1), nn.ReLU(), *block(w1, w1, 1), *block(w1, w2, 2), *block(w2, w3, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w3, 10))
+
+
+def with_fastconv_weights(model, fastconv_model, seed=0):
+    """``model`` (a torch twin) with ``fastconv_model``'s initial weights and random BatchNorm
+    statistics and affine parameters, in eval mode."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, value in fastconv_model.state_dict().items():
+        value = np.asarray(value)
+        stem = key.rsplit(".", 1)[0]
+        if f"{stem}.running_var" in model.state_dict() and not key.endswith("num_batches_tracked"):
+            value = (rng.uniform(0.5, 1.5, value.shape) if key.endswith(("running_var", "weight"))
+                     else rng.normal(0, 0.3, value.shape)).astype(np.float32)
+        state[key] = torch.from_numpy(value)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def one_training_step(imported, n=8, seed=0):
+    """One SGD step on random data: every parameter gets a finite gradient and changes."""
+    imported.train()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    before = {k: v.copy() for k, v in imported.state_dict().items()}
+    loss, opt = CrossEntropyLoss(), SGD(imported.parameters(), lr=0.01)
+    value = loss.forward(imported.forward(x), y)
+    imported.backward(loss.backward())
+    opt.step()
+    assert np.isfinite(value)
+    after = imported.state_dict()
+    for name, p in imported.named_parameters():
+        assert np.all(np.isfinite(p.grad)) and not np.array_equal(before[name], after[name]), name
+
+
+@pytest.mark.parametrize("fold", [True, False], ids=["folded", "unfolded"])
+def test_a_torch_resnet_with_projection_shortcuts_imports_and_trains(fold, tmp_path):
+    fc.manual_seed(0)
+    model = with_fastconv_weights(torch_resnet(4), EXAMPLES["ARCHS"]["resnet"]["build"](width=4))
+    imported = fo.load(torch_export(model, tmp_path / "resnet.onnx", fold=fold))
+    blocks = [m for m in imported if isinstance(m, fc.Residual)]
+    assert len(blocks) == 3 and [b.shortcut is None for b in blocks] == [True, False, False]
+    assert outputs_match(model, imported) < TOL
+    if not fold:  # unfolded, the import has PyTorch's layers and state-dict keys
+        assert imported.state_dict().keys() == model.state_dict().keys()
+    one_training_step(imported)
+
+
+def test_a_torch_inception_block_imports_as_a_concat(tmp_path):
+    torch.manual_seed(0)
+    branches = TorchConcat([nn.Conv2d(4, 3, 1), nn.Sequential(nn.Conv2d(4, 2, 1), nn.ReLU(), nn.Conv2d(2, 3, 3, padding=1)),
+                            nn.Sequential(nn.MaxPool2d(3, 1, padding=1), nn.Conv2d(4, 2, 1)), nn.Identity()])
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), branches, nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(12, 10)).eval()
+    imported = fo.load(torch_export(model, tmp_path / "inception.onnx"))
+    concat = [m for m in imported if isinstance(m, fc.Concat)]
+    assert len(concat) == 1 and len(concat[0]) == 4 and isinstance(concat[0][3], fc.Identity)
+    assert imported.state_dict().keys() == model.state_dict().keys()
+    assert outputs_match(model, imported) < TOL
+    one_training_step(imported)
+
+
+def test_torch_exports_of_the_normalisations_and_softplus_import(tmp_path):
+    """GroupNorm (Reshape, InstanceNormalization, Reshape, Mul, Add), InstanceNorm2d (GroupNorm(C, C)),
+    LayerNorm (LayerNormalization) and Softplus, folded and unfolded."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=3), nn.GroupNorm(2, 4), nn.Softplus(), nn.GroupNorm(4, 4, affine=False),
+                          nn.InstanceNorm2d(4, affine=True), nn.Softplus(), nn.LayerNorm((9, 9)), nn.Flatten(),
+                          nn.Linear(324, 10))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm)) and m.weight is not None:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.3)
+    model.eval()
+    for fold in (True, False):
+        imported = fo.load(torch_export(model, tmp_path / f"norms{fold}.onnx", fold=fold))
+        assert [type(m).__name__ for m in imported] == ["Conv2d", "GroupNorm", "Softplus", "GroupNorm", "GroupNorm",
+                                                        "Softplus", "LayerNorm", "Flatten", "Linear"]
+        assert outputs_match(model, imported) < TOL
+    one_training_step(imported)

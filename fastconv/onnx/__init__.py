@@ -1,5 +1,6 @@
 """ONNX in and out: :func:`export` a fastconv model to an ONNX file, :func:`load` an ONNX CNN
-(for instance one written by ``torch.onnx.export``) as a fastconv :class:`~fastconv.Sequential`.
+(for instance one written by ``torch.onnx.export``) as a fastconv :class:`~fastconv.Sequential`,
+with :class:`~fastconv.Residual` (an Add of two branches) and :class:`~fastconv.Concat` blocks.
 
 Needs the ``onnx`` package (``pip install fastconv[onnx]``); ``import fastconv`` never imports
 it. ``python -m fastconv.onnx export|check|run`` is the command-line front end.

@@ -81,6 +81,21 @@ def _sequential(g, model, key, x, shape):
     return x
 
 
+@exporter("Residual")
+def _residual(g, block, key, x, shape):
+    """``body(x) + shortcut(x)`` (or ``+ x``): both branches read ``x``, an Add joins them."""
+    y = export_layer(g, block.body, _key(key, "body"), x, shape)
+    s = x if block.shortcut is None else export_layer(g, block.shortcut, _key(key, "shortcut"), x, shape)
+    return g.node("Add", [y, s], key)
+
+
+@exporter("Concat")
+def _concat(g, block, key, x, shape):
+    """Every branch reads ``x``; one Concat node joins their outputs along ``dim``."""
+    outs = [export_layer(g, b, _key(key, name), x, shape) for name, b in block.named_children()]
+    return g.node("Concat", outs, key, axis=block.dim % len(block.output_shape(shape)))
+
+
 # --- layers with weights -----------------------------------------------------------------------
 
 _PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -137,10 +152,80 @@ def _linear(g, layer, key, x, shape):
     return g.node("Gemm", inputs, key, transB=1)
 
 
+def _affine_or_constant(g, layer, key, name, fill, shape):
+    """The layer's ``name`` parameter (``weight`` / ``bias``) reshaped to ``shape``, or a constant
+    of ``fill`` when the layer has none (``affine=False``, ``bias=False``)."""
+    if getattr(layer, name) is not None:
+        return g.weight(_key(key, name), g.state[_key(key, name)].reshape(shape))
+    return g.constant(f"{key}.{name}", np.full(shape, fill, dtype=g.dtype))
+
+
+def _normalize(g, key, x, axes, eps):
+    """``(x - mean) / sqrt(var + eps)`` over ``axes`` (biased variance) with ReduceMean, whose
+    axes are an attribute before opset 18 and an input from 18."""
+    def mean(v):
+        if g.opset >= 18:
+            return g.node("ReduceMean", [v, g.constant(f"{key}.axes", np.array(axes, dtype=np.int64))], key,
+                          keepdims=1)
+        return g.node("ReduceMean", [v], key, axes=_ints(axes), keepdims=1)
+    centred = g.node("Sub", [x, mean(x)], key)
+    var = mean(g.node("Mul", [centred, centred], key))
+    std = g.node("Sqrt", [g.node("Add", [var, g.scalar(f"{key}.eps", eps)], key)], key)
+    return g.node("Div", [centred, std], key)
+
+
 @exporter("BatchNorm1d", "BatchNorm2d")
 def _batch_norm(g, layer, key, x, shape):
-    names = [g.weight(_key(key, n)) for n in ("weight", "bias", "running_mean", "running_var")]
-    return g.node("BatchNormalization", [x] + names, key, epsilon=layer.eps, momentum=1.0 - layer.momentum)
+    """BatchNormalization with the running statistics (ones and zeros stand in for a missing weight
+    and bias); ``track_running_stats=False`` normalises with the batch statistics in eval too,
+    written as ReduceMean arithmetic over every axis but 1."""
+    c = layer.num_features
+    if layer.running_mean is None:
+        per_channel = (c,) + (1,) * (len(shape) - 2)
+        y = _normalize(g, key, x, [0] + list(range(2, len(shape))), layer.eps)
+        y = g.node("Mul", [y, _affine_or_constant(g, layer, key, "weight", 1.0, per_channel)], key)
+        return g.node("Add", [y, _affine_or_constant(g, layer, key, "bias", 0.0, per_channel)], key)
+    names = [_affine_or_constant(g, layer, key, "weight", 1.0, (c,)),
+             _affine_or_constant(g, layer, key, "bias", 0.0, (c,)),
+             g.weight(_key(key, "running_mean")), g.weight(_key(key, "running_var"))]
+    momentum = 0.9 if layer.momentum is None else 1.0 - layer.momentum  # only read in training
+    return g.node("BatchNormalization", [x] + names, key, epsilon=layer.eps, momentum=momentum)
+
+
+@exporter("GroupNorm")
+def _group_norm(g, layer, key, x, shape):
+    """As torch.onnx writes it: Reshape to (N, groups, -1), InstanceNormalization with unit scale
+    and zero bias, Reshape back, then Mul by weight and Add bias (C, 1, ...)."""
+    groups = layer.num_groups
+    grouped = g.node("Reshape", [x, g.constant(f"{key}.group_shape", np.array([0, groups, -1], dtype=np.int64))],
+                     key)
+    norm = g.node("InstanceNormalization", [grouped, g.constant(f"{key}.ones", np.ones(groups, g.dtype)),
+                                            g.constant(f"{key}.zeros", np.zeros(groups, g.dtype))],
+                  key, epsilon=layer.eps)
+    y = g.node("Reshape", [norm, g.constant(f"{key}.shape", np.array([0, *shape[1:]], dtype=np.int64))], key)
+    per_channel = (layer.num_channels,) + (1,) * (len(shape) - 2)
+    if layer.weight is None:
+        return y
+    y = g.node("Mul", [y, _affine_or_constant(g, layer, key, "weight", 1.0, per_channel)], key)
+    return g.node("Add", [y, _affine_or_constant(g, layer, key, "bias", 0.0, per_channel)], key)
+
+
+@exporter("LayerNorm")
+def _layer_norm(g, layer, key, x, shape):
+    """LayerNormalization over the trailing ``normalized_shape`` axes (opset 17 on), ReduceMean
+    arithmetic before."""
+    k = len(layer.normalized_shape)
+    norm_shape = tuple(layer.normalized_shape)
+    if g.opset >= 17:
+        inputs = [x, _affine_or_constant(g, layer, key, "weight", 1.0, norm_shape)]
+        if layer.bias is not None:
+            inputs.append(g.weight(_key(key, "bias")))
+        return g.node("LayerNormalization", inputs, key, axis=-k, epsilon=layer.eps)
+    y = _normalize(g, key, x, list(range(len(shape) - k, len(shape))), layer.eps)
+    if layer.weight is None:
+        return y
+    y = g.node("Mul", [y, g.weight(_key(key, "weight"))], key)
+    return y if layer.bias is None else g.node("Add", [y, g.weight(_key(key, "bias"))], key)
 
 
 @exporter("PReLU")
@@ -220,6 +305,23 @@ def _silu(g, layer, key, x, shape):
     if g.opset >= 24:
         return g.node("Swish", [x], key)
     return g.node("Mul", [x, g.node("Sigmoid", [x], key)], key)
+
+
+#: The smallest ``threshold`` at which Softplus's linear branch equals ``log(1 + exp(t))`` in
+#: float32 (``log1p(exp(-t)) < 2**-24 * t``): ONNX Softplus has no threshold.
+SOFTPLUS_THRESHOLD_MIN = 15.0
+
+
+@exporter("Softplus")
+def _softplus(g, layer, key, x, shape):
+    """ONNX Softplus (``log(1 + exp(x))``), as ``Softplus(beta * x) / beta`` when ``beta != 1``."""
+    if layer.threshold < SOFTPLUS_THRESHOLD_MIN:
+        raise Unsupported(f"threshold={layer.threshold} (ONNX Softplus has no threshold; fastconv's linear "
+                          f"branch matches it only for threshold >= {SOFTPLUS_THRESHOLD_MIN})")
+    if layer.beta == 1.0:
+        return g.node("Softplus", [x], key)
+    beta = g.scalar(f"{key}.beta", layer.beta)
+    return g.node("Div", [g.node("Softplus", [g.node("Mul", [x, beta], key)], key), beta], key)
 
 
 @exporter("Hardtanh")

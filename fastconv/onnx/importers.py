@@ -8,6 +8,9 @@ have is Unsupported, so importers of layers still to come are inert until the la
 ``needs`` only lists the classes for :func:`fastconv.onnx.importable_ops`. Constant ops (shape
 arithmetic) are folded instead: see :mod:`fastconv.onnx.folding`.
 
+The pooling and one-tensor ops (activations, Softmax, Identity, Cast, Dropout) are in
+:mod:`fastconv.onnx.pool_act_importers`; the rest are here.
+
 Importers raise :class:`Unsupported` naming the attribute or input they cannot honour; every
 attribute a node carries must be one the importer knows (:func:`attributes`), so nothing is
 silently ignored. No layer is built here: a :class:`Spec` is built only once the whole graph has
@@ -23,7 +26,7 @@ import fastconv
 
 from .._shapes import conv_padding
 
-__all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Unsupported", "importer", "attributes", "IMPORTERS"]
+__all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Block", "item_specs", "build_items", "Unsupported", "importer", "attributes", "IMPORTERS"]
 
 IMPORTERS = {}  # op type -> (fn, names of the fastconv classes it builds)
 
@@ -50,12 +53,14 @@ BATCH = Symbol("N")
 
 class Tensor:
     """A value computed at run time: ``name`` and ``shape`` (dim 0 is :data:`BATCH`, other dims
-    ints or None when unknown; ``shape`` is None when even the rank is unknown)."""
+    ints or None when unknown; ``shape`` is None when even the rank is unknown), and ``items``:
+    the layers (:class:`Spec` and :class:`Block`) that compute it from the graph input, in order
+    (None until its node has been imported)."""
 
-    __slots__ = ("name", "shape")
+    __slots__ = ("name", "shape", "items")
 
-    def __init__(self, name, shape):
-        self.name, self.shape = name, shape
+    def __init__(self, name, shape, items=None):
+        self.name, self.shape, self.items = name, shape, items
 
     @property
     def rank(self):
@@ -80,6 +85,37 @@ class Spec:
         if self.state:
             layer.load_state_dict(self.state)
         return layer
+
+
+class Block:
+    """A Residual or Concat block to build from its branches, each a list of :class:`Spec` /
+    :class:`Block` items: built as a Sequential, as the one layer when it has one item, and as the
+    block's input itself (no shortcut, an Identity branch) when it is empty."""
+
+    def __init__(self, cls, branches, dim=1):
+        _layer_class(cls)
+        self.cls, self.branches, self.dim = cls, [list(b) for b in branches], dim
+
+    def specs(self):
+        """Every Spec inside the block, nested blocks included."""
+        return [s for b in self.branches for item in b for s in item_specs(item)]
+
+    def build(self):
+        seqs = [None if not b else b[0].build() if len(b) == 1 else fastconv.Sequential(*build_items(b))
+                for b in self.branches]
+        if self.cls == "Residual":
+            return fastconv.Residual(*seqs)
+        return fastconv.Concat(*(fastconv.Identity() if s is None else s for s in seqs), dim=self.dim)
+
+
+def item_specs(item):
+    """The Specs of one chain item (itself, or those inside a Block)."""
+    return item.specs() if isinstance(item, Block) else [item]
+
+
+def build_items(items):
+    """The layers of a chain of Spec / Block items, built."""
+    return [item.build() for item in items]
 
 
 def importer(op, needs=()):
@@ -295,18 +331,101 @@ def _matmul(ctx, node, x):
     return _linear_spec(b.T, None)
 
 
-@importer("Add", needs=("Linear",))
+def _per_channel(c, x, what):
+    """Constant ``c`` as one value per channel of ``x`` (N, C, *): shape (C, 1, ...), (1, C, 1, ...),
+    or one value for all (torch.onnx multiplies a GroupNorm without affine by ones of (1, 1, 1))."""
+    channels = x.shape[1]
+    core = (channels,) + (1,) * (len(x.shape) - 2)
+    c = np.asarray(c)
+    if c.size == 1 and c.ndim <= len(x.shape):
+        return np.full(channels, c.reshape(-1)[0], dtype=np.float32)
+    if c.shape[c.ndim - len(core):] != core or any(d != 1 for d in c.shape[:c.ndim - len(core)]) or c.ndim < len(core):
+        raise Unsupported(f"{what} of shape {c.shape} is not one value per channel of a {tuple(x.shape)} input")
+    return _f32(c).reshape(-1)
+
+
+@importer("Add", needs=("Linear", "GroupNorm"))
 def _add(ctx, node, x):
-    """A constant added to a bias-free Linear's output is its bias (MatMul + Add, or Gemm without C)."""
+    """A constant added to a bias-free Linear's output is its bias (MatMul + Add, or Gemm without C);
+    one per channel added to a GroupNorm that has a weight and no bias is its bias."""
     attributes(node)
     spec = ctx.producer(x)
     c = ctx.const(node, 1 - ctx.position(node, x), "addend")
+    if spec is not None and spec.cls == "GroupNorm" and not spec.pending and not np.any(c):
+        _per_channel(c, x, "the addend")
+        return spec  # torch.onnx's zeros after a GroupNorm without affine
+    if spec is not None and spec.cls == "GroupNorm" and spec.kwargs.get("affine") and not spec.kwargs["bias"]:
+        spec.state["bias"] = _per_channel(c, x, "the addend")
+        spec.kwargs["bias"] = True
+        return spec
     if spec is None or spec.cls != "Linear" or spec.kwargs["bias"]:
-        raise Unsupported("adding a constant is supported only as the bias of a MatMul or bias-free Gemm "
-                          "(a residual Add of two tensors needs a Residual block)")
+        raise Unsupported("adding a constant is supported only as the bias of a MatMul, a bias-free Gemm or "
+                          "a GroupNorm (a residual Add of two tensors needs a Residual block)")
     spec.state["bias"] = _f32(_bias_vector(c, spec.kwargs["out_features"], "addend"))
     spec.kwargs["bias"] = True
     return spec  # the same layer, now with its bias: the Add node is folded into it
+
+
+@importer("Mul", needs=("GroupNorm", "Softplus"))
+def _mul(ctx, node, x):
+    """One constant per channel multiplying a GroupNorm without weight is its weight; a scalar
+    ``beta`` read by a Softplus starts ``Softplus(beta * x) / beta`` (fastconv's export of beta)."""
+    attributes(node)
+    spec = ctx.producer(x)
+    c = ctx.const(node, 1 - ctx.position(node, x), "factor")
+    reader = ctx.consumer(node)
+    if reader is not None and reader.op_type == "Softplus" and np.asarray(c).size == 1 and float(c) > 0:
+        return Spec("Softplus", dict(beta=_decimal(c)), pending=True)
+    if spec is None or spec.cls != "GroupNorm" or spec.pending or spec.kwargs.get("affine", True):
+        raise Unsupported("multiplying by a constant is supported only as the weight of a group normalisation "
+                          "(Reshape, InstanceNormalization, Reshape, Mul, Add)")
+    weight = _per_channel(c, x, "the factor")
+    if np.all(weight == 1) and np.asarray(c).size == 1:
+        return spec  # torch.onnx's ones after a GroupNorm without affine: it stays without weight
+    spec.state["weight"] = weight
+    spec.kwargs.update(affine=True, bias=False)
+    return spec
+
+
+def _unit_affine(ctx, node, groups):
+    """InstanceNormalization's scale and bias inside a group normalisation: ones and zeros."""
+    scale, bias = ctx.const(node, 1, "scale"), ctx.const(node, 2, "B")
+    if scale.size != groups or bias.size != groups or np.any(scale != 1) or np.any(bias != 0):
+        raise Unsupported(f"InstanceNormalization of {groups} groups with scale {scale.shape} / B {bias.shape} "
+                          "other than ones and zeros (the group normalisation's affine part follows it)")
+
+
+@importer("InstanceNormalization", needs=("GroupNorm",))
+def _instance_norm(ctx, node, x):
+    """The middle of a group normalisation (after the Reshape to (N, groups, -1)); alone, over
+    (N, C, *) with a scale and B per channel, it is ``GroupNorm(C, C)``."""
+    a = attributes(node, epsilon=1e-5)
+    spec = ctx.producer(x)
+    if spec is not None and spec.cls == "GroupNorm" and spec.pending:
+        _unit_affine(ctx, node, spec.kwargs["num_groups"])
+        spec.kwargs["eps"] = _decimal(a["epsilon"])
+        return spec
+    if ctx.rank(x) < 3 or x.shape[1] is None:
+        raise Unsupported(f"input of shape {x.shape}: fastconv instance-normalises (N, C, *) with static C")
+    c = x.shape[1]
+    state = {"weight": _f32(ctx.const(node, 1, "scale")).reshape(-1), "bias": _f32(ctx.const(node, 2, "B")).reshape(-1)}
+    if state["weight"].size != c or state["bias"].size != c:
+        raise Unsupported(f"scale / B of {state['weight'].size} / {state['bias'].size} values for {c} channels")
+    return Spec("GroupNorm", dict(num_groups=c, num_channels=c, eps=_decimal(a["epsilon"])), state)
+
+
+@importer("GroupNormalization", needs=("GroupNorm",))
+def _group_normalization(ctx, node, x):
+    a = attributes(node, epsilon=1e-5, num_groups=None, stash_type=1)
+    if ctx.rank(x) < 3 or x.shape[1] is None:
+        raise Unsupported(f"input of shape {x.shape}: fastconv group-normalises (N, C, *) with static C")
+    c, groups = x.shape[1], int(a["num_groups"])
+    scale, bias = _f32(ctx.const(node, 1, "scale")).reshape(-1), _f32(ctx.const(node, 2, "bias")).reshape(-1)
+    if scale.size != c or bias.size != c or c % groups:
+        raise Unsupported(f"scale / bias of {scale.size} / {bias.size} values (one per group is opset 18's "
+                          f"form) for {c} channels in {groups} groups: fastconv takes one per channel")
+    return Spec("GroupNorm", dict(num_groups=groups, num_channels=c, eps=_decimal(a["epsilon"])),
+                {"weight": scale, "bias": bias})
 
 
 @importer("BatchNormalization", needs=("BatchNorm1d", "BatchNorm2d"))
@@ -338,140 +457,26 @@ def _prelu(ctx, node, x):
     return Spec("PReLU", dict(num_parameters=slope.size), {"weight": _f32(slope).reshape(-1)})
 
 
-# --- pooling -----------------------------------------------------------------------------------
-
-def _pool(cls, ctx, node, extra):
-    a = attributes(node, auto_pad="NOTSET", ceil_mode=0, dilations=(1, 1), kernel_shape=(),
-                   pads=(0, 0, 0, 0), strides=(1, 1), **extra)
-    issues = []
-    if a["auto_pad"] != "NOTSET":
-        issues.append(f"auto_pad={a['auto_pad']!r}")
-    kernel = _pair(a["kernel_shape"], "pooling", "kernel_shape")
-    top, left, bottom, right = a["pads"]
-    if (top, left) != (bottom, right):
-        issues.append(f"asymmetric pads {list(a['pads'])}")
-    kwargs = dict(kernel_size=_square(kernel), stride=_square(_pair(a["strides"], "pooling", "strides")))
-    kwargs.update(_require(issues, cls, "padding", (top, left), (0, 0)))
-    kwargs.update(_require(issues, cls, "dilation", _pair(a["dilations"], "pooling", "dilations"), (1, 1)))
-    kwargs.update(_require(issues, cls, "ceil_mode", bool(a["ceil_mode"]), False))
-    return a, kwargs, issues
-
-
-@importer("MaxPool", needs=("MaxPool2d",))
-def _max_pool(ctx, node, x):
-    a, kwargs, issues = _pool("MaxPool2d", ctx, node, dict(storage_order=0))
-    ctx.unused_outputs(node, "the Indices output")
-    _done(issues)
-    return Spec("MaxPool2d", kwargs)
-
-
-@importer("AveragePool", needs=("AvgPool2d",))
-def _average_pool(ctx, node, x):
-    a, kwargs, issues = _pool("AvgPool2d", ctx, node, dict(count_include_pad=0))
-    if kwargs.get("padding") is not None:  # count_include_pad only matters with padding
-        kwargs.update(_require(issues, "AvgPool2d", "count_include_pad", bool(a["count_include_pad"]), True))
-    _done(issues)
-    return Spec("AvgPool2d", kwargs)
-
-
-def _global_pool(adaptive, plain):
-    def import_global(ctx, node, x):
-        attributes(node)
-        if ctx.rank(x) != 4:
-            raise Unsupported(f"input rank {x.rank}: only (N, C, H, W) is supported")
-        if isinstance(getattr(fastconv, adaptive, None), type):
-            return Spec(adaptive, dict(output_size=1))
-        if None in x.shape[2:]:
-            raise Unsupported(f"fastconv has no {adaptive} and the input's H, W are not static")
-        return Spec(plain, dict(kernel_size=_square(tuple(x.shape[2:]))))  # one window over the whole plane
-    return import_global
-
-
-importer("GlobalAveragePool", needs=("AvgPool2d",))(_global_pool("AdaptiveAvgPool2d", "AvgPool2d"))
-importer("GlobalMaxPool", needs=("MaxPool2d",))(_global_pool("AdaptiveMaxPool2d", "MaxPool2d"))
-
-
-# --- elementwise -------------------------------------------------------------------------------
-
-def _elementwise(cls, **attrs):
-    """An importer of a one-input op building ``cls``; ``attrs``: ONNX name -> (layer arg, default)."""
-    def import_elementwise(ctx, node, x):
-        a = attributes(node, **{name: default for name, (_, default) in attrs.items()})
-        return Spec(cls, {arg: _decimal(a[name]) if isinstance(a[name], float) else a[name]
-                          for name, (arg, _) in attrs.items()})
-    return import_elementwise
-
-
-importer("Relu", needs=("ReLU",))(_elementwise("ReLU"))
-importer("Sigmoid", needs=("Sigmoid",))(_elementwise("Sigmoid"))
-importer("Tanh", needs=("Tanh",))(_elementwise("Tanh"))
-importer("LeakyRelu", needs=("LeakyReLU",))(_elementwise("LeakyReLU", alpha=("negative_slope", 0.01)))
-importer("Elu", needs=("ELU",))(_elementwise("ELU", alpha=("alpha", 1.0)))
-importer("Gelu", needs=("GELU",))(_elementwise("GELU", approximate=("approximate", "none")))
-
-
-@importer("Swish", needs=("SiLU",))
-def _swish(ctx, node, x):
-    a = attributes(node, alpha=1.0)
-    if a["alpha"] != 1.0:
-        raise Unsupported(f"alpha={a['alpha']}: SiLU is x * sigmoid(x)")
-    return Spec("SiLU", {})
-
-
-@importer("Selu", needs=("SELU",))
-def _selu(ctx, node, x):
-    a = attributes(node, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875)
-    if not (math.isclose(a["alpha"], 1.6732632, rel_tol=1e-6) and math.isclose(a["gamma"], 1.0507010, rel_tol=1e-6)):
-        raise Unsupported(f"alpha={a['alpha']}, gamma={a['gamma']}: SELU has fixed constants")
-    return Spec("SELU", {})
-
-
-@importer("Clip", needs=("Hardtanh",))
-def _clip(ctx, node, x):
-    attributes(node)
-    low, high = ctx.const(node, 1, "min", optional=True), ctx.const(node, 2, "max", optional=True)
-    return Spec("Hardtanh", dict(min_val=-math.inf if low is None else float(low),
-                                 max_val=math.inf if high is None else float(high)))
-
-
-def _softmax(cls):
-    def import_softmax(ctx, node, x):
-        a = attributes(node, axis=-1 if ctx.opset >= 13 else 1)
-        axis = a["axis"] % ctx.rank(x)
-        if ctx.opset < 13 and axis != x.rank - 1:  # before opset 13 the axis flattens what follows it
-            raise Unsupported(f"axis={a['axis']} over a {x.rank}-D input (opset {ctx.opset} semantics)")
-        return Spec(cls, dict(dim=axis))
-    return import_softmax
-
-
-importer("Softmax", needs=("Softmax",))(_softmax("Softmax"))
-importer("LogSoftmax", needs=("LogSoftmax",))(_softmax("LogSoftmax"))
-
-
-@importer("Identity")
-def _identity(ctx, node, x):
-    attributes(node)
-    return None
-
-
-@importer("Cast")
-def _cast(ctx, node, x):
-    a = attributes(node, to=None, saturate=1)
-    if helper.tensor_dtype_to_np_dtype(a["to"]).kind != "f":
-        raise Unsupported(f"cast of an activation to {helper.tensor_dtype_to_np_dtype(a['to'])}")
-    return None  # fastconv computes in float32 throughout
-
-
-@importer("Dropout", needs=("Dropout",))
-def _dropout(ctx, node, x):
-    a = attributes(node, seed=0, **({} if ctx.opset >= 12 else {"ratio": 0.5}))
-    ctx.unused_outputs(node, "the mask output")
-    ratio = ctx.const(node, 1, "ratio", optional=True) if ctx.opset >= 12 else a.get("ratio")
-    training = ctx.const(node, 2, "training_mode", optional=True)
-    if training is not None and bool(training):
-        raise Unsupported("training_mode=True: export the model in eval mode")
-    p = 0.5 if ratio is None else _decimal(ratio)
-    return Spec("Dropout", dict(p=p)) if p > 0 else None
+@importer("LayerNormalization", needs=("LayerNorm",))
+def _layer_norm(ctx, node, x):
+    a = attributes(node, axis=-1, epsilon=1e-5, stash_type=1)
+    ctx.unused_outputs(node, "the Mean / InvStdDev outputs")
+    rank = ctx.rank(x)
+    axis = a["axis"] % rank
+    shape = tuple(x.shape[axis:])
+    if axis == 0 or None in shape:
+        raise Unsupported(f"axis={a['axis']} over a {tuple(x.shape)} input: fastconv.LayerNorm normalises "
+                          "static trailing axes after the batch")
+    scale = ctx.const(node, 1, "scale")
+    bias = ctx.const(node, 2, "bias", optional=True)
+    for what, v in (("scale", scale), ("bias", bias)):
+        if v is not None and v.shape != shape:
+            raise Unsupported(f"{what} of shape {v.shape}: fastconv.LayerNorm takes one of the normalised "
+                              f"shape {shape}")
+    state = {"weight": _f32(scale)}
+    if bias is not None:
+        state["bias"] = _f32(bias)
+    return Spec("LayerNorm", dict(normalized_shape=shape, eps=_decimal(a["epsilon"]), bias=bias is not None), state)
 
 
 # --- reshaping and padding ---------------------------------------------------------------------
@@ -525,7 +530,31 @@ def _shown(values):
     return [v if isinstance(v, Symbol) else int(v) for v in values]
 
 
-@importer("Reshape", needs=("Flatten",))
+def _group_norm_reshape(ctx, node, x, dims, out):
+    """The Reshapes around a group normalisation's InstanceNormalization (as torch.onnx and
+    fastconv write it): to (N, groups, -1) before, back to the input's shape after. Returns the
+    GroupNorm Spec (pending until the second Reshape), or None for any other Reshape."""
+    spec = ctx.producer(x)
+    if spec is not None and spec.cls == "GroupNorm" and spec.pending:
+        if "eps" not in spec.kwargs or out is None or out[1:] != list(spec.restore[1:]):
+            raise Unsupported(f"Reshape to {_shown(out or [])} inside a group normalisation of a "
+                              f"{tuple(spec.restore)} input (back to that shape after InstanceNormalization)")
+        spec.pending = False
+        spec.kwargs["affine"] = False
+        return spec
+    reader = ctx.consumer(node)
+    if (reader is None or reader.op_type != "InstanceNormalization" or out is None or len(out) != 3
+            or not isinstance(out[1], int) or len(dims) < 3 or None in dims[1:]):
+        return None
+    groups, channels = out[1], dims[1]
+    if groups < 1 or channels % groups or out[2] not in (-1, math.prod(dims[1:]) // groups):
+        return None
+    spec = Spec("GroupNorm", dict(num_groups=groups, num_channels=channels), pending=True)
+    spec.restore = tuple(dims)
+    return spec
+
+
+@importer("Reshape", needs=("Flatten", "GroupNorm"))
 def _reshape(ctx, node, x):
     """A Reshape that keeps the batch axis and merges a run of axes is a Flatten."""
     a = attributes(node, allowzero=0)
@@ -535,6 +564,9 @@ def _reshape(ctx, node, x):
     ctx.rank(x)
     dims = list(x.shape)
     out = _reshape_target(target, dims, a["allowzero"], ctx.static_batch)
+    group_norm = _group_norm_reshape(ctx, node, x, dims, out)
+    if group_norm is not None:
+        return group_norm
     if out == dims:
         return None
     if out == [BATCH, -1]:

@@ -1,4 +1,5 @@
-"""Import: an ONNX file -> a fastconv :class:`~fastconv.Sequential` with its weights.
+"""Import: an ONNX file -> a fastconv :class:`~fastconv.Sequential` (with nested
+:class:`~fastconv.Residual` and :class:`~fastconv.Concat` blocks) with its weights.
 
 :func:`read_model` reads and validates the file (truncated, not ONNX, unsupported opset: a
 ValueError saying which). :func:`load` then reads the graph once, node by node, without building
@@ -6,6 +7,13 @@ anything: constants and shape arithmetic are folded (:data:`~fastconv.onnx.foldi
 each other node becomes the :class:`~fastconv.onnx.importers.Spec` of a layer
 (:data:`~fastconv.onnx.importers.IMPORTERS`), and every node fastconv cannot run is noted. Only
 when no problem was found are the layers built.
+
+Each run-time value knows the layers that compute it from the graph input (its ``items``). An
+Add of two run-time values is a Residual block and a Concat of several a Concat block: the items
+the values share come first, then the block whose branches are what follows their fork (an empty
+branch is the block's input: the identity shortcut, an Identity branch). A graph that is not such
+a nest of blocks (a layer read by branches that join elsewhere, a tensor added to itself, a
+concatenation along the batch axis, other ops of two run-time tensors) is reported.
 """
 import os
 
@@ -17,7 +25,8 @@ from ..layers import Sequential
 import fastconv
 
 from .folding import FOLDERS
-from .importers import BATCH, IMPORTERS, Tensor, Unsupported
+from . import pool_act_importers  # noqa: F401 - registers the pooling and activation importers
+from .importers import BATCH, IMPORTERS, Block, Tensor, Unsupported, attributes, build_items, item_specs
 
 __all__ = ["IMPORT_OPSETS", "read_model", "load", "importable_ops"]
 
@@ -156,17 +165,18 @@ def _shapes(model):
 
 
 class _Graph:
-    """The walk over one graph: values so far, the layer specs, the problems found."""
+    """The walk over one graph: values so far (a run-time Tensor knows the layers that compute it
+    from the input), the problems found."""
 
     def __init__(self, model):
         graph = model.graph
         self.opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-        self.problems, self.specs = [], []
+        self.problems = []
         self.values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         self._shapes = _shapes(model)
         self._producer = {}
         self._broken = set()  # outputs of layer nodes that could not be imported
-        self.head = None
+        self.output = None
         self.static_batch = None
         self.nodes = self._needed(graph)
         self._uses = {}
@@ -252,8 +262,7 @@ class _Graph:
         if t.HasField("shape") and t.shape.dim:
             first = t.shape.dim[0]
             self.static_batch = first.dim_value if first.HasField("dim_value") else None
-        self.values[v.name] = self.tensor(v.name)
-        self.head = v.name
+        self.values[v.name] = Tensor(v.name, self.tensor(v.name).shape, ())
 
     def walk(self):
         for i, node in enumerate(self.nodes):
@@ -270,13 +279,11 @@ class _Graph:
         for name in node.output:
             if name:
                 self.values[name] = self.tensor(name) if runtime else _FAILED
-        if runtime:
-            self.head = node.output[0]
 
     def _node(self, node):
         inputs = [self.values.get(name) if name else None for name in node.input]
         runtime = [v for v in inputs if isinstance(v, Tensor)]
-        op, head = node.op_type, self.head
+        op = node.op_type
         if node.domain not in ("", "ai.onnx"):
             self._fail(node, bool(runtime))
             raise Unsupported(f"op {node.domain}.{op} is not an ONNX standard operator")
@@ -291,23 +298,65 @@ class _Graph:
             self.values[node.output[0]] = np.asarray(value)
             return
         self._fail(node, bool(runtime))  # until the importer succeeds
+        out = self.values[node.output[0]]
+        if op == "Concat" or (op == "Add" and len(runtime) > 1):
+            if any(t.items is None for t in runtime):
+                raise _Skip  # it joins the output of a node already reported
+            out.items = self._join(node, runtime, len(inputs))
+            return
         if op not in IMPORTERS:
             raise Unsupported(f"op {op} is not supported" + ("" if runtime else " (on constants)"))
         fn = IMPORTERS[op][0]
         if len(runtime) != 1:
-            raise Unsupported(f"it reads {len(runtime)} run-time tensors; fastconv imports chains of "
-                              "layers (one tensor in, one out)")
+            raise Unsupported(f"it reads {len(runtime)} run-time tensors; fastconv joins tensors only with "
+                              "Add (a Residual block) and Concat")
         x = runtime[0]
-        if x.name != head:
-            raise Unsupported(f"it reads {x.name!r}, not the previous layer's output {head!r}: "
-                              "fastconv imports chains of layers (a Sequential)")
         spec = fn(self, node, x)
         if spec is not None:
-            if not any(s is spec for s in self.specs):
-                self.specs.append(spec)
             self._producer[node.output[0]] = spec
         elif x.name in self._producer:
             self._producer[node.output[0]] = self._producer[x.name]
+        fresh = spec is not None and not any(item is spec for item in (x.items or ()))
+        if spec is not None and not fresh and self._uses.get(x.name, 0) > 1:
+            raise Unsupported(f"it completes the {spec.cls} layer that computes {x.name!r}, which other nodes "
+                              "read too (they would see the completed layer)")
+        if x.items is not None:  # None: x comes from a node already reported; this one is checked all the same
+            out.items = x.items + (spec,) if fresh else x.items
+
+    def _join(self, node, runtime, n_inputs):
+        """The items of an Add of two run-time tensors (a Residual block) or a Concat of several
+        (a Concat block): the layers they share, then the block of what follows the fork. Unsupported
+        for a graph that is not a nest of such blocks."""
+        if len(runtime) != n_inputs:
+            raise Unsupported(f"it mixes {len(runtime)} run-time tensors with constants")
+        chains = [t.items for t in runtime]
+        if len(chains) == 1:
+            attributes(node, axis=None)
+            return chains[0]  # a Concat of one tensor is the identity
+        n = 0
+        while all(len(c) > n and c[n] is chains[0][n] for c in chains):
+            n += 1
+        rests = [c[n:] for c in chains]
+        seen = {}
+        for i, rest in enumerate(rests):
+            for item in rest:
+                for spec in item_specs(item):
+                    if seen.setdefault(id(spec), i) != i:
+                        raise Unsupported(f"a {spec.cls} layer feeds branches {seen[id(spec)]} and {i} of this "
+                                          "join after they forked: the graph is not a nest of Residual / "
+                                          "Concat blocks, which is all fastconv expresses")
+        if node.op_type == "Add":
+            attributes(node)
+            if not any(rests):
+                raise Unsupported(f"it adds {node.input[0]!r} to itself (not a Residual block)")
+            body, shortcut = rests if rests[0] else rests[::-1]
+            return chains[0][:n] + (Block("Residual", [body, shortcut] if shortcut else [body]),)
+        axis = attributes(node, axis=None)["axis"]
+        if axis is None:
+            raise Unsupported("the axis attribute is missing")
+        if axis % self.rank(runtime[0]) == 0:
+            raise Unsupported(f"axis={axis} concatenates along the batch axis")
+        return chains[0][:n] + (Block("Concat", rests, dim=int(axis)),)
 
     def read_output(self, graph):
         if len(graph.output) != 1:
@@ -316,8 +365,8 @@ class _Graph:
         name = graph.output[0].name
         if not isinstance(self.values.get(name), Tensor):
             self.problems.append(f"output {name!r} is a constant, not computed from the input")
-        elif name != self.head:
-            self.problems.append(f"output {name!r} is not the last layer's output {self.head!r}")
+        elif self.values[name].items is not None:
+            self.output = self.values[name]
 
 
 def load(source):
@@ -327,7 +376,8 @@ def load(source):
     ----------
     source : str, os.PathLike or onnx.ModelProto
         An ONNX file (for instance from :func:`fastconv.onnx.export` or ``torch.onnx.export``)
-        whose graph is a chain of supported ops (:func:`fastconv.onnx.importable_ops`).
+        whose graph is a chain of supported ops (:func:`fastconv.onnx.importable_ops`), or a nest
+        of residual Adds and Concats of such chains (a ResNet, an Inception-like block).
 
     Returns
     -------
@@ -352,10 +402,8 @@ def load(source):
     if g.problems:
         raise ValueError(f"cannot import {where} into fastconv ({len(g.problems)} problem"
                          f"{'s' * (len(g.problems) > 1)}): " + "; ".join(g.problems))
-    layers = []
-    for spec in g.specs:
-        try:
-            layers.append(spec.build())
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"cannot import {where}: building {spec.cls}({spec.kwargs}) failed: {exc}") from exc
+    try:
+        layers = build_items(g.output.items)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot import {where}: building its layers failed: {exc}") from exc
     return Sequential(*layers).eval()
