@@ -351,7 +351,12 @@ def run_configurations(argv, isas):
     print(f"# fastconv benchmarks on {cpu_model()}\n")
     print("Each configuration below ran in its own process, one after the other; within each, "
           "every implementation ran interleaved.\n")
-    rest = [a for a in argv if not a.startswith("--isa")]
+    rest, skip = [], False
+    for a in argv:  # everything but --isa and its value
+        if skip or a.startswith("--isa"):
+            skip = a == "--isa"
+            continue
+        rest.append(a)
     plot = rest.index("--plot") + 1 if "--plot" in rest else None
     for isa in isas:
         if plot is not None and len(isas) > 1:  # one chart per configuration: speed-native.png, ...
