@@ -150,7 +150,27 @@ class BatchNorm1d(_BatchNorm):
     _ndims = (2, 3)
 
 
-class GroupNorm(_Normalization):
+class _PerSampleNorm(_Normalization):
+    """GroupNorm and LayerNorm: statistics of each sample, the same in training and eval; the
+    subclass names its F pair as ``_normalize(x, weight, bias)`` and ``_normalize_backward``."""
+
+    def forward(self, x):
+        x = self._input(x)
+        self.output_shape(x.shape)
+        out, cache = self._normalize(x, *self._data())
+        self._save(cache)
+        return out
+
+    def _backward(self, dy, need_dx):
+        cache = self._restore()
+        if not (need_dx or self._trainable()):
+            return None
+        dx, dweight, dbias = self._normalize_backward(dy, cache, need_dx)
+        self._grads(dweight, dbias)
+        return dx
+
+
+class GroupNorm(_PerSampleNorm):
     """Group normalisation of (N, C, *): each image's C channels form ``num_groups`` groups of
     consecutive channels, each normalised by its own mean and biased variance (over its channels
     and positions), the same in training and eval; then ``* weight[c] + bias[c]`` per channel
@@ -174,20 +194,10 @@ class GroupNorm(_Normalization):
             raise ValueError(f"{self._label()} expects input (N, {self.num_channels}, *), got shape {shape}")
         return shape
 
-    def forward(self, x):
-        x = self._input(x)
-        self.output_shape(x.shape)
-        out, cache = F.group_norm(x, self.num_groups, *self._data(), eps=self.eps)
-        self._save(cache)
-        return out
+    def _normalize(self, x, weight, bias):
+        return F.group_norm(x, self.num_groups, weight, bias, eps=self.eps)
 
-    def _backward(self, dy, need_dx):
-        cache = self._restore()
-        if not (need_dx or self._trainable()):
-            return None
-        dx, dweight, dbias = F.group_norm_backward(dy, cache, need_dx)
-        self._grads(dweight, dbias)
-        return dx
+    _normalize_backward = staticmethod(F.group_norm_backward)
 
     def _label(self):
         return f"GroupNorm({self.num_groups}, {self.num_channels})"
@@ -197,7 +207,7 @@ class GroupNorm(_Normalization):
                 f"bias={self.bias is not None})")
 
 
-class LayerNorm(_Normalization):
+class LayerNorm(_PerSampleNorm):
     """Layer normalisation over the trailing ``normalized_shape`` dimensions of (*, *normalized_shape):
     each slice normalised by its own mean and biased variance, then ``* weight + bias`` elementwise
     (``elementwise_affine``; ``weight`` ones and ``bias`` zeros of ``normalized_shape``; ``bias=False``
@@ -217,20 +227,10 @@ class LayerNorm(_Normalization):
             raise ValueError(f"{self._label()} expects input (*, {dims}), got shape {shape}")
         return shape
 
-    def forward(self, x):
-        x = self._input(x)
-        self.output_shape(x.shape)
-        out, cache = F.layer_norm(x, self.normalized_shape, *self._data(), eps=self.eps)
-        self._save(cache)
-        return out
+    def _normalize(self, x, weight, bias):
+        return F.layer_norm(x, self.normalized_shape, weight, bias, eps=self.eps)
 
-    def _backward(self, dy, need_dx):
-        cache = self._restore()
-        if not (need_dx or self._trainable()):
-            return None
-        dx, dweight, dbias = F.layer_norm_backward(dy, cache, need_dx)
-        self._grads(dweight, dbias)
-        return dx
+    _normalize_backward = staticmethod(F.layer_norm_backward)
 
     def _label(self):
         return f"LayerNorm({self.normalized_shape})"
