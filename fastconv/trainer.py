@@ -38,7 +38,7 @@ from tqdm import tqdm
 from . import distributed as dist
 from ._backend import is_device_array, to_device, to_numpy
 from ._grad import no_grad
-from ._io import atomic_savez
+from ._io import atomic_savez, atomic_write
 from .data import _ArraySource, _DatasetSource, is_dataset
 from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
@@ -144,8 +144,7 @@ class History:
         axes[2].grid(alpha=0.3)
         for ax in axes:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        fig.savefig(os.fspath(path), dpi=100)
-        return path
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def _positive_int(value, name, minimum=1):

@@ -18,14 +18,13 @@ its size in pixels is ``figsize * dpi`` (each function takes both).
 import contextlib
 import math
 import numbers
-import os
-import tempfile
 
 import numpy as np
 
 import fastconv
 
 from ._backend import to_numpy
+from ._io import atomic_write
 from ._shapes import pair
 from .layers import Conv2d
 
@@ -65,21 +64,7 @@ def save_figure(fig, path, dpi=100):
     ``path`` (keeping an existing file's permissions); on any error the temporary file is removed
     and ``path`` keeps its previous content.
     """
-    target = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, os.stat(target).st_mode & 0o777 if os.path.exists(target) else 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def _positive_int(value, name):

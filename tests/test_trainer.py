@@ -472,6 +472,24 @@ def test_history_plot_writes_a_png(tmp_path):
         History().plot(tmp_path / "none.png")
 
 
+def test_an_interrupted_history_plot_leaves_the_previous_png_intact(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    x, y = make_data()
+    h = Trainer(make_model()).fit(x, y, epochs=1, seed=0, progress=False)
+    path = tmp_path / "curves.png"
+    h.plot(path)
+    good = path.read_bytes()
+
+    def broken(self, f, **kwargs):
+        f.write(b"half a png")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(KeyboardInterrupt):
+        h.plot(path)
+    assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+
+
 def test_history_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)

@@ -5,15 +5,14 @@ The graph is built node by node with ``onnx.helper``: one exporter per layer cla
 (``"0.weight"``, ``"3.running_var"``, ...), the model always in its eval form (BatchNorm with its
 running statistics, Dropout as ONNX's inference-mode identity).
 """
-import contextlib
 import os
-import tempfile
 import warnings
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .._io import atomic_write
 from ..layers import Module
 from .exporters import export_layer
 
@@ -175,17 +174,4 @@ def export(model, path, input_shape, opset=17, dynamic_batch=True):
     """
     path = os.fspath(path)
     data = to_onnx(model, input_shape, opset=opset, dynamic_batch=dynamic_batch).SerializeToString()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(data))
