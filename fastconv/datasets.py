@@ -18,12 +18,13 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ._io import atomic_write
 
 __all__ = [
     "MNIST_MEAN",
@@ -197,14 +198,7 @@ def _download(name, directory, kind, mirrors):
         if problem:
             problems.append(f"{url}: {problem}")
             continue
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(dest, lambda f: f.write(data))
         return dest
     raise DownloadError(
         f"could not download a verified {dest.name} into {dest.parent}; tried:\n  "

@@ -58,12 +58,8 @@ def new_figure(figsize, what="fastconv.viz"):
 
 
 def save_figure(fig, path, dpi=100):
-    """Write ``fig`` to ``path`` as a PNG of ``figsize * dpi`` pixels, atomically; return ``path``.
-
-    The PNG goes to a temporary file in the same folder, is flushed to disk and renamed over
-    ``path`` (keeping an existing file's permissions); on any error the temporary file is removed
-    and ``path`` keeps its previous content.
-    """
+    """Write ``fig`` to ``path`` as a PNG of ``figsize * dpi`` pixels, atomically (an interrupted
+    write leaves ``path`` as it was, see ``fastconv._io.atomic_write``); return ``path``."""
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
