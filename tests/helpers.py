@@ -1,4 +1,6 @@
 """Shared test utilities: the tier lists, tolerances, error measures and a numerical gradient."""
+import contextlib
+
 import numpy as np
 from hypothesis import settings
 
@@ -112,3 +114,82 @@ def tie_free(rng, shape, dtype, gap=0.1):
     """Distinct values (a shuffled ``arange`` times ``gap``, centred): pooling has no ties."""
     size = int(np.prod(shape))
     return ((rng.permutation(size) - size / 2) * gap).reshape(shape).astype(dtype)
+
+
+# --- conv paths of the cpu tier: accuracy and thread-count independence ---------------------
+
+def norm_error(a, ref):
+    """``||a - ref|| / ||ref||`` in float64 (the accuracy measure of issue 10)."""
+    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
+
+
+def assert_float32_accuracy(run, inputs, ref, names=("out", "dx", "dw", "db")):
+    """``run(*inputs)`` in float64 within 1e-10 and in float32 within 2e-5 (:func:`norm_error`)
+    of the float64 reference results ``ref``."""
+    got64 = run(*inputs)
+    got32 = run(*[a.astype(np.float32) for a in inputs])
+    for name, a64, a32, r in zip(names, got64, got32, ref):
+        assert a32.dtype == np.float32
+        assert norm_error(a64, r) <= 1e-10, name
+        err = norm_error(a32, r)
+        assert err <= 2e-5, f"{name}: float32 relative error {err:.2e}"
+
+
+def at_thread_counts(fn, counts):
+    """``[fn() with n threads for n in counts]`` (the thread count restored afterwards)."""
+    import numba
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for count in counts:
+            numba.set_num_threads(count)
+            results.append(fn())
+        return results
+    finally:
+        numba.set_num_threads(before)
+
+
+def assert_bitwise_same(results, names=("out", "dx", "dw", "db")):
+    """Every entry of ``results`` (one tuple of arrays per thread count) equal to the first."""
+    for i, got in enumerate(results[1:], 1):
+        for name, a, r in zip(names, got, results[0]):
+            np.testing.assert_array_equal(a, r, err_msg=f"{name}, run {i + 1}")
+
+
+def assert_same_digests_for_1_to_4_threads(setup, results):
+    """Run ``setup`` (statements), then ``results([1, 2, 3, 4])`` (an expression naming a
+    function of the tests' modules) in a subprocess with 4 Numba threads; every thread count's
+    results must hash alike."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    tests = os.path.dirname(os.path.abspath(__file__))
+    script = textwrap.dedent(f"""
+        import hashlib, sys
+        sys.path[:0] = [{tests!r}, {os.path.dirname(tests)!r}]
+        {setup}
+        for result in {results}([1, 2, 3, 4]):
+            print(hashlib.sha256(b"".join(a.tobytes() for a in result)).hexdigest())
+    """)
+    env = dict(os.environ, NUMBA_NUM_THREADS="4")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    digests = done.stdout.split()
+    assert len(digests) == 4 and len(set(digests)) == 1, digests
+
+
+@contextlib.contextmanager
+def patched(settings):
+    """Set ``(module, name, value)`` for each entry of ``settings`` and restore them after (a
+    context manager, for use inside hypothesis tests, where monkeypatch is not reset)."""
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in settings]
+    try:
+        for mod, name, value in settings:
+            setattr(mod, name, value)
+        yield
+    finally:
+        for mod, name, value in saved:
+            setattr(mod, name, value)

@@ -22,10 +22,12 @@ POISONS = [np.inf, -np.inf, np.nan]
 WHERE = ["first", "middle", "last"]
 TOL = {np.dtype(np.float32): (1e-4, 1e-5), np.dtype(np.float64): (1e-10, 1e-12)}
 
-CONVS = [  # x shape, w shape, stride, pads (top, bottom, left, right): the three cpu layouts
-    ((2, 2, 3, 12), (3, 2, 3, 3), (1, 1), (1, 1, 1, 1)),  # wide rows
-    ((2, 2, 4, 5), (3, 2, 3, 3), (1, 1), (1, 1, 1, 1)),  # rows of Wout from padded planes
+CONVS = [  # x shape, w shape, stride, pads (top, bottom, left, right): the three im2col layouts
+    ((2, 4, 3, 12), (3, 4, 3, 3), (1, 1), (1, 1, 1, 1)),  # wide rows
+    ((2, 4, 4, 5), (3, 4, 3, 3), (1, 1), (1, 1, 1, 1)),  # rows of Wout from padded planes
     ((2, 2, 5, 6), (3, 2, 2, 3), (2, 1), (1, 0, 0, 1)),  # strided: direct indexing
+    ((2, 2, 4, 5), (3, 2, 3, 3), (1, 1), (1, 1, 1, 1)),  # few channels: the direct path
+    ((2, 1, 5, 6), (3, 1, 2, 3), (1, 1), (1, 0, 0, 1)),  # direct, uneven padding
 ]
 COL2IMS = [  # no padding, so that the first and last columns land inside the planes
     ((2, 2, 4, 5), (3, 3), (1, 1), (0, 0, 0, 0)),
@@ -159,6 +161,12 @@ def compare(name, fn, inputs, extra, names, label):
     got = fn(tier(name), *inputs.values(), *extra)
     ref = fn(tier("naive"), *inputs.values(), *extra)
     assert_results(got, ref, names, label)
+
+
+def test_the_conv_cases_cover_both_cpu_algorithms():
+    from fastconv.kernels.cpu.conv import algorithm
+    paths = [algorithm(x, w, stride, pads) for x, w, stride, pads in CONVS]
+    assert paths == ["im2col"] * 3 + ["direct"] * 2
 
 
 # ---------------------------------------------------------------------------------------------

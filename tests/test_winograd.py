@@ -1,11 +1,6 @@
 """The cpu tier's Winograd F(2x2, 3x3) path (fastconv/kernels/cpu/winograd.py) and the rule that
 picks it (fastconv.kernels.cpu.conv.algorithm): against the naive tier on random shapes, float32
 accuracy against float64 at realistic sizes, and bitwise-identical results for 1-4 threads."""
-import contextlib
-import os
-import subprocess
-import sys
-import textwrap
 
 import numba
 import numpy as np
@@ -18,24 +13,17 @@ from fastconv.kernels.cpu import _common as cpu_common
 from fastconv.kernels.cpu import conv as cpu_conv
 from fastconv.kernels.cpu import winograd
 
-from helpers import DTYPES, HYPOTHESIS, assert_close_to_oracle, random
+from helpers import (DTYPES, HYPOTHESIS, assert_bitwise_same, assert_close_to_oracle,
+                     assert_float32_accuracy, assert_same_digests_for_1_to_4_threads,
+                     at_thread_counts, patched, random)
 
 ints = st.integers
 
 
-@contextlib.contextmanager
 def forced_winograd():
     """Winograd wherever it applies, split across threads from the smallest sizes, blocks small."""
-    settings = [(cpu_conv, "ALGORITHM", "winograd"), (cpu_common, "SPLIT_FLOPS", 0),
-                (cpu_common, "SPLIT_IMAGES", 1), (winograd, "BLOCK_BYTES", 4096)]
-    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in settings]
-    try:
-        for mod, name, value in settings:
-            setattr(mod, name, value)
-        yield
-    finally:
-        for mod, name, value in saved:
-            setattr(mod, name, value)
+    return patched([(cpu_conv, "ALGORITHM", "winograd"), (cpu_common, "SPLIT_FLOPS", 0),
+                    (cpu_common, "SPLIT_IMAGES", 1), (winograd, "BLOCK_BYTES", 4096)])
 
 
 @st.composite
@@ -79,11 +67,6 @@ def test_winograd_matches_naive(dtype, case, bias, need_dx, seed):
             assert_close_to_oracle(a, r, f"winograd {name}")
 
 
-def norm_error(a, ref):
-    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
-
-
 @pytest.mark.parametrize("shape", [(2, 256, 256, 16, 16, 1), (3, 64, 128, 15, 13, 0)])
 def test_winograd_float32_accuracy_at_realistic_sizes(monkeypatch, shape):
     """float32 within 2e-5 (norm of the difference over norm of the reference) of float64, and
@@ -98,14 +81,8 @@ def test_winograd_float32_accuracy_at_realistic_sizes(monkeypatch, shape):
     ref = run_conv(x, w, b, p, dout, "cpu")
     monkeypatch.setattr(cpu_conv, "ALGORITHM", None)
     assert cpu_conv.algorithm(x.shape, w.shape, (1, 1), (p,) * 4) == "winograd"
-    got64 = run_conv(x, w, b, p, dout, "cpu")
-    f32 = [a.astype(np.float32) for a in (x, w, b, dout)]
-    got32 = run_conv(*f32[:3], p, f32[3], "cpu")
-    for name, a64, a32, r in zip(("out", "dx", "dw", "db"), got64, got32, ref):
-        assert a32.dtype == np.float32
-        assert norm_error(a64, r) <= 1e-10, name
-        err = norm_error(a32, r)
-        assert err <= 2e-5, f"{name}: float32 relative error {err:.2e}"
+    assert_float32_accuracy(lambda x, w, b, dout: run_conv(x, w, b, p, dout, "cpu"),
+                            (x, w, b, dout), ref)
 
 
 def _threaded_results(counts):
@@ -115,53 +92,30 @@ def _threaded_results(counts):
     w = random(rng, (6, 5, 3, 3), np.float32)
     b = random(rng, (6,), np.float32)
     dout = random(rng, (13, 6, 9, 7), np.float32)
-    before = numba.get_num_threads()
-    results = []
-    try:
-        for count in counts:
-            numba.set_num_threads(count)
-            results.append(run_conv(x, w, b, 1, dout, "cpu"))
-    finally:
-        numba.set_num_threads(before)
-    return results
+    return at_thread_counts(lambda: run_conv(x, w, b, 1, dout, "cpu"), counts)
 
 
 def test_winograd_is_bitwise_identical_for_every_thread_count():
-    counts = list(range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1))
     with forced_winograd():
-        results = _threaded_results(counts)
+        results = _threaded_results(range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1))
         assert winograd._Plan((13, 5, 9, 7), (6, 5, 3, 3), (1,) * 4, 4).blocks > 3
-    for count, got in zip(counts[1:], results[1:]):
-        for name, a, r in zip(("out", "dx", "dw", "db"), got, results[0]):
-            np.testing.assert_array_equal(a, r, err_msg=f"{name} with {count} threads")
+    assert_bitwise_same(results)
 
 
 def test_winograd_is_bitwise_identical_for_1_to_4_threads_in_a_subprocess():
-    script = textwrap.dedent("""
-        import hashlib, sys
-        sys.path[:0] = [{tests!r}, {root!r}]
-        from fastconv.kernels.cpu import _common, conv, winograd
-        conv.ALGORITHM = "winograd"
-        _common.SPLIT_FLOPS, _common.SPLIT_IMAGES, winograd.BLOCK_BYTES = 0, 1, 4096
-        from test_winograd import _threaded_results
-        for result in _threaded_results([1, 2, 3, 4]):
-            print(hashlib.sha256(b"".join(a.tobytes() for a in result)).hexdigest())
-    """).format(tests=os.path.dirname(__file__), root=os.path.dirname(os.path.dirname(__file__)))
-    env = dict(os.environ, NUMBA_NUM_THREADS="4")
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    digests = done.stdout.split()
-    assert len(digests) == 4 and len(set(digests)) == 1, digests
+    assert_same_digests_for_1_to_4_threads(
+        "from fastconv.kernels.cpu import _common, conv, winograd; conv.ALGORITHM = 'winograd'; "
+        "_common.SPLIT_FLOPS, _common.SPLIT_IMAGES, winograd.BLOCK_BYTES = 0, 1, 4096",
+        "__import__('test_winograd')._threaded_results")
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, pads, expected", [
     ((64, 32, 14, 14), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), "winograd"),     # B
     ((64, 64, 16, 16), (128, 64, 3, 3), (1, 1), (1, 1, 1, 1), "winograd"),    # D
     ((8, 16, 5, 5), (16, 16, 3, 3), (1, 1), (0, 0, 0, 0), "winograd"),        # 3x3 outputs
-    ((64, 1, 28, 28), (32, 1, 3, 3), (1, 1), (1, 1, 1, 1), "im2col"),         # A: one channel
-    ((64, 3, 32, 32), (64, 3, 3, 3), (1, 1), (1, 1, 1, 1), "im2col"),         # C: three
-    ((1, 1, 28, 28), (8, 1, 3, 3), (1, 1), (0, 0, 0, 0), "im2col"),           # F
+    ((64, 1, 28, 28), (32, 1, 3, 3), (1, 1), (1, 1, 1, 1), "direct"),         # A: one channel
+    ((64, 3, 32, 32), (64, 3, 3, 3), (1, 1), (1, 1, 1, 1), "direct"),         # C: three
+    ((1, 1, 28, 28), (8, 1, 3, 3), (1, 1), (0, 0, 0, 0), "direct"),           # F
     ((10, 20, 12, 12), (40, 20, 5, 5), (1, 1), (0, 0, 0, 0), "im2col"),       # E: 5x5
     ((64, 32, 14, 14), (64, 32, 3, 3), (2, 2), (1, 1, 1, 1), "im2col"),       # stride 2
     ((64, 32, 3, 3), (64, 32, 3, 3), (1, 1), (0, 0, 0, 0), "im2col"),         # 1x1 planes

@@ -126,7 +126,9 @@ def _zeroed_buffer(slot, shape, dtype):
     """A reusable temporary of exactly ``shape`` for this thread, zero when first made.
 
     Kernels that write only part of it (the valid columns of a wide layout) rely on the rest
-    staying zero, so each shape has its own buffer.
+    staying zero, so each shape has its own buffer, and ``slot`` must name everything that
+    decides which part is written (e.g. ``("dout_t", Wout)``): two layers whose buffers have
+    the same shape but write different parts must not share one.
     """
     pool = _local.__dict__.setdefault("zeroed", {})
     key = (slot, tuple(shape), np.dtype(dtype))

@@ -22,7 +22,7 @@ from ..._shapes import conv_output_hw
 from .. import _workers
 from .._memory import empty
 from .._workers import one_blas_thread, split
-from . import _common, winograd
+from . import _common, direct, winograd
 from ._common import _buffer, _zeroed_buffer
 
 
@@ -226,15 +226,23 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     n, c, h, wd = x_shape
     k, _, fh, fw = w_shape
     ho, wo = conv_output_hw((h, wd), (fh, fw), stride, pads, dilation)
-    fits = ((fh, fw) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
-            and min(ho, wo) >= 2)
+    unit = tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+    fits = (fh, fw) == (3, 3) and unit and min(ho, wo) >= 2
     if ALGORITHM is not None:
-        return "winograd" if ALGORITHM == "winograd" and fits else "im2col"
+        if ALGORITHM == "winograd" and fits:
+            return "winograd"
+        return "direct" if ALGORITHM == "direct" and unit else "im2col"
+    if unit and c * fh * fw <= DIRECT_TAPS:
+        return "direct"
     return "winograd" if fits and min(c, k) >= WINO_CHANNELS else "im2col"
 
 
 #: Fewest input and output channels for which :func:`algorithm` picks Winograd.
 WINO_CHANNELS = 16
+
+#: Most taps ``C*FH*FW`` (the inner dimension of im2col's GEMM) for which :func:`algorithm`
+#: picks the direct path at stride 1.
+DIRECT_TAPS = 32
 
 
 def _standard_layout(stride, dilation=(1, 1)):
@@ -358,8 +366,9 @@ def conv2d_memory(x_shape, w_shape, stride, pads, dilation, itemsize):
     forward product, backward's dout in (K, n, P) order and column gradient) in each thread
     share, plus the chunks' partial dW.
     """
-    if algorithm(x_shape, w_shape, stride, pads, dilation) == "winograd":
-        return winograd.memory(x_shape, w_shape, pads, itemsize)
+    path = algorithm(x_shape, w_shape, stride, pads, dilation)
+    if path != "im2col":
+        return (winograd if path == "winograd" else direct).memory(x_shape, w_shape, pads, itemsize)
     g = _Geometry(x_shape, w_shape, stride, pads, itemsize, dilation)
     kept = g.rows * x_shape[0] * g.p * itemsize if g.save else 0
     block = g.block * g.p * itemsize
@@ -377,8 +386,9 @@ def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     :data:`~._common.WORKSPACE_BYTES`, so backward need not unfold x again; otherwise None: each block's columns live in a per-thread
     buffer and backward unfolds them again.
     """
-    if algorithm(x.shape, w.shape, stride, pads, dilation) == "winograd":
-        return winograd.conv2d(x, w, b, pads)
+    path = algorithm(x.shape, w.shape, stride, pads, dilation)
+    if path != "im2col":
+        return (winograd if path == "winograd" else direct).conv2d(x, w, b, pads)
     n_img = x.shape[0]
     g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize, dilation)
     k, rows, p = g.k, g.rows, g.p
@@ -415,8 +425,11 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dil
     starting at chunk 0 adds its chunks as they finish, the other runs keep theirs until it is
     done). So the result does not depend on the thread count.
     """
-    if algorithm(x.shape, w.shape, stride, pads, dilation) == "winograd":
-        return winograd.conv2d_backward(dout, x, w, has_bias, pads, need_dx)
+    path = algorithm(x.shape, w.shape, stride, pads, dilation)
+    if path != "im2col":
+        if path == "winograd":
+            return winograd.conv2d_backward(dout, x, w, has_bias, pads, need_dx, saved)
+        return direct.conv2d_backward(dout, x, w, has_bias, pads, need_dx)
     n_img = dout.shape[0]
     g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize, dilation)
     k, rows, p = g.k, g.rows, g.p
@@ -453,7 +466,8 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dil
                 buf = _buffer("cols", (rows, m, g.ho, g.wq), x.dtype)
                 g.im2col(x[s0:s1], buf, 0)
                 cols = buf.reshape(rows, m * p)
-            dout_t = _zeroed_buffer("dout_t", (k, m, g.ho, g.wq), dout.dtype)
+            # keyed by Wo too: another layer's dout_t of the same shape writes more columns
+            dout_t = _zeroed_buffer(("dout_t", g.wo), (k, m, g.ho, g.wq), dout.dtype)
             block_db = np.zeros(k, dtype=w.dtype)
             _nkp_to_knp_sum(dout[s0:s1], dout_t, block_db)
             chunk_db += block_db
