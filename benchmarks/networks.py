@@ -3,6 +3,7 @@
 * ``lenet_train_b64``: one training step (forward, cross-entropy, backward, SGD momentum 0.9) of the
   common MNIST CNN: conv 32 3x3 pad 1, ReLU, maxpool 2, conv 64 3x3 pad 1, ReLU, maxpool 2,
   flatten, linear 3136->128, ReLU, dropout 0.5, linear 10; batch 64.
+* ``lenet_adam_b64``: the same step with Adam (lr 1e-3, PyTorch's defaults otherwise).
 * ``lenet_infer_b256``, ``lenet_infer_b1``: the same network in eval mode, forward only, batch
   :data:`INFER_BATCH` and one image; ONNX Runtime (CPU provider, the benchmark's thread count, no
   spinning) runs these rows too, on the fastconv model exported with :func:`fastconv.onnx.to_onnx`.
@@ -24,6 +25,7 @@ from .cases import bench_threads, torch
 INFER_BATCH = 256
 E2E = {
     "lenet_train_b64": ("lenet", "train", 64),
+    "lenet_adam_b64": ("lenet", "adam", 64),
     "lenet_infer_b256": ("lenet", "infer", INFER_BATCH),
     "lenet_infer_b1": ("lenet", "infer", 1),
     "resnet_infer_b256": ("resnet", "infer", INFER_BATCH),
@@ -125,7 +127,8 @@ def _fastconv_case(net, mode, batch):
     if hasattr(model, "train"):
         model.train()
     loss_fn = losses.CrossEntropyLoss()
-    opt = optim.SGD(model.parameters(), **_opt_args(net))
+    opt = (optim.Adam(model.parameters(), lr=1e-3) if mode == "adam"
+           else optim.SGD(model.parameters(), **_opt_args(net)))
     state = {"i": 0}
 
     def step():
@@ -151,7 +154,8 @@ def _torch_case(net, mode, batch):
         return E2ECase(infer, batch)
     model.train()
     loss_fn = torch.nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), **_opt_args(net))
+    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if mode == "adam"
+           else torch.optim.SGD(model.parameters(), **_opt_args(net)))
     state = {"i": 0}
 
     def step():

@@ -241,11 +241,10 @@ def targets(conv, pool, e2e, mem, comp):
             add(f"conv {r.shape} fwd+bwd: cpu >= {need}x faster than naive", f"{nv.median / cv.median:,.0f}x",
                 nv.median / cv.median >= need)
         if r.ratio:
-            lim = 1.4 if r.shape in ("B", "D") else 1.0
-            add(f"conv {r.shape} fwd+bwd: cpu/torch time <= {lim}", ratio_cell(r.ratio), r.ratio.median <= lim)
+            add(f"conv {r.shape} fwd+bwd: cpu/torch time <= 1.0", ratio_cell(r.ratio), r.ratio.median <= 1.0)
     for r in (r for r in pool if r.op == "maxpool" and r.pass_ == "fwdbwd" and r.ratio):
         add(f"maxpool {r.shape} fwd+bwd: cpu/torch time <= 0.5", ratio_cell(r.ratio), r.ratio.median <= 0.5)
-    for r in (r for r in e2e if r.ratio and r.op == "train"):
+    for r in (r for r in e2e if r.ratio and (r.op in ("train", "adam") or r.shape == "lenet_infer_b256")):
         add(f"{r.shape}: fastconv img/s >= torch", ratio_cell(r.ratio), r.ratio.median >= 1.0)
     for m in (m for m in mem if m["impl"] == "cpu"):
         mib = m["workspace"] / memory.MIB
@@ -253,7 +252,9 @@ def targets(conv, pool, e2e, mem, comp):
             mib <= memory.TARGET_MIB)
     if comp:
         warm = compile_time.first_use(comp["warm"])
-        add("fresh process, warm cache: import + first conv fwd+bwd < 2 s", f"{warm:.2f} s", warm < 2.0)
+        cold = compile_time.first_use(comp["cold"])
+        add("fresh process, cold cache: import + first conv fwd+bwd <= 6 s", f"{cold:.2f} s", cold <= 6.0)
+        add("fresh process, warm cache: import + first conv fwd+bwd < 1.5 s", f"{warm:.2f} s", warm < 1.5)
     return out
 
 
@@ -458,7 +459,7 @@ def main(argv=None):
     if comp:
         print("\n### JIT compile time (fresh processes, NUMBA_CACHE_DIR cold then warm)\n")
         print("\n".join(compile_time.markdown(comp)))
-    print("\n### targets (issue 4)\n")
+    print("\n### targets (issue 10)\n")
     print("\n".join(targets(conv, pool, e2e, mem, comp)))
     if args.json_out:
         with open(args.json_out, "w") as fh:

@@ -25,11 +25,22 @@ BLOCK_BYTES = 2 * 2**20
 PARTIAL_BYTES = 64 * 2**20
 
 #: A convolution is split across the threads only with at least this many forward FLOPs and
-#: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread. A split costs
-#: ~0.15 ms, and shares of a few images scaled poorly here (E, 10x20x12x12 -> 40, 5x5:
-#: fwd+bwd 1.9 ms in one thread, 2.9 ms in two shares of 5 images).
+#: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread (a split costs
+#: ~0.15 ms). Measured 2026-12-02 (Zen 4, 2 threads): E, 10x20x12x12 -> 40, 5x5, fwd+bwd in
+#: 1.50 ms in one block on one thread, 1.33 in 2 blocks of 5 and 1.25 in 4 blocks of 3 on
+#: two (it had been 1.9 against 2.9 before the thread pool: that set SPLIT_IMAGES = 8).
 SPLIT_FLOPS = 2e7
-SPLIT_IMAGES = 8
+SPLIT_IMAGES = 2
+
+
+def block_count(n, most, split):
+    """How many blocks of images (at most ``most`` images each) a batch of ``n`` is cut into:
+    where the work is split (``split``), a multiple of 4 blocks while images last, so that 1, 2
+    and 4 threads get even runs. It depends on the shapes only, never on the thread count."""
+    blocks = -(-n // max(most, 1)) if n else 1
+    if split:
+        blocks = min(n, -(-blocks // 4) * 4)
+    return max(blocks, 1)
 
 #: Elementwise kernels on fewer elements run in the calling thread: one thread streams about
 #: 2**21 float32 values (ReLU) in the ~0.3 ms that a split must save to pay for itself.

@@ -319,16 +319,19 @@ class _Geometry:
         # input channels), then evened out: 64 images of at most 9 make 8 blocks of 8, not 7 of 9
         # and one of 1, so that the threads' runs of blocks are as even as the count allows
         most = max(1, min(n, _common.BLOCK_BYTES // per_image if per_image else n))
-        self.blocks = -(-n // most)
+        macs = n * self.k * self.rows * self.p
+        split = 2 * macs >= _common.SPLIT_FLOPS
+        self.blocks = _common.block_count(n, most, split)
         self.block = -(-n // self.blocks) if n else 1
+        self.blocks = -(-n // self.block)
         # as many chunks as blocks, but the partial dW sums kept take at most PARTIAL_BYTES
         dw_bytes = self.k * self.rows * itemsize
         self.chunks = min(self.blocks, max(1, _common.PARTIAL_BYTES // max(dw_bytes, 1)))
         # split across threads only when the work pays for it
-        macs = n * self.k * self.rows * self.p
         self.parts = 1
-        if 2 * macs >= _common.SPLIT_FLOPS:
-            self.parts = max(1, min(_workers.threads(), n // max(_common.SPLIT_IMAGES, 1)))
+        if split:
+            self.parts = max(1, min(_workers.threads(), self.blocks,
+                                    n // max(_common.SPLIT_IMAGES, 1)))
         self.blas_limit = macs >= _common.BLAS_THREADED_GEMM
         # wide columns are unfolded again per block in backward (a fast copy from x, which is
         # in cache) rather than kept: writing and re-reading the whole batch's columns through
