@@ -55,16 +55,20 @@ GG = np.kron(G, G)
 def _weight_transform(w):
     """w (K, C, 3, 3) -> u (16, K, C): ``u[4*a + b, k, c] = (G w[k, c] G^T)[a, b]``, one GEMM
     ``(16, 9) @ (9, K*C)`` (a Numba kernel here cost 0.6 s of first-call compile; 8192 small
-    products through NumPy's batched matmul took 1.7 ms on D's weights, this 0.1-0.2)."""
+    products through NumPy's batched matmul took 1.7 ms on D's weights, this 0.1). On one BLAS
+    thread: on two, OpenBLAS's idle worker spun against the conv's threads and D's fwd+bwd took
+    91 ms instead of 48."""
     k_out, c_in = w.shape[:2]
-    return (GG.astype(w.dtype) @ np.ascontiguousarray(w).reshape(k_out * c_in, 9).T).reshape(
-        16, k_out, c_in)
+    with one_blas_thread():  # a threaded OpenBLAS call leaves its workers spinning against ours
+        u = GG.astype(w.dtype) @ np.ascontiguousarray(w).reshape(k_out * c_in, 9).T
+    return u.reshape(16, k_out, c_in)
 
 
 def _weight_adjoint(du, dw_shape):
     """du (16, K, C) -> dw (K, C, 3, 3) = ``G^T du[:, k, c] G``, the adjoint of
     :func:`_weight_transform`."""
-    return (du.reshape(16, -1).T @ GG.astype(du.dtype)).reshape(dw_shape)
+    with one_blas_thread():
+        return (du.reshape(16, -1).T @ GG.astype(du.dtype)).reshape(dw_shape)
 
 
 @njit(nogil=True, cache=True)
