@@ -205,11 +205,12 @@ def test_concurrent_splits_give_blas_its_setting_back_and_stay_correct():
 @pytest.mark.parametrize("where", ["x", "w"])
 def test_wide_layout_keeps_non_finite_values_where_the_oracle_has_them(where):
     rng = np.random.default_rng(8)
-    x, w = random(rng, (2, 2, 6, 12), np.float64), random(rng, (3, 2, 3, 3), np.float64)
+    x, w = random(rng, (2, 4, 6, 12), np.float64), random(rng, (3, 4, 3, 3), np.float64)
     if where == "x":
         x[0, 1, 2, -1] = np.inf  # last column: feeds the dropped columns of the wide rows
     else:
         w[1, 0, 2, 2] = np.inf
+    assert cpu_conv.algorithm(x.shape, w.shape, (1, 1), (1, 1, 1, 1)) == "im2col"
     assert cpu_conv._Geometry(x.shape, w.shape, (1, 1), (1, 1, 1, 1), 8).wide
     out, cache = F.conv2d(x, w, None, 1, 1, backend="cpu")
     dout = random(rng, out.shape, np.float64)

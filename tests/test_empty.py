@@ -42,8 +42,9 @@ def same(got, want, what):
 
 
 CONV_CASES = [  # x shape, w shape, stride, pads
-    ((0, 3, 6, 5), (4, 3, 3, 3), (1, 1), (1, 1, 1, 1)),  # no images, stride-1 padded layout
-    ((0, 2, 12, 12), (3, 2, 3, 3), (1, 1), (1, 1, 1, 1)),  # no images, wide rows
+    ((0, 4, 6, 5), (4, 4, 3, 3), (1, 1), (1, 1, 1, 1)),  # no images, stride-1 padded layout
+    ((0, 4, 12, 12), (3, 4, 3, 3), (1, 1), (1, 1, 1, 1)),  # no images, wide rows
+    ((0, 2, 12, 12), (3, 2, 3, 3), (1, 1), (1, 1, 1, 1)),  # no images, the direct path
     ((0, 2, 7, 7), (3, 2, 2, 3), (2, 1), (0, 1, 1, 0)),  # no images, strided
     ((2, 0, 6, 5), (4, 0, 3, 3), (1, 1), (1, 1, 1, 1)),  # no channels
     ((2, 0, 7, 7), (3, 0, 2, 3), (2, 1), (0, 1, 1, 0)),

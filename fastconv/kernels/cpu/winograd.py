@@ -17,7 +17,10 @@ sums db), ``dU[xi] = dM[xi] @ V[xi].T`` (inner dimension T, the tiles of a whole
 = U[xi].T @ dM[xi]``, and :func:`_input_adjoint` adds ``B dV B^T`` of the overlapping 4x4 patches
 back into a padded plane and crops it (no atomics); ``dw = G^T dU G``. All of it is exact in
 exact arithmetic; the transforms of F(2x2, 3x3) only add, subtract and halve, so float32 stays
-within a few ulps of the direct sum (the tests check 2e-5 relative at C, K = 256).
+within a few ulps of the direct sum (the tests check 2e-5 relative at C, K = 256). The forward
+keeps V for backward up to KEEP_BYTES. Inputs or weights holding inf or NaN give NaN where the
+direct sum may give inf: the transforms subtract (inf - inf), and the weight transform, one GEMM
+with ``G (x) G``, multiplies zeros by every tap.
 
 Threads: the batch is cut into blocks of :func:`_Plan` ``block`` images, a number that depends on
 the layer's sizes only; :func:`fastconv.kernels._workers.split` hands contiguous runs of blocks
