@@ -134,22 +134,3 @@ def test_forcing_the_algorithm_only_where_it_applies(monkeypatch):
     assert cpu_conv.algorithm((4, 1, 9, 9), (2, 1, 3, 3), (1, 1), (1,) * 4) == "winograd"
     assert cpu_conv.algorithm((4, 1, 9, 9), (2, 1, 3, 3), (2, 2), (1,) * 4) == "im2col"
     assert cpu_conv.algorithm((4, 1, 9, 9), (2, 1, 5, 5), (1, 1), (1,) * 4) == "im2col"
-
-
-@pytest.mark.parametrize("keep", [True, False])
-def test_winograd_backward_with_and_without_the_kept_transform(monkeypatch, keep):
-    """Backward reads the transformed input forward kept (small batches) or transforms x again
-    (past KEEP_BYTES); both match the naive tier."""
-    rng = np.random.default_rng(9)
-    x = random(rng, (5, 3, 7, 6), np.float64)
-    w = random(rng, (4, 3, 3, 3), np.float64)
-    b = random(rng, (4,), np.float64)
-    dout = random(rng, (5, 4, 7, 6), np.float64)
-    ref = run_conv(x, w, b, 1, dout, "naive")
-    monkeypatch.setattr(winograd, "KEEP_BYTES", 2**30 if keep else 0)
-    with forced_winograd():
-        out, cache = F.conv2d(x, w, b, 1, 1, backend="cpu")
-        assert (cache.saved is not None) == keep
-        got = (out,) + F.conv2d_backward(dout, cache)
-    for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
-        assert_close_to_oracle(a, r, f"winograd {name}, kept={keep}")

@@ -438,9 +438,8 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dil
     """
     path = algorithm(x.shape, w.shape, stride, pads, dilation)
     if path != "im2col":
-        if path == "winograd":
-            return winograd.conv2d_backward(dout, x, w, has_bias, pads, need_dx, saved)
-        return direct.conv2d_backward(dout, x, w, has_bias, pads, need_dx)
+        return (winograd if path == "winograd" else direct).conv2d_backward(
+            dout, x, w, has_bias, pads, need_dx)
     n_img = dout.shape[0]
     g = _Geometry(x.shape, w.shape, stride, pads, x.itemsize, dilation)
     k, rows, p = g.k, g.rows, g.p

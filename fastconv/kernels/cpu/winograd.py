@@ -17,8 +17,11 @@ sums db), ``dU[xi] = dM[xi] @ V[xi].T`` (inner dimension T, the tiles of a whole
 = U[xi].T @ dM[xi]``, and :func:`_input_adjoint` adds ``B dV B^T`` of the overlapping 4x4 patches
 back into a padded plane and crops it (no atomics); ``dw = G^T dU G``. All of it is exact in
 exact arithmetic; the transforms of F(2x2, 3x3) only add, subtract and halve, so float32 stays
-within a few ulps of the direct sum (the tests check 2e-5 relative at C, K = 256). The forward
-keeps V for backward up to KEEP_BYTES. Inputs or weights holding inf or NaN give NaN where the
+within a few ulps of the direct sum (the tests check 2e-5 relative at C, K = 256). Backward
+transforms x again rather than keeping V from forward: keeping it (6.4 MB on B, 16.8 on D) made
+no measurable difference (B fwd+bwd 10.8 against 10.6 ms, D 36.1 against 35.7, 2 threads, Zen
+4), since forward then writes V to memory that is not in cache. Inputs or weights holding inf
+or NaN give NaN where the
 direct sum may give inf: the transforms subtract (inf - inf), and the weight transform, one GEMM
 with ``G (x) G``, multiplies zeros by every tap.
 
@@ -42,11 +45,6 @@ from ._common import _buffer
 #: in at most this many bytes (at least one image), so they stay in cache between the kernels.
 BLOCK_BYTES = 4 * 2**20
 
-#: Forward keeps the transformed input V of the whole batch for backward when it takes at most
-#: this many bytes (B and D at batch 64: 6.4 and 16.8 MB; B at batch 1024 would be 104 MB, and
-#: then backward transforms x again). Keeping it saved B's backward its input transform, 1.5 ms
-#: of about 19 on one Zen 4 core.
-KEEP_BYTES = 32 * 2**20
 
 
 #: F(2x2, 3x3)'s weight transform: ``G g G^T`` turns a 3x3 kernel into the 4x4 tile; on the
@@ -295,8 +293,6 @@ class _Plan:
         most = max(1, min(self.n, BLOCK_BYTES // per_image))
         self.block = max(1, -(-self.n // _common.block_count(self.n, most, split)))
         self.blocks = -(-self.n // self.block)
-        self.tiles = self.block * tiles  # of a whole block
-        self.save = 16 * self.c * self.n * tiles * itemsize <= KEEP_BYTES
         self.parts = 1
         if split:
             self.parts = max(1, min(_workers.threads(), self.blocks,
@@ -314,16 +310,14 @@ class _Plan:
 
 
 def memory(x_shape, w_shape, pads, itemsize):
-    """Bytes ``(kept for backward, workspace)`` of a forward + backward on this path: the
-    transformed input V of every block is kept when it fits in KEEP_BYTES (else backward
-    transforms x again); each thread share holds one block's V (16, C, T), unless kept, and
-    products M (16, K, T) (their gradients reuse the same buffers), and backward the blocks'
-    partial dU (16, K, C)."""
+    """Bytes ``(kept for backward, workspace)`` of a forward + backward on this path: nothing is
+    kept (backward transforms x again); each thread share holds one block's transformed input V
+    (16, C, T) and products M (16, K, T) (their gradients reuse the same buffers), and backward
+    the blocks' partial dU (16, K, C)."""
     g = _Plan(x_shape, w_shape, pads, itemsize)
-    vp = _plane(g.c, g.tiles, itemsize)
-    kept = g.blocks * 16 * vp * itemsize if g.save else 0
-    per_share = 16 * (g.k * g.tiles + (0 if g.save else g.c * g.tiles)) * itemsize
-    return kept, g.parts * per_share + g.blocks * 16 * g.k * g.c * itemsize
+    t = g.block * g.th * g.tw
+    per_share = 16 * (g.c + g.k) * t * itemsize
+    return 0, g.parts * per_share + g.blocks * 16 * g.k * g.c * itemsize
 
 
 def _stack(slot, rows, t, dtype):
@@ -331,19 +325,12 @@ def _stack(slot, rows, t, dtype):
     ``plane`` elements apart in ``flat``. The plane stride is padded past a multiple of 4 KiB, so
     the 16 streams that a transform reads or writes at once do not share the same L1 sets (at
     D's sizes, 16*128*320 floats, unpadded planes made the dout transform 13x slower)."""
-    plane = _plane(rows, t, np.dtype(dtype).itemsize)
-    return _views(_buffer(slot, (16 * plane,), dtype), plane, rows, t)
-
-
-def _plane(rows, t, itemsize):
-    """The padded stride of the 16 matrices (rows, t) of a stack (see :func:`_stack`)."""
+    itemsize = np.dtype(dtype).itemsize
     page = 4096 // itemsize
-    return -(-rows * t // page) * page + 64 // itemsize
-
-
-def _views(flat, plane, rows, t):
-    """``(flat, plane, view)`` of a stack laid out in ``flat`` with stride ``plane``."""
-    return flat, plane, flat[:16 * plane].reshape(16, plane)[:, :rows * t].reshape(16, rows, t)
+    plane = -(-rows * t // page) * page + 64 // itemsize
+    flat = _buffer(slot, (16 * plane,), dtype)
+    view = flat.reshape(16, plane)[:, :rows * t].reshape(16, rows, t)
+    return flat, plane, view
 
 
 def _weights(w):
@@ -360,40 +347,26 @@ def conv2d(x, w, b, pads):
     u = _weights(w)
     out = empty((g.n, g.k, g.ho, g.wo), dtype=x.dtype)
     bias = b if b is not None else np.zeros(g.k, dtype=x.dtype)
-    saved = _saved(g, x.dtype) if g.save else None
 
     def share(b0, b1):
         for blk in range(b0, b1):
             s0, s1 = g.images(blk)
             t = (s1 - s0) * g.th * g.tw
-            v, vp, v3 = _input_stack(g, saved, blk, t, x.dtype)
+            v, vp, v3 = _stack("wino_v", g.c, t, x.dtype)
             _input_transform(x[s0:s1], g.top, g.left, g.th, g.tw, v, vp)
             mm, mp, m3 = _stack("wino_m", g.k, t, x.dtype)
             np.matmul(u, v3, out=m3)
             _output_transform(mm, mp, bias, g.th, g.tw, out[s0:s1])
 
     g.run(share)
-    return out, saved
+    return out, None
 
 
-def _saved(g, dtype):
-    """Every block's transformed input (blocks, 16*plane), kept for backward."""
-    return empty((g.blocks, 16 * _plane(g.c, g.tiles, np.dtype(dtype).itemsize)), dtype)
-
-
-def _input_stack(g, saved, blk, t, dtype):
-    """The stack that holds block ``blk``'s V: its row of ``saved``, or a per-thread buffer."""
-    if saved is None:
-        return _stack("wino_v", g.c, t, dtype)
-    return _views(saved[blk], saved.shape[1] // 16, g.c, t)
-
-
-def conv2d_backward(dout, x, w, has_bias, pads, need_dx=True, saved=None):
+def conv2d_backward(dout, x, w, has_bias, pads, need_dx=True):
     """dout (N, K, Hout, Wout) -> (dx (N, C, H, W) or None, dw (K, C, 3, 3), db (K,) or None).
 
-    Per block: ``dM`` from dout (and the block's db), the block's V as forward kept it in
-    ``saved`` (or the input transform of x again), the block's ``dU = dM @ V.T`` and, for dx,
-    ``dV = U.T @ dM`` gathered into dx. The blocks' partial dU and
+    Per block: ``dM`` from dout (and the block's db), the input transform of x again, the block's
+    ``dU = dM @ V.T`` and, for dx, ``dV = U.T @ dM`` gathered into dx. The blocks' partial dU and
     db are added in block order.
     """
     g = _Plan(x.shape, w.shape, pads, x.itemsize)
@@ -408,15 +381,11 @@ def conv2d_backward(dout, x, w, has_bias, pads, need_dx=True, saved=None):
             t = (s1 - s0) * g.th * g.tw
             dm, mp, dm3 = _stack("wino_m", g.k, t, x.dtype)
             _output_adjoint(dout[s0:s1], g.th, g.tw, dm, mp, db_parts[blk])
-            if saved is None:
-                v, vp, v3 = _stack("wino_v", g.c, t, x.dtype)
-                _input_transform(x[s0:s1], g.top, g.left, g.th, g.tw, v, vp)
-            else:
-                v, vp, v3 = _input_stack(g, saved, blk, t, x.dtype)
+            v, vp, v3 = _stack("wino_v", g.c, t, x.dtype)
+            _input_transform(x[s0:s1], g.top, g.left, g.th, g.tw, v, vp)
             np.matmul(dm3, v3.transpose(0, 2, 1), out=du_parts[blk])
             if need_dx:
-                v, vp, dv3 = _stack("wino_v", g.c, t, x.dtype)  # dV, in V's place if not kept
-                np.matmul(ut, dm3, out=dv3)
+                np.matmul(ut, dm3, out=v3)  # dV takes V's place
                 _input_adjoint(v, vp, g.top, g.left, g.th, g.tw, dx[s0:s1])
 
     g.run(share)
