@@ -449,7 +449,7 @@ def main(argv=None):
         print(f"\n### pooling ({pools}; maxpool keeps switches / indices)\n")
         print("\n".join(pool_table(pool, impls)))
     if e2e:
-        print(f"\n### end to end (lenet train: SGD momentum 0.9, dropout on; inference batches "
+        print(f"\n### end to end (lenet train: SGD momentum 0.9 or Adam lr 1e-3, dropout on; inference batches "
               f"{networks.INFER_BATCH} and 1, eval mode, also in ONNX Runtime (CPU provider); tutorial "
               "net: plain SGD, one image a step)\n")
         print("\n".join(e2e_table(e2e)))
