@@ -1,4 +1,6 @@
-"""cpu convolution: im2col + GEMM, with the layout passes fused around the products.
+"""cpu convolution: im2col + GEMM, with the layout passes fused around the products, and the
+one rule (:func:`algorithm`) that sends stride-1 layers of few taps to :mod:`.direct` and
+stride-1 3x3 layers of many channels to :mod:`.winograd` instead.
 
 The column layout is ``cols[(c, fy, fx), n, oh, :]``, and ``w.reshape(K, -1) @ cols`` yields
 ``(K, n, Hout, Wq)``; one kernel then moves that to NCHW and adds the bias. Backward moves
