@@ -141,9 +141,11 @@ def test_direct_memory_counts_the_partial_sums():
     ((64, 3, 32, 32), (64, 3, 3, 3), (1, 1), (1, 1, 1, 1), "direct"),      # C: 27 taps
     ((64, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2, 2, 2), "direct"),       # LeNet-5's first
     ((64, 4, 28, 28), (32, 4, 3, 3), (1, 1), (1, 1, 1, 1), "im2col"),      # 36 taps
+    ((64, 16, 28, 28), (64, 16, 1, 1), (1, 1), (0, 0, 0, 0), "im2col"),    # 16 passes of one tap
+    ((64, 3, 32, 32), (16, 3, 1, 1), (1, 1), (0, 0, 0, 0), "direct"),      # 3 passes
     ((64, 1, 28, 28), (32, 1, 3, 3), (2, 2), (1, 1, 1, 1), "im2col"),      # strided
 ])
-def test_the_rule_picks_direct_for_few_taps_at_stride_1(x_shape, w_shape, stride, pads, expected):
+def test_the_rule_picks_direct_for_few_taps_and_passes_at_stride_1(x_shape, w_shape, stride, pads, expected):
     assert cpu_conv.ALGORITHM is None
     assert cpu_conv.algorithm(x_shape, w_shape, stride, pads) == expected
 
