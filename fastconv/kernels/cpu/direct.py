@@ -54,7 +54,7 @@ def _pad_image(x, n, top, left, wp, xpad):
     return probe
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract"})
 def _taps(acc, src, s, step, w, k, c, fy, fx, count, length):
     """``acc[p] += sum_i w[k, c, fy, fx + i] * src[s + i*step + p]`` for ``i < count <= 3``:
     up to three taps in one pass, so acc is loaded and stored once per three multiply-adds
@@ -105,10 +105,12 @@ def _forward(x, w, b, top, left, out, xpad, acc):
                     row[ow] = src[ow]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract", "reassoc"})
 def _dots(g, src, s, count, length, exact, ho, wp, wo):
     """``sum_p g[p] * src[s + i + p]`` for ``i < count <= 3`` (zeros past count), in one pass
-    over g; ``exact``: over the valid columns only (``ow < Wo`` of each row of Wp)."""
+    over g; ``exact``: over the valid columns only (``ow < Wo`` of each row of Wp). "reassoc"
+    lets LLVM vectorise the sums (the flags are the callee's own: a called kernel does not
+    inherit its caller's)."""
     zero = g.dtype.type(0)
     s0 = s1 = s2 = zero
     if exact:
