@@ -28,7 +28,9 @@ PARTIAL_BYTES = 64 * 2**20
 #: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread (a split costs
 #: ~0.15 ms). Measured 2026-12-02 (Zen 4, 2 threads): E, 10x20x12x12 -> 40, 5x5, fwd+bwd in
 #: 1.50 ms in one block on one thread, 1.33 in 2 blocks of 5 and 1.25 in 4 blocks of 3 on
-#: two (it had been 1.9 against 2.9 before the thread pool: that set SPLIT_IMAGES = 8).
+#: two; on a loaded machine later, 1.91 on one thread against 2.33 on two, then over 25 rounds
+#: 1.72 against 1.39 (it had been 1.9 against 2.9 before the thread pool: that set
+#: SPLIT_IMAGES = 8).
 SPLIT_FLOPS = 2e7
 SPLIT_IMAGES = 2
 
