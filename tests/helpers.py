@@ -136,6 +136,14 @@ def assert_float32_accuracy(run, inputs, ref, names=("out", "dx", "dw", "db")):
         assert err <= 2e-5, f"{name}: float32 relative error {err:.2e}"
 
 
+def padded_3x3_conv_arrays(seed, x_shape, k):
+    """float32 ``(x, w, b, dout)`` of a 3x3 padding-1 conv of ``x_shape`` to ``k`` channels."""
+    rng = np.random.default_rng(seed)
+    n, c, h, wd = x_shape
+    return (random(rng, x_shape, np.float32), random(rng, (k, c, 3, 3), np.float32),
+            random(rng, (k,), np.float32), random(rng, (n, k, h, wd), np.float32))
+
+
 def at_thread_counts(fn, counts):
     """``[fn() with n threads for n in counts]`` (the thread count restored afterwards)."""
     import numba

@@ -16,7 +16,7 @@ from fastconv.kernels.cpu import direct
 
 from helpers import (DTYPES, HYPOTHESIS, assert_bitwise_same, assert_close_to_oracle,
                      assert_float32_accuracy, assert_same_digests_for_1_to_4_threads,
-                     at_thread_counts, patched, random)
+                     at_thread_counts, padded_3x3_conv_arrays, patched, random)
 
 ints = st.integers
 
@@ -108,11 +108,7 @@ def test_direct_float32_accuracy_at_realistic_sizes(monkeypatch, shape):
 
 def _threaded_results(counts):
     """Forward and gradients of one direct conv at each thread count in ``counts``."""
-    rng = np.random.default_rng(5)
-    x = random(rng, (13, 2, 9, 7), np.float32)
-    w = random(rng, (6, 2, 3, 3), np.float32)
-    b = random(rng, (6,), np.float32)
-    dout = random(rng, (13, 6, 9, 7), np.float32)
+    x, w, b, dout = padded_3x3_conv_arrays(5, (13, 2, 9, 7), 6)
     cpu = _backend.kernels("cpu")
     return at_thread_counts(lambda: run(cpu, x, w, b, (1, 1, 1, 1), dout), counts)
 

@@ -15,7 +15,7 @@ from fastconv.kernels.cpu import winograd
 
 from helpers import (DTYPES, HYPOTHESIS, assert_bitwise_same, assert_close_to_oracle,
                      assert_float32_accuracy, assert_same_digests_for_1_to_4_threads,
-                     at_thread_counts, patched, random)
+                     at_thread_counts, padded_3x3_conv_arrays, patched, random)
 
 ints = st.integers
 
@@ -87,11 +87,7 @@ def test_winograd_float32_accuracy_at_realistic_sizes(monkeypatch, shape):
 
 def _threaded_results(counts):
     """Forward and gradients of one Winograd conv at each thread count in ``counts``."""
-    rng = np.random.default_rng(3)
-    x = random(rng, (13, 5, 9, 7), np.float32)
-    w = random(rng, (6, 5, 3, 3), np.float32)
-    b = random(rng, (6,), np.float32)
-    dout = random(rng, (13, 6, 9, 7), np.float32)
+    x, w, b, dout = padded_3x3_conv_arrays(3, (13, 5, 9, 7), 6)
     return at_thread_counts(lambda: run_conv(x, w, b, 1, dout, "cpu"), counts)
 
 

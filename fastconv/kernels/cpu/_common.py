@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 
+from .. import _workers
 from .._workers import one_blas_thread, split
 
 #: The column matrix of a whole batch (short-row layouts only) is kept for backward only up to
@@ -33,6 +34,15 @@ PARTIAL_BYTES = 64 * 2**20
 #: SPLIT_IMAGES = 8).
 SPLIT_FLOPS = 2e7
 SPLIT_IMAGES = 2
+
+
+def conv_parts(macs, n, units):
+    """How many thread shares a convolution of ``macs`` multiply-adds over ``n`` images, cut
+    into ``units`` blocks, runs in: one unless the work pays for a split (SPLIT_FLOPS, and
+    SPLIT_IMAGES images a share), else as many as there are threads and blocks."""
+    if 2 * macs < SPLIT_FLOPS:
+        return 1
+    return max(1, min(_workers.threads(), units, n // max(SPLIT_IMAGES, 1)))
 
 
 def block_count(n, most, split):

@@ -21,7 +21,6 @@ import numpy as np
 from numba import njit
 
 from ..._shapes import conv_output_hw
-from .. import _workers
 from .._memory import empty
 from .._workers import one_blas_thread, split
 from . import _common, direct, winograd
@@ -335,10 +334,7 @@ class _Geometry:
         dw_bytes = self.k * self.rows * itemsize
         self.chunks = min(self.blocks, max(1, _common.PARTIAL_BYTES // max(dw_bytes, 1)))
         # split across threads only when the work pays for it
-        self.parts = 1
-        if split:
-            self.parts = max(1, min(_workers.threads(), self.blocks,
-                                    n // max(_common.SPLIT_IMAGES, 1)))
+        self.parts = _common.conv_parts(macs, n, self.blocks)
         self.blas_limit = macs >= _common.BLAS_THREADED_GEMM
         # wide columns are unfolded again per block in backward (a fast copy from x, which is
         # in cache) rather than kept: writing and re-reading the whole batch's columns through

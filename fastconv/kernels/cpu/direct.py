@@ -29,7 +29,6 @@ import numpy as np
 from numba import njit
 
 from ..._shapes import conv_output_hw
-from .. import _workers
 from .._memory import empty
 from .._workers import split
 from . import _common
@@ -228,13 +227,10 @@ def _sum_in_order(parts):
 
 
 def _parts(x_shape, w_shape, ho, wo):
-    """Thread shares of the images: one unless the work pays for a split."""
+    """Thread shares of the images (see :func:`._common.conv_parts`)."""
     n, c = x_shape[0], x_shape[1]
     k, _, fh, fw = w_shape
-    macs = n * k * c * fh * fw * ho * (wo + fw - 1)
-    if 2 * macs < _common.SPLIT_FLOPS:
-        return 1
-    return max(1, min(_workers.threads(), n // max(_common.SPLIT_IMAGES, 1)))
+    return _common.conv_parts(n * k * c * fh * fw * ho * (wo + fw - 1), n, n)
 
 
 def _sizes(c, k, fh, fw, ho, wo):

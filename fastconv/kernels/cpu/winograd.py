@@ -35,7 +35,6 @@ import numpy as np
 from numba import njit
 
 from ..._shapes import conv_output_hw
-from .. import _workers
 from .._memory import empty
 from .._workers import one_blas_thread, split
 from . import _common
@@ -293,10 +292,7 @@ class _Plan:
         most = max(1, min(self.n, BLOCK_BYTES // per_image))
         self.block = max(1, -(-self.n // _common.block_count(self.n, most, split)))
         self.blocks = -(-self.n // self.block)
-        self.parts = 1
-        if split:
-            self.parts = max(1, min(_workers.threads(), self.blocks,
-                                    self.n // max(_common.SPLIT_IMAGES, 1)))
+        self.parts = _common.conv_parts(macs, self.n, self.blocks)
 
     def images(self, blk):
         """``(first, end)`` image of block ``blk``."""
@@ -333,18 +329,13 @@ def _stack(slot, rows, t, dtype):
     return flat, plane, view
 
 
-def _weights(w):
-    """The transformed weights (16, K, C) of w (K, C, 3, 3)."""
-    return _weight_transform(w)
-
-
 def conv2d(x, w, b, pads):
     """x (N, C, H, W), w (K, C, 3, 3), b (K,) or None, stride 1 -> (out (N, K, Hout, Wout), None).
 
     Per block of images: input transform -> 16 GEMMs -> output transform with the bias, to NCHW.
     """
     g = _Plan(x.shape, w.shape, pads, x.itemsize)
-    u = _weights(w)
+    u = _weight_transform(w)
     out = empty((g.n, g.k, g.ho, g.wo), dtype=x.dtype)
     bias = b if b is not None else np.zeros(g.k, dtype=x.dtype)
 
@@ -370,7 +361,7 @@ def conv2d_backward(dout, x, w, has_bias, pads, need_dx=True):
     db are added in block order.
     """
     g = _Plan(x.shape, w.shape, pads, x.itemsize)
-    ut = np.ascontiguousarray(_weights(w).transpose(0, 2, 1)) if need_dx else None
+    ut = np.ascontiguousarray(_weight_transform(w).transpose(0, 2, 1)) if need_dx else None
     dx = empty(x.shape, dtype=x.dtype) if need_dx else None
     du_parts = empty((g.blocks, 16, g.k, g.c), dtype=w.dtype)
     db_parts = np.zeros((g.blocks, g.k), dtype=w.dtype)
