@@ -27,6 +27,7 @@ from ._backend import to_numpy
 from ._io import atomic_write
 from ._shapes import pair
 from .layers import Conv2d
+from .layers.module import eval_mode
 
 __all__ = ["new_figure", "save_figure", "plot_filters", "feature_maps", "plot_feature_maps",
            "confusion_matrix", "plot_confusion", "per_sample_loss", "worst_k", "plot_mistakes"]
@@ -210,7 +211,8 @@ def feature_maps(model, x, layers=None):
         ``(C, H, W)`` for maps, ``(F,)`` after Flatten or Linear.
 
     The model runs in eval mode (dropout off, batch norm's running statistics), under
-    ``fastconv.no_grad()`` when fastconv has it; every module's mode is restored afterwards.
+    ``fastconv.no_grad()`` when fastconv has it, for this call's thread only (see
+    :func:`fastconv.layers.module.eval_mode`): the modules' own train/eval flags are not changed.
     """
     x = _one_input(x)
     leaves = _leaves(model)
@@ -232,19 +234,13 @@ def feature_maps(model, x, layers=None):
         raise ValueError("the model has no layer with feature-map output (N, C, H, W); pass layers=")
     last = max(names.index(n) for n in wanted)
     grad = fastconv.no_grad() if hasattr(fastconv, "no_grad") else contextlib.nullcontext()
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     out = []
-    try:
-        with grad:
-            h = x
-            for name, layer in leaves[:last + 1]:
-                h = layer.forward(h)
-                if name in wanted:
-                    out.append((name, layer, np.array(to_numpy(h))[0]))
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with grad, eval_mode():  # eval mode for this thread only: the modules' flags stay as they are
+        h = x
+        for name, layer in leaves[:last + 1]:
+            h = layer.forward(h)
+            if name in wanted:
+                out.append((name, layer, np.array(to_numpy(h))[0]))
     return out
 
 

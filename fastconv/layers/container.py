@@ -66,7 +66,7 @@ from .. import functional as F
 from .._backend import is_device_array, to_device, to_numpy
 from .._grad import no_grad
 from .._io import atomic_savez
-from .module import Module, _ForwardScope
+from .module import Module, _ForwardScope, eval_mode
 
 __all__ = ["Sequential", "Residual", "Concat"]
 
@@ -153,11 +153,13 @@ class Sequential(Module):
     def predict(self, x, batch_size=256):
         """Outputs for ``x`` in eval mode, ``batch_size`` samples at a time, as a NumPy array.
 
-        Runs under :func:`fastconv.no_grad`: nothing is kept for a backward.
+        Runs under :func:`fastconv.no_grad` (nothing is kept for a backward) and
+        :func:`fastconv.layers.module.eval_mode`: eval mode for this call's thread only, so the
+        modules' own train/eval flags are left as they are and other threads using the model
+        see no change (several threads may predict with one model at once).
 
         On a model on the device each host batch is copied there once (in the model's dtype) and
-        each batch's output copied back. Each module's previous training/eval mode is restored
-        afterwards.
+        each batch's output copied back.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -171,14 +173,8 @@ class Sequential(Module):
         else:
             def batch(i):
                 return x[i:i + batch_size]
-        modes = [(m, m.training) for m in self.modules()]
-        self.eval()
-        try:
-            with no_grad():
-                outs = [to_numpy(self.forward(batch(i))) for i in range(0, x.shape[0], batch_size)]
-        finally:
-            for m, mode in modes:
-                m.training = mode
+        with no_grad(), eval_mode():
+            outs = [to_numpy(self.forward(batch(i))) for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(outs)
 
     # -- files -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 state dicts, devices, the per-call caches between forward and backward) and the helpers layers
 share (generators, dtypes, gradient accumulation).
 """
+import contextlib
 import math
 import numbers
 import threading
@@ -12,7 +13,7 @@ import numpy as np
 from .._backend import is_device_array, kernels, to_device, to_numpy
 from .._grad import is_grad_enabled
 
-__all__ = ["Parameter", "Module", "manual_seed"]
+__all__ = ["Parameter", "Module", "manual_seed", "eval_mode"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _DEVICES = ("cpu", "cuda")
@@ -160,6 +161,27 @@ class _ForwardScope:
         return False
 
 
+_eval = threading.local()
+
+
+@contextlib.contextmanager
+def eval_mode():
+    """A ``with`` block (or decorator) in which every module reads as in eval mode (``training``
+    False: dropout off, batch norm's running statistics), for the calling thread only.
+
+    The modules' own flags, set by ``train()`` / ``eval()`` and seen by every thread, are neither
+    read nor changed, so this is how inference runs on a model that other threads use:
+    :meth:`Sequential.predict` and :meth:`fastconv.Trainer.evaluate` run in it. Blocks nest.
+    PyTorch has no equivalent (its ``inference_mode`` turns off gradients, not training mode;
+    here that is :func:`fastconv.no_grad`).
+    """
+    _eval.depth = getattr(_eval, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _eval.depth -= 1
+
+
 class Module:
     """Base class: parameters, buffers, train/eval mode, state dicts, dtype conversion.
 
@@ -184,6 +206,16 @@ class Module:
         self.training = True
         self._caches = []
         self._no_grad_forward = False
+
+    @property
+    def training(self):
+        """Training mode, as ``train()`` / ``eval()`` set it; False inside :func:`eval_mode`
+        (in that thread only). Layers read it in each forward."""
+        return self._training and not getattr(_eval, "depth", 0)
+
+    @training.setter
+    def training(self, mode):
+        self._training = bool(mode)
 
     # -- computation -------------------------------------------------------------------------
     def forward(self, x):
