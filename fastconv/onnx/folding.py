@@ -10,7 +10,8 @@ that would need the batch's value raises TypeError, reported as a fold that cann
 import numpy as np
 from onnx import helper, numpy_helper
 
-from .importers import BATCH, Symbol, Unsupported, attributes
+from .attrs import Unsupported, attributes
+from .importers import BATCH, Symbol
 
 __all__ = ["FOLDERS", "folder", "shape_vector"]
 

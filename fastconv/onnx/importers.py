@@ -9,7 +9,9 @@ have is Unsupported, so importers of layers still to come are inert until the la
 arithmetic) are folded instead: see :mod:`fastconv.onnx.folding`.
 
 The pooling and one-tensor ops (activations, Softmax, Identity, Cast, Dropout) are in
-:mod:`fastconv.onnx.pool_act_importers`; the rest are here.
+:mod:`fastconv.onnx.pool_act_importers`, Flatten, Reshape and Pad in
+:mod:`fastconv.onnx.shape_importers`; the layers with weights are here. Attribute reading and its
+checks (axes, pads) are in :mod:`fastconv.onnx.attrs`.
 
 Importers raise :class:`Unsupported` naming the attribute or input they cannot honour; every
 attribute a node carries must be one the importer knows (:func:`attributes`), so nothing is
@@ -17,22 +19,17 @@ silently ignored. No layer is built here: a :class:`Spec` is built only once the
 been read without a problem.
 """
 import inspect
-import math
 
 import numpy as np
-from onnx import helper
 
 import fastconv
 
 from .._shapes import conv_padding
+from .attrs import Unsupported, attributes, decimal, pair  # noqa: F401 - Unsupported and attributes re-exported
 
 __all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Block", "item_specs", "build_items", "Unsupported", "importer", "attributes", "IMPORTERS"]
 
 IMPORTERS = {}  # op type -> (fn, names of the fastconv classes it builds)
-
-
-class Unsupported(Exception):
-    """A node fastconv cannot run; the message names the op, attribute or input and why."""
 
 
 class Symbol:
@@ -127,22 +124,6 @@ def importer(op, needs=()):
     return register
 
 
-def attributes(node, **defaults):
-    """The node's attributes as ``{name: value}`` with ``defaults`` filled in (strings decoded).
-
-    Raises Unsupported for an attribute not in ``defaults``: every attribute is either honoured
-    or reported.
-    """
-    values = {}
-    for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        values[a.name] = v.decode() if isinstance(v, bytes) else v
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise Unsupported(f"attribute{'s' * (len(unknown) > 1)} {', '.join(unknown)} not supported")
-    return {**defaults, **values}
-
-
 def _layer_class(name):
     cls = getattr(fastconv, name, None)
     if not isinstance(cls, type):
@@ -170,18 +151,6 @@ def _done(issues):
         raise Unsupported("; ".join(issues))
 
 
-def _pair(values, name, node_attr):
-    values = tuple(int(v) for v in values)
-    if len(values) != 2:
-        raise Unsupported(f"{node_attr}={list(values)}: only 2-D {name} is supported")
-    return values
-
-
-def _square(hw):
-    """``k`` for ``(k, k)``, as a PyTorch user writes a square pooling window."""
-    return hw[0] if hw[0] == hw[1] else hw
-
-
 def _rng():
     """A private generator for layers whose random initial weights are overwritten at once, so
     loading a model leaves the default generator (``fastconv.manual_seed``) untouched."""
@@ -190,11 +159,6 @@ def _rng():
 
 def _f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def _decimal(v):
-    """The shortest decimal that a float32 attribute rounds from: 1e-05, not 9.99999974e-06."""
-    return float(str(np.float32(v)))
 
 
 # --- layers with weights -----------------------------------------------------------------------
@@ -230,8 +194,8 @@ def _conv(ctx, node, x):
     issues = []
     if a["kernel_shape"] is not None and tuple(a["kernel_shape"]) != w.shape[2:]:
         issues.append(f"kernel_shape {list(a['kernel_shape'])} differs from the weight's {w.shape[2:]}")
-    stride = _pair(a["strides"], "convolution", "strides")
-    dilation = _pair(a["dilations"], "convolution", "dilations")
+    stride = pair(a["strides"], "convolution", "strides")
+    dilation = pair(a["dilations"], "convolution", "dilations")
     reach = tuple(d * (k - 1) + 1 for d, k in zip(dilation, w.shape[2:]))
     padding = _same_or_pads(a["auto_pad"], tuple(a["pads"]), reach, stride, issues)
     group = int(a["group"])
@@ -270,9 +234,9 @@ def _conv_transpose(ctx, node, x):
         issues.append(f"asymmetric pads {list(a['pads'])}")
     group = int(a["group"])
     kwargs = dict(in_channels=w.shape[0], out_channels=w.shape[1] * group, kernel_size=w.shape[2:],
-                  stride=_pair(a["strides"], "convolution", "strides"), padding=(top, left),
-                  output_padding=_pair(a["output_padding"], "convolution", "output_padding"),
-                  groups=group, dilation=_pair(a["dilations"], "convolution", "dilations"))
+                  stride=pair(a["strides"], "convolution", "strides"), padding=(top, left),
+                  output_padding=pair(a["output_padding"], "convolution", "output_padding"),
+                  groups=group, dilation=pair(a["dilations"], "convolution", "dilations"))
     state = {"weight": _f32(w)}
     b = ctx.const(node, 2, "bias", optional=True)
     if b is not None:
@@ -375,7 +339,7 @@ def _mul(ctx, node, x):
     c = ctx.const(node, 1 - ctx.position(node, x), "factor")
     reader = ctx.consumer(node)
     if reader is not None and reader.op_type == "Softplus" and np.asarray(c).size == 1 and float(c) > 0:
-        return Spec("Softplus", dict(beta=_decimal(c)), pending=True)
+        return Spec("Softplus", dict(beta=decimal(c)), pending=True)
     if spec is None or spec.cls != "GroupNorm" or spec.pending or spec.kwargs.get("affine", True):
         raise Unsupported("multiplying by a constant is supported only as the weight of a group normalisation "
                           "(Reshape, InstanceNormalization, Reshape, Mul, Add)")
@@ -403,7 +367,7 @@ def _instance_norm(ctx, node, x):
     spec = ctx.producer(x)
     if spec is not None and spec.cls == "GroupNorm" and spec.pending:
         _unit_affine(ctx, node, spec.kwargs["num_groups"])
-        spec.kwargs["eps"] = _decimal(a["epsilon"])
+        spec.kwargs["eps"] = decimal(a["epsilon"])
         return spec
     if ctx.rank(x) < 3 or x.shape[1] is None:
         raise Unsupported(f"input of shape {x.shape}: fastconv instance-normalises (N, C, *) with static C")
@@ -411,7 +375,7 @@ def _instance_norm(ctx, node, x):
     state = {"weight": _f32(ctx.const(node, 1, "scale")).reshape(-1), "bias": _f32(ctx.const(node, 2, "B")).reshape(-1)}
     if state["weight"].size != c or state["bias"].size != c:
         raise Unsupported(f"scale / B of {state['weight'].size} / {state['bias'].size} values for {c} channels")
-    return Spec("GroupNorm", dict(num_groups=c, num_channels=c, eps=_decimal(a["epsilon"])), state)
+    return Spec("GroupNorm", dict(num_groups=c, num_channels=c, eps=decimal(a["epsilon"])), state)
 
 
 @importer("GroupNormalization", needs=("GroupNorm",))
@@ -424,7 +388,7 @@ def _group_normalization(ctx, node, x):
     if scale.size != c or bias.size != c or c % groups:
         raise Unsupported(f"scale / bias of {scale.size} / {bias.size} values (one per group is opset 18's "
                           f"form) for {c} channels in {groups} groups: fastconv takes one per channel")
-    return Spec("GroupNorm", dict(num_groups=groups, num_channels=c, eps=_decimal(a["epsilon"])),
+    return Spec("GroupNorm", dict(num_groups=groups, num_channels=c, eps=decimal(a["epsilon"])),
                 {"weight": scale, "bias": bias})
 
 
@@ -440,8 +404,8 @@ def _batch_norm(ctx, node, x):
     state = {n: _f32(ctx.const(node, i, n)).reshape(-1) for i, n in enumerate(names, 1)}
     state["num_batches_tracked"] = np.array(0, dtype=np.int64)
     cls = "BatchNorm2d" if x.rank == 4 else "BatchNorm1d"
-    kwargs = dict(num_features=state["weight"].size, eps=_decimal(a["epsilon"]),
-                  momentum=round(1.0 - _decimal(a["momentum"]), 12))  # ONNX keeps 1 - PyTorch's momentum
+    kwargs = dict(num_features=state["weight"].size, eps=decimal(a["epsilon"]),
+                  momentum=round(1.0 - decimal(a["momentum"]), 12))  # ONNX keeps 1 - PyTorch's momentum
     return Spec(cls, kwargs, state)
 
 
@@ -476,137 +440,4 @@ def _layer_norm(ctx, node, x):
     state = {"weight": _f32(scale)}
     if bias is not None:
         state["bias"] = _f32(bias)
-    return Spec("LayerNorm", dict(normalized_shape=shape, eps=_decimal(a["epsilon"]), bias=bias is not None), state)
-
-
-# --- reshaping and padding ---------------------------------------------------------------------
-
-@importer("Flatten", needs=("Flatten",))
-def _flatten(ctx, node, x):
-    a = attributes(node, axis=1)
-    if a["axis"] % ctx.rank(x) != 1:
-        raise Unsupported(f"axis={a['axis']}: only axis 1 (keep the batch, merge the rest) is supported")
-    return Spec("Flatten", {})
-
-
-def _reshape_target(target, dims, allowzero, batch):
-    """``target`` resolved against the input ``dims`` (BATCH first): a list with BATCH first and
-    the other dims (a -1 inferred where the input's dims allow), or None when the reshape does not
-    keep the batch axis. ``batch``: the graph input's static batch size or None."""
-    out = []
-    for i, t in enumerate(target):
-        if t is BATCH or (batch is not None and i == 0 and t == batch):
-            out.append(BATCH)
-        elif isinstance(t, Symbol):
-            return None
-        elif t == 0 and not allowzero:
-            out.append(dims[i] if i < len(dims) else -1)
-        else:
-            out.append(int(t))
-    known = None not in dims[1:]
-    if out and out[0] == -1 and known and all(isinstance(t, int) and t > 0 for t in out[1:]):
-        if math.prod(out[1:]) == math.prod(dims[1:]):
-            out[0] = BATCH  # [-1, C*H*W]: the -1 is the batch
-    if not out or out[0] is not BATCH:
-        return None
-    if known and out[1:].count(-1) == 1 and out != [BATCH, -1]:
-        rest = math.prod(t for t in out[1:] if t != -1)
-        if rest > 0 and math.prod(dims[1:]) % rest == 0:
-            out[out.index(-1, 1)] = math.prod(dims[1:]) // rest
-    return out
-
-
-def _merged_range(dims, out):
-    """``(start, end)`` such that merging ``dims[start:end + 1]`` gives ``out``, or None."""
-    for start in range(1, len(dims)):
-        for end in range(start + 1, len(dims)):
-            merged = dims[start:end + 1]
-            if None not in merged and list(dims[:start]) + [math.prod(merged)] + list(dims[end + 1:]) == out:
-                return start, end
-    return None
-
-
-def _shown(values):
-    return [v if isinstance(v, Symbol) else int(v) for v in values]
-
-
-def _group_norm_reshape(ctx, node, x, dims, out):
-    """The Reshapes around a group normalisation's InstanceNormalization (as torch.onnx and
-    fastconv write it): to (N, groups, -1) before, back to the input's shape after. Returns the
-    GroupNorm Spec (pending until the second Reshape), or None for any other Reshape."""
-    spec = ctx.producer(x)
-    if spec is not None and spec.cls == "GroupNorm" and spec.pending:
-        if "eps" not in spec.kwargs or out is None or out[1:] != list(spec.restore[1:]):
-            raise Unsupported(f"Reshape to {_shown(out or [])} inside a group normalisation of a "
-                              f"{tuple(spec.restore)} input (back to that shape after InstanceNormalization)")
-        spec.pending = False
-        spec.kwargs["affine"] = False
-        return spec
-    reader = ctx.consumer(node)
-    if (reader is None or reader.op_type != "InstanceNormalization" or out is None or len(out) != 3
-            or not isinstance(out[1], int) or len(dims) < 3 or None in dims[1:]):
-        return None
-    groups, channels = out[1], dims[1]
-    if groups < 1 or channels % groups or out[2] not in (-1, math.prod(dims[1:]) // groups):
-        return None
-    spec = Spec("GroupNorm", dict(num_groups=groups, num_channels=channels), pending=True)
-    spec.restore = tuple(dims)
-    return spec
-
-
-@importer("Reshape", needs=("Flatten", "GroupNorm"))
-def _reshape(ctx, node, x):
-    """A Reshape that keeps the batch axis and merges a run of axes is a Flatten."""
-    a = attributes(node, allowzero=0)
-    if ctx.position(node, x) != 0:
-        raise Unsupported("the target shape is computed at run time")
-    target = list(ctx.const(node, 1, "shape", symbolic=True).reshape(-1))
-    ctx.rank(x)
-    dims = list(x.shape)
-    out = _reshape_target(target, dims, a["allowzero"], ctx.static_batch)
-    group_norm = _group_norm_reshape(ctx, node, x, dims, out)
-    if group_norm is not None:
-        return group_norm
-    if out == dims:
-        return None
-    if out == [BATCH, -1]:
-        return Spec("Flatten", {})
-    span = None if out is None else _merged_range(dims, out)
-    if span is None:
-        raise Unsupported(f"Reshape of a {tuple(x.shape)} tensor to {_shown(target)} is not a flatten "
-                          "(fastconv reshapes (N, ...) by merging adjacent axes only)")
-    start, end = span
-    last = len(dims) - 1
-    if (start, end) == (1, last):
-        return Spec("Flatten", {})
-    return Spec("Flatten", dict(start_dim=start, end_dim=-1 if end == last else end))
-
-
-_PAD_LAYERS = {"reflect": "ReflectionPad2d", "edge": "ReplicationPad2d", "wrap": "CircularPad2d"}
-_CONV_PADDING_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
-
-
-@importer("Pad", needs=("ZeroPad2d", "ConstantPad2d", *_PAD_LAYERS.values()))
-def _pad(ctx, node, x):
-    """A padding layer; or, when a Conv reads it, that Conv's ``padding_mode`` (PyTorch exports a
-    reflect / replicate / circular Conv2d as Pad + Conv)."""
-    a = attributes(node, mode="constant")
-    mode = a["mode"]
-    if mode not in _PAD_LAYERS and mode != "constant":
-        raise Unsupported(f"mode={mode!r} (ONNX's modes are constant, reflect, edge and wrap)")
-    if ctx.const(node, 3, "axes", optional=True) is not None or ctx.rank(x) != 4:
-        raise Unsupported("only pads over all four axes of an (N, C, H, W) input are supported")
-    pads = [int(p) for p in ctx.const(node, 1, "pads")]
-    if pads[:2] != [0, 0] or pads[4:6] != [0, 0] or min(pads) < 0:
-        raise Unsupported(f"pads {pads}: only non-negative padding of H and W is supported")
-    top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
-    reader = ctx.consumer(node)
-    if (mode in _CONV_PADDING_MODES and reader is not None and reader.op_type == "Conv"
-            and (top, left) == (bottom, right) and _accepts("Conv2d", "padding_mode")):
-        return Spec("Conv2d", dict(padding=(top, left), padding_mode=_CONV_PADDING_MODES[mode]), pending=True)
-    kwargs = dict(padding=(left, right, top, bottom))
-    if mode != "constant":
-        return Spec(_PAD_LAYERS[mode], kwargs)
-    value = ctx.const(node, 2, "constant_value", optional=True)
-    value = 0.0 if value is None else float(value)
-    return Spec("ConstantPad2d", dict(kwargs, value=value)) if value else Spec("ZeroPad2d", kwargs)
+    return Spec("LayerNorm", dict(normalized_shape=shape, eps=decimal(a["epsilon"]), bias=bias is not None), state)

@@ -25,7 +25,7 @@ from ..layers import Sequential
 import fastconv
 
 from .folding import FOLDERS
-from . import pool_act_importers  # noqa: F401 - registers the pooling and activation importers
+from . import pool_act_importers, shape_importers  # noqa: F401 - register their importers
 from .importers import BATCH, IMPORTERS, Block, Tensor, Unsupported, attributes, build_items, item_specs
 
 __all__ = ["IMPORT_OPSETS", "read_model", "load", "importable_ops"]

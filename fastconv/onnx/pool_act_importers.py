@@ -9,7 +9,8 @@ from onnx import helper
 
 import fastconv
 
-from .importers import Spec, Unsupported, attributes, importer, _pair, _square, _require, _done, _decimal
+from .attrs import Unsupported, attributes, decimal, pair, square
+from .importers import Spec, importer, _require, _done
 
 __all__ = []
 
@@ -22,13 +23,13 @@ def _pool(cls, ctx, node, extra):
     issues = []
     if a["auto_pad"] != "NOTSET":
         issues.append(f"auto_pad={a['auto_pad']!r}")
-    kernel = _pair(a["kernel_shape"], "pooling", "kernel_shape")
+    kernel = pair(a["kernel_shape"], "pooling", "kernel_shape")
     top, left, bottom, right = a["pads"]
     if (top, left) != (bottom, right):
         issues.append(f"asymmetric pads {list(a['pads'])}")
-    kwargs = dict(kernel_size=_square(kernel), stride=_square(_pair(a["strides"], "pooling", "strides")))
+    kwargs = dict(kernel_size=square(kernel), stride=square(pair(a["strides"], "pooling", "strides")))
     kwargs.update(_require(issues, cls, "padding", (top, left), (0, 0)))
-    kwargs.update(_require(issues, cls, "dilation", _pair(a["dilations"], "pooling", "dilations"), (1, 1)))
+    kwargs.update(_require(issues, cls, "dilation", pair(a["dilations"], "pooling", "dilations"), (1, 1)))
     kwargs.update(_require(issues, cls, "ceil_mode", bool(a["ceil_mode"]), False))
     return a, kwargs, issues
 
@@ -59,7 +60,7 @@ def _global_pool(adaptive, plain):
             return Spec(adaptive, dict(output_size=1))
         if None in x.shape[2:]:
             raise Unsupported(f"fastconv has no {adaptive} and the input's H, W are not static")
-        return Spec(plain, dict(kernel_size=_square(tuple(x.shape[2:]))))  # one window over the whole plane
+        return Spec(plain, dict(kernel_size=square(tuple(x.shape[2:]))))  # one window over the whole plane
     return import_global
 
 
@@ -73,7 +74,7 @@ def _elementwise(cls, **attrs):
     """An importer of a one-input op building ``cls``; ``attrs``: ONNX name -> (layer arg, default)."""
     def import_elementwise(ctx, node, x):
         a = attributes(node, **{name: default for name, (_, default) in attrs.items()})
-        return Spec(cls, {arg: _decimal(a[name]) if isinstance(a[name], float) else a[name]
+        return Spec(cls, {arg: decimal(a[name]) if isinstance(a[name], float) else a[name]
                           for name, (arg, _) in attrs.items()})
     return import_elementwise
 
@@ -107,7 +108,7 @@ def _div(ctx, node, x):
     if ctx.position(node, x) != 0 or spec is None or spec.cls != "Softplus" or not spec.pending:
         raise Unsupported("division is supported only as the end of Softplus(beta * x) / beta")
     d = ctx.const(node, 1, "divisor")
-    if d.size != 1 or _decimal(d) != spec.kwargs["beta"]:
+    if d.size != 1 or decimal(d) != spec.kwargs["beta"]:
         raise Unsupported(f"Softplus(beta * x) with beta={spec.kwargs['beta']} divided by {d.reshape(-1)[:3]}")
     spec.pending = False
     return spec
@@ -173,5 +174,5 @@ def _dropout(ctx, node, x):
     training = ctx.const(node, 2, "training_mode", optional=True)
     if training is not None and bool(training):
         raise Unsupported("training_mode=True: export the model in eval mode")
-    p = 0.5 if ratio is None else _decimal(ratio)
+    p = 0.5 if ratio is None else decimal(ratio)
     return Spec("Dropout", dict(p=p)) if p > 0 else None
