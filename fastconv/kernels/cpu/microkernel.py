@@ -1,0 +1,177 @@
+"""The micro-kernel generator: register-blocked outer-product accumulation, emitted as LLVM IR.
+
+Plain Numba loops keep array accumulators in memory (Numba has no ``noalias``), so a tile of
+outputs cannot live in registers. :func:`kernel` returns an ``@intrinsic`` that Numba inlines
+into an ``@njit`` loop nest as hand-built IR, for a tile of ``R`` rows by ``NB`` vectors of ``V``
+lanes (``V`` from the target, see :func:`target`). Called as::
+
+    kern(a, a_off, a_rstride, a_lstride, aoffs, ntaps, nsteps,
+         b, b_off, b_tstride, b_lstride, b_nstride, c, c_off, c_rstride, c_nstride, add)
+
+(``a``, ``b``, ``c`` flat contiguous arrays of one float dtype, ``aoffs`` an int64 array, the
+rest integers), it computes, for ``r < R`` and ``j < NB``::
+
+    acc[r, j] = sum over t < ntaps, l < nsteps of
+                broadcast(a[a_off + aoffs[t] + r*a_rstride + l*a_lstride])
+                * b[b_off + t*b_tstride + l*b_lstride + j*b_nstride : ... + V]
+    c[c_off + r*c_rstride + j*c_nstride : ... + V]  = acc[r, j]   (add == 0)
+                                                   += acc[r, j]   (add != 0)
+
+The terms are added in the order (t, l), one fused multiply-add each, starting from zero. The
+emitted instructions, in order:
+
+- ``alloca [R*NB x <V x T>]`` in the entry block: the accumulators. Every access is a whole-vector
+  ``load``/``store`` at a constant index, so LLVM's SROA/mem2reg promote the array to R*NB vector
+  registers (nothing goes through memory inside the loops).
+- ``store zeroinitializer`` into each accumulator.
+- Two counted loops (``t`` over taps, ``l`` over steps), and in the body:
+  ``load <V x T>`` (unaligned) of the NB vectors of ``b``; for each r, a scalar ``load`` of ``a``,
+  ``insertelement`` + ``shufflevector`` with a zero mask (broadcast to V lanes; x86 folds it into
+  the FMA's memory operand as ``{1toV}`` on AVX-512, ``vbroadcastss`` on AVX2), then per j
+  ``call <V x T> @llvm.fma.vVfNN(broadcast, b_j, acc[r, j])``.
+- After the loops, per (r, j): ``load`` c's vector and ``fadd`` (add != 0), then ``store``.
+
+Convolution passes use it with different strides (see :mod:`.blocked`): forward has r = output
+pixels, l = input channels of a block, t = (channel block, tap); the weight gradient has r =
+input channels of a pixel, l = output pixels of a row, t = rows.
+
+The tile shape must fit the target: :func:`target` reads the vector width from the assembly
+that Numba's own target machine emits for a probe (so ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``
+are respected, e.g. ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=`` gives 256-bit ymm code), and
+the register count from its ISA (32 vector registers with AVX-512, 16 with AVX/AVX2).
+"""
+import functools
+
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+
+@functools.lru_cache(maxsize=None)
+def target():
+    """``(vector bytes, vector registers)`` of the CPU that Numba compiles for.
+
+    The width comes from assembling a probe with Numba's own target machine (CPU name and
+    feature string as Numba uses them): a 64-byte vector add that stays one ``zmm`` instruction
+    means AVX-512, ``ymm`` 32 bytes, else 16.
+    """
+    from numba.core.registry import cpu_target
+    tm = cpu_target.target_context.codegen()._tm
+    module = ir.Module(name="fastconv_probe")
+    vec = ir.VectorType(ir.FloatType(), 16)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [vec.as_pointer()] * 2),
+                     name="probe")
+    builder = ir.IRBuilder(fn.append_basic_block())
+    a, b = fn.args
+    builder.store(builder.fadd(builder.load(a), builder.load(b)), b)
+    builder.ret_void()
+    parsed = llvm_binding.parse_assembly(str(module))
+    asm = tm.emit_assembly(parsed)
+    if "zmm" in asm:
+        return 64, 32
+    if "ymm" in asm:
+        return 32, 16
+    return 16, 16
+
+
+def lanes(dtype):
+    """Vector lanes of ``dtype`` on the target (16 float32 with AVX-512, 8 with AVX2)."""
+    return target()[0] // np.dtype(dtype).itemsize
+
+
+def _data(context, builder, arrty, value):
+    """The data pointer of an array argument."""
+    return cgutils.create_struct_proxy(arrty)(context, builder, value=value).data
+
+
+def _vector_ptr(builder, base, index, vecty):
+    """``(<V x T>*) &base[index]``."""
+    return builder.bitcast(builder.gep(base, [index]), vecty.as_pointer())
+
+
+def _emit(context, builder, sig, args, rows, nvec):
+    """The IR of one call; see the module docstring for what each instruction does. ``rows``
+    ``"lanes"`` is the vector width of the arrays' dtype."""
+    (a, a_off, a_rs, a_ls, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off, c_rs,
+     c_ns, add) = args
+    arrty = sig.args[0]
+    elt = context.get_data_type(arrty.dtype)
+    width = lanes(np.float32 if arrty.dtype == types.float32 else np.float64)
+    vecty = ir.VectorType(elt, width)
+    rows = width if rows == "lanes" else rows
+    align = arrty.dtype.bitwidth // 8  # unaligned vectors: element alignment only
+    pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (7, b), (12, c)))
+    po = _data(context, builder, sig.args[4], aoffs)
+    acc = cgutils.alloca_once(builder, ir.ArrayType(vecty, rows * nvec), name="acc")
+    slots = [builder.gep(acc, [_I32(0), _I32(i)]) for i in range(rows * nvec)]
+    zero = ir.Constant(vecty, None)
+    for s in slots:
+        builder.store(zero, s)
+    suffix = f"v{width}{'f32' if arrty.dtype == types.float32 else 'f64'}"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * 3),
+                                         f"llvm.fma.{suffix}")  # llvm.fma.v16f32 etc.
+    mask = ir.Constant(ir.VectorType(_I32, width), None)
+    undef = ir.Constant(vecty, ir.Undefined)
+    with cgutils.for_range(builder, ntaps) as tloop:
+        t = tloop.index
+        a_t = builder.add(a_off, builder.load(builder.gep(po, [t])))
+        b_t = builder.add(b_off, builder.mul(t, b_ts))
+        with cgutils.for_range(builder, nsteps) as lloop:
+            step = lloop.index
+            a_l = builder.add(a_t, builder.mul(step, a_ls))
+            b_l = builder.add(b_t, builder.mul(step, b_ls))
+            bvec = [builder.load(_vector_ptr(builder, pb, builder.add(b_l, builder.mul(
+                _I64(j), b_ns)), vecty), align=align) for j in range(nvec)]
+            for r in range(rows):
+                scalar = builder.load(builder.gep(pa, [builder.add(a_l, builder.mul(
+                    _I64(r), a_rs))]))
+                splat = builder.shuffle_vector(builder.insert_element(undef, scalar, _I32(0)),
+                                              undef, mask)
+                for j in range(nvec):
+                    slot = slots[r * nvec + j]
+                    builder.store(builder.call(fma, [splat, bvec[j], builder.load(slot)]), slot)
+    is_add = builder.icmp_signed("!=", add, ir.Constant(add.type, 0))
+    with builder.if_else(is_add) as (then, otherwise):
+        for branch, adding in ((then, True), (otherwise, False)):
+            with branch:
+                for r in range(rows):
+                    for j in range(nvec):
+                        ptr = _vector_ptr(builder, pc, builder.add(c_off, builder.add(
+                            builder.mul(_I64(r), c_rs), builder.mul(_I64(j), c_ns))), vecty)
+                        value = builder.load(slots[r * nvec + j])
+                        if adding:
+                            value = builder.fadd(builder.load(ptr, align=align), value)
+                        builder.store(value, ptr, align=align)
+    return context.get_dummy_value()
+
+
+@functools.lru_cache(maxsize=None)
+def kernel(rows, nvec):
+    """The intrinsic for a tile of ``rows`` x ``nvec`` vectors (see the module docstring); one
+    per tile shape, serving float32 and float64 arrays. ``rows="lanes"``: as many rows as the
+    dtype has lanes (the weight gradient's tile of V input x V output channels)."""
+    if (rows != "lanes" and rows < 1) or nvec < 1:
+        raise ValueError(f"kernel: tile {rows} x {nvec} must be positive")
+
+    @intrinsic
+    def tile(typingctx, a, a_off, a_rs, a_ls, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ls, b_ns,
+             c, c_off, c_rs, c_ns, add):
+        arrays = (a, b, c)
+        if not all(isinstance(x, types.Array) and x.dtype in (types.float32, types.float64)
+                   for x in arrays) or len({x.dtype for x in arrays}) != 1:
+            return None
+        if not (isinstance(aoffs, types.Array) and aoffs.dtype == types.int64):
+            return None
+        i = types.int64
+        sig = types.void(a, i, i, i, aoffs, i, i, b, i, i, i, i, c, i, i, i, i)
+
+        def codegen(context, builder, signature, args):
+            return _emit(context, builder, signature, args, rows, nvec)
+        return sig, codegen
+    return tile

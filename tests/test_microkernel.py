@@ -1,0 +1,138 @@
+"""The micro-kernel generator (fastconv.kernels.cpu.microkernel) against plain NumPy, and the
+target it reads: vector width and registers follow NUMBA_CPU_NAME / NUMBA_CPU_FEATURES."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numba import njit
+
+from fastconv.kernels.cpu import microkernel as mk
+
+from helpers import HYPOTHESIS
+
+TILES = [(3, 2), ("lanes", 1)]
+KERNELS = {tile: mk.kernel(*tile) for tile in TILES}
+_K32, _KL = KERNELS[(3, 2)], KERNELS[("lanes", 1)]
+
+
+@njit
+def _call32(a, a_off, a_rs, a_ls, aoffs, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off, c_rs,
+            c_ns, add):
+    _K32(a, a_off, a_rs, a_ls, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ls, b_ns, c,
+         c_off, c_rs, c_ns, add)
+
+
+@njit
+def _call_lanes(a, a_off, a_rs, a_ls, aoffs, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off,
+                c_rs, c_ns, add):
+    _KL(a, a_off, a_rs, a_ls, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ls, b_ns, c,
+        c_off, c_rs, c_ns, add)
+
+
+CALLS = {(3, 2): _call32, ("lanes", 1): _call_lanes}
+
+
+def reference(args, rows, nvec, v):
+    """The kernel's definition (module docstring) in float64 NumPy; returns the new c."""
+    (a, a_off, a_rs, a_ls, aoffs, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off, c_rs, c_ns,
+     add) = args
+    out = c.astype(np.float64)
+    for r in range(rows):
+        for j in range(nvec):
+            acc = np.zeros(v)
+            for t in range(len(aoffs)):
+                for step in range(nsteps):
+                    s = a[a_off + aoffs[t] + r * a_rs + step * a_ls]
+                    o = b_off + t * b_ts + step * b_ls + j * b_ns
+                    acc += np.float64(s) * b[o:o + v]
+            o = c_off + r * c_rs + j * c_ns
+            out[o:o + v] = out[o:o + v] + acc if add else acc
+    return out
+
+
+@given(data=st.data())
+@HYPOTHESIS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tile", TILES)
+def test_kernel_matches_numpy(tile, dtype, data):
+    """Random strides, offsets, tap tables and step counts (zero included), store and add."""
+    v = mk.lanes(dtype)
+    rows = v if tile[0] == "lanes" else tile[0]
+    nvec = tile[1]
+    draw = lambda lo, hi: data.draw(st.integers(lo, hi))  # noqa: E731
+    ntaps, nsteps = draw(0, 3), draw(0, 5)
+    a_rs, a_ls, a_off = draw(1, 4), draw(0, 3), draw(0, 5)
+    aoffs = np.array([draw(0, 20) for _ in range(ntaps)], dtype=np.int64)
+    b_ls, b_ts = draw(v, v + 3), draw(0, 40)
+    b_ns, b_off = draw(6 * v, 7 * v), draw(0, 5)
+    c_rs, c_off = draw(v, v + 2), draw(0, 5)
+    c_ns = rows * c_rs + draw(0, 3)
+    add = draw(0, 1)
+    rng = np.random.default_rng(draw(0, 2**31))
+    a = rng.standard_normal(a_off + 20 + rows * a_rs + 5 * a_ls + 1).astype(dtype)
+    b = rng.standard_normal(b_off + 3 * b_ts + 5 * b_ls + nvec * b_ns + v).astype(dtype)
+    c = rng.standard_normal(c_off + nvec * c_ns + v).astype(dtype)
+    args = (a, a_off, a_rs, a_ls, aoffs, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off, c_rs,
+            c_ns, add)
+    ref = reference(args, rows, nvec, v)
+    CALLS[tile](*args)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(c, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
+
+
+def test_nonfinite_propagates():
+    """inf times a lane's weight gives inf, inf times zero NaN, as IEEE arithmetic says."""
+    v = mk.lanes(np.float32)
+    a = np.zeros(16, np.float32)
+    a[0] = np.inf
+    b = np.ones(2 * 6 * v + v, np.float32)
+    b[1] = 0
+    c = np.zeros(2 * 3 * v + v, np.float32)
+    _call32(a, 0, 1, 1, np.zeros(1, np.int64), 1, b, 0, 0, v, 6 * v, c, 0, v, 3 * v, 0)
+    assert np.isinf(c[0]) and np.isnan(c[1]) and (c[v:2 * v] == 0).all()
+
+
+def test_target_native_matches_host_flags():
+    """This machine: 16 float32 lanes and 32 registers where the CPU has AVX-512, 8 and 16 with
+    AVX2 only; a kernel's assembly uses the registers of that width."""
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES") is not None:
+        pytest.skip("the target is overridden in this environment")
+    asm = next(iter(_call32.inspect_asm().values()))
+    if " avx512f" in flags:
+        assert mk.target() == (64, 32) and mk.lanes(np.float32) == 16
+        assert "zmm" in asm
+    elif " avx2" in flags:
+        assert mk.target() == (32, 16) and mk.lanes(np.float64) == 4
+        assert "ymm" in asm and "zmm" not in asm
+
+
+def test_avx2_emulation_emits_no_zmm():
+    """NUMBA_CPU_NAME=haswell with NUMBA_CPU_FEATURES empty: Numba compiles for Haswell's own
+    features, so the target is 8 float32 lanes and 16 registers and the kernel has FMAs on ymm
+    registers only (NUMBA_CPU_NAME alone would keep the host's AVX-512 features)."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from numba import njit
+        from fastconv.kernels.cpu import microkernel as mk
+        k = mk.kernel(3, 2)
+        @njit
+        def f(a, o, b, c):
+            k(a, 0, 1, 1, o, 1, 2, b, 0, 0, 8, 16, c, 0, 8, 24, 0)
+        a, b, c = np.ones(8, np.float32), np.ones(64, np.float32), np.zeros(64, np.float32)
+        f(a, np.zeros(1, np.int64), b, c)
+        asm = next(iter(f.inspect_asm().values()))
+        print(mk.target(), mk.lanes(np.float32), mk.lanes(np.float64), 'zmm' in asm,
+              'ymm' in asm, 'vfmadd' in asm, c[0], c[8])
+    """)
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["(32,", "16)", "8", "4", "False", "True", "True", "2.0",
+                                  "2.0"], res.stdout
