@@ -5,9 +5,11 @@ The :class:`fastconv.Trainer` takes a Dataset wherever it takes arrays (``fit``,
 ``evaluate``, ``validation_data``) and asks it for one batch at a time, by an array of
 sample indices, so only the batches in use are in memory.
 """
+import contextlib
 import gzip
+import hashlib
+import math
 import os
-import shutil
 import tempfile
 import zlib
 from pathlib import Path
@@ -142,32 +144,107 @@ class Subset(Dataset):
 
 # --- memory-mapped IDX files -----------------------------------------------------------------
 
+# What a damaged gzip stream raises while it is decompressed (a bad header or CRC, a stream cut
+# short, a bad deflate block): the memory map here and fastconv.datasets.read_idx turn each into
+# the same ValueError naming the file.
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def _corrupt_gzip(path, exc):
+    return ValueError(f"{path}: corrupt gzip data ({exc})")
+
+
+def _idx_layout(path, head, size):
+    """``(dims, offset)`` of the IDX file ``path`` of ``size`` bytes from its first bytes
+    ``head`` (16, or all of a shorter file), or a ValueError naming it: a bad magic number,
+    a truncated header, or a payload size other than the product of the dimensions. The
+    product is a Python int: dimensions up to 2^32 - 1 each cannot overflow it (in int64,
+    2^31 x 2^31 x 4 wraps to 0 and an empty payload would pass)."""
+    if size < 4:
+        raise ValueError(f"{path}: too short for an IDX header ({size} bytes)")
+    magic = int.from_bytes(head[:4], "big")
+    if head[:2] != b"\0\0" or head[2] != 0x08:
+        raise ValueError(
+            f"{path}: bad magic number 0x{magic:08x}; expected 2051 (0x00000803, images) "
+            "or 2049 (0x00000801, labels) with type byte 0x08 (unsigned byte)"
+        )
+    ndim = head[3]
+    if ndim not in (1, 3):
+        raise ValueError(
+            f"{path}: bad magic number 0x{magic:08x}: the header says {ndim} dimensions; "
+            "expected 3 (images, magic 2051) or 1 (labels, magic 2049)"
+        )
+    start = 4 + 4 * ndim
+    if size < start:
+        raise ValueError(f"{path}: truncated header ({size} of {start} bytes)")
+    dims = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    expected, actual = math.prod(dims), size - start
+    if actual != expected:
+        problem = "truncated" if actual < expected else "trailing bytes"
+        raise ValueError(
+            f"{path}: {problem}: payload has {actual} bytes but dimensions {dims} need {expected}"
+        )
+    return dims, start
+
+
+def _cache_name(path):
+    """``(prefix, name)`` of the decompressed copy of the gzip file ``path``: its base name, a
+    digest of its absolute path (so folders holding files of the same names, such as MNIST's and
+    Fashion-MNIST's, never share a copy) and a digest of its identity: size, modification time
+    and the gzip trailer (the CRC-32 and length of the content), so a file rewritten or replaced
+    gets a new copy, even within one tick of the clock, and a stale one is never served.
+    ``prefix`` is common to every copy of this path."""
+    source = path.resolve()
+    with open(source, "rb") as f:
+        st = os.fstat(f.fileno())
+        f.seek(max(st.st_size - 8, 0))
+        trailer = f.read(8)
+    where = hashlib.sha256(os.fsencode(source)).hexdigest()[:12]
+    what = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:".encode() + trailer).hexdigest()[:12]
+    prefix = f"{path.stem if path.suffix == '.gz' else path.name + '.raw'}.{where}"
+    return prefix, f"{prefix}-{what}"
+
+
 def _uncompressed(path, cache_dir):
     """``path`` itself, or (a gzip file) its content decompressed once into ``cache_dir``
-    (default: a ``fastconv-cache`` folder next to it), rewritten when older than ``path``."""
+    (default: a ``fastconv-cache`` folder next to it) under the name :func:`_cache_name` gives;
+    older copies of the same path are removed after a new one is written."""
     with open(path, "rb") as f:
         if f.read(2) != b"\x1f\x8b":
             if path.suffix == ".gz":
                 raise ValueError(f"{path}: not a gzip file (name ends in .gz but no gzip magic bytes)")
             return path
     folder = Path(cache_dir) if cache_dir is not None else path.parent / "fastconv-cache"
-    target = folder / (path.stem if path.suffix == ".gz" else path.name + ".raw")
-    if target.exists() and target.stat().st_mtime >= path.stat().st_mtime:
+    prefix, name = _cache_name(path)
+    target = folder / name
+    if target.is_file():
         return target
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=target.name + ".", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=name + ".", suffix=".tmp")
     except OSError as exc:
         raise OSError(f"{path} is gzip-compressed and a memory map needs the plain file; cannot "
                       f"write the decompressed copy in {folder} ({exc}): pass cache_dir= a "
                       "writable folder, or decompress it yourself (gunzip)") from exc
     try:
         with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
+            while True:
+                try:
+                    chunk = src.read(1 << 20)
+                except _GZIP_ERRORS as exc:
+                    raise _corrupt_gzip(path, exc) from None
+                if not chunk:
+                    break
+                out.write(chunk)
         os.replace(tmp, target)
-    except (OSError, EOFError) as exc:
-        os.unlink(tmp)
-        raise ValueError(f"{path}: corrupt gzip data ({exc})") from None
+    except BaseException:
+        with contextlib.suppress(OSError):  # never leave the partial copy behind
+            os.unlink(tmp)
+        raise
+    for old in folder.iterdir():  # copies of earlier versions of this file
+        if old.name.startswith(prefix + "-") and old.name != name and not old.name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                old.unlink()
     return target
 
 
@@ -180,8 +257,10 @@ def memmap_idx(path, cache_dir=None):
     path : str or Path
         Magic 2051 (images, 3 dimensions) or 2049 (labels, 1 dimension). A gzip file is
         decompressed once (streamed, written atomically) into ``cache_dir``, by default a
-        ``fastconv-cache`` folder next to it, and that copy is mapped; it is rewritten when the
-        gzip file is newer.
+        ``fastconv-cache`` folder next to it, and that copy is mapped. The copy's name holds a
+        digest of the gzip file's absolute path and identity (size, modification time, the
+        CRC-32 of its content), so a cache folder shared by several data sets never mixes them
+        up, and a changed file is decompressed again.
     cache_dir : str or Path, optional
 
     Returns
@@ -192,29 +271,17 @@ def memmap_idx(path, cache_dir=None):
     Raises
     ------
     ValueError
-        Naming the file, on a bad magic number, a truncated header, or a size other than the
-        header's dimensions give (as ``read_idx``).
+        Naming the file, on corrupt gzip data (no partial copy is left in the cache), a bad
+        magic number, a truncated header, or a size other than the header's dimensions give
+        (the same errors as ``read_idx``).
     """
-    path = _uncompressed(Path(path), cache_dir)
-    size = path.stat().st_size
+    source = Path(path)
+    path = _uncompressed(source, cache_dir)
     with open(path, "rb") as f:
         head = f.read(16)
-    magic = int.from_bytes(head[:4], "big") if len(head) >= 4 else None
-    if magic is None or head[:2] != b"\0\0" or head[2] != 0x08 or head[3] not in (1, 3):
-        found = "too short for an IDX header" if magic is None else f"bad magic number 0x{magic:08x}"
-        raise ValueError(f"{path}: {found}; expected 2051 (0x00000803, images) or 2049 "
-                         "(0x00000801, labels) with type byte 0x08 (unsigned byte)")
-    ndim = head[3]
-    start = 4 + 4 * ndim
-    if len(head) < start:
-        raise ValueError(f"{path}: truncated header ({len(head)} of {start} bytes)")
-    dims = tuple(int(d) for d in np.frombuffer(head, dtype=">u4", count=ndim, offset=4))
-    expected, actual = int(np.prod(dims)), size - start
-    if actual != expected:
-        problem = "truncated" if actual < expected else "trailing bytes"
-        raise ValueError(f"{path}: {problem}: payload has {actual} bytes but dimensions {dims} "
-                         f"need {expected}")
-    if expected == 0:  # nothing to map
+        size = os.fstat(f.fileno()).st_size
+    dims, start = _idx_layout(source, head, size)  # errors name the user's file, not the copy
+    if math.prod(dims) == 0:  # nothing to map
         return np.zeros(dims, np.uint8)
     return np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=dims)
 

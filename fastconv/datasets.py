@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_write
+from .data import _GZIP_ERRORS, _corrupt_gzip, _idx_layout
 
 __all__ = [
     "MNIST_MEAN",
@@ -106,8 +107,8 @@ def _read_bytes(path):
     if data[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(f"{path}: corrupt gzip data ({e})") from None
+        except _GZIP_ERRORS as e:
+            raise _corrupt_gzip(path, e) from None
     if path.suffix == ".gz":
         raise ValueError(f"{path}: not a gzip file (name ends in .gz but no gzip magic bytes)")
     return data
@@ -137,30 +138,7 @@ def read_idx(path):
     """
     path = Path(path)
     data = _read_bytes(path)
-    if len(data) < 4:
-        raise ValueError(f"{path}: too short for an IDX header ({len(data)} bytes)")
-    magic = int.from_bytes(data[:4], "big")
-    if data[:2] != b"\0\0" or data[2] != 0x08:
-        raise ValueError(
-            f"{path}: bad magic number 0x{magic:08x}; expected 2051 (0x00000803, images) "
-            "or 2049 (0x00000801, labels) with type byte 0x08 (unsigned byte)"
-        )
-    ndim = data[3]
-    if ndim not in (1, 3):
-        raise ValueError(
-            f"{path}: header says {ndim} dimensions (magic {magic}); expected 3 "
-            "(images, magic 2051) or 1 (labels, magic 2049)"
-        )
-    start = 4 + 4 * ndim
-    if len(data) < start:
-        raise ValueError(f"{path}: truncated header ({len(data)} of {start} bytes)")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected, actual = int(np.prod(dims)), len(data) - start
-    if actual != expected:
-        problem = "truncated" if actual < expected else "trailing bytes"
-        raise ValueError(
-            f"{path}: {problem}: payload has {actual} bytes but dimensions {dims} need {expected}"
-        )
+    dims, start = _idx_layout(path, data[:16], len(data))
     return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims).copy()
 
 
