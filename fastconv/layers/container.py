@@ -58,7 +58,6 @@ returns ``self.body(x) + self.shortcut(x)``. :class:`Concat` names its branches 
 import math
 import numbers
 import os
-import zipfile
 
 import numpy as np
 
@@ -66,6 +65,7 @@ from .. import functional as F
 from .._backend import is_device_array, to_device, to_numpy
 from .._grad import no_grad
 from .._io import atomic_savez
+from .._npz import NpzReader, mismatches
 from .module import Module, _ForwardScope, eval_mode
 
 __all__ = ["Sequential", "Residual", "Concat"]
@@ -189,21 +189,18 @@ class Sequential(Module):
     def load(self, path):
         """Load an ``.npz`` written by :meth:`save` (or any ``{key: array}`` archive); returns self.
 
-        Every key and shape is checked before anything changes (see :meth:`load_state_dict`).
+        Every key, dtype and shape is checked against the model from the arrays' headers, before
+        any array is read (a file cannot make this allocate more than the model's size) and
+        before anything changes; a problem is a ValueError naming the file and the keys (see
+        :meth:`load_state_dict`).
         """
         path = os.fspath(path)
-        try:
-            archive = np.load(path, allow_pickle=False)
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array, not an .npz archive")
-            with archive:
-                state = {key: archive[key] for key in archive.files}
-        except (ValueError, zipfile.BadZipFile, EOFError) as exc:
-            why = str(exc)
-            if "allow_pickle" in why or "pickle" in why:
-                why = ("it holds Python objects (pickled data), which fastconv never writes: it is "
-                       "not a fastconv model file (Sequential.save writes plain numeric arrays)")
-            raise ValueError(f"cannot read model file {path!r}: {why}") from exc
+        with NpzReader(path, f"model file {path!r}") as archive:
+            problems = mismatches(archive.headers, {key: value.shape for key, value, _, _ in self._entries()})
+            if problems:
+                raise ValueError(f"cannot load model file {path!r} into {type(self).__name__}: "
+                                 + "; ".join(problems) + "; nothing was loaded")
+            state = {key: archive.read(key) for key in archive.headers}
         self.load_state_dict(state)
         return self
 
