@@ -23,7 +23,7 @@ from numba import njit
 from ..._shapes import conv_output_hw
 from .._memory import empty
 from .._workers import one_blas_thread, split
-from . import _common, direct, winograd
+from . import _common, blocked, direct, winograd
 from ._common import _buffer, _zeroed_buffer
 
 
@@ -203,8 +203,9 @@ def _nkp_to_knp_sum(src, out, sums):
         sums[k] = acc
 
 
-#: The convolution algorithm: None lets :func:`algorithm` choose; "im2col", "winograd" or
-#: "direct" forces one wherever it applies (tests and benchmarks compare the paths in one process).
+#: The convolution algorithm: None lets :func:`algorithm` choose; "im2col", "winograd", "direct"
+#: or "blocked" forces one wherever it applies (tests and benchmarks compare the paths in one
+#: process).
 ALGORITHM = None
 
 
@@ -240,9 +241,14 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     ho, wo = conv_output_hw((h, wd), (fh, fw), stride, pads, dilation)
     unit = tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
     fits = (fh, fw) == (3, 3) and unit and min(ho, wo) >= 2
+    # the blocked path's dx is a correlation of dout padded by dil*(F-1) - pad on each side
+    blocks = tuple(stride) == (1, 1) and max(pads[:2]) <= dilation[0] * (fh - 1) and \
+        max(pads[2:]) <= dilation[1] * (fw - 1)
     if ALGORITHM is not None:
         if ALGORITHM == "winograd" and fits:
             return "winograd"
+        if ALGORITHM == "blocked" and blocks:
+            return "blocked"
         return "direct" if ALGORITHM == "direct" and unit else "im2col"
     if unit and c * fh * fw <= DIRECT_TAPS and c * fh * -(-fw // 3) <= DIRECT_PASSES:
         return "direct"
@@ -381,6 +387,8 @@ def conv2d_memory(x_shape, w_shape, stride, pads, dilation, itemsize):
     share, plus the chunks' partial dW.
     """
     path = algorithm(x_shape, w_shape, stride, pads, dilation)
+    if path == "blocked":
+        return blocked.memory(x_shape, w_shape, stride, pads, dilation, itemsize)
     if path != "im2col":
         return (winograd if path == "winograd" else direct).memory(x_shape, w_shape, pads, itemsize)
     g = _Geometry(x_shape, w_shape, stride, pads, itemsize, dilation)
@@ -401,6 +409,8 @@ def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     buffer and backward unfolds them again.
     """
     path = algorithm(x.shape, w.shape, stride, pads, dilation)
+    if path == "blocked":
+        return blocked.conv2d(x, w, b, stride, pads, dilation)
     if path != "im2col":
         return (winograd if path == "winograd" else direct).conv2d(x, w, b, pads)
     n_img = x.shape[0]
@@ -440,6 +450,12 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dil
     done). So the result does not depend on the thread count.
     """
     path = algorithm(x.shape, w.shape, stride, pads, dilation)
+    if path == "blocked" and need_dx and not np.isfinite(w).all():
+        # the blocked dx also multiplies w by the zeros around dout: inf * 0 would make NaN
+        # where the sum over the valid positions has inf; im2col adds only those (saved is None)
+        path = "im2col"
+    if path == "blocked":
+        return blocked.conv2d_backward(dout, x, w, has_bias, stride, pads, need_dx, dilation)
     if path != "im2col":
         return (winograd if path == "winograd" else direct).conv2d_backward(
             dout, x, w, has_bias, pads, need_dx)

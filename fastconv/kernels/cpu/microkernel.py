@@ -95,19 +95,27 @@ def _vector_ptr(builder, base, index, vecty):
     return builder.bitcast(builder.gep(base, [index]), vecty.as_pointer())
 
 
-def _emit(context, builder, sig, args, rows, nvec):
-    """The IR of one call; see the module docstring for what each instruction does. ``rows``
-    ``"lanes"`` is the vector width of the arrays' dtype."""
-    (a, a_off, a_rs, a_ls, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off, c_rs,
-     c_ns, add) = args
+def _stride(spec, width):
+    """A compile-time stride: an int, ``"lanes"`` (the vector width) or ``("lanes", m)``."""
+    if spec == "lanes":
+        return width
+    if isinstance(spec, tuple):
+        return spec[1] * width
+    return spec
+
+
+def _emit(context, builder, sig, args, shape):
+    """The IR of one call; see the module docstring for what each instruction does."""
+    rows, nvec, a_rs, a_ls, b_ls, unroll = shape
+    a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add = args
     arrty = sig.args[0]
     elt = context.get_data_type(arrty.dtype)
     width = lanes(np.float32 if arrty.dtype == types.float32 else np.float64)
     vecty = ir.VectorType(elt, width)
-    rows = width if rows == "lanes" else rows
+    rows, a_rs, a_ls, b_ls, unroll = (_stride(v, width) for v in (rows, a_rs, a_ls, b_ls, unroll))
     align = arrty.dtype.bitwidth // 8  # unaligned vectors: element alignment only
-    pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (7, b), (12, c)))
-    po = _data(context, builder, sig.args[4], aoffs)
+    pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (5, b), (9, c)))
+    po = _data(context, builder, sig.args[2], aoffs)
     acc = cgutils.alloca_once(builder, ir.ArrayType(vecty, rows * nvec), name="acc")
     slots = [builder.gep(acc, [_I32(0), _I32(i)]) for i in range(rows * nvec)]
     zero = ir.Constant(vecty, None)
@@ -118,24 +126,37 @@ def _emit(context, builder, sig, args, rows, nvec):
                                          f"llvm.fma.{suffix}")  # llvm.fma.v16f32 etc.
     mask = ir.Constant(ir.VectorType(_I32, width), None)
     undef = ir.Constant(vecty, ir.Undefined)
-    with cgutils.for_range(builder, ntaps) as tloop:
-        t = tloop.index
-        a_t = builder.add(a_off, builder.load(builder.gep(po, [t])))
-        b_t = builder.add(b_off, builder.mul(t, b_ts))
-        with cgutils.for_range(builder, nsteps) as lloop:
-            step = lloop.index
-            a_l = builder.add(a_t, builder.mul(step, a_ls))
-            b_l = builder.add(b_t, builder.mul(step, b_ls))
-            bvec = [builder.load(_vector_ptr(builder, pb, builder.add(b_l, builder.mul(
-                _I64(j), b_ns)), vecty), align=align) for j in range(nvec)]
+
+    def steps(pa_l, pb_l, count):
+        """``count`` steps from a's and b's pointers, every address a constant offset."""
+        for u in range(count):
+            bvec = [builder.load(_vector_ptr(builder, pb_l[j], _I64(u * b_ls), vecty),
+                                 align=align) for j in range(nvec)]
             for r in range(rows):
-                scalar = builder.load(builder.gep(pa, [builder.add(a_l, builder.mul(
-                    _I64(r), a_rs))]))
+                scalar = builder.load(builder.gep(pa_l, [_I64(u * a_ls + r * a_rs)]))
                 splat = builder.shuffle_vector(builder.insert_element(undef, scalar, _I32(0)),
-                                              undef, mask)
+                                               undef, mask)
                 for j in range(nvec):
                     slot = slots[r * nvec + j]
                     builder.store(builder.call(fma, [splat, bvec[j], builder.load(slot)]), slot)
+
+    full = builder.sdiv(nsteps, _I64(unroll))
+    with cgutils.for_range(builder, ntaps) as tloop:
+        t = tloop.index
+        pa_t = builder.gep(pa, [builder.add(a_off, builder.load(builder.gep(po, [t])))])
+        b_t = builder.add(b_off, builder.mul(t, b_ts))
+        pb_t = [builder.gep(pb, [builder.add(b_t, builder.mul(_I64(j), b_ns))])
+                for j in range(nvec)]
+        with cgutils.for_range(builder, full) as lloop:  # unroll steps at a time
+            step = builder.mul(lloop.index, _I64(unroll))
+            steps(builder.gep(pa_t, [builder.mul(step, _I64(a_ls))]),
+                  [builder.gep(p, [builder.mul(step, _I64(b_ls))]) for p in pb_t], unroll)
+        if unroll > 1:
+            with cgutils.for_range(builder, builder.sub(nsteps, builder.mul(
+                    full, _I64(unroll)))) as rloop:  # the remaining steps one at a time
+                step = builder.add(builder.mul(full, _I64(unroll)), rloop.index)
+                steps(builder.gep(pa_t, [builder.mul(step, _I64(a_ls))]),
+                      [builder.gep(p, [builder.mul(step, _I64(b_ls))]) for p in pb_t], 1)
     is_add = builder.icmp_signed("!=", add, ir.Constant(add.type, 0))
     with builder.if_else(is_add) as (then, otherwise):
         for branch, adding in ((then, True), (otherwise, False)):
@@ -152,16 +173,19 @@ def _emit(context, builder, sig, args, rows, nvec):
 
 
 @functools.lru_cache(maxsize=None)
-def kernel(rows, nvec):
-    """The intrinsic for a tile of ``rows`` x ``nvec`` vectors (see the module docstring); one
-    per tile shape, serving float32 and float64 arrays. ``rows="lanes"``: as many rows as the
-    dtype has lanes (the weight gradient's tile of V input x V output channels)."""
-    if (rows != "lanes" and rows < 1) or nvec < 1:
+def kernel(rows, nvec, a_rs, a_ls, b_ls, unroll=1):
+    """The intrinsic for a tile of ``rows`` x ``nvec`` vectors with the compile-time strides
+    ``a_rs`` (between rows in a), ``a_ls`` and ``b_ls`` (between steps in a and b), the steps
+    unrolled ``unroll`` at a time (see the module docstring). Each of these is an int,
+    ``"lanes"`` (the dtype's vector width) or ``("lanes", m)``; one intrinsic serves float32
+    and float64 arrays."""
+    if nvec < 1 or (isinstance(rows, int) and rows < 1):
         raise ValueError(f"kernel: tile {rows} x {nvec} must be positive")
+    shape = (rows, nvec, a_rs, a_ls, b_ls, unroll)
 
     @intrinsic
-    def tile(typingctx, a, a_off, a_rs, a_ls, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ls, b_ns,
-             c, c_off, c_rs, c_ns, add):
+    def tile(typingctx, a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs,
+             c_ns, add):
         arrays = (a, b, c)
         if not all(isinstance(x, types.Array) and x.dtype in (types.float32, types.float64)
                    for x in arrays) or len({x.dtype for x in arrays}) != 1:
@@ -169,9 +193,9 @@ def kernel(rows, nvec):
         if not (isinstance(aoffs, types.Array) and aoffs.dtype == types.int64):
             return None
         i = types.int64
-        sig = types.void(a, i, i, i, aoffs, i, i, b, i, i, i, i, c, i, i, i, i)
+        sig = types.void(a, i, aoffs, i, i, b, i, i, i, c, i, i, i, i)
 
         def codegen(context, builder, signature, args):
-            return _emit(context, builder, signature, args, rows, nvec)
+            return _emit(context, builder, signature, args, shape)
         return sig, codegen
     return tile

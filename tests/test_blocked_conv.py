@@ -1,0 +1,162 @@
+"""The cpu tier's blocked-layout convolution (fastconv/kernels/cpu/blocked.py, the generated
+micro-kernels): against the naive tier on random stride-1 geometries (odd sizes, channel counts
+that are not a multiple of the block, 1x1 planes, dilation, uneven padding), float32 accuracy
+against float64 at 256 channels, inf and NaN as in the naive tier, and bitwise-identical results
+for 1-4 threads."""
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastconv import _backend
+from fastconv.kernels.cpu import _common as cpu_common
+from fastconv.kernels.cpu import blocked
+from fastconv.kernels.cpu import conv as cpu_conv
+from fastconv.kernels.cpu.microkernel import lanes
+
+from helpers import (DTYPES, HYPOTHESIS, assert_bitwise_same, assert_close_to_oracle,
+                     assert_float32_accuracy, assert_same_digests_for_1_to_4_threads,
+                     at_thread_counts, patched, random)
+
+ints = st.integers
+
+
+@st.composite
+def cases(draw):
+    """Stride-1 geometries the blocked path takes: kernels 1-4 by 1-4, dilation 1-2, padding up
+    to ``dil*(F-1)`` on each side (uneven), channels 1-19 (remainders of the 8- or 16-lane
+    blocks), planes down to 1x1."""
+    fh, fw = draw(ints(1, 4)), draw(ints(1, 4))
+    dh, dw = draw(ints(1, 2)), draw(ints(1, 2))
+    pads = (draw(ints(0, dh * (fh - 1))), draw(ints(0, dh * (fh - 1))),
+            draw(ints(0, dw * (fw - 1))), draw(ints(0, dw * (fw - 1))))
+    h = draw(ints(max(1, dh * (fh - 1) + 1 - pads[0] - pads[1]), 8))
+    wd = draw(ints(max(1, dw * (fw - 1) + 1 - pads[2] - pads[3]), 8))
+    return dict(x_shape=(draw(ints(1, 3)), draw(ints(1, 19)), h, wd),
+                w_shape=(draw(ints(1, 19)), 0, fh, fw), pads=pads, dilation=(dh, dw))
+
+
+def forced(split):
+    """The blocked path wherever it applies; with ``split``, a share per image on every thread."""
+    settings = [(cpu_conv, "ALGORITHM", "blocked")]
+    if split:
+        settings += [(cpu_common, "SPLIT_FLOPS", 0), (cpu_common, "SPLIT_IMAGES", 1)]
+    return patched(settings)
+
+
+def run(tier, x, w, b, pads, dout, need_dx=True, dilation=(1, 1)):
+    out, saved = tier.conv2d(x, w, b, (1, 1), pads, dilation)
+    return (out,) + tuple(tier.conv2d_backward(dout, x, w, b is not None, (1, 1), pads, saved,
+                                               need_dx, dilation))
+
+
+def arrays(rng, x_shape, w_shape, pads, dilation, dtype, bias=True):
+    n, c, h, wd = x_shape
+    k, _, fh, fw = w_shape
+    ho = h + pads[0] + pads[1] - dilation[0] * (fh - 1)
+    wo = wd + pads[2] + pads[3] - dilation[1] * (fw - 1)
+    return (random(rng, x_shape, dtype), random(rng, (k, c, fh, fw), dtype),
+            random(rng, (k,), dtype) if bias else None, random(rng, (n, k, ho, wo), dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@HYPOTHESIS
+@given(case=cases(), bias=st.booleans(), need_dx=st.booleans(), split=st.booleans(),
+       seed=ints(0, 2**32 - 1))
+def test_blocked_matches_naive(dtype, case, bias, need_dx, split, seed):
+    rng = np.random.default_rng(seed)
+    pads, dilation = case["pads"], case["dilation"]
+    x, w, b, dout = arrays(rng, case["x_shape"], case["w_shape"], pads, dilation, dtype, bias)
+    ref = run(_backend.kernels("naive"), x, w, b, pads, dout, need_dx, dilation)
+    with forced(split):
+        assert cpu_conv.algorithm(x.shape, w.shape, (1, 1), pads, dilation) == "blocked"
+        got = run(_backend.kernels("cpu"), x, w, b, pads, dout, need_dx, dilation)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        assert (a is None) == (r is None), name
+        if r is not None:
+            assert a.shape == r.shape and a.dtype == dtype, name
+            assert_close_to_oracle(a, r, f"blocked {name}")
+
+
+def test_blocked_covers_every_remainder_of_a_tile():
+    """Output runs from 1 to past two tiles of pixels and channel counts around one and two
+    blocks: each tile's last start, the slack past the planes and the padded channel blocks."""
+    rng = np.random.default_rng(3)
+    v = lanes(np.float32)
+    naive, cpu = _backend.kernels("naive"), _backend.kernels("cpu")
+    with forced(False):
+        for wd in range(1, 2 * blocked.ROWS + 3, 5):
+            for c, k in ((v - 1, v + 1), (2 * v, 1), (1, 2 * v + 3)):
+                x, w, b, dout = arrays(rng, (2, c, 2, wd), (k, c, 1, 2), (0, 0, 1, 0), (1, 1),
+                                       np.float64)
+                ref = run(naive, x, w, b, (0, 0, 1, 0), dout)
+                got = run(cpu, x, w, b, (0, 0, 1, 0), dout)
+                for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+                    np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_blocked_float32_accuracy_at_256_channels():
+    """float32 within 2e-5 (relative norm) of float64, float64 within 1e-10, forward and every
+    gradient, at C = K = 256."""
+    rng = np.random.default_rng(7)
+    x, w, b, dout = arrays(rng, (2, 256, 5, 6), (256, 256, 3, 3), (1, 1, 1, 1), (1, 1),
+                           np.float64)
+    ref = run(_backend.kernels("naive"), x, w, b, (1, 1, 1, 1), dout)
+    cpu = _backend.kernels("cpu")
+    with forced(False):
+        assert_float32_accuracy(lambda x, w, b, dout: run(cpu, x, w, b, (1, 1, 1, 1), dout),
+                                (x, w, b, dout), ref)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("which", ["x", "w", "dout"])
+def test_blocked_nonfinite_like_naive(which):
+    """inf, -inf and NaN in one input: NaN where naive has NaN, inf of its sign where it has inf.
+    (inf in w sends dx to im2col: the blocked dx would multiply it by dout's zero padding.)"""
+    rng = np.random.default_rng(11)
+    x, w, b, dout = arrays(rng, (2, 5, 5, 6), (3, 5, 3, 3), (1, 0, 1, 2), (1, 1), np.float32)
+    arrays_ = dict(x=x, w=w, dout=dout)
+    poisoned = arrays_[which].copy()
+    flat = poisoned.reshape(-1)
+    flat[0], flat[flat.size // 2], flat[-1] = np.inf, -np.inf, np.nan
+    arrays_[which] = poisoned
+    args = (arrays_["x"], arrays_["w"], b, (1, 0, 1, 2), arrays_["dout"])
+    ref = run(_backend.kernels("naive"), *args)
+    with forced(False):
+        got = run(_backend.kernels("cpu"), *args)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(r), err_msg=f"{name}: NaN")
+        np.testing.assert_array_equal(np.isposinf(a), np.isposinf(r), err_msg=f"{name}: +inf")
+        np.testing.assert_array_equal(np.isneginf(a), np.isneginf(r), err_msg=f"{name}: -inf")
+        fin = np.isfinite(r)
+        np.testing.assert_allclose(a[fin], r[fin], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def _threaded_results(counts):
+    """Forward and gradients of one blocked conv at each thread count in ``counts``."""
+    rng = np.random.default_rng(5)
+    x, w, b, dout = arrays(rng, (9, 20, 6, 7), (18, 20, 3, 3), (1, 1, 1, 1), (1, 1),
+                           np.float32)
+    cpu = _backend.kernels("cpu")
+    with forced(True):
+        return at_thread_counts(lambda: run(cpu, x, w, b, (1, 1, 1, 1), dout), counts)
+
+
+def test_blocked_is_bitwise_identical_for_every_thread_count():
+    assert_bitwise_same(_threaded_results(range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1)))
+
+
+def test_blocked_is_bitwise_identical_for_1_to_4_threads_in_a_subprocess():
+    assert_same_digests_for_1_to_4_threads("", "__import__('test_blocked_conv')._threaded_results")
+
+
+def test_blocked_memory_is_what_the_rule_reports():
+    """conv2d_memory describes the blocked path when the rule picks it: nothing kept, and at
+    least the packed input, dout and the partial dW sums as workspace."""
+    shape, w_shape = (64, 32, 14, 14), (64, 32, 3, 3)
+    with forced(False):
+        kept, work = cpu_conv.conv2d_memory(shape, w_shape, (1, 1), (1,) * 4, (1, 1), 4)
+    assert (kept, work) == blocked.memory(shape, w_shape, (1, 1), (1,) * 4, (1, 1), 4)
+    v = lanes(np.float32)
+    assert kept == 0 and work >= (2 * 16 * 16 * 32 + 64 * 32 * 9) * 4 and v in (4, 8, 16)
