@@ -26,19 +26,20 @@ is the model's business: use ``fastconv.manual_seed`` or the layers' ``rng`` bef
 import contextlib
 import math
 import numbers
-import os
+import signal
 import sys
+import threading
 import time
 import types
-import zipfile
 
 import numpy as np
 from tqdm import tqdm
 
+from . import _checkpoint as ckpt
 from . import distributed as dist
 from ._backend import is_device_array, to_device, to_numpy
 from ._grad import no_grad
-from ._io import atomic_savez, atomic_write
+from ._io import atomic_savez, atomic_write, check_writable
 from .data import _ArraySource, _DatasetSource, is_dataset
 from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
@@ -46,7 +47,6 @@ from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
 __all__ = ["Trainer", "History"]
 
 _FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_second")
-_CHECKPOINT_FORMAT = 1
 
 
 class History:
@@ -394,10 +394,16 @@ class Trainer:
         checkpoint : str or path, optional
             A ``.npz`` rewritten atomically after every epoch with the model, optimizer and
             scheduler states, the history, the epoch and the seed; an interrupted write (or a
-            KeyboardInterrupt) leaves the previous checkpoint intact.
+            KeyboardInterrupt, or SIGTERM, which ``fit`` turns into a KeyboardInterrupt while it
+            runs in the main thread) leaves the previous checkpoint intact. That the path can be
+            written is checked before training (a ValueError naming it). When the weights or the
+            optimizer state are no longer finite at the end of an epoch, the previous checkpoint
+            is kept and a FloatingPointError names the epoch it holds.
         resume : bool
             Continue from ``checkpoint`` if the file exists (else start afresh); the result is
-            the same, bit for bit, as an uninterrupted run with the same arguments.
+            the same, bit for bit, as an uninterrupted run with the same arguments. The whole
+            file is checked before anything is loaded: a damaged or malformed file, or one
+            written by a run with other settings, is a ValueError and nothing changes.
         augment : callable, optional
             ``augment(x_batch, rng) -> x_batch`` applied to each training batch, e.g.
             ``fastconv.datasets.RandomShift(2)`` or ``RandomAffine()``.
@@ -450,8 +456,10 @@ class Trainer:
                   "loss": _describe_class(self.loss), "optimizer": _describe_class(self.optimizer),
                   "scheduler": _describe_class(self.scheduler), "ranks": self.size}
         run = {"history": History(), "best_loss": math.inf, "best_state": None, "wait": 0, "stopped": False,
-               "start": 0, "seed": seed}
-        with self._collective():
+               "start": 0, "seed": seed, "saved": None}
+        with self._collective(), _sigterm_as_interrupt():
+            if checkpoint is not None and self.rank == 0:
+                check_writable(checkpoint, "checkpoint")  # before training, not after the first epoch
             if self._parallel:
                 self._check_same_run(data, val, params, batch_size)
                 self._allreduce = dist.GradientAllreduce(self.model.parameters())
@@ -593,8 +601,8 @@ class Trainer:
                  "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
         state = unflatten_state(dist.broadcast_arrays(flatten_state(state) if self.rank == 0 else None))
         if self.rank != 0:
-            problems = (_state_mismatches("model", state["model"], self.model.state_dict(), dtypes=True)
-                        + _optimizer_mismatches(state["optimizer"], self.optimizer))
+            problems = (ckpt.state_mismatches("model", state["model"], self.model.state_dict(), dtypes=True)
+                        + ckpt.optimizer_mismatches(state["optimizer"], self.optimizer))
             if problems:
                 raise ValueError(f"rank {self.rank}'s model or optimizer differs from rank 0's: "
                                  + "; ".join(problems))
@@ -608,69 +616,64 @@ class Trainer:
             self.model.load_state_dict(dist.broadcast_arrays(buffers if self.rank == 0 else None),
                                        strict=False)
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- checkpoints (the format and its checks: fastconv._checkpoint) ---------------------------
     def _save(self, path, epochs_done, run):
+        """Write the checkpoint after ``epochs_done`` epochs, unless the weights or the optimizer
+        state are no longer finite: then the last good checkpoint stays and a FloatingPointError
+        says which epoch it holds."""
         state = {
-            "format": _CHECKPOINT_FORMAT, "epoch": epochs_done, "seed": run["seed"],
+            "format": ckpt.FORMAT, "epoch": epochs_done, "seed": run["seed"],
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "history": run["history"]._state(),
             "early_stopping": {"best_loss": run["best_loss"], "best_state": run["best_state"],
                                "wait": run["wait"], "stopped": run["stopped"]},
         }
+        bad = ckpt.nonfinite(state)
+        if bad:
+            kept = (f"{path} keeps the checkpoint of epoch {run['saved']}" if run["saved"] is not None
+                    else f"no checkpoint of this run was written to {path}")
+            raise FloatingPointError(f"epoch {epochs_done}: {', '.join(bad[:3])}{' ...' * (len(bad) > 3)} "
+                                     f"not finite after the epoch's last step; {kept} (not overwritten); "
+                                     "try a lower learning rate")
         atomic_savez(path, flatten_state(state))
+        run["saved"] = epochs_done
 
     #: The run settings a resumed run must share with the run that wrote the checkpoint.
-    _RESUME_SETTINGS = ("batch_size", "samples", "shuffle", "augment", "validation_split",
-                        "validation_samples", "early_stopping", "loss", "optimizer", "scheduler")
+    _RESUME_SETTINGS = ckpt.RESUME_SETTINGS
 
     def _restore(self, path, run, params):
         """Load the checkpoint at ``path`` (if it exists: return True; else False) into the model,
-        optimizer, scheduler and ``run``, after checking, before anything changes, that it was
-        written by a run with the same settings and the same setup; on a mismatch a ValueError
-        names every differing setting and nothing is loaded. With several ranks rank 0 reads the
-        file and broadcasts it."""
+        optimizer, scheduler and ``run``, after checking, before anything changes, the whole file:
+        that it is well formed and was written by a run with the same settings and the same setup
+        (:mod:`fastconv._checkpoint`); on a problem a ValueError names it and nothing is loaded.
+        With several ranks rank 0 reads the file and broadcasts it; every rank checks it."""
+        args = (path, self.model, self.optimizer, self.scheduler, params, run["seed"])
         if self._parallel:
-            arrays, error = None, None
+            state, error = None, None
             if self.rank == 0:
                 try:
-                    arrays = _read_checkpoint(path)
+                    state = ckpt.load(*args)
                 except ValueError as exc:
                     error = str(exc)
-            found, error = dist.allgather((arrays is not None, error))[0]
+            found, error = dist.allgather((state is not None, error))[0]
             if error is not None:
                 raise ValueError(error)
-            arrays = dist.broadcast_arrays(arrays) if found else None
+            if not found:
+                return False
+            arrays = dist.broadcast_arrays(flatten_state(state) if self.rank == 0 else None)
+            if self.rank != 0:
+                state = unflatten_state(arrays)
+                ckpt.check(state, *args)
         else:
-            arrays = _read_checkpoint(path)
-        if arrays is None:
-            return False
-        try:
-            state = unflatten_state(arrays)
-        except (KeyError, ValueError, TypeError):
-            state = None
-        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a fastconv Trainer checkpoint (format {_CHECKPOINT_FORMAT})")
-        if run["seed"] is not None and run["seed"] != state["seed"]:
-            raise ValueError(f"checkpoint {path} was written by a run with seed={state['seed']}; "
-                             f"pass seed={state['seed']} (or None) to resume it")
-        saved = state["history"]["params"]
-        problems = [f"{key}={saved.get(key)!r} there, {key}={params[key]!r} here"
-                    for key in self._RESUME_SETTINGS if saved.get(key) != params[key]]
-        problems += _state_mismatches("model", state["model"], self.model.state_dict(), dtypes=True)
-        problems += _optimizer_mismatches(state["optimizer"], self.optimizer)
-        if self.scheduler is not None and state["scheduler"] is not None:
-            keys, want = set(state["scheduler"]), set(self.scheduler.state_dict())
-            if keys != want:
-                problems.append(f"scheduler state keys {sorted(keys)} there, {sorted(want)} here")
-        if problems:
-            raise ValueError(f"checkpoint {path} was written by a different run: " + "; ".join(problems)
-                             + ". Resuming would not reproduce it; nothing was loaded")
+            state = ckpt.load(*args)
+            if state is None:
+                return False
         self._load(state)
         es = state["early_stopping"]
         run.update(history=History._from_state(state["history"]), best_loss=es["best_loss"],
                    best_state=es["best_state"], wait=es["wait"], stopped=es["stopped"],
-                   start=state["epoch"], seed=state["seed"])
+                   start=state["epoch"], seed=state["seed"], saved=state["epoch"])
         return True
 
     def _load(self, state):
@@ -681,55 +684,25 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
 
 
-def _read_checkpoint(path):
-    """The arrays of the checkpoint file at ``path`` (None when there is none); ValueError when
-    it cannot be read."""
-    if not os.path.exists(path):
-        return None
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt inside the block, so that a terminated run ends as an
+    interrupted one does (the last checkpoint whole, no temporary file left); the previous
+    handler comes back afterwards. Only the main thread can handle signals: elsewhere this does
+    nothing."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
-
-
-def _state_mismatches(what, saved, current, dtypes):
-    """Differences between two ``{key: array}`` states: keys, shapes and (``dtypes``) dtypes."""
-    problems = []
-    missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
-    if missing or unexpected:
-        problems.append(f"{what} keys differ (missing {missing}, unexpected {unexpected})")
-    for key in sorted(set(saved) & set(current)):
-        a, b = np.asarray(saved[key]), np.asarray(current[key])
-        if a.shape != b.shape:
-            problems.append(f"{what} {key} has shape {a.shape} there, {b.shape} here")
-        elif dtypes and a.dtype != b.dtype:
-            problems.append(f"{what} {key} is {a.dtype} there, {b.dtype} here")
-    return problems
-
-
-def _optimizer_mismatches(saved, optimizer):
-    """Why ``optimizer.load_state_dict(saved)`` would fail or load another setup's state."""
-    groups = optimizer.param_groups
-    if len(saved["param_groups"]) != len(groups):
-        return [f"optimizer has {len(saved['param_groups'])} parameter groups there, {len(groups)} here"]
-    problems, params = [], []
-    for i, (old, new) in enumerate(zip(saved["param_groups"], groups)):
-        if len(old["params"]) != len(new["params"]):
-            problems.append(f"optimizer group {i} has {len(old['params'])} parameters there, "
-                            f"{len(new['params'])} here")
-        keys, want = set(old) - {"params"}, set(new) - {"params"}
-        if keys != want:
-            problems.append(f"optimizer group {i} hyper-parameters {sorted(keys)} there, {sorted(want)} here")
-        params.extend(zip(old["params"], new["params"]))
-    index = dict(params)
-    for i, pstate in saved["state"].items():
-        p = index.get(int(i))
-        if p is None:
-            problems.append(f"optimizer state for parameter {i}, which this optimizer does not have")
-            continue
-        for key, value in pstate.items():
-            if isinstance(value, np.ndarray) and value.shape != tuple(p.data.shape):
-                problems.append(f"optimizer state {i}.{key} has shape {value.shape} there, "
-                                f"{tuple(p.data.shape)} here")
-    return problems
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
