@@ -21,23 +21,23 @@ import fastconv as fc
 from fastconv.datasets import load_mnist, normalize
 from fastconv.optim import SGD, Adam, StepLR
 
-from train_mnist import ARCHS, AUGMENTS
+from train_mnist import ARCHS, AUGMENTS, POSITIVE, POSITIVE_INT, TRAIN_IMAGES
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--arch", choices=ARCHS, default="lenet")
-    p.add_argument("--nets", type=int, default=5, help="networks in the ensemble (seeds 0, 1, ...)")
-    p.add_argument("--epochs", type=int, help="default: per architecture (train_mnist.ARCHS)")
-    p.add_argument("--images", type=int,
+    p.add_argument("--nets", type=POSITIVE_INT, default=5, help="networks in the ensemble (seeds 0, 1, ...)")
+    p.add_argument("--epochs", type=POSITIVE_INT, help="default: per architecture (train_mnist.ARCHS)")
+    p.add_argument("--images", type=POSITIVE_INT,
                    help="use the first N training images (default: all 60,000)")
-    p.add_argument("--val-size", type=int, default=5000,
+    p.add_argument("--val-size", type=POSITIVE_INT, default=5000,
                    help="validation images held out from the end of the training images (at most "
                         "a tenth of them)")
     p.add_argument("--lrs", help="comma-separated learning rates to choose from on the validation "
                                  "split (default: the architecture's lr times 0.5, 1 and 2)")
-    p.add_argument("--batch-size", type=int, help="default: per architecture")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="default: per architecture")
     p.add_argument("--data-dir",
                    help="folder with the MNIST IDX files (default: $FASTCONV_DATA or the cache)")
     p.add_argument("--backend", choices=("cpu", "naive", "cuda"),
@@ -48,10 +48,14 @@ def parse_args(argv=None):
     defaults = ARCHS[args.arch]
     args.epochs = defaults["epochs"] if args.epochs is None else args.epochs
     args.batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
-    args.lrs = ([defaults["lr"] * f for f in (0.5, 1.0, 2.0)] if args.lrs is None
-                else [float(v) for v in args.lrs.split(",")])
-    if args.nets < 1 or args.epochs < 1:
-        p.error("--nets and --epochs must be at least 1")
+    try:
+        args.lrs = ([defaults["lr"] * f for f in (0.5, 1.0, 2.0)] if args.lrs is None
+                    else [POSITIVE(v) for v in args.lrs.split(",")])
+    except argparse.ArgumentTypeError as exc:
+        p.error(f"argument --lrs: {exc}")
+    if min(args.val_size, min(args.images or TRAIN_IMAGES, TRAIN_IMAGES) // 10) < 1:
+        p.error(f"--images {args.images} leaves no validation image (a tenth of the images, at "
+                "most --val-size, is held out): give at least 10")
     return args
 
 

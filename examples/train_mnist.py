@@ -17,6 +17,9 @@ images, held out of training; 10% for resnet and mobilenet), never on the test s
 accuracy is measured once, on the 10,000 test images, with the weights after the last epoch.
 """
 import argparse
+import importlib.util
+import math
+import os
 import time
 
 import numpy as np
@@ -129,22 +132,68 @@ AUGMENTS = {"none": None, "shift": RandomShift(2), "affine": RandomAffine(degree
             "elastic": ElasticDistortion(alpha=34, sigma=4)}
 
 
+TRAIN_IMAGES = 60000  # MNIST's training set, which --limit and --val-split divide
+
+
+def ranged(kind, test, what):
+    """An argparse ``type=``: ``kind(text)`` when it passes ``test``, else argparse's one-line
+    error (``argument --epochs: expected an integer >= 0, got '-1'``), before any work starts."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
+COUNT = ranged(int, lambda v: v >= 0, "an integer >= 0")
+POSITIVE_INT = ranged(int, lambda v: v >= 1, "an integer >= 1")
+POSITIVE = ranged(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE = ranged(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+FRACTION = ranged(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+
+
+def check_outputs(parser, args, options):
+    """argparse's error unless each output path given can be written: not a folder, its folder
+    exists and is writable, no two options name the same file. Checked before MNIST is loaded,
+    so a typo costs nothing (not a whole training run) and nothing is created on disk."""
+    seen = {}
+    for option in options:
+        path = getattr(args, option.lstrip("-").replace("-", "_"))
+        if path is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            parser.error(f"{option} {path}: is a folder; give a file name in it")
+        if not os.path.isdir(folder):
+            parser.error(f"{option} {path}: the folder {os.path.dirname(path) or '.'} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            parser.error(f"{option} {path}: cannot write in the folder {os.path.dirname(path) or '.'}")
+        same = seen.setdefault(os.path.realpath(path), option)
+        if same != option:
+            parser.error(f"{same} and {option} name the same file {path}; each needs its own")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--arch", choices=ARCHS, default="lenet")
-    p.add_argument("--epochs", type=int, help="default: per architecture (ARCHS)")
-    p.add_argument("--batch-size", type=int, help="default: per architecture")
-    p.add_argument("--lr", type=float, help="initial learning rate; default: per architecture")
-    p.add_argument("--gamma", type=float, help="lr multiplier after each epoch (1: constant)")
+    p.add_argument("--epochs", type=COUNT, help="default: per architecture (ARCHS)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="default: per architecture")
+    p.add_argument("--lr", type=POSITIVE, help="initial learning rate; default: per architecture")
+    p.add_argument("--gamma", type=POSITIVE, help="lr multiplier after each epoch (1: constant)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="sgd has momentum 0.9 (nesterov)")
-    p.add_argument("--weight-decay", type=float, help="L2 weight decay added to the gradient")
+    p.add_argument("--weight-decay", type=NON_NEGATIVE, help="L2 weight decay added to the gradient")
     p.add_argument("--augment", choices=AUGMENTS, help="training-batch augmentation")
     p.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $FASTCONV_DATA or the cache)")
     p.add_argument("--backend", choices=("cpu", "naive", "cuda"), help="default: $FASTCONV_BACKEND or cpu")
-    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, shuffling, dropout, augmentation")
-    p.add_argument("--limit", type=int, help="train on the first N training images only (a quick demo)")
-    p.add_argument("--val-split", type=float,
+    p.add_argument("--seed", type=COUNT, default=0, help="seeds the initial weights, shuffling, dropout, augmentation")
+    p.add_argument("--limit", type=POSITIVE_INT, help="train on the first N training images only (a quick demo)")
+    p.add_argument("--val-split", type=FRACTION,
                    help="hold out this fraction of the training set for validation (default: per "
                         "architecture, 0 where ARCHS gives none)")
     p.add_argument("--save", help="write the final weights to this .npz")
@@ -162,6 +211,20 @@ def parse_args(argv=None):
             setattr(args, key, value)
     if args.val_split is None:
         args.val_split = 0.0
+    n = min(args.limit or TRAIN_IMAGES, TRAIN_IMAGES)
+    if args.val_split and not 0 < int(n * args.val_split) < n:
+        p.error(f"--val-split {args.val_split} of {n} training images leaves {int(n * args.val_split)} "
+                "for validation; it needs at least one for each side")
+    if args.resume and not args.checkpoint:
+        p.error("--resume needs --checkpoint (the file to continue from)")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        p.error("--plot needs matplotlib (pip install matplotlib)")
+    check_outputs(p, args, ("--save", "--checkpoint", "--plot"))
+    if args.backend:
+        try:
+            fc.set_backend(args.backend)
+        except (RuntimeError, ValueError) as exc:
+            p.error(f"--backend {args.backend}: {exc}")
     return args
 
 
