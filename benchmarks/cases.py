@@ -19,6 +19,7 @@ except ImportError:  # PyTorch is optional: its rows are skipped
     torch = None
 import numba
 
+import fastconv
 from fastconv import functional as F
 
 from . import baselines
@@ -52,6 +53,7 @@ Case = namedtuple("Case", "fn scale")
 Case.__doc__ = "One timed call ``fn()``; multiply its time by ``scale`` for the full batch."
 
 _limits = []
+_applied = []  # the count configure_threads set last
 
 
 def bench_threads():
@@ -60,15 +62,23 @@ def bench_threads():
 
 
 def configure_threads(n=None):
-    """Give Numba, PyTorch and BLAS (threadpoolctl) the same ``n`` threads; returns ``n``."""
+    """Give Numba, the cpu tier's pool, PyTorch and BLAS (threadpoolctl) the same ``n`` threads;
+    returns ``n``."""
     n = bench_threads() if n is None else int(n)
     n = min(n, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n)
+    fastconv.set_num_threads(n)
     if torch is not None:
         torch.set_num_threads(n)
     from threadpoolctl import threadpool_limits
     _limits[:] = [threadpool_limits(limits=n, user_api="blas")]
+    _applied[:] = [n]
     return n
+
+
+def reapply_threads():
+    """Apply the count of the last :func:`configure_threads` again (to libraries loaded since)."""
+    return configure_threads(_applied[0] if _applied else None)
 
 
 def allocator_settings():
