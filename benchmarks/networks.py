@@ -1,43 +1,57 @@
-"""End-to-end rows: whole networks in fastconv and in PyTorch, built layer for layer alike.
+"""End-to-end rows: whole networks in fastconv and in PyTorch twins built layer for layer.
 
-* ``lenet_train_b64``: one training step (forward, cross-entropy, backward, SGD momentum 0.9) of the
-  common MNIST CNN: conv 32 3x3 pad 1, ReLU, maxpool 2, conv 64 3x3 pad 1, ReLU, maxpool 2,
-  flatten, linear 3136->128, ReLU, dropout 0.5, linear 10; batch 64.
-* ``lenet_adam_b64``: the same step with Adam (lr 1e-3, PyTorch's defaults otherwise).
-* ``lenet_infer_b256``, ``lenet_infer_b1``: the same network in eval mode, forward only, batch
-  :data:`INFER_BATCH` and one image; ONNX Runtime (CPU provider, the benchmark's thread count, no
-  spinning) runs these rows too, on the fastconv model exported with :func:`fastconv.onnx.to_onnx`.
-* ``resnet_infer_b256``, ``resnet_infer_b1``: the small ResNet of ``examples/train_mnist.py``
-  (width 16: 3x3 stem conv-BN-ReLU, one basic block per stage at 28x28, 14x14 and 7x7, the last
-  two with strided 1x1 projection shortcuts, global average pooling, linear 64->10) in eval mode,
-  forward only, in fastconv, PyTorch and ONNX Runtime (exported from fastconv as a graph with Add).
-* ``tutorial_train_b1``: the tutorial network (conv 8 3x3 no padding, maxpool 2, flatten,
-  linear 1352->10, softmax inside the cross-entropy) trained one image at a time with plain SGD.
+Every network is ``examples/train_mnist.py``'s own (its ARCHS builders, imported from the file,
+not copied); :func:`torch_twin` translates the built fastconv model into torch.nn layer by layer
+and loads the same weights and buffers, so both start from the same numbers.
+
+:data:`TRAIN`, the training step at batch :data:`TRAIN_BATCH` (forward, cross-entropy, backward,
+optimizer step; dropout on, batch norm on batch statistics) of each example architecture:
+``tutorial`` (conv 8 3x3, maxpool, linear), ``lenet`` (conv 32, conv 64, linear 128, dropout,
+linear 10), ``best`` (four conv-BN-ReLU, BN'd dense layer), ``resnet`` (basic blocks with batch
+norm and projection shortcuts) and ``mobilenet`` (depthwise-separable blocks), each with its
+optimizer in train_mnist.py's ARCHS (SGD with Nesterov momentum 0.9 and weight decay, or Adam), and
+``lenet_sgd``: lenet with plain SGD momentum 0.9.
+
+:data:`E2E`, the rows timed in images/s:
+
+* ``lenet_infer_b256``, ``lenet_infer_b1``, ``resnet_infer_b256``, ``resnet_infer_b1``: eval mode,
+  forward only, batch :data:`INFER_BATCH` and one image; ONNX Runtime (CPU provider, the
+  benchmark's thread count, no spinning) runs these rows too, on the fastconv model exported with
+  :func:`fastconv.onnx.to_onnx`.
+* ``tutorial_train_b1``: the tutorial network trained one image at a time with plain SGD.
 
 Inputs are seeded random MNIST-sized images and labels (the time does not depend on the data).
 """
+import importlib.util
 from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 
 from .cases import bench_threads, torch
 
+TRAIN_MNIST = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
 INFER_BATCH = 256
+TRAIN_BATCH = 64
+#: row -> (arch, mode, batch, optimizer): ``(class name, kwargs)``, or None for the arch's own.
 E2E = {
-    "lenet_train_b64": ("lenet", "train", 64),
-    "lenet_adam_b64": ("lenet", "adam", 64),
-    "lenet_infer_b256": ("lenet", "infer", INFER_BATCH),
-    "lenet_infer_b1": ("lenet", "infer", 1),
-    "resnet_infer_b256": ("resnet", "infer", INFER_BATCH),
-    "resnet_infer_b1": ("resnet", "infer", 1),
-    "tutorial_train_b1": ("tutorial", "train", 1),
+    "lenet_infer_b256": ("lenet", "infer", INFER_BATCH, None),
+    "lenet_infer_b1": ("lenet", "infer", 1, None),
+    "resnet_infer_b256": ("resnet", "infer", INFER_BATCH, None),
+    "resnet_infer_b1": ("resnet", "infer", 1, None),
+    "tutorial_train_b1": ("tutorial", "train", 1, ("SGD", {"lr": 0.005})),
 }
+ARCHS = ("tutorial", "lenet", "best", "resnet", "mobilenet")
+TRAIN = {a: (a, "train", TRAIN_BATCH, None) for a in ARCHS}
+TRAIN["lenet_sgd"] = ("lenet", "train", TRAIN_BATCH, ("SGD", {"lr": 0.01, "momentum": 0.9}))
+ROWS = {**E2E, **TRAIN}
 E2E_IMPLS = ("fastconv", "torch", "onnxruntime")
 
 E2ECase = namedtuple("E2ECase", "fn images")
 E2ECase.__doc__ = "One timed call ``fn()`` that processes ``images`` images."
 
 _POOL = 256  # distinct images cycled through by the batch-1 training loop
+_EXAMPLE = {}  # the loaded ARCHS of examples/train_mnist.py
 
 
 def fastconv_api():
@@ -77,30 +91,67 @@ class _TorchResidual(torch.nn.Module if torch is not None else object):
         return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
 
 
-def _resnet(nn, residual, width=16):
-    """The layer list of examples/train_mnist.py's resnet from ``nn`` (fastconv.layers or torch.nn)
-    and its ``residual(body, shortcut)`` block."""
-    def conv_bn(c_in, c_out, kernel=3, stride=1):
-        return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out)]
+def _twin_layer(layer):
+    """The torch.nn module doing what fastconv ``layer`` does (children translated too)."""
+    nn, kind = torch.nn, type(layer).__name__
+    if kind == "Sequential":
+        return nn.Sequential(*[_twin_layer(m) for _, m in layer.named_children()])
+    if kind == "Residual":
+        return _TorchResidual(_twin_layer(layer.body), layer.shortcut and _twin_layer(layer.shortcut))
+    if kind == "Conv2d":
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                         layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode)
+    if kind in ("BatchNorm1d", "BatchNorm2d"):
+        return getattr(nn, kind)(layer.num_features, layer.eps, layer.momentum, layer.affine,
+                                 layer.track_running_stats)
+    if kind == "Linear":
+        return nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)
+    if kind == "MaxPool2d":
+        return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                            ceil_mode=layer.ceil_mode)
+    if kind == "AvgPool2d":
+        return nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode,
+                            layer.count_include_pad, layer.divisor_override)
+    if kind == "AdaptiveAvgPool2d":
+        return nn.AdaptiveAvgPool2d(layer.output_size)
+    if kind == "Flatten":
+        return nn.Flatten(layer.start_dim, layer.end_dim)
+    if kind == "Dropout":
+        return nn.Dropout(layer.p)
+    if kind == "ReLU":
+        return nn.ReLU()
+    raise TypeError(f"torch_twin: no PyTorch twin for fastconv layer {kind} ({layer!r}); add it to "
+                    "benchmarks/networks.py:_twin_layer")
 
-    def block(c_in, c_out, stride):
-        body = nn.Sequential(*conv_bn(c_in, c_out, stride=stride), nn.ReLU(), *conv_bn(c_out, c_out))
-        short = nn.Sequential(*conv_bn(c_in, c_out, 1, stride)) if stride != 1 or c_in != c_out else None
-        return [residual(body, short), nn.ReLU()]
-    w1, w2, w3 = width, 2 * width, 4 * width
-    return [*conv_bn(1, w1), nn.ReLU(), *block(w1, w1, 1), *block(w1, w2, 2), *block(w2, w3, 2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w3, 10)]
+
+def torch_twin(model):
+    """A torch.nn module built layer for layer from fastconv ``model``, with its weights and
+    buffers (state-dict keys match: see fastconv.layers.container), in the same train/eval mode
+    and float dtype."""
+    twin = _twin_layer(model)
+    params = model.parameters()
+    if params and params[0].dtype == np.float64:
+        twin = twin.double()
+    state = {k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()}
+    twin.load_state_dict(state)
+    return twin.train(getattr(model, "training", True))
 
 
-def _build(nn, net):
-    """The layer list of ``net`` from a module with PyTorch's layer names."""
-    if net == "resnet":
-        return _resnet(nn, nn.Residual if hasattr(nn, "Residual") else _TorchResidual)
-    if net == "lenet":
-        return [nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, 1, 1),
-                nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(),
-                nn.Dropout(0.5), nn.Linear(128, 10)]
-    return [nn.Conv2d(1, 8, 3, 1, 0), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1352, 10)]
+def example_archs():
+    """``examples/train_mnist.py``'s ARCHS (builders and training defaults), loaded from its file."""
+    if "archs" not in _EXAMPLE:
+        spec = importlib.util.spec_from_file_location("fastconv_example_train_mnist", TRAIN_MNIST)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _EXAMPLE["archs"] = module.ARCHS
+    return _EXAMPLE["archs"]
+
+
+def build(net, seed=0):
+    """The fastconv model of ``examples/train_mnist.py``'s arch ``net``, seeded."""
+    fastconv = fastconv_api()[0]
+    fastconv.manual_seed(seed)
+    return example_archs()[net]["build"]()
 
 
 def _data(batch):
@@ -111,39 +162,59 @@ def _data(batch):
     return x, y
 
 
-def _opt_args(net):
-    return dict(lr=0.01, momentum=0.9) if net == "lenet" else dict(lr=0.005)
+def optimizer_spec(name):
+    """``(optimizer class name, kwargs)`` of row ``name``: its own, else its arch's defaults in
+    examples/train_mnist.py (SGD with Nesterov momentum 0.9, or Adam; lr and weight decay)."""
+    net, _, _, opt = ROWS[name]
+    if opt is not None:
+        return opt
+    a = example_archs()[net]
+    if a["optimizer"] == "sgd":
+        return "SGD", dict(lr=a["lr"], momentum=0.9, nesterov=True, weight_decay=a["weight_decay"])
+    return "Adam", dict(lr=a["lr"], weight_decay=a["weight_decay"])
 
 
-def _fastconv_case(net, mode, batch):
-    fastconv, layers, losses, optim = fastconv_api()
-    getattr(fastconv, "manual_seed", np.random.seed)(0)
-    model = fastconv.Sequential(*_build(layers, net))
-    x, y = _data(batch)
-    if mode == "infer":
-        if hasattr(model, "eval"):
-            model.eval()
-        return E2ECase(lambda: model.forward(x[:batch]), batch)
-    if hasattr(model, "train"):
-        model.train()
-    loss_fn = losses.CrossEntropyLoss()
-    opt = (optim.Adam(model.parameters(), lr=1e-3) if mode == "adam"
-           else optim.SGD(model.parameters(), **_opt_args(net)))
+def optimizer_label(name):
+    """Row ``name``'s optimizer as a call, e.g. ``"SGD(lr=0.05, momentum=0.9, nesterov=True, ...)"``."""
+    kind, kwargs = optimizer_spec(name)
+    return f"{kind}(" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in kwargs.items()) + ")"
+
+
+def _stepper(batch, x, y, step_once):
+    """A training step over ``x, y``: the whole batch, or (batch 1) the next image each call."""
     state = {"i": 0}
 
     def step():
         i = state["i"] = (state["i"] + batch) % len(x)
-        xb, yb = (x[i:i + 1], y[i:i + 1]) if batch == 1 else (x, y)
+        step_once(*((x[i:i + 1], y[i:i + 1]) if batch == 1 else (x, y)))
+    return step
+
+
+def _fastconv_case(name):
+    net, mode, batch, _ = ROWS[name]
+    _, _, losses, optim = fastconv_api()
+    model = build(net)
+    x, y = _data(batch)
+    if mode == "infer":
+        model.eval()
+        return E2ECase(lambda: model.forward(x[:batch]), batch)
+    model.train()
+    loss_fn = losses.CrossEntropyLoss()
+    kind, kwargs = optimizer_spec(name)
+    opt = getattr(optim, kind)(model.parameters(), **kwargs)
+
+    def step_once(xb, yb):
         opt.zero_grad()
         loss_fn.forward(model.forward(xb), yb)
         model.backward(loss_fn.backward())
         opt.step()
-    return E2ECase(step, batch)
+    return E2ECase(_stepper(batch, x, y, step_once), batch)
 
 
-def _torch_case(net, mode, batch):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(*_build(torch.nn, net))
+def _torch_case(name):
+    net, mode, batch, _ = ROWS[name]
+    model = torch_twin(build(net))
     x, y = (torch.from_numpy(a) for a in _data(batch))
     if mode == "infer":
         model.eval()
@@ -154,30 +225,26 @@ def _torch_case(net, mode, batch):
         return E2ECase(infer, batch)
     model.train()
     loss_fn = torch.nn.CrossEntropyLoss()
-    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if mode == "adam"
-           else torch.optim.SGD(model.parameters(), **_opt_args(net)))
-    state = {"i": 0}
+    kind, kwargs = optimizer_spec(name)
+    opt = getattr(torch.optim, kind)(model.parameters(), **kwargs)
 
-    def step():
-        i = state["i"] = (state["i"] + batch) % len(x)
-        xb, yb = (x[i:i + 1], y[i:i + 1]) if batch == 1 else (x, y)
+    def step_once(xb, yb):
         opt.zero_grad(set_to_none=True)
         loss_fn(model(xb), yb).backward()
         opt.step()
-    return E2ECase(step, batch)
+    return E2ECase(_stepper(batch, x, y, step_once), batch)
 
 
 def runs(impl, name):
     """Whether ``impl`` has a case for row ``name`` (ONNX Runtime only infers)."""
-    return impl != "onnxruntime" or E2E[name][1] == "infer"
+    return impl != "onnxruntime" or ROWS[name][1] == "infer"
 
 
-def _onnxruntime_case(net, mode, batch):
+def _onnxruntime_case(name):
     import onnxruntime as ort
     from fastconv.onnx import to_onnx
-    fastconv, layers, _, _ = fastconv_api()
-    fastconv.manual_seed(0)
-    model = fastconv.Sequential(*_build(layers, net)).eval()
+    net, _, batch, _ = ROWS[name]
+    model = build(net).eval()
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = bench_threads(), 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle between calls
@@ -191,6 +258,6 @@ _CASES = {"fastconv": _fastconv_case, "torch": _torch_case, "onnxruntime": _onnx
 
 
 def e2e_case(impl, name):
-    """The :class:`E2ECase` of row ``name`` (a key of :data:`E2E`) for ``impl`` (see :func:`runs`)."""
-    net, mode, batch = E2E[name]
-    return _CASES[impl](net, mode, batch)
+    """The :class:`E2ECase` of row ``name`` (a key of :data:`E2E` or :data:`TRAIN`) for ``impl``
+    (see :func:`runs`)."""
+    return _CASES[impl](name)
