@@ -9,11 +9,18 @@ batch and is scaled linearly to the full batch (marked †), for fewer rounds.
     python -m benchmarks.report [--quick] [--shapes A,B] [--rounds 15] [--skip compile,memory]
     python -m benchmarks.report --from-json bench.json   # tables from pytest-benchmark's JSON
 
+Sections (``--skip`` any): ``conv`` (shapes A-F, every implementation), ``passes`` (forward, dx
+and dW of B and D on one thread beside SGEMM: :mod:`benchmarks.passes`), ``train`` (a training
+step at batch 64 of each example architecture against its PyTorch twin: :mod:`benchmarks.networks`),
+``pool``, ``e2e`` (inference and batch-1 rows), ``memory``, ``compile``; then the targets.
+
 By default the report runs twice, each time in a fresh subprocess: once on the machine's native
 ISA (``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` removed, so OpenBLAS picks its own kernel) and
-once with AVX2 emulated on the same machine (:data:`ISA_ENV`: Numba compiles for Haswell into its
-own cache folder, OpenBLAS runs its Haswell kernel, PyTorch's ATen and oneDNN stop at AVX2), and
-prints both reports under the CPU's model and family. ``--isa native`` (or ``avx2``) runs one.
+once with AVX2 emulated on the same machine (:data:`benchmarks.isa.ISA_ENV`: Numba compiles for
+Haswell with Haswell's own features into its own cache folder, OpenBLAS runs its Haswell kernel,
+PyTorch's ATen and oneDNN stop at AVX2), and prints both reports under the CPU's model and family.
+Each opens with what the libraries really ran (:func:`benchmarks.isa.describe`: the vector registers
+Numba emitted, OpenBLAS's kernel, oneDNN's ISA). ``--isa native`` (or ``avx2``) runs one.
 
     python -m benchmarks.report --plot speed.png          # also the conv2d ratios as bar charts
                                                           # (speed-native.png, speed-avx2.png)
@@ -32,16 +39,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from . import cases, chart, compile_time, memory, networks
+from . import cases, chart, compile_time, isa, memory, networks, passes, tables
+from .tables import ms, ratio_cell
 
-SECTIONS = ("conv", "pool", "e2e", "memory", "compile")
-#: The environment of each CPU configuration the report measures (None: remove the variable).
-ISA_ENV = {
-    "native": {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None},
-    "avx2": {"NUMBA_CPU_NAME": "haswell", "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": None,
-             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-             "NUMBA_CACHE_DIR": os.path.join(os.path.expanduser("~"), ".cache", "fastconv-numba-avx2")},
-}
+SECTIONS = ("conv", "passes", "train", "pool", "e2e", "memory", "compile")
+ISA_ENV = isa.ISA_ENV  # the environment of each CPU configuration (see benchmarks/isa.py)
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
 Stat = namedtuple("Stat", "median q1 q3 lo hi n")
@@ -70,7 +72,7 @@ def interleave(fns, rounds, min_time, settle=0.0, few=(), few_rounds=1):
     for impl, case in fns.items():
         if impl not in few:
             case.fn()  # compile
-    cases.configure_threads()  # libraries loaded by the warm-up get the limit too
+    cases.reapply_threads()  # libraries loaded by the warm-up get the limit too
     inner = {impl: 1 for impl in few}
     out = {impl: [None] * rounds for impl in fns}
     order = list(fns)
@@ -139,19 +141,23 @@ def run_pool(args, impls):
     return rows
 
 
-def run_e2e(args):
+def run_e2e(args, names=networks.E2E, kind="e2e"):
+    """Rows of whole networks: ``kind`` "e2e" (the :data:`networks.E2E` rows, ratio torch/fastconv
+    time, i.e. of images/s) or "train" (:data:`networks.TRAIN`, ratio fastconv/torch time)."""
     rows, notes = [], []
     impls = []
     for impl in networks.E2E_IMPLS:
         ok, why = networks.e2e_status(impl)
         (impls.append(impl) if ok else notes.append(f"{impl} rows skipped: {why}"))
-    for name in networks.E2E:
+    for name in names:
         fns = {i: networks.e2e_case(i, name) for i in impls if networks.runs(i, name)}
         fns = {i: cases.Case(c.fn, 1.0) for i, c in fns.items()}
         times = interleave(fns, args.rounds, args.min_time, args.settle) if fns else {}
-        net, mode, batch = networks.E2E[name]
-        rows.append(Row("e2e", mode, name, net, None, batch, {i: stat(t) for i, t in times.items()},
-                        paired_ratio(times, "torch", "fastconv")))
+        net, mode, batch, _ = networks.ROWS[name]
+        ratio = (paired_ratio(times, "fastconv", "torch") if kind == "train"
+                 else paired_ratio(times, "torch", "fastconv"))
+        op = networks.optimizer_label(name) if mode == "train" else mode
+        rows.append(Row(kind, op, name, net, None, batch, {i: stat(t) for i, t in times.items()}, ratio))
         _progress(rows[-1])
     return rows, notes
 
@@ -161,103 +167,6 @@ def _progress(row):
     print(f"  {row.op} {row.shape} {row.pass_}: {med} ms", file=sys.stderr, flush=True)
 
 
-# --- formatting ----------------------------------------------------------------------------
-
-def ms(s, spread=True):
-    """Milliseconds with 3 significant figures, and the IQR when asked."""
-    def f(v):
-        v *= 1e3
-        return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
-    if s is None:
-        return "-"
-    return f"{f(s.median)} ({f(s.q1)}-{f(s.q3)})" if spread and s.n > 1 else f(s.median)
-
-
-def ratio_cell(s):
-    if s is None:
-        return "-"
-    return f"{s.median:.2f} ({s.q1:.2f}-{s.q3:.2f})" if s.n > 1 else f"{s.median:.2f}"
-
-
-def _speedup(row, base="naive", impl="cpu"):
-    a, b = row.times.get(base), row.times.get(impl)
-    if not (a and b):
-        return "-"
-    v = a.median / b.median
-    return f"{v:,.0f}x" if v >= 10 else f"{v:.2g}x"
-
-
-def conv_table(rows, impls):
-    head = ["shape", "pass", "GFLOP"] + [f"{i}{'†' if i == 'naive' else ''} ms" for i in impls]
-    head += ["cpu GFLOP/s", "torch GFLOP/s", "cpu speed-up vs naive", "cpu/torch time"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
-    for r in rows:
-        gf = [f"{r.flops / r.times[i].median / 1e9:.1f}" if r.times.get(i) else "-" for i in ("cpu", "torch")]
-        cells = [r.shape, r.pass_, f"{r.flops / 1e9:.3f}"] + [ms(r.times.get(i), i != "naive") for i in impls]
-        lines.append("| " + " | ".join(cells + gf + [_speedup(r), ratio_cell(r.ratio)]) + " |")
-    return lines
-
-
-def pool_table(rows, impls):
-    head = ["op", "shape", "pass"] + [f"{i}{'†' if i == 'naive' else ''} ms" for i in impls]
-    head += ["cpu speed-up vs naive", "cpu/torch time"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
-    for r in rows:
-        cells = [r.op, r.shape, r.pass_] + [ms(r.times.get(i), i != "naive") for i in impls]
-        lines.append("| " + " | ".join(cells + [_speedup(r), ratio_cell(r.ratio)]) + " |")
-    return lines
-
-
-def e2e_table(rows):
-    impls = networks.E2E_IMPLS
-    head = ["row", "batch"] + [f"{i} ms" for i in impls] + [f"{i} img/s" for i in impls] + ["fastconv/torch img/s"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for r in rows:
-        ips = [f"{r.images / r.times[i].median:,.0f}" if r.times.get(i) else "-" for i in networks.E2E_IMPLS]
-        cells = [r.shape, str(r.images)] + [ms(r.times.get(i)) for i in networks.E2E_IMPLS] + ips
-        lines.append("| " + " | ".join(cells + [ratio_cell(r.ratio)]) + " |")
-    return lines
-
-
-def memory_table(results):
-    lines = ["| impl | shape | batch | forward MiB | kept fwd->bwd MiB | backward MiB | peak workspace MiB "
-             f"(target <= {memory.TARGET_MIB}) | activations MiB |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for m in results:
-        mib = [f"{m[k] / memory.MIB:.1f}" for k in ("fwd", "kept", "bwd", "workspace", "activations")]
-        lines.append("| " + " | ".join([m["impl"], m["shape"], str(m["batch"])] + mib) + " |")
-    return lines
-
-
-def targets(conv, pool, e2e, mem, comp):
-    """The issue's targets, each with the measured figure and met / not met."""
-    out = ["| target | measured | met |", "|---|---:|---|"]
-
-    def add(what, value, ok):
-        out.append(f"| {what} | {value} | {'yes' if ok else '**no**'} |")
-    for r in (r for r in conv if r.pass_ == "fwdbwd"):
-        nv, cv = r.times.get("naive"), r.times.get("cpu")
-        if nv and cv:
-            need = 100 if r.shape in ("A", "F") else 10
-            add(f"conv {r.shape} fwd+bwd: cpu >= {need}x faster than naive", f"{nv.median / cv.median:,.0f}x",
-                nv.median / cv.median >= need)
-        if r.ratio:
-            add(f"conv {r.shape} fwd+bwd: cpu/torch time <= 1.0", ratio_cell(r.ratio), r.ratio.median <= 1.0)
-    for r in (r for r in pool if r.op == "maxpool" and r.pass_ == "fwdbwd" and r.ratio):
-        add(f"maxpool {r.shape} fwd+bwd: cpu/torch time <= 0.5", ratio_cell(r.ratio), r.ratio.median <= 0.5)
-    for r in (r for r in e2e if r.ratio and (r.op in ("train", "adam") or r.shape == "lenet_infer_b256")):
-        add(f"{r.shape}: fastconv img/s >= torch", ratio_cell(r.ratio), r.ratio.median >= 1.0)
-    for m in (m for m in mem if m["impl"] == "cpu"):
-        mib = m["workspace"] / memory.MIB
-        add(f"workspace, conv {m['shape']} batch {m['batch']} <= {memory.TARGET_MIB} MiB", f"{mib:.0f} MiB",
-            mib <= memory.TARGET_MIB)
-    if comp:
-        warm = compile_time.first_use(comp["warm"])
-        cold = compile_time.first_use(comp["cold"])
-        add("fresh process, cold cache: import + first conv fwd+bwd <= 6 s", f"{cold:.2f} s", cold <= 6.0)
-        add("fresh process, warm cache: import + first conv fwd+bwd < 1.5 s", f"{warm:.2f} s", warm < 1.5)
-    return out
-
-
 # --- pytest-benchmark JSON ------------------------------------------------------------------
 
 def _json_stat(st, scale):
@@ -265,24 +174,25 @@ def _json_stat(st, scale):
 
 
 def rows_from_json(path):
-    """conv, pool and e2e rows from a pytest-benchmark ``--benchmark-json`` file (not interleaved)."""
+    """conv, pool, e2e and train rows from a pytest-benchmark ``--benchmark-json`` file (not interleaved)."""
     with open(path) as fh:
         data = json.load(fh)
     groups = {}
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
-        if info.get("kind") not in ("conv", "pool", "e2e"):
+        if info.get("kind") not in ("conv", "pool", "e2e", "train"):
             continue
         key = (info["kind"], info["op"], info["shape"], info["pass"])
         g = groups.setdefault(key, {"flops": info.get("flops"), "images": info.get("images"), "times": {}})
         g["times"][info["impl"]] = _json_stat(b["stats"], info.get("time_scale", 1.0))
-    rows = {"conv": [], "pool": [], "e2e": []}
+    rows = {"conv": [], "pool": [], "e2e": [], "train": []}
+    ratios = {"e2e": ("torch", "fastconv"), "train": ("fastconv", "torch")}
     for (kind, op, shape, pass_), g in groups.items():
-        num, den = ("torch", "fastconv") if kind == "e2e" else ("cpu", "torch")
+        num, den = ratios.get(kind, ("cpu", "torch"))
         a, b = g["times"].get(num), g["times"].get(den)
         ratio = Stat(a.median / b.median, a.q1 / b.q3, a.q3 / b.q1, a.lo / b.hi, a.hi / b.lo, 2) if a and b else None
         rows[kind].append(Row(kind, op, shape, pass_, g["flops"], g["images"], g["times"], ratio))
-    return rows["conv"], rows["pool"], rows["e2e"], data.get("machine_info", {})
+    return rows["conv"], rows["pool"], rows["e2e"], rows["train"], data.get("machine_info", {})
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -359,23 +269,34 @@ def run_configurations(argv, isas):
             continue
         rest.append(a)
     plot = rest.index("--plot") + 1 if "--plot" in rest else None
-    for isa in isas:
+    for config in isas:
         if plot is not None and len(isas) > 1:  # one chart per configuration: speed-native.png, ...
             stem, ext = os.path.splitext(argv[argv.index("--plot") + 1])
-            rest[plot] = f"{stem}-{isa}{ext}"
-        env = dict(os.environ)
-        for key, value in ISA_ENV[isa].items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
-        shown = " ".join(f"{k}={v}" if v is not None else f"-u {k}" for k, v in ISA_ENV[isa].items())
-        print(f"# configuration: {isa} ({shown})\n", flush=True)
-        done = subprocess.run([sys.executable, "-m", "benchmarks.report", *rest, "--isa", isa,
-                               "--isa-child"], env=env)
+            rest[plot] = f"{stem}-{config}{ext}"
+        print(f"# configuration: {config} ({isa.shown(config)})\n", flush=True)
+        done = subprocess.run([sys.executable, "-m", "benchmarks.report", *rest, "--isa", config,
+                               "--isa-child"], env=isa.child_env(config))
         if done.returncode:
-            raise SystemExit(f"the {isa} configuration failed (exit {done.returncode})")
+            raise SystemExit(f"the {config} configuration failed (exit {done.returncode})")
         print(flush=True)
+
+
+def measure(args, impls):
+    """Time every section not in ``args.skip``; returns a dict of their rows and notes."""
+    res = dict(conv=[], passes=[], square=None, train=[], pool=[], e2e=[], mem=[], comp=None, notes=[])
+    if "conv" not in args.skip:
+        res["conv"] = run_conv(args, impls)
+    if "passes" not in args.skip:
+        res["passes"], res["square"] = passes.run(args, interleave, stat)
+    if "train" not in args.skip:
+        res["train"], more = run_e2e(args, networks.TRAIN, "train")
+        res["notes"] += more
+    if "pool" not in args.skip:
+        res["pool"] = run_pool(args, impls)
+    if "e2e" not in args.skip:
+        res["e2e"], more = run_e2e(args)
+        res["notes"] += [n for n in more if n not in res["notes"]]
+    return res
 
 
 def main(argv=None):
@@ -396,32 +317,27 @@ def main(argv=None):
         os.execve(sys.executable, [sys.executable, "-m", "benchmarks.report"] + argv, env)
     if args.isa_child:
         print(f"- CPU: {cpu_model()}; configuration {args.isa[0]}")
+        print("\n".join(isa.describe()), flush=True)
     if args.threads:
         os.environ["FASTCONV_BENCH_THREADS"] = str(args.threads)
     threads = cases.configure_threads()
     wanted = [i for i in cases.IMPLS if i in args.impls.split(",")]
     impls = _available(wanted)
     notes = [f"{i} skipped: {cases.impl_status(i)[1]}" for i in wanted if i not in impls]
-    conv = pool = e2e = []
-    mem, comp = [], None
     t_start, load_start = time.perf_counter(), os.getloadavg()[0]
     if args.from_json:
-        conv, pool, e2e, info = rows_from_json(args.from_json)
+        res = dict(passes=[], square=None, mem=[], comp=None, notes=[])
+        res["conv"], res["pool"], res["e2e"], res["train"], info = rows_from_json(args.from_json)
         notes.append(f"JSON machine: {info.get('cpu', {}).get('brand_raw', '?')}, "
                      f"{info.get('cpu', {}).get('count', '?')} CPUs, node {info.get('node', '?')}")
-        impls = [i for i in cases.IMPLS if any(i in r.times for r in conv + pool)]
+        impls = [i for i in cases.IMPLS if any(i in r.times for r in res["conv"] + res["pool"])]
     else:
-        if "conv" not in args.skip:
-            conv = run_conv(args, impls)
-        if "pool" not in args.skip:
-            pool = run_pool(args, impls)
-        if "e2e" not in args.skip:
-            e2e, more = run_e2e(args)
-            notes += more
+        res = measure(args, impls)
+    notes += res["notes"]
     if "memory" not in args.skip:
-        mem = [memory.measure_in_subprocess(i, "B", 1024) for i in ("cpu", "numpy")]
+        res["mem"] = [memory.measure_in_subprocess(i, "B", 1024) for i in ("cpu", "numpy")]
     if "compile" not in args.skip:
-        comp = compile_time.measure()
+        res["comp"] = compile_time.measure()
     env = cases.environment(threads)
     stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     print(f"## fastconv benchmarks ({stamp})\n")
@@ -436,40 +352,58 @@ def main(argv=None):
           f"on {os.cpu_count()} CPUs (other processes' load makes every figure noisier)")
     for n in notes:
         print(f"- {n}")
+    shape_desc = print_tables(res, impls)
+    if args.json_out:
+        rows = res["conv"] + res["train"] + res["pool"] + res["e2e"]
+        with open(args.json_out, "w") as fh:
+            json.dump({"env": env, "rows": [r._asdict() | {"times": {i: s._asdict() if s else None
+                                                                    for i, s in r.times.items()},
+                                                           "ratio": r.ratio._asdict() if r.ratio else None}
+                                            for r in rows],
+                       "passes": [r._asdict() | {k: getattr(r, k)._asdict() if getattr(r, k) else None
+                                                 for k in ("conv", "ratio", "square_ratio")}
+                                  for r in res["passes"]],
+                       "memory": res["mem"], "compile": res["comp"]}, fh, indent=1)
+    if args.plot:
+        chart.plot_speed(chart.from_rows(res["conv"]), args.plot, env["machine"], env["torch"], stamp, shape_desc)
+
+
+def print_tables(res, impls):
+    """Print each measured section's table and the targets; returns the conv shapes' descriptions."""
+    conv, pool = res["conv"], res["pool"]
     shape_desc = {k: f"{s.n},{s.c},{s.h}x{s.w},{s.k},{s.fh}x{s.fw},s{s.stride},p{s.pad}"
                   for k, s in cases.CONV_SHAPES.items() if k in {r.shape for r in conv}}
     shapes = "; ".join(f"{k} {d}" for k, d in shape_desc.items())
     if conv:
         print(f"\n### conv2d (N,C,HxW,K,FxF,stride,pad: {shapes})\n")
         print(f"bwd = dx, dw, db. † naive timed on {cases.NAIVE_SLICE} images, scaled to the batch.\n")
-        print("\n".join(conv_table(conv, impls)))
+        print("\n".join(tables.conv_table(conv, impls)))
+    if res["passes"]:
+        print("\n### conv passes on one thread beside SGEMM (fastconv cpu tier through fastconv.functional; "
+              "np.matmul float32; dx = backward with dx minus backward without)\n")
+        print("\n".join(passes.table(res["passes"], res["square"], ms, ratio_cell)))
+    if res["train"]:
+        print(f"\n### training step, batch {networks.TRAIN_BATCH}: examples/train_mnist.py's architectures "
+              "against PyTorch twins with the same layers and weights (dropout on, batch norm in train mode)\n")
+        print("\n".join(tables.train_table(res["train"])))
     if pool:
         pools = "; ".join(f"{k} {p.n},{p.c},{p.h}x{p.w} {p.kernel}x{p.kernel}/{p.stride}"
                           for k, p in cases.POOL_SHAPES.items() if k in {r.shape for r in pool})
         print(f"\n### pooling ({pools}; maxpool keeps switches / indices)\n")
-        print("\n".join(pool_table(pool, impls)))
-    if e2e:
-        print(f"\n### end to end (lenet train: SGD momentum 0.9 or Adam lr 1e-3, dropout on; inference batches "
-              f"{networks.INFER_BATCH} and 1, eval mode, also in ONNX Runtime (CPU provider); tutorial "
-              "net: plain SGD, one image a step)\n")
-        print("\n".join(e2e_table(e2e)))
-    if mem:
+        print("\n".join(tables.pool_table(pool, impls)))
+    if res["e2e"]:
+        print(f"\n### end to end (inference batches {networks.INFER_BATCH} and 1, eval mode, also in ONNX "
+              "Runtime (CPU provider); tutorial net: plain SGD, one image a step)\n")
+        print("\n".join(tables.e2e_table(res["e2e"])))
+    if res["mem"]:
         print("\n### conv workspace beyond activations (tracemalloc, fresh process)\n")
-        print("\n".join(memory_table(mem)))
-    if comp:
+        print("\n".join(tables.memory_table(res["mem"])))
+    if res["comp"]:
         print("\n### JIT compile time (fresh processes, NUMBA_CACHE_DIR cold then warm)\n")
-        print("\n".join(compile_time.markdown(comp)))
-    print("\n### targets (issue 10)\n")
-    print("\n".join(targets(conv, pool, e2e, mem, comp)))
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump({"env": env, "rows": [r._asdict() | {"times": {i: s._asdict() if s else None
-                                                                    for i, s in r.times.items()},
-                                                           "ratio": r.ratio._asdict() if r.ratio else None}
-                                            for r in conv + pool + e2e],
-                       "memory": mem, "compile": comp}, fh, indent=1)
-    if args.plot:
-        chart.plot_speed(chart.from_rows(conv), args.plot, env["machine"], env["torch"], stamp, shape_desc)
+        print("\n".join(compile_time.markdown(res["comp"])))
+    print("\n### targets (issue 22; issue 10's marked)\n")
+    print("\n".join(tables.targets(conv, pool, res["e2e"], res["train"], res["passes"], res["mem"], res["comp"])))
+    return shape_desc
 
 
 if __name__ == "__main__":
