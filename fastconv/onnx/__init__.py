@@ -17,7 +17,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .export import EXPORT_OPSETS, export, to_onnx
 from .exporters import exportable_layers
-from .load import IMPORT_OPSETS, importable_ops, load, read_model
+from .folding import FOLD_LIMIT
+from .load import IMPORT_OPSETS, MAX_NESTING, importable_ops, load, read_model
 
 __all__ = ["export", "to_onnx", "load", "read_model", "exportable_layers", "importable_ops",
-           "EXPORT_OPSETS", "IMPORT_OPSETS"]
+           "EXPORT_OPSETS", "IMPORT_OPSETS", "FOLD_LIMIT", "MAX_NESTING"]

@@ -25,7 +25,7 @@ import numpy as np
 import fastconv
 
 from .._shapes import conv_padding
-from .attrs import Unsupported, attributes, decimal, pair  # noqa: F401 - Unsupported and attributes re-exported
+from .attrs import Unsupported, attributes, axis, decimal, hw_pads, pair, scalar  # noqa: F401 - Unsupported, attributes re-exported
 
 __all__ = ["BATCH", "Symbol", "Tensor", "Spec", "Block", "item_specs", "build_items", "Unsupported", "importer", "attributes", "IMPORTERS"]
 
@@ -92,6 +92,7 @@ class Block:
     def __init__(self, cls, branches, dim=1):
         _layer_class(cls)
         self.cls, self.branches, self.dim = cls, [list(b) for b in branches], dim
+        self.depth = 1 + max((i.depth for b in self.branches for i in b if isinstance(i, Block)), default=0)
 
     def specs(self):
         """Every Spec inside the block, nested blocks included."""
@@ -197,7 +198,7 @@ def _conv(ctx, node, x):
     stride = pair(a["strides"], "convolution", "strides")
     dilation = pair(a["dilations"], "convolution", "dilations")
     reach = tuple(d * (k - 1) + 1 for d, k in zip(dilation, w.shape[2:]))
-    padding = _same_or_pads(a["auto_pad"], tuple(a["pads"]), reach, stride, issues)
+    padding = _same_or_pads(a["auto_pad"], hw_pads(a["pads"]), reach, stride, issues)
     group = int(a["group"])
     kwargs = dict(in_channels=w.shape[1] * group, out_channels=w.shape[0], kernel_size=w.shape[2:],
                   stride=stride, padding=padding, rng=_rng())
@@ -229,7 +230,7 @@ def _conv_transpose(ctx, node, x):
     issues = []
     if a["auto_pad"] != "NOTSET" or a["output_shape"] is not None:
         issues.append("auto_pad / output_shape (give pads and output_padding)")
-    top, left, bottom, right = a["pads"]
+    top, left, bottom, right = hw_pads(a["pads"])
     if (top, left) != (bottom, right):
         issues.append(f"asymmetric pads {list(a['pads'])}")
     group = int(a["group"])
@@ -338,7 +339,7 @@ def _mul(ctx, node, x):
     spec = ctx.producer(x)
     c = ctx.const(node, 1 - ctx.position(node, x), "factor")
     reader = ctx.consumer(node)
-    if reader is not None and reader.op_type == "Softplus" and np.asarray(c).size == 1 and float(c) > 0:
+    if reader is not None and reader.op_type == "Softplus" and np.asarray(c).size == 1 and float(scalar(c, "factor")) > 0:
         return Spec("Softplus", dict(beta=decimal(c)), pending=True)
     if spec is None or spec.cls != "GroupNorm" or spec.pending or spec.kwargs.get("affine", True):
         raise Unsupported("multiplying by a constant is supported only as the weight of a group normalisation "
@@ -425,10 +426,9 @@ def _prelu(ctx, node, x):
 def _layer_norm(ctx, node, x):
     a = attributes(node, axis=-1, epsilon=1e-5, stash_type=1)
     ctx.unused_outputs(node, "the Mean / InvStdDev outputs")
-    rank = ctx.rank(x)
-    axis = a["axis"] % rank
-    shape = tuple(x.shape[axis:])
-    if axis == 0 or None in shape:
+    start = axis(a["axis"], ctx.rank(x))
+    shape = tuple(x.shape[start:])
+    if start == 0 or None in shape:
         raise Unsupported(f"axis={a['axis']} over a {tuple(x.shape)} input: fastconv.LayerNorm normalises "
                           "static trailing axes after the batch")
     scale = ctx.const(node, 1, "scale")

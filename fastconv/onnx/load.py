@@ -16,19 +16,26 @@ a nest of blocks (a layer read by branches that join elsewhere, a tensor added t
 concatenation along the batch axis, other ops of two run-time tensors) is reported.
 """
 import os
+import sys
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, numpy_helper, shape_inference
+from onnx import shape_inference
 
 from ..layers import Sequential
 import fastconv
 
-from .folding import FOLDERS
+from .folding import FOLD_LIMIT, FOLDERS
 from . import pool_act_importers, shape_importers  # noqa: F401 - register their importers
 from .importers import BATCH, IMPORTERS, Block, Tensor, Unsupported, attributes, build_items, item_specs
+from .attrs import axis as checked_axis
+from .tensors import all_tensors, read_external_data, to_array, type_name
 
-__all__ = ["IMPORT_OPSETS", "read_model", "load", "importable_ops"]
+__all__ = ["IMPORT_OPSETS", "MAX_NESTING", "read_model", "load", "importable_ops"]
+
+#: How deep :func:`load` nests Residual / Concat blocks (deeper graphs are reported): fastconv's
+#: own methods (forward, export, save) walk a nest recursively, within Python's recursion limit.
+MAX_NESTING = 100
 
 #: Default-domain opsets :func:`load` reads (up to 28, or the newest the installed onnx knows).
 IMPORT_OPSETS = range(11, min(28, onnx.defs.onnx_opset_version()) + 1)
@@ -93,7 +100,11 @@ def read_model(source):
     Parameters
     ----------
     source : str, os.PathLike or onnx.ModelProto
-        A file path (external data is read from its folder) or a model already in memory.
+        A file path or a model already in memory. Tensors kept in external data files are read
+        from the model file's folder only (never the working directory): a location that is
+        absolute, climbs out with ``..`` or goes through a symbolic link is refused, as by
+        ``onnx.load`` and ONNX Runtime, and so is external data in a model handed over in memory
+        (it has no folder; ``onnx.load`` the file, or pass its path).
 
     Returns
     -------
@@ -103,14 +114,19 @@ def read_model(source):
     Raises
     ------
     ValueError
-        The file is empty, truncated, not ONNX, of an unsupported opset, or invalid; the message
-        says which.
+        The file is a folder, empty, truncated, not ONNX, of an unsupported opset, or invalid, or
+        its external data is out of its folder, missing or of the wrong size; the message says which.
+    OSError
+        The file cannot be opened (FileNotFoundError when there is none).
     """
     if isinstance(source, onnx.ModelProto):
         model, where = source, "the model"
+        read_external_data(model, None, where)
     else:
         path = os.fspath(source)
         where = repr(path)
+        if os.path.isdir(path):
+            raise ValueError(f"{where} is a directory, not an ONNX file")
         with open(path, "rb") as f:
             data = f.read()
         if not data:
@@ -120,8 +136,7 @@ def read_model(source):
             model = onnx.load_model_from_string(data)
         except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
             raise ValueError(f"{where} is not an ONNX model: {exc}") from exc
-        if any(external_data_helper.uses_external_data(t) for t in model.graph.initializer):
-            external_data_helper.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
+        read_external_data(model, os.path.dirname(os.path.abspath(path)), where)
     versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
     if not versions:
         raise ValueError(f"{where} imports no default-domain (ai.onnx) opset")
@@ -130,8 +145,8 @@ def read_model(source):
                          f"{IMPORT_OPSETS.start} to {IMPORT_OPSETS.stop - 1}")
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ValueError(f"{where} is not a valid ONNX model: {exc}") from exc
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ValueError(f"{where} is not a valid ONNX model: {exc}") from None
     return model
 
 
@@ -172,7 +187,9 @@ class _Graph:
         graph = model.graph
         self.opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         self.problems = []
-        self.values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        self.values = {t.name: to_array(t) for t in graph.initializer}
+        # What folding may allocate: FOLD_LIMIT beyond twice the tensor data the file holds.
+        self.fold_budget = FOLD_LIMIT + 2 * sum(t.ByteSize() for t in all_tensors(model))
         self._shapes = _shapes(model)
         self._producer = {}
         self._broken = set()  # outputs of layer nodes that could not be imported
@@ -257,8 +274,8 @@ class _Graph:
         v = inputs[0]
         t = v.type.tensor_type
         if t.elem_type not in _FLOAT_INPUTS:
-            self.problems.append(f"input {v.name!r} has element type "
-                                 f"{onnx.TensorProto.DataType.Name(t.elem_type)}; fastconv takes float input")
+            self.problems.append(f"input {v.name!r} has element type {type_name(t.elem_type)}; "
+                                 "fastconv takes float input")
         if t.HasField("shape") and t.shape.dim:
             first = t.shape.dim[0]
             self.static_batch = first.dim_value if first.HasField("dim_value") else None
@@ -274,6 +291,11 @@ class _Graph:
             except Unsupported as exc:
                 self._broken.update(node.output)
                 self.problems.append(f"{label}: {exc}")
+            except (TypeError, ValueError, IndexError, KeyError, ArithmeticError) as exc:
+                # A malformed node no importer foresaw (an attribute of the wrong type, say): still
+                # one problem that names the node, never a bare Python error.
+                self._broken.update(node.output)
+                self.problems.append(f"{label}: {type(exc).__name__}: {exc}")
 
     def _fail(self, node, runtime):
         for name in node.output:
@@ -293,7 +315,7 @@ class _Graph:
                 return
             try:
                 value = FOLDERS[op](self, node, inputs)
-            except (TypeError, ValueError, IndexError) as exc:  # NumPy's AxisError is both of the last two
+            except (TypeError, ValueError, IndexError, ArithmeticError) as exc:  # NumPy's AxisError is a ValueError
                 raise Unsupported(f"cannot fold it at import time ({exc})") from None
             self.values[node.output[0]] = np.asarray(value)
             return
@@ -350,13 +372,20 @@ class _Graph:
             if not any(rests):
                 raise Unsupported(f"it adds {node.input[0]!r} to itself (not a Residual block)")
             body, shortcut = rests if rests[0] else rests[::-1]
-            return chains[0][:n] + (Block("Residual", [body, shortcut] if shortcut else [body]),)
+            return chains[0][:n] + (self._nested(Block("Residual", [body, shortcut] if shortcut else [body])),)
         axis = attributes(node, axis=None)["axis"]
         if axis is None:
             raise Unsupported("the axis attribute is missing")
-        if axis % self.rank(runtime[0]) == 0:
+        if checked_axis(axis, self.rank(runtime[0])) == 0:
             raise Unsupported(f"axis={axis} concatenates along the batch axis")
-        return chains[0][:n] + (Block("Concat", rests, dim=int(axis)),)
+        return chains[0][:n] + (self._nested(Block("Concat", rests, dim=int(axis))),)
+
+    @staticmethod
+    def _nested(block):
+        if block.depth > MAX_NESTING:
+            raise Unsupported(f"it nests {block.cls} blocks {block.depth} deep; fastconv.onnx.load nests at most "
+                              f"MAX_NESTING = {MAX_NESTING}")
+        return block
 
     def read_output(self, graph):
         if len(graph.output) != 1:
@@ -389,13 +418,31 @@ def load(source):
     Raises
     ------
     ValueError
-        For a file that cannot be read (see :func:`read_model`), or one ValueError listing every
-        node fastconv cannot run (op, attribute or input, with the node's name); nothing is built
-        before the whole graph has been read.
+        For a file that cannot be read (see :func:`read_model`; external data only from the
+        file's folder), a tensor whose data does not match its dims or has an unknown type, or
+        one ValueError listing every node fastconv cannot run (op, attribute, axis or input, with
+        the node's name); nothing is built before the whole graph has been read. Memory is
+        checked before it is taken: constant folding (ConstantOfShape, shape arithmetic, ...)
+        may allocate :data:`~fastconv.onnx.folding.FOLD_LIMIT` (16 MiB) beyond twice the tensor
+        data the file holds, and Residual / Concat blocks nest at most :data:`MAX_NESTING`
+        (100) deep; a model past either is reported, never a MemoryError or RecursionError.
+    OSError
+        The file cannot be opened (FileNotFoundError when there is none).
     """
     model = read_model(source)
     where = "the model" if isinstance(source, onnx.ModelProto) else repr(os.fspath(source))
-    g = _Graph(model)
+    try:
+        return _load(model, where)
+    except RecursionError:  # a safety net: MAX_NESTING keeps fastconv's own recursion in bounds
+        raise ValueError(f"cannot import {where}: its graph nests too deeply for Python's recursion "
+                         f"limit ({sys.getrecursionlimit()})") from None
+
+
+def _load(model, where):
+    try:
+        g = _Graph(model)
+    except ValueError as exc:
+        raise ValueError(f"cannot import {where}: {exc}") from None
     g.read_input(model.graph)
     g.walk()
     g.read_output(model.graph)

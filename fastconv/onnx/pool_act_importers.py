@@ -5,12 +5,11 @@ imports this module so that these importers are registered).
 """
 import math
 
-from onnx import helper
-
 import fastconv
 
-from .attrs import Unsupported, attributes, decimal, pair, square
+from .attrs import Unsupported, attributes, axis, decimal, hw_pads, pair, scalar, square
 from .importers import Spec, importer, _require, _done
+from .tensors import np_dtype
 
 __all__ = []
 
@@ -24,7 +23,7 @@ def _pool(cls, ctx, node, extra):
     if a["auto_pad"] != "NOTSET":
         issues.append(f"auto_pad={a['auto_pad']!r}")
     kernel = pair(a["kernel_shape"], "pooling", "kernel_shape")
-    top, left, bottom, right = a["pads"]
+    top, left, bottom, right = hw_pads(a["pads"])
     if (top, left) != (bottom, right):
         issues.append(f"asymmetric pads {list(a['pads'])}")
     kwargs = dict(kernel_size=square(kernel), stride=square(pair(a["strides"], "pooling", "strides")))
@@ -134,17 +133,17 @@ def _selu(ctx, node, x):
 def _clip(ctx, node, x):
     attributes(node)
     low, high = ctx.const(node, 1, "min", optional=True), ctx.const(node, 2, "max", optional=True)
-    return Spec("Hardtanh", dict(min_val=-math.inf if low is None else float(low),
-                                 max_val=math.inf if high is None else float(high)))
+    return Spec("Hardtanh", dict(min_val=-math.inf if low is None else float(scalar(low, "min")),
+                                 max_val=math.inf if high is None else float(scalar(high, "max"))))
 
 
 def _softmax(cls):
     def import_softmax(ctx, node, x):
         a = attributes(node, axis=-1 if ctx.opset >= 13 else 1)
-        axis = a["axis"] % ctx.rank(x)
-        if ctx.opset < 13 and axis != x.rank - 1:  # before opset 13 the axis flattens what follows it
+        dim = axis(a["axis"], ctx.rank(x))
+        if ctx.opset < 13 and dim != x.rank - 1:  # before opset 13 the axis flattens what follows it
             raise Unsupported(f"axis={a['axis']} over a {x.rank}-D input (opset {ctx.opset} semantics)")
-        return Spec(cls, dict(dim=axis))
+        return Spec(cls, dict(dim=dim))
     return import_softmax
 
 
@@ -161,8 +160,12 @@ def _identity(ctx, node, x):
 @importer("Cast")
 def _cast(ctx, node, x):
     a = attributes(node, to=None, saturate=1)
-    if helper.tensor_dtype_to_np_dtype(a["to"]).kind != "f":
-        raise Unsupported(f"cast of an activation to {helper.tensor_dtype_to_np_dtype(a['to'])}")
+    try:
+        dtype = np_dtype(a["to"], "attribute 'to'")
+    except ValueError as exc:
+        raise Unsupported(str(exc)) from None
+    if dtype.kind != "f":
+        raise Unsupported(f"cast of an activation to {dtype}")
     return None  # fastconv computes in float32 throughout
 
 
@@ -172,7 +175,7 @@ def _dropout(ctx, node, x):
     ctx.unused_outputs(node, "the mask output")
     ratio = ctx.const(node, 1, "ratio", optional=True) if ctx.opset >= 12 else a.get("ratio")
     training = ctx.const(node, 2, "training_mode", optional=True)
-    if training is not None and bool(training):
+    if training is not None and bool(scalar(training, "training_mode")):
         raise Unsupported("training_mode=True: export the model in eval mode")
-    p = 0.5 if ratio is None else decimal(ratio)
+    p = 0.5 if ratio is None else decimal(ratio, "ratio")
     return Spec("Dropout", dict(p=p)) if p > 0 else None

@@ -5,7 +5,8 @@ imports this module so that these importers are registered.
 """
 import math
 
-from .importers import BATCH, Spec, Symbol, Unsupported, _accepts, attributes, importer
+from .attrs import Unsupported, attributes, axis, scalar
+from .importers import BATCH, Spec, Symbol, _accepts, importer
 
 __all__ = []
 
@@ -13,7 +14,7 @@ __all__ = []
 @importer("Flatten", needs=("Flatten",))
 def _flatten(ctx, node, x):
     a = attributes(node, axis=1)
-    if a["axis"] % ctx.rank(x) != 1:
+    if axis(a["axis"], ctx.rank(x), end=True) != 1:
         raise Unsupported(f"axis={a['axis']}: only axis 1 (keep the batch, merge the rest) is supported")
     return Spec("Flatten", {})
 
@@ -125,7 +126,9 @@ def _pad(ctx, node, x):
         raise Unsupported(f"mode={mode!r} (ONNX's modes are constant, reflect, edge and wrap)")
     if ctx.const(node, 3, "axes", optional=True) is not None or ctx.rank(x) != 4:
         raise Unsupported("only pads over all four axes of an (N, C, H, W) input are supported")
-    pads = [int(p) for p in ctx.const(node, 1, "pads")]
+    pads = [int(p) for p in ctx.const(node, 1, "pads").reshape(-1)]
+    if len(pads) != 8:
+        raise Unsupported(f"pads {pads} has {len(pads)} values: a 4-D input takes 8 (the begins, then the ends)")
     if pads[:2] != [0, 0] or pads[4:6] != [0, 0] or min(pads) < 0:
         raise Unsupported(f"pads {pads}: only non-negative padding of H and W is supported")
     top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
@@ -137,5 +140,5 @@ def _pad(ctx, node, x):
     if mode != "constant":
         return Spec(_PAD_LAYERS[mode], kwargs)
     value = ctx.const(node, 2, "constant_value", optional=True)
-    value = 0.0 if value is None else float(value)
+    value = 0.0 if value is None else float(scalar(value, "constant_value"))
     return Spec("ConstantPad2d", dict(kwargs, value=value)) if value else Spec("ZeroPad2d", kwargs)
