@@ -6,6 +6,7 @@ The graph is built node by node with ``onnx.helper``: one exporter per layer cla
 running statistics, Dropout as ONNX's inference-mode identity).
 """
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -140,12 +141,20 @@ def to_onnx(model, input_shape, opset=17, dynamic_batch=True):
     ------
     ValueError
         Listing every layer (by state-dict key) that cannot be exported, or a shape that does not
-        fit the model, before anything is written.
+        fit the model, or containers nested too deeply to walk, before anything is written.
     """
+    try:
+        return _to_onnx(model, input_shape, opset, dynamic_batch)
+    except RecursionError:  # containers recurse through export_layer, output_shape, modules()
+        raise ValueError(f"cannot export to ONNX: the model nests containers too deeply for Python's recursion "
+                         f"limit ({sys.getrecursionlimit()})") from None
+
+
+def _to_onnx(model, input_shape, opset, dynamic_batch):
     shape = _check_arguments(model, input_shape, opset)
     if any(m.training for m in model.modules()):
         warnings.warn(f"{type(model).__name__} is in training mode; it is exported as in eval mode "
-                      "(BatchNorm uses its running statistics, Dropout is the identity)", stacklevel=2)
+                      "(BatchNorm uses its running statistics, Dropout is the identity)", stacklevel=3)
     dtype = _model_dtype(model)
     g = GraphBuilder(model.state_dict(), dtype, opset)
     out = export_layer(g, model, "", "input", shape)
