@@ -6,8 +6,12 @@
 
 ``--arch`` names a function that builds the model: ``path/to/file.py:function`` or
 ``package.module:function``. ``run`` reads MNIST as ``examples/train_mnist.py`` does (--data-dir,
-else $FASTCONV_DATA, else the cache, downloading what is missing) and normalises the test images
-with the MNIST mean and standard deviation before classifying them.
+an existing folder, else $FASTCONV_DATA, else the cache, downloading what is missing) and
+normalises the test images with the MNIST mean and standard deviation before classifying them.
+
+A bad argument is one ``error:`` line and a non-zero exit before any work starts (numbers, the
+--arch module and function, folders that must exist); a file that cannot be read is one
+``error:`` line and exit status 2. Nothing is written by a command that fails.
 """
 import argparse
 import collections
@@ -20,33 +24,96 @@ import numpy as np
 import onnx
 
 from ..datasets import load_mnist, normalize
-from . import export, importable_ops, load, read_model
+from . import EXPORT_OPSETS, export, importable_ops, load, read_model
+from .tensors import type_name
+
+PROG = "python -m fastconv.onnx"
 
 
 def _builder(spec):
-    """The callable named by ``file.py:function`` or ``module:function``."""
+    """The callable named by ``file.py:function`` or ``module:function``; SystemExit with one
+    ``error:`` line when there is none (the message names what is missing)."""
+    fail = f"{PROG} export: error: argument --arch: "
     where, sep, name = spec.rpartition(":")
     if not sep or not where or not name:
-        raise SystemExit(f"--arch must look like path/to/file.py:function or module:function, got {spec!r}")
-    if where.endswith(".py"):
-        if not os.path.isfile(where):
-            raise SystemExit(f"--arch: no such file {where!r}")
-        loader = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(where))[0], where)
-        module = importlib.util.module_from_spec(loader)
-        loader.loader.exec_module(module)
-    else:
-        module = importlib.import_module(where)
+        raise SystemExit(f"{fail}must look like path/to/file.py:function or module:function, got {spec!r}")
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise SystemExit(f"{fail}no such file {where!r}")
+            loader = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(where))[0], where)
+            module = importlib.util.module_from_spec(loader)
+            writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside the file
+            try:
+                loader.loader.exec_module(module)
+            finally:
+                sys.dont_write_bytecode = writes
+        else:
+            if importlib.util.find_spec(where) is None:
+                raise SystemExit(f"{fail}no module named {where!r}")
+            module = importlib.import_module(where)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's module failed to import: say so in one line
+        raise SystemExit(f"{fail}importing {where!r} failed: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, name, None)
     if not callable(fn):
-        raise SystemExit(f"--arch: {where} has no function {name!r}")
+        raise SystemExit(f"{fail}{where} has no function {name!r}")
     return fn
 
 
 def _shape(text):
     try:
-        return tuple(int(v) for v in text.split(","))
+        shape = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints such as 1,1,28,28, got {text!r}") from None
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints such as 1,1,28,28, got {text!r}")
+    return shape
+
+
+def _integer(accept, expected):
+    """An argparse type: an int that ``accept`` takes, else one error line saying ``expected``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+_positive = _integer(lambda v: v >= 1, "a positive integer")
+_opset = _integer(lambda v: v in EXPORT_OPSETS, f"an opset from {EXPORT_OPSETS.start} to {EXPORT_OPSETS.stop - 1}")
+
+
+def _folder(text):
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"no such folder {text!r}")
+    return text
+
+
+def _file(text):
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file {text!r}")
+    return text
+
+
+def _model_file(text):
+    """The ONNX file to read: a folder is a bad argument; a missing file is reported when read."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not an ONNX file")
+    return text
+
+
+def _output(text):
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text) or not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: " + ("it is a folder" if os.path.isdir(text)
+                                                                      else f"no such folder {folder!r}"))
+    return text
 
 
 def cmd_export(args):
@@ -68,7 +135,10 @@ def _input_shape(model):
 
 def cmd_check(args):
     model = read_model(args.file)
-    onnx.checker.check_model(model, full_check=True)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as exc:
+        raise ValueError(f"{args.file!r} fails ONNX's full check (shape inference): {exc}") from None
     g = model.graph
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     print(f"{args.file}: valid ONNX (IR {model.ir_version}, opset {opset}, producer "
@@ -77,7 +147,7 @@ def cmd_check(args):
     for kind, values in (("input", [v for v in g.input if v.name not in init]), ("output", g.output)):
         for v in values:
             dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-            print(f"  {kind} {v.name}: {onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)} {dims}")
+            print(f"  {kind} {v.name}: {type_name(v.type.tensor_type.elem_type)} {dims}")
     ops = collections.Counter(n.op_type for n in g.node)
     print("  ops: " + ", ".join(f"{op} x{k}" for op, k in sorted(ops.items())))
     try:
@@ -91,12 +161,20 @@ def cmd_check(args):
     return 0
 
 
-def _ort_predict(path, x, batch_size):
+def _ort_session(path):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise SystemExit("--runtime onnxruntime needs onnxruntime: pip install fastconv[onnxruntime]") from None
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        raise SystemExit(f"{PROG}: error: --runtime onnxruntime needs onnxruntime: "
+                         "pip install fastconv[onnxruntime]") from None
+    read_model(path)  # fastconv's checks and messages first (external data only from the file's folder)
+    try:
+        return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+        raise ValueError(f"onnxruntime cannot load {path!r}: {exc}") from None
+
+
+def _ort_predict(session, x, batch_size):
     info = session.get_inputs()[0]
     dtype = np.float64 if info.type == "tensor(double)" else np.float32
     return np.concatenate([session.run(None, {info.name: x[i:i + batch_size].astype(dtype)})[0]
@@ -104,37 +182,39 @@ def _ort_predict(path, x, batch_size):
 
 
 def cmd_run(args):
+    # The model first: a file that cannot be read fails before MNIST is read (or downloaded).
+    model = _ort_session(args.file) if args.runtime == "onnxruntime" else load(args.file)
     _, (x_test, y_test) = load_mnist(args.data_dir)
     if args.limit:
         x_test, y_test = x_test[:args.limit], y_test[:args.limit]
     x = normalize(x_test)
     if args.runtime == "onnxruntime":
-        logits = _ort_predict(args.file, x, args.batch_size)
+        logits = _ort_predict(model, x, args.batch_size)
     else:
-        logits = load(args.file).predict(x, batch_size=args.batch_size)
+        logits = model.predict(x, batch_size=args.batch_size)
     correct = int((logits.argmax(axis=1) == y_test).sum())
     print(f"accuracy {correct / len(y_test):.4f} ({correct}/{len(y_test)} MNIST test images, {args.runtime})")
     return 0
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m fastconv.onnx", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write a fastconv model (built by --arch, weights from --weights) as ONNX")
-    e.add_argument("output", help="the .onnx file to write")
+    e.add_argument("output", type=_output, help="the .onnx file to write")
     e.add_argument("--arch", required=True, help="path/to/file.py:function or module:function building the model")
-    e.add_argument("--weights", help=".npz written by Sequential.save (default: the builder's initial weights)")
+    e.add_argument("--weights", type=_file, help=".npz written by Sequential.save (default: the builder's initial weights)")
     e.add_argument("--input-shape", type=_shape, default=(1, 1, 28, 28), help="one batch's shape, batch first")
-    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--opset", type=_opset, default=17)
     e.add_argument("--static-batch", action="store_true", help="fix the batch size instead of naming it N")
     c = sub.add_parser("check", help="validate an ONNX file and say whether fastconv can import it")
-    c.add_argument("file")
+    c.add_argument("file", type=_model_file)
     r = sub.add_parser("run", help="classify MNIST test images with an ONNX model; print the accuracy")
-    r.add_argument("file")
+    r.add_argument("file", type=_model_file)
     r.add_argument("--runtime", choices=("fastconv", "onnxruntime"), default="fastconv")
-    r.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $FASTCONV_DATA or the cache)")
-    r.add_argument("--limit", type=int, help="the first N test images only")
-    r.add_argument("--batch-size", type=int, default=256)
+    r.add_argument("--data-dir", type=_folder, help="folder with the MNIST IDX files (default: $FASTCONV_DATA or the cache)")
+    r.add_argument("--limit", type=_positive, help="the first N test images only")
+    r.add_argument("--batch-size", type=_positive, default=256)
     return p.parse_args(argv)
 
 
@@ -142,7 +222,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         return {"export": cmd_export, "check": cmd_check, "run": cmd_run}[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
