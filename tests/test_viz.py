@@ -402,8 +402,10 @@ def test_the_visualize_example_writes_every_picture(tmp_path, monkeypatch, capsy
     example["ARCHS"]["lenet"]["build"]().save(weights)  # untrained: no training in tests
     out = tmp_path / "pictures"
     result = example["main"](["--load", str(weights), "--out", str(out), "--data-dir", str(data),
-                              "--test-limit", "40", "--k", "4", "--channels", "3"])
+                              "--test-limit", "40", "--k", "4", "--channels", "3",
+                              "--patterns", "2", "--steps", "3", "--saliency", "2"])
     assert sorted(os.listdir(out)) == ["confusion.png", "feature_maps.png", "filters_layer0.png",
-                                       "filters_layer3.png", "mistakes.png"]
+                                       "filters_layer3.png", "mistake_saliency.png", "mistakes.png",
+                                       "patterns_layer0.png", "patterns_layer3.png", "saliency.png"]
     assert result["confusion"].shape == (10, 10) and result["confusion"].sum() == 40
     assert f"test accuracy {result['accuracy']:.4f} on 40 images" in capsys.readouterr().out

@@ -4,13 +4,16 @@ a linear model's saliency is its weight row; gradients match finite differences,
 Residual block), seeds and shapes, the model left untouched, bad arguments, and the PNGs (size,
 repeatable, atomic, a clear error without matplotlib). Tiny models, 8x8 images, no training."""
 import os
+import runpy
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastconv as fc
 from fastconv import viz
+from fastconv.datasets import load_mnist, normalize
 from fastconv.losses import CrossEntropyLoss
 from fastconv.viz._backprop import find_layer, input_gradient, private_copy, tapped_prefix
 from helpers import numeric_grad
@@ -282,3 +285,58 @@ def test_missing_matplotlib_names_the_plot_extra(monkeypatch, tmp_path):
     # the arrays need no matplotlib
     assert viz.filter_patterns(model, 0, channels=1, steps=1, input_shape=(1, 8, 8)).shape == (1, 1, 8, 8)
     assert viz.saliency(model, images(2)).shape == (2, 8, 8)
+
+
+# --- the example ------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def example(monkeypatch):
+    """examples/visualize.py's globals and the MNIST folder (skipped without the files)."""
+    pytest.importorskip("matplotlib")
+    data = Path(os.environ.get("FASTCONV_DATA") or ROOT.parent / "shared" / "mnist")
+    try:
+        load_mnist(data, download=False)
+    except FileNotFoundError:
+        pytest.skip(f"MNIST files not found in {data} (set FASTCONV_DATA)")
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))  # the example imports train_mnist's builders
+    return runpy.run_path(str(ROOT / "examples" / "visualize.py")), data
+
+
+def test_the_example_draws_a_checkpoints_training_curves(example, tmp_path, capsys):
+    example, data = example
+    (x, y), (x_test, y_test) = load_mnist(data, download=False)
+    fc.manual_seed(1)
+    model = example["ARCHS"]["lenet"]["build"]()
+    checkpoint = tmp_path / "run.npz"
+    fc.Trainer(model).fit(normalize(x[:64]), y[:64], epochs=2, batch_size=32, validation_split=0.25,
+                          checkpoint=checkpoint, progress=False)
+    out = tmp_path / "pictures"
+    result = example["main"](["--load", str(checkpoint), "--out", str(out), "--data-dir", str(data),
+                              "--test-limit", "20", "--k", "3", "--channels", "2", "--patterns", "1",
+                              "--steps", "2", "--saliency", "2"])
+    assert "training_curves.png" in os.listdir(out)
+    assert len(result["history"]) == 2 and None not in result["history"].val_loss
+    assert "(a checkpoint after 2 epochs)" in capsys.readouterr().out
+    # the checkpoint's weights were loaded: the accuracy is that of the trained model
+    assert result["accuracy"] == np.mean(model.predict(normalize(x_test[:20])).argmax(axis=1) == y_test[:20])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--val-split", "1"], "--val-split must be in [0, 1)"),
+    (["--load", "missing.npz"], "--load missing.npz: no such file"),
+])
+def test_the_example_refuses_bad_options(example, argv, message, capsys):
+    with pytest.raises(SystemExit):
+        example[0]["main"](argv)
+    assert message in capsys.readouterr().err
+
+
+def test_the_example_says_why_it_cannot_load_a_file(example, tmp_path):
+    bad = tmp_path / "notes.npz"
+    bad.write_text("not an archive")
+    with pytest.raises(SystemExit, match=r"visualize.py: --load: cannot read .*notes.npz"):
+        example[0]["main"](["--load", str(bad), "--data-dir", str(example[1]), "--out", str(tmp_path)])
