@@ -160,3 +160,41 @@ def test_blocked_memory_is_what_the_rule_reports():
     assert (kept, work) == blocked.memory(shape, w_shape, (1, 1), (1,) * 4, (1, 1), 4)
     v = lanes(np.float32)
     assert kept == 0 and work >= (2 * 16 * 16 * 32 + 64 * 32 * 9) * 4 and v in (4, 8, 16)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, pads, dilation, expected", [
+    ((64, 32, 28, 28), (32, 32, 3, 3), (1,) * 4, (1, 1), "blocked"),    # K < 64: not Winograd
+    ((64, 16, 28, 28), (32, 16, 3, 3), (1,) * 4, (1, 1), "blocked"),
+    ((64, 32, 14, 14), (64, 32, 5, 5), (2,) * 4, (1, 1), "blocked"),    # 5x5 on 14x14
+    ((64, 8, 28, 28), (16, 8, 3, 3), (1,) * 4, (1, 1), "blocked"),
+    ((64, 32, 14, 14), (32, 32, 3, 3), (2,) * 4, (2, 2), "blocked"),    # dilated
+    ((64, 32, 14, 14), (64, 32, 3, 3), (1,) * 4, (1, 1), "winograd"),   # B
+    ((64, 64, 16, 16), (128, 64, 3, 3), (1,) * 4, (1, 1), "winograd"),  # D
+    ((10, 20, 12, 12), (40, 20, 5, 5), (0,) * 4, (1, 1), "im2col"),     # E: padded width 12/8
+    ((64, 6, 14, 14), (16, 6, 5, 5), (0,) * 4, (1, 1), "im2col"),       # C < 8
+    ((64, 64, 14, 14), (64, 64, 1, 1), (0,) * 4, (1, 1), "im2col"),     # one tap
+    ((64, 32, 14, 14), (8, 32, 3, 3), (1,) * 4, (1, 1), "im2col"),      # K < 16
+    ((64, 32, 14, 14), (32, 32, 3, 3), (3, 1, 1, 1), (1, 1), "winograd"),  # pad > F-1
+])
+def test_the_rule_picks_blocked_where_it_measured_faster(x_shape, w_shape, pads, dilation,
+                                                          expected):
+    assert cpu_conv.ALGORITHM is None
+    assert cpu_conv.algorithm(x_shape, w_shape, (1, 1), pads, dilation) == expected
+    if expected == "blocked":
+        assert cpu_conv.algorithm(x_shape, w_shape, (2, 2), pads, dilation) != "blocked"
+
+
+def test_blocked_memory_estimate_matches_tracemalloc():
+    """summary()'s figure for a layer the rule sends to the blocked path, within 25% of what
+    tracemalloc sees (the measurement of tests/test_summary_memory.py)."""
+    import json
+    import subprocess
+    import sys
+    from test_summary_memory import SCRIPT
+    shape = (128, 16, 28, 32, 3, 1)
+    assert cpu_conv.algorithm((128, 16, 28, 28), (32, 16, 3, 3), (1, 1), (1,) * 4) == "blocked"
+    done = subprocess.run([sys.executable, "-c", SCRIPT, *map(str, shape)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert abs(r["estimate"] - r["measured"]) <= 0.25 * r["measured"], r

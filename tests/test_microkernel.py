@@ -11,36 +11,58 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numba import njit
 
+from fastconv.kernels.cpu import blocked
 from fastconv.kernels.cpu import microkernel as mk
 
 from helpers import HYPOTHESIS
 
-TILES = [(3, 2), ("lanes", 1)]
-KERNELS = {tile: mk.kernel(*tile) for tile in TILES}
-_K32, _KL = KERNELS[(3, 2)], KERNELS[("lanes", 1)]
+#: (rows, nvec, a_rs, a_ls, b_ls, unroll): two shapes of the tests' own and the two kernels the
+#: blocked convolution uses (every generated kernel in use is checked).
+SHAPES = {"3x2": (3, 2, 5, 2, "lanes", 4),
+          "lanes": ("lanes", 1, 1, ("lanes", 2), ("lanes", 1), 3)}
+KERNELS = {name: mk.kernel(*shape) for name, shape in SHAPES.items()}
+KERNELS["forward"], KERNELS["weights"] = blocked._FORWARD, blocked._WEIGHTS
+SHAPES["forward"] = (blocked.ROWS, blocked.NVEC, "lanes", 1, "lanes", 4)
+SHAPES["weights"] = ("lanes", 1, 1, "lanes", "lanes", 4)
+_K1, _K2, _K3, _K4 = (KERNELS[name] for name in ("3x2", "lanes", "forward", "weights"))
 
 
 @njit
-def _call32(a, a_off, a_rs, a_ls, aoffs, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off, c_rs,
-            c_ns, add):
-    _K32(a, a_off, a_rs, a_ls, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ls, b_ns, c,
-         c_off, c_rs, c_ns, add)
+def _call_3x2(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add):
+    _K1(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns,
+        add)
 
 
 @njit
-def _call_lanes(a, a_off, a_rs, a_ls, aoffs, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off,
-                c_rs, c_ns, add):
-    _KL(a, a_off, a_rs, a_ls, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ls, b_ns, c,
-        c_off, c_rs, c_ns, add)
+def _call_lanes(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add):
+    _K2(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns,
+        add)
 
 
-CALLS = {(3, 2): _call32, ("lanes", 1): _call_lanes}
+@njit
+def _call_forward(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add):
+    _K3(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns,
+        add)
 
 
-def reference(args, rows, nvec, v):
+@njit
+def _call_weights(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add):
+    _K4(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns,
+        add)
+
+
+CALLS = {"3x2": _call_3x2, "lanes": _call_lanes, "forward": _call_forward,
+         "weights": _call_weights}
+
+
+def stride(spec, v):
+    return v if spec == "lanes" else spec[1] * v if isinstance(spec, tuple) else spec
+
+
+def reference(args, shape, v):
     """The kernel's definition (module docstring) in float64 NumPy; returns the new c."""
-    (a, a_off, a_rs, a_ls, aoffs, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off, c_rs, c_ns,
-     add) = args
+    a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add = args
+    rows, nvec, a_rs, a_ls, b_ls = (stride(s, v) for s in shape[:5])
     out = c.astype(np.float64)
     for r in range(rows):
         for j in range(nvec):
@@ -58,29 +80,29 @@ def reference(args, rows, nvec, v):
 @given(data=st.data())
 @HYPOTHESIS
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("tile", TILES)
-def test_kernel_matches_numpy(tile, dtype, data):
-    """Random strides, offsets, tap tables and step counts (zero included), store and add."""
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_kernel_matches_numpy(name, dtype, data):
+    """Random offsets, tap tables and step counts (zero, and remainders of the unrolled steps),
+    store and add, on random tiles."""
     v = mk.lanes(dtype)
-    rows = v if tile[0] == "lanes" else tile[0]
-    nvec = tile[1]
+    shape = SHAPES[name]
+    rows, nvec, a_rs, a_ls, b_ls = (stride(s, v) for s in shape[:5])
     draw = lambda lo, hi: data.draw(st.integers(lo, hi))  # noqa: E731
-    ntaps, nsteps = draw(0, 3), draw(0, 5)
-    a_rs, a_ls, a_off = draw(1, 4), draw(0, 3), draw(0, 5)
+    ntaps, nsteps = draw(0, 3), draw(0, 9)
+    a_off = draw(0, 5)
     aoffs = np.array([draw(0, 20) for _ in range(ntaps)], dtype=np.int64)
-    b_ls, b_ts = draw(v, v + 3), draw(0, 40)
-    b_ns, b_off = draw(6 * v, 7 * v), draw(0, 5)
+    b_ts, b_off = draw(0, 40), draw(0, 5)
+    b_ns = 10 * b_ls + draw(0, v)
     c_rs, c_off = draw(v, v + 2), draw(0, 5)
     c_ns = rows * c_rs + draw(0, 3)
     add = draw(0, 1)
     rng = np.random.default_rng(draw(0, 2**31))
-    a = rng.standard_normal(a_off + 20 + rows * a_rs + 5 * a_ls + 1).astype(dtype)
-    b = rng.standard_normal(b_off + 3 * b_ts + 5 * b_ls + nvec * b_ns + v).astype(dtype)
+    a = rng.standard_normal(a_off + 21 + rows * a_rs + 9 * a_ls).astype(dtype)
+    b = rng.standard_normal(b_off + 3 * b_ts + 9 * b_ls + nvec * b_ns + v).astype(dtype)
     c = rng.standard_normal(c_off + nvec * c_ns + v).astype(dtype)
-    args = (a, a_off, a_rs, a_ls, aoffs, nsteps, b, b_off, b_ts, b_ls, b_ns, c, c_off, c_rs,
-            c_ns, add)
-    ref = reference(args, rows, nvec, v)
-    CALLS[tile](*args)
+    args = (a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add)
+    ref = reference(args, shape, v)
+    CALLS[name](*args)
     tol = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(c, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
 
@@ -93,7 +115,7 @@ def test_nonfinite_propagates():
     b = np.ones(2 * 6 * v + v, np.float32)
     b[1] = 0
     c = np.zeros(2 * 3 * v + v, np.float32)
-    _call32(a, 0, 1, 1, np.zeros(1, np.int64), 1, b, 0, 0, v, 6 * v, c, 0, v, 3 * v, 0)
+    _call_3x2(a, 0, np.zeros(1, np.int64), 1, b, 0, 0, 6 * v, c, 0, v, 3 * v, 0)
     assert np.isinf(c[0]) and np.isnan(c[1]) and (c[v:2 * v] == 0).all()
 
 
@@ -103,7 +125,7 @@ def test_target_native_matches_host_flags():
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES") is not None:
         pytest.skip("the target is overridden in this environment")
-    asm = next(iter(_call32.inspect_asm().values()))
+    asm = next(iter(_call_forward.inspect_asm().values()))
     if " avx512f" in flags:
         assert mk.target() == (64, 32) and mk.lanes(np.float32) == 16
         assert "zmm" in asm
@@ -120,10 +142,10 @@ def test_avx2_emulation_emits_no_zmm():
         import numpy as np
         from numba import njit
         from fastconv.kernels.cpu import microkernel as mk
-        k = mk.kernel(3, 2)
+        k = mk.kernel(3, 2, 1, 1, "lanes")
         @njit
         def f(a, o, b, c):
-            k(a, 0, 1, 1, o, 1, 2, b, 0, 0, 8, 16, c, 0, 8, 24, 0)
+            k(a, 0, o, 1, 2, b, 0, 0, 16, c, 0, 8, 24, 0)
         a, b, c = np.ones(8, np.float32), np.ones(64, np.float32), np.zeros(64, np.float32)
         f(a, np.zeros(1, np.int64), b, c)
         asm = next(iter(f.inspect_asm().values()))

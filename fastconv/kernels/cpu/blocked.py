@@ -44,7 +44,7 @@ from .microkernel import kernel, lanes, target
 def _tile():
     """``(R, NB)`` of the forward tile for the target: R output pixels x NB channel blocks,
     ``R*NB`` accumulators plus ``NB`` weight vectors and a broadcast within the registers."""
-    return (12, 2) if target()[1] >= 32 else (6, 2)
+    return (24, 1) if target()[1] >= 32 else (6, 2)
 
 
 ROWS, NVEC = _tile()
@@ -91,17 +91,26 @@ def _unpack(src, plane, wq, v, bias, dst):
 
 
 @njit(nogil=True, cache=True)
-def _tiles(src, wts, out, taps, kblocks, plane_o, length, v):
+def _tiles(src, wts, out, taps, kblocks, plane_o, length, v, rem, block_taps):
     """All tiles of one image: out (blocked, ``plane_o`` values a channel block) from src
-    (packed) and wts ((K/V, taps, V, V) flat)."""
+    (packed) and wts ((K/V, taps, V, V) flat). The ``block_taps`` taps of the last input block,
+    which holds ``rem`` channels, take ``rem`` steps in a second call that adds to the first's
+    result (no work on its zero lanes)."""
     ntaps = taps.shape[0]
     block_w = ntaps * v * v
+    full = ntaps if rem == v else ntaps - block_taps
+    last = taps[full:]
     for kb in range(0, kblocks, NVEC):
         q0 = 0
         while q0 < length:
             q = q0 if q0 + ROWS <= length or length < ROWS else length - ROWS
-            _FORWARD(src, q * v, taps, ntaps, v, wts, kb * block_w, v * v, block_w,
-                     out, kb * plane_o + q * v, v, plane_o, 0)
+            for part in range(2):  # one call site: the kernel is inlined once
+                if (full if part == 0 else ntaps - full) == 0:
+                    continue
+                _FORWARD(src, q * v, taps if part == 0 else last,
+                         full if part == 0 else ntaps - full, v if part == 0 else rem, wts,
+                         kb * block_w + part * full * v * v, v * v, block_w,
+                         out, kb * plane_o + q * v, v, plane_o, part * full)
             q0 += ROWS
 
 
@@ -112,7 +121,8 @@ def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, hp, wp, top, left, 
     sums = np.empty(x.shape[1], dtype=x.dtype)
     for n in range(s0, s1):
         _pack(x[n], xb, v, hp, wp, top, left, sums)
-        _tiles(xb, wts, ob, taps, kblocks, plane_o * v, length, v)
+        _tiles(xb, wts, ob, taps, kblocks, plane_o * v, length, v, x.shape[1] - (
+            -(-x.shape[1] // v) - 1) * v, taps.shape[0] // -(-x.shape[1] // v))
         _unpack(ob, plane_o * v, wp, v, bias, out[n])
 
 
@@ -148,7 +158,8 @@ def _backward_images(dout, x, s0, s1, wt, need_dx, dx, xb, gb, dxb, dwb, db, row
         if need_dx:
             cpad = -(-cblocks // NVEC) * NVEC
             h, w = x.shape[2], x.shape[3]
-            _tiles(gb, wt, dxb, taps_dx, cpad, plane_o * v, (h - 1) * wg + w, v)
+            _tiles(gb, wt, dxb, taps_dx, cpad, plane_o * v, (h - 1) * wg + w, v,
+                   k_out - (kblocks - 1) * v, fh * fw)
             _unpack(dxb, plane_o * v, wg, v, zero, dx[n])
 
 

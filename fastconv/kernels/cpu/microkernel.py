@@ -3,19 +3,19 @@
 Plain Numba loops keep array accumulators in memory (Numba has no ``noalias``), so a tile of
 outputs cannot live in registers. :func:`kernel` returns an ``@intrinsic`` that Numba inlines
 into an ``@njit`` loop nest as hand-built IR, for a tile of ``R`` rows by ``NB`` vectors of ``V``
-lanes (``V`` from the target, see :func:`target`). Called as::
+lanes (``V`` from the target, see :func:`target`), with the compile-time strides ``a_rs``,
+``a_ls`` and ``b_ls``. Called as::
 
-    kern(a, a_off, a_rstride, a_lstride, aoffs, ntaps, nsteps,
-         b, b_off, b_tstride, b_lstride, b_nstride, c, c_off, c_rstride, c_nstride, add)
+    kern(a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add)
 
 (``a``, ``b``, ``c`` flat contiguous arrays of one float dtype, ``aoffs`` an int64 array, the
 rest integers), it computes, for ``r < R`` and ``j < NB``::
 
     acc[r, j] = sum over t < ntaps, l < nsteps of
-                broadcast(a[a_off + aoffs[t] + r*a_rstride + l*a_lstride])
-                * b[b_off + t*b_tstride + l*b_lstride + j*b_nstride : ... + V]
-    c[c_off + r*c_rstride + j*c_nstride : ... + V]  = acc[r, j]   (add == 0)
-                                                   += acc[r, j]   (add != 0)
+                broadcast(a[a_off + aoffs[t] + r*a_rs + l*a_ls])
+                * b[b_off + t*b_ts + l*b_ls + j*b_ns : ... + V]
+    c[c_off + r*c_rs + j*c_ns : ... + V]  = acc[r, j]   (add == 0)
+                                         += acc[r, j]   (add != 0)
 
 The terms are added in the order (t, l), one fused multiply-add each, starting from zero. The
 emitted instructions, in order:
@@ -24,12 +24,18 @@ emitted instructions, in order:
   ``load``/``store`` at a constant index, so LLVM's SROA/mem2reg promote the array to R*NB vector
   registers (nothing goes through memory inside the loops).
 - ``store zeroinitializer`` into each accumulator.
-- Two counted loops (``t`` over taps, ``l`` over steps), and in the body:
-  ``load <V x T>`` (unaligned) of the NB vectors of ``b``; for each r, a scalar ``load`` of ``a``,
+- Two counted loops (``t`` over taps, ``l`` over steps, ``unroll`` steps per iteration and the
+  remaining steps one at a time), and per step: ``load <V x T>`` (unaligned) of the NB vectors
+  of ``b``; for each r, a scalar ``load`` of ``a``,
   ``insertelement`` + ``shufflevector`` with a zero mask (broadcast to V lanes; x86 folds it into
   the FMA's memory operand as ``{1toV}`` on AVX-512, ``vbroadcastss`` on AVX2), then per j
   ``call <V x T> @llvm.fma.vVfNN(broadcast, b_j, acc[r, j])``.
 - After the loops, per (r, j): ``load`` c's vector and ``fadd`` (add != 0), then ``store``.
+
+Every address inside a step is the step's base pointer plus a constant (the strides are
+compile-time), so x86 folds them into the instructions' displacements: with the strides as
+runtime values LLVM kept a pointer per row, ran out of registers and spilled accumulators
+(B's forward ran at a quarter of the speed).
 
 Convolution passes use it with different strides (see :mod:`.blocked`): forward has r = output
 pixels, l = input channels of a block, t = (channel block, tap); the weight gradient has r =
@@ -38,7 +44,9 @@ input channels of a pixel, l = output pixels of a row, t = rows.
 The tile shape must fit the target: :func:`target` reads the vector width from the assembly
 that Numba's own target machine emits for a probe (so ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``
 are respected, e.g. ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=`` gives 256-bit ymm code), and
-the register count from its ISA (32 vector registers with AVX-512, 16 with AVX/AVX2).
+the register count from its ISA (32 vector registers with AVX-512, 16 with AVX/AVX2). Numba's
+cache keys a compiled function by its own file and the target (CPU name and features), not
+by this file: after a change here, touch the files whose kernels call these (``blocked.py``).
 """
 import functools
 
