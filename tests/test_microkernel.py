@@ -24,35 +24,19 @@ KERNELS = {name: mk.kernel(*shape) for name, shape in SHAPES.items()}
 KERNELS["forward"], KERNELS["weights"] = blocked._FORWARD, blocked._WEIGHTS
 SHAPES["forward"] = (blocked.ROWS, blocked.NVEC, "lanes", 1, "lanes", 4)
 SHAPES["weights"] = ("lanes", 1, 1, "lanes", "lanes", 4)
-_K1, _K2, _K3, _K4 = (KERNELS[name] for name in ("3x2", "lanes", "forward", "weights"))
 
 
-@njit
-def _call_3x2(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add):
-    _K1(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns,
-        add)
+def _caller(kern):
+    """An njit function calling ``kern`` with ``ntaps = len(aoffs)``."""
+    @njit
+    def call(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add):
+        kern(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs,
+             c_ns, add)
+    return call
 
 
-@njit
-def _call_lanes(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add):
-    _K2(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns,
-        add)
-
-
-@njit
-def _call_forward(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add):
-    _K3(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns,
-        add)
-
-
-@njit
-def _call_weights(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add):
-    _K4(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns,
-        add)
-
-
-CALLS = {"3x2": _call_3x2, "lanes": _call_lanes, "forward": _call_forward,
-         "weights": _call_weights}
+CALLS = {name: _caller(kern) for name, kern in KERNELS.items()}
+_call_3x2, _call_forward = CALLS["3x2"], CALLS["forward"]
 
 
 def stride(spec, v):
