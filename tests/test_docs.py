@@ -122,24 +122,25 @@ def run_python(block, tmp_path_factory):
     mnist_or_skip(block)
     code = compile("\n" * (block.line - 1) + block.text, str(ROOT / block.doc), "exec")
     cwd, backend = os.getcwd(), fastconv.get_backend()
-    handler, failure = signal.signal(signal.SIGALRM, _timeout), None
+    handler, failure, missing = signal.signal(signal.SIGALRM, _timeout), None, None
     signal.setitimer(signal.ITIMER_REAL, BLOCK_SECONDS)
     try:
         os.chdir(folder)
         exec(code, namespace)
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in OPTIONAL:
-            raise
-        pytest.skip(f"could not import {exc.name} (an optional extra) for {where(block)}")
-    except Exception as exc:  # the block's own frames, not this function's or the whole document
-        lines = traceback.format_exception(exc)
-        failure = f"{where(block)} raised:\n" + "".join(lines[:1] + lines[2:][-8:])
+    except Exception as exc:  # reported with the block's own frames, not the whole document
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in OPTIONAL:
+            missing = exc.name
+        else:
+            lines = traceback.format_exception(exc)
+            failure = f"{where(block)} raised:\n" + "".join(lines[:1] + lines[2:][-8:])
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, handler)
         os.chdir(cwd)
         fastconv.set_backend(backend)
         fastconv.set_num_threads(None)
+    if missing:
+        pytest.skip(f"could not import {missing} (an optional extra) for {where(block)}")
     if failure:
         pytest.fail(failure, pytrace=False)
     _ran[key] = namespace, folder
@@ -260,7 +261,8 @@ def test_shell_block(block, tmp_path):
                 (tmp_path / entry.name).symlink_to(entry)
         done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.text], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=BLOCK_SECONDS * 2)
-        assert done.returncode == 0, f"{where(block)} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        output = done.stdout[-2000:] + done.stderr[-3000:]
+        assert done.returncode == 0, f"{where(block)} failed ({done.returncode}):\n{output}"
 
 
 @pytest.mark.parametrize("doc", [f.relative_to(ROOT).as_posix() for f in doc_files()])
