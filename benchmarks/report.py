@@ -164,7 +164,8 @@ def run_e2e(args, names=networks.E2E, kind="e2e"):
 
 def _progress(row):
     med = {i: f"{s.median * 1e3:.3g}" for i, s in row.times.items() if s is not None}
-    print(f"  {row.op} {row.shape} {row.pass_}: {med} ms", file=sys.stderr, flush=True)
+    what = f"train step {row.shape}" if row.kind == "train" else f"{row.op} {row.shape} {row.pass_}"
+    print(f"  {what}: {med} ms", file=sys.stderr, flush=True)
 
 
 # --- pytest-benchmark JSON ------------------------------------------------------------------
@@ -282,20 +283,26 @@ def run_configurations(argv, isas):
 
 
 def measure(args, impls):
-    """Time every section not in ``args.skip``; returns a dict of their rows and notes."""
-    res = dict(conv=[], passes=[], square=None, train=[], pool=[], e2e=[], mem=[], comp=None, notes=[])
-    if "conv" not in args.skip:
-        res["conv"] = run_conv(args, impls)
-    if "passes" not in args.skip:
-        res["passes"], res["square"] = passes.run(args, interleave, stat)
-    if "train" not in args.skip:
-        res["train"], more = run_e2e(args, networks.TRAIN, "train")
-        res["notes"] += more
-    if "pool" not in args.skip:
-        res["pool"] = run_pool(args, impls)
-    if "e2e" not in args.skip:
-        res["e2e"], more = run_e2e(args)
-        res["notes"] += [n for n in more if n not in res["notes"]]
+    """Time every section not in ``args.skip``; returns a dict of their rows, notes and the
+    seconds each section took (``took``)."""
+    res = dict(conv=[], passes=[], square=None, train=[], pool=[], e2e=[], mem=[], comp=None, notes=[],
+               took={})
+    runs = {"conv": lambda: run_conv(args, impls), "passes": lambda: passes.run(args, interleave, stat),
+            "train": lambda: run_e2e(args, networks.TRAIN, "train"), "pool": lambda: run_pool(args, impls),
+            "e2e": lambda: run_e2e(args)}
+    for section, fn in runs.items():
+        if section in args.skip:
+            continue
+        t0 = time.perf_counter()
+        out = fn()
+        res["took"][section] = time.perf_counter() - t0
+        if section == "passes":
+            res["passes"], res["square"] = out
+        elif section in ("train", "e2e"):
+            res[section] = out[0]
+            res["notes"] += [n for n in out[1] if n not in res["notes"]]
+        else:
+            res[section] = out
     return res
 
 
@@ -317,7 +324,7 @@ def main(argv=None):
         os.execve(sys.executable, [sys.executable, "-m", "benchmarks.report"] + argv, env)
     if args.isa_child:
         print(f"- CPU: {cpu_model()}; configuration {args.isa[0]}")
-        print("\n".join(isa.describe()), flush=True)
+        print("\n".join(isa.describe()) + "\n", flush=True)
     if args.threads:
         os.environ["FASTCONV_BENCH_THREADS"] = str(args.threads)
     threads = cases.configure_threads()
@@ -334,10 +341,14 @@ def main(argv=None):
     else:
         res = measure(args, impls)
     notes += res["notes"]
+    t0 = time.perf_counter()
     if "memory" not in args.skip:
         res["mem"] = [memory.measure_in_subprocess(i, "B", 1024) for i in ("cpu", "numpy")]
+        res.setdefault("took", {})["memory"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if "compile" not in args.skip:
         res["comp"] = compile_time.measure()
+        res.setdefault("took", {})["compile"] = time.perf_counter() - t0
     env = cases.environment(threads)
     stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     print(f"## fastconv benchmarks ({stamp})\n")
@@ -348,6 +359,8 @@ def main(argv=None):
            f"blocks >= {args.min_time * 1e3:g} ms after {args.settle:g} s untimed, "
            f"{time.perf_counter() - t_start:.0f} s in all")
     print(f"- timing: {how}; float32; median (IQR)")
+    if res.get("took"):
+        print("- seconds per section: " + ", ".join(f"{k} {v:.0f}" for k, v in res["took"].items()))
     print(f"- load average (1 min): {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
           f"on {os.cpu_count()} CPUs (other processes' load makes every figure noisier)")
     for n in notes:
