@@ -4,8 +4,11 @@
 Layout ``NCHWc``: an image's channels are cut into blocks of ``V`` (the target's vector lanes of
 the dtype, the last block zero-padded), each block a zero-padded plane of pixels with the ``V``
 channels innermost: value ``(c, y, x)`` at ``((c // V)*Hp + y + top)*Wp + x + left)*V + c % V``.
-Each image is packed into that layout once per call (:func:`_pack`), in the thread that uses
-it, so it stays in cache; the weights are reordered once per call, in NumPy.
+Each image is packed into that layout once per call (:func:`_pack`, V x V transposes in
+registers), in the thread that uses it, so it stays in cache; the weights are reordered once
+per call, in NumPy. On B (32 -> 64 channels, 14x14, batch 64, one Zen 4 thread) packing x and
+dout and unpacking the output and dx take 0.2, 0.35 (with db's sums), 0.3 and 0.2 ms of the
+16.6 ms forward + backward (scalar loops took 0.4, 0.7, 0.7 and 0.4).
 
 - Forward: a tile of ``R`` output pixels x ``NB`` blocks of ``V`` output channels is one call of
   the ``R x NB`` kernel over every (input channel block, tap) ``t`` and input channel ``l`` of
@@ -38,7 +41,7 @@ from .._memory import empty
 from .._workers import split
 from . import _common
 from ._common import _buffer, _zeroed_buffer
-from .microkernel import kernel, lanes, target
+from .microkernel import kernel, lanes, target, transpose
 
 
 def _tile():
@@ -56,38 +59,78 @@ _WEIGHTS = kernel("lanes", 1, 1, "lanes", "lanes", 4)
 
 
 @njit(nogil=True, cache=True)
-def _pack(src, dst, vi, hd, wd, oy, ox, sums):
-    """src (C, H, W) -> dst flat: value (c, y, x) at ``(((c//vi)*hd + y+oy)*wd + x+ox)*vi +
-    c%vi``; the rest of dst is left as it is (zero). ``sums[c]`` = the sum of plane c, from a
-    typed zero (for db)."""
+def _pack(src, dst, v, hd, wd, oy, ox):
+    """src (C, H, W) contiguous -> dst flat: value (c, y, x) at ``(((c//v)*hd + y+oy)*wd +
+    x+ox)*v + c%v``, lanes past C zero; the rest of dst is left as it is (zero). V pixels at a
+    time through :func:`~.microkernel.transpose`, the last V of a plane again; planes of fewer
+    than V pixels value by value."""
     c_in, h, w = src.shape
-    for c in range(c_in):
-        base = (c // vi) * hd
-        lane = c % vi
+    size = h * w
+    flat = src.reshape(c_in * size)
+    if size < v:
+        for c in range(c_in):
+            for y in range(h):
+                for x in range(w):
+                    dst[(((c // v) * hd + y + oy) * wd + x + ox) * v + c % v] = src[c, y, x]
+        return
+    aoffs, coffs = np.empty(v, np.int64), np.empty(v, np.int64)
+    zero = np.zeros(v, dtype=dst.dtype)
+    for cb in range(-(-c_in // v)):
+        p0 = 0
+        while p0 < size:
+            p = min(p0, size - v)
+            y, x = p // w, p % w
+            for i in range(v):  # row i: channel cb*v + i, pixels p..p+v-1 of its plane
+                aoffs[i] = (cb * v + i) * size + p
+                coffs[i] = ((cb * hd + y + oy) * wd + x + ox) * v  # pixel p + i
+                x += 1
+                if x == w:
+                    x, y = 0, y + 1
+            transpose(flat, aoffs, c_in - cb * v, dst, coffs, v, zero, 0)
+            p0 += v
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _sums(src, sums):
+    """sums[c] = the sum of plane c of src (C, H, W) contiguous, from a typed zero (for db;
+    "reassoc" lets LLVM vectorise it)."""
+    size = src.shape[1] * src.shape[2]
+    flat = src.reshape(src.shape[0] * size)
+    for c in range(src.shape[0]):
+        plane = flat[c * size:(c + 1) * size]
         total = sums.dtype.type(0)
-        for y in range(h):
-            row = src[c, y]
-            start = ((base + y + oy) * wd + ox) * vi + lane
-            for x in range(w):
-                v = row[x]
-                dst[start + x * vi] = v
-                total += v
+        for i in range(size):
+            total += plane[i]
         sums[c] = total
 
 
 @njit(nogil=True, cache=True)
 def _unpack(src, plane, wq, v, bias, dst):
     """src flat (blocks of ``plane`` values, rows of ``wq`` pixels of ``v`` lanes) -> dst (K, H,
-    W) plus bias[k]."""
+    W) contiguous, plus bias[k]; V pixels at a time as in :func:`_pack`."""
     k_out, h, w = dst.shape
-    for k in range(k_out):
-        base = (k // v) * plane + k % v
-        b = bias[k]
-        for y in range(h):
-            row = dst[k, y]
-            start = base + y * wq * v
-            for x in range(w):
-                row[x] = src[start + x * v] + b
+    size = h * w
+    if size < v:
+        for k in range(k_out):
+            for y in range(h):
+                for x in range(w):
+                    dst[k, y, x] = src[(k // v) * plane + (y * wq + x) * v + k % v] + bias[k]
+        return
+    flat = dst.reshape(k_out * size)
+    aoffs, coffs = np.empty(v, np.int64), np.empty(v, np.int64)
+    for kb in range(-(-k_out // v)):
+        p0 = 0
+        while p0 < size:
+            p = min(p0, size - v)
+            y, x = p // w, p % w
+            for i in range(v):  # row i: pixel p + i; column j: channel kb*v + j
+                aoffs[i] = kb * plane + (y * wq + x) * v
+                coffs[i] = (kb * v + i) * size + p
+                x += 1
+                if x == w:
+                    x, y = 0, y + 1
+            transpose(src, aoffs, v, flat, coffs, k_out - kb * v, bias, kb * v)
+            p0 += v
 
 
 @njit(nogil=True, cache=True)
@@ -118,9 +161,8 @@ def _tiles(src, wts, out, taps, kblocks, plane_o, length, v, rem, block_taps):
 def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, hp, wp, top, left, kblocks,
                     plane_o, length, v):
     """Images [s0, s1) of x -> out (NCHW, bias added)."""
-    sums = np.empty(x.shape[1], dtype=x.dtype)
     for n in range(s0, s1):
-        _pack(x[n], xb, v, hp, wp, top, left, sums)
+        _pack(x[n], xb, v, hp, wp, top, left)
         _tiles(xb, wts, ob, taps, kblocks, plane_o * v, length, v, x.shape[1] - (
             -(-x.shape[1] // v) - 1) * v, taps.shape[0] // -(-x.shape[1] // v))
         _unpack(ob, plane_o * v, wp, v, bias, out[n])
@@ -135,14 +177,14 @@ def _backward_images(dout, x, s0, s1, wt, need_dx, dx, xb, gb, dxb, dwb, db, row
     ho, wo = dout.shape[2], dout.shape[3]
     cblocks, kblocks = -(-c_in // v), -(-k_out // v)
     plane_x, plane_g = hp * wp * v, hg * wg * v
-    xsums = np.empty(c_in, dtype=x.dtype)
     gsums = np.empty(k_out, dtype=x.dtype)
     zero = np.zeros(c_in, dtype=x.dtype)
     tile = v * v
     part = np.empty(tile * fh * fw * cblocks * kblocks, dtype=x.dtype)
     for n in range(s0, s1):
-        _pack(x[n], xb, v, hp, wp, top, left, xsums)
-        _pack(dout[n], gb, v, hg, wg, gy, gx, gsums)
+        _pack(x[n], xb, v, hp, wp, top, left)
+        _pack(dout[n], gb, v, hg, wg, gy, gx)
+        _sums(dout[n], gsums)
         for k in range(k_out):
             db[k] += gsums[k]
         for kb in range(kblocks):
@@ -245,6 +287,7 @@ def memory(x_shape, w_shape, stride, pads, dilation, itemsize):
 
 def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     """x (N, C, H, W), w (K, C, FH, FW), b (K,) or None -> (out (N, K, Hout, Wout), None)."""
+    x = np.ascontiguousarray(x)  # the packing reads planes as flat runs
     p = Plan(x.shape, w.shape, stride, pads, dilation, x.dtype)
     out = empty((p.n, p.k, p.ho, p.wo), dtype=x.dtype)
     bias = b if b is not None else np.zeros(p.k, dtype=x.dtype)
@@ -264,6 +307,7 @@ def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
 def conv2d_backward(dout, x, w, has_bias, stride, pads, need_dx=True, dilation=(1, 1)):
     """dout (N, K, Hout, Wout) -> (dx or None, dw, db or None); dx needs stride 1 and
     ``pad <= dil*(F-1)`` on each side."""
+    x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
     p = Plan(x.shape, w.shape, stride, pads, dilation, x.dtype)
     v = p.v
     dx = empty(x.shape, dtype=x.dtype) if need_dx else np.empty((p.n, p.c, 0, 0), x.dtype)
