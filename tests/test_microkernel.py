@@ -91,6 +91,35 @@ def test_kernel_matches_numpy(name, dtype, data):
     np.testing.assert_allclose(c, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
 
 
+@njit
+def _transpose(a, aoffs, nload, c, coffs, nstore, bias, b_off):
+    mk.transpose(a, aoffs, nload, c, coffs, nstore, bias, b_off)
+
+
+@given(data=st.data())
+@HYPOTHESIS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_matches_numpy(dtype, data):
+    """Rows loaded from random offsets (the last ``V - nload`` zero), their columns stored at
+    other offsets with a bias added, only the first ``nstore``."""
+    v = mk.lanes(dtype)
+    nload, nstore, b_off = (data.draw(st.integers(0, v)) for _ in range(3))
+    seed = data.draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(40 * v).astype(dtype)
+    aoffs = rng.integers(0, 39 * v, v).astype(np.int64)
+    coffs = (rng.permutation(v) * (v + 3) + rng.integers(0, 3)).astype(np.int64)
+    c = np.full(v * (v + 3) + 3 + v, 7, dtype)
+    bias = rng.standard_normal(2 * v + 1).astype(dtype)
+    rows = np.stack([a[o:o + v] if i < nload else np.zeros(v, dtype)
+                     for i, o in enumerate(aoffs)])
+    ref = c.copy()
+    for j in range(nstore):
+        ref[coffs[j]:coffs[j] + v] = rows[:, j] + bias[b_off + j]
+    _transpose(a, aoffs, nload, c, coffs, nstore, bias, b_off)
+    np.testing.assert_array_equal(c, ref)
+
+
 def test_nonfinite_propagates():
     """inf times a lane's weight gives inf, inf times zero NaN, as IEEE arithmetic says."""
     v = mk.lanes(np.float32)
