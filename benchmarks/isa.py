@@ -12,8 +12,9 @@ process (:data:`ISA_ENV`):
   (oneDNN's JIT convolutions).
 
 Settings are not trusted, they are checked: :func:`describe` reports the vector registers Numba
-emitted for a small loop (:func:`numba_vector_width`), the OpenBLAS kernel threadpoolctl names and
-the ISA and convolution implementation oneDNN's verbose log names (:func:`onednn_isa`).
+emitted for a small loop (:func:`numba_vector_width`), the vector width fastconv's generated
+micro-kernels target, the OpenBLAS kernel threadpoolctl names and the ISA and convolution
+implementation oneDNN's verbose log names (:func:`onednn_isa`).
 
 ``python -m benchmarks.isa`` prints the Numba probe as JSON (the tests run it under each setting).
 """
@@ -97,6 +98,16 @@ _AVX512_CPU_NAMES = {"skylake-avx512", "cascadelake", "cooperlake", "cannonlake"
                      "rocketlake", "znver4", "znver5", "x86-64-v4", "knl", "knm"}
 
 
+def microkernel_target():
+    """``(vector bytes, vector registers)`` that fastconv's generated micro-kernels target, or
+    None where this version of fastconv has no ``fastconv.kernels.cpu.microkernel.target``."""
+    try:
+        from fastconv.kernels.cpu import microkernel
+        return tuple(microkernel.target())
+    except (ImportError, AttributeError):
+        return None
+
+
 def openblas_kernel():
     """``"openblas 0.3.x, kernel SkylakeX"`` for each BLAS threadpoolctl finds (or "unknown")."""
     from threadpoolctl import threadpool_info
@@ -145,6 +156,10 @@ def describe():
     lines = [f"- Numba emits: {probe['label']} (axpy loop: {probe['zmm']} zmm, {probe['ymm']} ymm "
              f"references; target CPU {probe['cpu']}, NUMBA_CPU_FEATURES {features})",
              f"- OpenBLAS: {openblas_kernel()}"]
+    micro = microkernel_target()
+    if micro is not None:
+        lines.insert(1, f"- fastconv micro-kernels: {micro[0] * 8}-bit vectors ({micro[0] // 4} float32 lanes), "
+                        f"{micro[1]} vector registers (fastconv.kernels.cpu.microkernel.target())")
     dnn = onednn_isa()
     if dnn is not None:
         lines.append(f"- PyTorch: oneDNN ISA {dnn[0]}, conv implementation {dnn[1]}; ATen capability {dnn[2]}")

@@ -74,6 +74,8 @@ def test_the_report_prints_what_the_avx2_configuration_really_ran():
     line = next(line for line in text.splitlines() if line.startswith("- Numba emits:"))
     assert line.startswith("- Numba emits: ymm (AVX2, 8 float32 lanes)") and " 0 zmm" in line, line
     assert "OpenBLAS: " in text and "kernel Haswell" in text
+    if "- fastconv micro-kernels: " in text:
+        assert "- fastconv micro-kernels: 256-bit vectors (8 float32 lanes), 16 vector registers" in text
     if "- PyTorch: " in text:
         assert "oneDNN ISA Intel AVX2," in text and "ATen capability AVX2" in text
     assert "### targets" in text
