@@ -273,16 +273,13 @@ def test_relative_links_point_at_files(doc):
         prose += [] if fenced or line.startswith("```") else [line]
     for target in re.findall(r"\]\(([^)\s]+)\)", "\n".join(prose)):
         if not re.match(r"^[a-z]+:|^#", target):
-            # the draft's links are written for its place as README.md, at the root
-            base = ROOT if doc == "docs/README-draft.md" else (ROOT / doc).parent
-            path = base / target.split("#")[0]
+            path = (ROOT / doc).parent / target.split("#")[0]
             assert path.exists(), f"{doc} links to {target}, which does not exist"
 
 
 def test_every_guide_is_linked_from_the_readme():
-    readme = "".join((ROOT / name).read_text(encoding="utf-8")
-                     for name in ("README.md", "docs/README-draft.md") if (ROOT / name).is_file())
-    guides = [f.name for f in (ROOT / "docs").glob("*.md") if f.name != "README-draft.md"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    guides = [f.name for f in (ROOT / "docs").glob("*.md")]
     assert guides, "no guides in docs/"
     missing = [g for g in guides if f"docs/{g}" not in readme and f"({g})" not in readme]
     assert not missing, f"guides the README does not link: {missing}"
