@@ -97,7 +97,8 @@ def _twin_layer(layer):
     if kind == "Sequential":
         return nn.Sequential(*[_twin_layer(m) for _, m in layer.named_children()])
     if kind == "Residual":
-        return _TorchResidual(_twin_layer(layer.body), layer.shortcut and _twin_layer(layer.shortcut))
+        short = None if layer.shortcut is None else _twin_layer(layer.shortcut)
+        return _TorchResidual(_twin_layer(layer.body), short)
     if kind == "Conv2d":
         return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                          layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode)
@@ -118,8 +119,8 @@ def _twin_layer(layer):
         return nn.Flatten(layer.start_dim, layer.end_dim)
     if kind == "Dropout":
         return nn.Dropout(layer.p)
-    if kind == "ReLU":
-        return nn.ReLU()
+    if kind in ("ReLU", "Identity"):
+        return getattr(nn, kind)()
     raise TypeError(f"torch_twin: no PyTorch twin for fastconv layer {kind} ({layer!r}); add it to "
                     "benchmarks/networks.py:_twin_layer")
 
