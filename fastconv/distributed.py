@@ -31,7 +31,6 @@ import numpy as np
 from ._backend import is_device_array, to_numpy
 from . import functional as F
 from .layers import BatchNorm2d
-from .layers.module import _accumulate
 
 __all__ = ["init", "rank", "size", "is_main", "batch_shards", "shard_bounds", "broadcast_arrays",
            "allreduce_sum", "barrier", "allgather", "GradientAllreduce", "abort_on_error", "SyncBatchNorm"]
@@ -334,8 +333,7 @@ class SyncBatchNorm(BatchNorm2d):
             return super()._backward(dy, need_dx)
         # eval-mode backward: dx = dy * weight * inv_std, and this rank's sums dweight, dbias
         dx, dweight, dbias = F.batch_norm_backward(dy, cache.bn, need_dx)
-        for p, g in ((self.weight, dweight), (self.bias, dbias)):
-            _accumulate(p, g)
+        self._grads(dweight, dbias)  # BatchNorm2d's own accumulation into weight.grad, bias.grad
         if not need_dx:
             return None
         sums = allreduce_sum(np.concatenate([dweight, dbias]))

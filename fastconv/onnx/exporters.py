@@ -5,13 +5,13 @@ An exporter is ``fn(g, layer, key, x, shape) -> y``: it appends nodes to the
 ``key``), reading the value named ``x`` of static shape ``shape`` (batch first), and returns the
 name of its output value; it raises :class:`Unsupported` for a setting ONNX (or this exporter)
 cannot express. ``@exporter("ClassName")`` registers it. The registry is keyed by class name and
-an entry counts only while ``fastconv`` has a layer class of that name, so exporters for layers
+an entry counts only while ``fastconv.layers`` has a layer class of that name, so exporters for layers
 still to come (written against PyTorch's attribute names) are inert until the layer exists.
 Settings a layer does not have yet are read with ``getattr`` and PyTorch's default.
 """
 import numpy as np
 
-import fastconv
+from .. import layers as nn
 
 from .._shapes import conv_padding, pair
 
@@ -36,14 +36,14 @@ def exporter(*names):
 def _find(layer):
     for cls in type(layer).__mro__:
         fn = _EXPORTERS.get(cls.__name__)
-        if fn is not None and getattr(fastconv, cls.__name__, None) is cls:
+        if fn is not None and getattr(nn, cls.__name__, None) is cls:
             return fn
     return None
 
 
 def exportable_layers():
     """The names of the fastconv layer classes :func:`fastconv.onnx.export` can write, sorted."""
-    return sorted(name for name in _EXPORTERS if isinstance(getattr(fastconv, name, None), type))
+    return sorted(name for name in _EXPORTERS if isinstance(getattr(nn, name, None), type))
 
 
 def export_layer(g, layer, key, x, shape):

@@ -22,7 +22,7 @@ import inspect
 
 import numpy as np
 
-import fastconv
+from .. import layers as nn
 
 from .._shapes import conv_padding
 from .attrs import Unsupported, attributes, axis, decimal, hw_pads, pair, scalar  # noqa: F401 - Unsupported, attributes re-exported
@@ -65,7 +65,7 @@ class Tensor:
 
 
 class Spec:
-    """A fastconv layer to build: ``getattr(fastconv, cls)(**kwargs)``, then ``state`` loaded.
+    """A fastconv layer to build: ``getattr(fastconv.layers, cls)(**kwargs)``, then ``state`` loaded.
 
     Unsupported when fastconv has no layer class ``cls``. A ``pending`` spec is part of a layer
     that the next node completes (a Pad that is a Conv's ``padding_mode``).
@@ -78,7 +78,7 @@ class Spec:
     def build(self):
         if self.pending:
             raise ValueError(f"{self.cls} {self.kwargs} was never completed by the node after it")
-        layer = getattr(fastconv, self.cls)(**self.kwargs)
+        layer = getattr(nn, self.cls)(**self.kwargs)
         if self.state:
             layer.load_state_dict(self.state)
         return layer
@@ -99,11 +99,11 @@ class Block:
         return [s for b in self.branches for item in b for s in item_specs(item)]
 
     def build(self):
-        seqs = [None if not b else b[0].build() if len(b) == 1 else fastconv.Sequential(*build_items(b))
+        seqs = [None if not b else b[0].build() if len(b) == 1 else nn.Sequential(*build_items(b))
                 for b in self.branches]
         if self.cls == "Residual":
-            return fastconv.Residual(*seqs)
-        return fastconv.Concat(*(fastconv.Identity() if s is None else s for s in seqs), dim=self.dim)
+            return nn.Residual(*seqs)
+        return nn.Concat(*(nn.Identity() if s is None else s for s in seqs), dim=self.dim)
 
 
 def item_specs(item):
@@ -126,7 +126,7 @@ def importer(op, needs=()):
 
 
 def _layer_class(name):
-    cls = getattr(fastconv, name, None)
+    cls = getattr(nn, name, None)
     if not isinstance(cls, type):
         raise Unsupported(f"fastconv has no {name} layer")
     return cls

@@ -23,7 +23,7 @@ import onnx
 from onnx import shape_inference
 
 from ..layers import Sequential
-import fastconv
+from .. import layers as nn
 
 from .folding import FOLD_LIMIT, FOLDERS
 from . import pool_act_importers, shape_importers  # noqa: F401 - register their importers
@@ -154,7 +154,7 @@ def importable_ops():
     """The ONNX op types :func:`load` reads with the layers fastconv has, sorted (the arithmetic
     ops among them are folded on constants; Add is also a MatMul's bias)."""
     layers = [op for op, (_, needs) in IMPORTERS.items()
-              if not needs or any(isinstance(getattr(fastconv, n, None), type) for n in needs)]
+              if not needs or any(isinstance(getattr(nn, n, None), type) for n in needs)]
     return sorted(set(layers) | set(FOLDERS))
 
 

@@ -5,7 +5,7 @@ imports this module so that these importers are registered).
 """
 import math
 
-import fastconv
+from .. import layers as nn
 
 from .attrs import Unsupported, attributes, axis, decimal, hw_pads, pair, scalar, square
 from .importers import Spec, importer, _require, _done
@@ -55,7 +55,7 @@ def _global_pool(adaptive, plain):
         attributes(node)
         if ctx.rank(x) != 4:
             raise Unsupported(f"input rank {x.rank}: only (N, C, H, W) is supported")
-        if isinstance(getattr(fastconv, adaptive, None), type):
+        if isinstance(getattr(nn, adaptive, None), type):
             return Spec(adaptive, dict(output_size=1))
         if None in x.shape[2:]:
             raise Unsupported(f"fastconv has no {adaptive} and the input's H, W are not static")

@@ -1,14 +1,12 @@
 """Filters and feature maps: a Conv2d's weights as images (:func:`plot_filters`) and one input's
 activations layer by layer (:func:`feature_maps`, :func:`plot_feature_maps`)."""
-import contextlib
 import math
 import numbers
 
 import numpy as np
 
-import fastconv
-
 from .._backend import to_numpy
+from .._grad import no_grad
 from ..layers import Conv2d
 from ..layers.module import eval_mode
 from ._figure import _grid_columns, _matplotlib, _mosaic, _positive_int, _short, _size, new_figure, save_figure
@@ -126,7 +124,7 @@ def feature_maps(model, x, layers=None):
         ``(C, H, W)`` for maps, ``(F,)`` after Flatten or Linear.
 
     The model runs in eval mode (dropout off, batch norm's running statistics), under
-    ``fastconv.no_grad()`` when fastconv has it, for this call's thread only (see
+    :func:`fastconv.no_grad`, for this call's thread only (see
     :func:`fastconv.layers.module.eval_mode`): the modules' own train/eval flags are not changed.
     """
     x = _one_input(x)
@@ -148,9 +146,8 @@ def feature_maps(model, x, layers=None):
     if not wanted:
         raise ValueError("the model has no layer with feature-map output (N, C, H, W); pass layers=")
     last = max(names.index(n) for n in wanted)
-    grad = fastconv.no_grad() if hasattr(fastconv, "no_grad") else contextlib.nullcontext()
     out = []
-    with grad, eval_mode():  # eval mode for this thread only: the modules' flags stay as they are
+    with no_grad(), eval_mode():  # eval mode for this thread only: the modules' flags stay as they are
         h = x
         for name, layer in leaves[:last + 1]:
             h = layer.forward(h)
