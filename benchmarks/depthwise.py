@@ -66,12 +66,11 @@ def make_cases(rng):
             state["saved"] = cpu.grouped_conv2d(x, w, b, *args)[1]
 
         def bwd():
-            cpu.grouped_conv2d_backward(dy, x, w, True, args[0], args[1], state["saved"], True,
-                                        args[2], C)
+            cpu.grouped_conv2d_backward(dy, x, w, True, *args, state["saved"], True)
 
         def fwdbwd():
             saved = cpu.grouped_conv2d(x, w, b, *args)[1]
-            cpu.grouped_conv2d_backward(dy, x, w, True, args[0], args[1], saved, True, args[2], C)
+            cpu.grouped_conv2d_backward(dy, x, w, True, *args, saved, True)
         fwd()
         return {"fwd": fwd, "bwd": bwd, "fwdbwd": fwdbwd}
 

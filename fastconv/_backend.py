@@ -1,6 +1,10 @@
 """The one place that picks a backend: ``"naive"``, ``"cpu"`` or ``"cuda"``.
 
-Each backend is a module in :mod:`fastconv.kernels` with the same functions and signatures.
+Each backend is a module in :mod:`fastconv.kernels` with the same functions and signatures (the
+contract, :mod:`fastconv.kernels.contract`). Operations pick theirs with :func:`resolve` (an
+explicit backend, else the arrays' device, else the default); code that updates arrays where they
+already live (optimizer state, gradients, running statistics) takes :func:`tier_of` them. Nothing
+else branches on the device.
 """
 import importlib
 import os
@@ -49,6 +53,15 @@ def resolve(backend, *arrays):
     if any(is_device_array(a) for a in arrays):
         return "cuda"
     return get_backend()
+
+
+def tier_of(*arrays):
+    """The kernel module of the tier that holds ``arrays``: cuda's when any is a device array,
+    else the default host tier's (cpu's when the default is cuda)."""
+    name = resolve(None, *arrays)
+    if name == "cuda" and not any(is_device_array(a) for a in arrays):
+        name = "cpu"
+    return kernels(name)
 
 
 def check_host(name, *arrays):

@@ -296,10 +296,8 @@ def test_naive_depthwise_kernel_matches_the_naive_group_loop(dtype):
     ref, _ = naive.grouped_conv2d(x, w, b, *geometry, 3)
     assert_close_to_oracle(out, ref, "naive depthwise out")
     dout = random(rng, out.shape, dtype)
-    got = naive.depthwise_conv2d_backward(dout, x, w, True, geometry[0], geometry[1], None, True,
-                                          geometry[2])
-    want = naive.grouped_conv2d_backward(dout, x, w, True, geometry[0], geometry[1], None, True,
-                                         geometry[2], 3)
+    got = naive.depthwise_conv2d_backward(dout, x, w, True, *geometry, None, True)
+    want = naive.grouped_conv2d_backward(dout, x, w, True, *geometry, 3, None, True)
     for name, g, r in zip(("dx", "dw", "db"), got, want):
         assert_close_to_oracle(g, r, f"naive depthwise {name}")
 

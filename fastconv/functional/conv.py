@@ -5,25 +5,29 @@ A convolution with ``groups == 1`` runs the tier's dense kernel, one with ``grou
 input channels (depthwise, any channel multiplier) the tier's depthwise kernel, and any other
 grouping the tier's loop over the groups.
 """
-import numbers
 from collections import namedtuple
 
 import numpy as np
 
 from .._backend import check_host, kernels, resolve
+from .._checks import positive_int
 from .._shapes import conv_output_hw, conv_padding, conv_transpose_output_hw, pair
 from ._common import _array, _ndim4, _same_shape, _shape4
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "im2col",
            "col2im", "ConvCache", "ConvTransposeCache"]
 
-ConvCache = namedtuple("ConvCache", "x w has_bias stride pads saved backend dilation groups",
-                       defaults=((1, 1), 1))
-ConvCache.__doc__ = "What :func:`conv2d` hands to :func:`conv2d_backward`."
+# Both caches hold the forward's inputs, then its geometry in the forward's argument order, then
+# the tier's saved state and the tier's name.
+ConvCache = namedtuple("ConvCache", "x w has_bias stride pads dilation groups saved backend")
+ConvCache.__doc__ = ("What :func:`conv2d` hands to :func:`conv2d_backward`; ``pads`` is (top, "
+                     "bottom, left, right).")
 
 ConvTransposeCache = namedtuple("ConvTransposeCache", "x w has_bias stride padding output_padding "
                                 "dilation groups saved backend")
-ConvTransposeCache.__doc__ = "What :func:`conv_transpose2d` hands to :func:`conv_transpose2d_backward`."
+ConvTransposeCache.__doc__ = ("What :func:`conv_transpose2d` hands to "
+                              ":func:`conv_transpose2d_backward`; ``padding`` is the symmetric "
+                              "(ph, pw).")
 
 
 def _conv_geometry(x_shape, kernel, stride, padding, dilation=1):
@@ -32,19 +36,13 @@ def _conv_geometry(x_shape, kernel, stride, padding, dilation=1):
     return stride, pads, dilation, conv_output_hw(x_shape[2:], kernel, stride, pads, dilation)
 
 
-def _groups(groups):
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
-    return int(groups)
-
-
 def _weights(x, w, b, groups, transposed):
     """Check x, w, b against each other; ``(x, w, b, groups)`` as arrays of x's dtype."""
     x = _array(x, "x")
     w = _array(w, "w", x.dtype)
     _ndim4(x, "x", "(N, C, H, W)")
     _ndim4(w, "w", "(C, K/groups, FH, FW)" if transposed else "(K, C/groups, FH, FW)")
-    groups = _groups(groups)
+    groups = positive_int(groups, "groups")
     c = x.shape[1]
     if c % groups:
         raise ValueError(f"x {tuple(x.shape)}: its {c} channels are not divisible by groups={groups}")
@@ -67,12 +65,12 @@ def _weights(x, w, b, groups, transposed):
 
 
 def _conv_kernels(tier, channels, groups):
-    """The tier's (forward, backward, extra arguments) for this grouping."""
+    """The tier's (forward, backward, extra keyword arguments) for this grouping."""
     if groups == 1:
-        return tier.conv2d, tier.conv2d_backward, ()
+        return tier.conv2d, tier.conv2d_backward, {}
     if groups == channels:
-        return tier.depthwise_conv2d, tier.depthwise_conv2d_backward, ()
-    return tier.grouped_conv2d, tier.grouped_conv2d_backward, (groups,)
+        return tier.depthwise_conv2d, tier.depthwise_conv2d_backward, {}
+    return tier.grouped_conv2d, tier.grouped_conv2d_backward, {"groups": groups}
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, backend=None):
@@ -100,8 +98,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, backend=None
     stride, pads, dilation, _ = _conv_geometry(x.shape, tuple(w.shape[2:]), stride, padding,
                                                dilation)
     forward, _, extra = _conv_kernels(kernels(name), x.shape[1], groups)
-    out, saved = forward(x, w, b, stride, pads, dilation, *extra)
-    return out, ConvCache(x, w, b is not None, stride, pads, saved, name, dilation, groups)
+    out, saved = forward(x, w, b, stride, pads, dilation, **extra)
+    return out, ConvCache(x, w, b is not None, stride, pads, dilation, groups, saved, name)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
@@ -116,8 +114,8 @@ def conv2d_backward(dout, cache, need_dx=True):
     dout = _array(dout, "dout", x.dtype)
     _same_shape(dout, (x.shape[0], w.shape[0]) + hw, "dout")
     _, backward, extra = _conv_kernels(kernels(cache.backend), x.shape[1], cache.groups)
-    return backward(dout, x, w, cache.has_bias, cache.stride, cache.pads, cache.saved, need_dx,
-                    cache.dilation, *extra)
+    return backward(dout, x, w, cache.has_bias, cache.stride, cache.pads, dilation=cache.dilation,
+                    saved=cache.saved, need_dx=need_dx, **extra)
 
 
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
@@ -164,8 +162,8 @@ def conv_transpose2d_backward(dout, cache, need_dx=True):
     dout = _array(dout, "dout", c.x.dtype)
     _same_shape(dout, (c.x.shape[0], c.w.shape[1] * c.groups) + hw, "dout")
     return kernels(c.backend).conv_transpose2d_backward(
-        dout, c.x, c.w, c.has_bias, c.stride, c.padding, c.saved, need_dx, c.output_padding,
-        c.dilation, c.groups)
+        dout, c.x, c.w, c.has_bias, c.stride, c.padding, c.output_padding, c.dilation, c.groups,
+        c.saved, need_dx)
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, backend=None):

@@ -1,42 +1,9 @@
 """Adagrad (Duchi et al.) with torch.optim.Adagrad's update rule."""
 
-import numpy as np
-
+from ..kernels._host_optim import adagrad_update
 from .optimizer import Optimizer
 
 __all__ = ["Adagrad", "adagrad_update"]
-
-
-def adagrad_update(data, grad, state_sum, step, lr, lr_decay, weight_decay, eps):
-    """One torch-equivalent Adagrad update of ``data``, in place.
-
-    ``s += g**2``; ``p -= clr * g / (sqrt(s) + eps)`` with
-    ``clr = lr / (1 + (step - 1) * lr_decay)``.
-
-    Parameters
-    ----------
-    data, grad : ndarray
-        Parameter (updated in place) and its gradient (read only), same shape.
-    state_sum : ndarray
-        Sum of squared gradients (data's shape, updated in place).
-    step : int
-        Step count *including* this step (1 on the first call).
-    lr, lr_decay, weight_decay, eps : float
-    """
-    g = grad
-    if weight_decay != 0:
-        g = np.multiply(data, weight_decay)
-        g += grad
-    clr = lr / (1 + (step - 1) * lr_decay)
-    # state_sum.addcmul_(g, g, value=1); std = state_sum.sqrt().add_(eps)
-    tmp = np.multiply(g, g)
-    state_sum += tmp
-    std = np.sqrt(state_sum, out=tmp)
-    std += eps
-    # param.addcdiv_(g, std, value=-clr)
-    upd = np.multiply(g, -clr)
-    upd /= std
-    data += upd
 
 
 class Adagrad(Optimizer):
@@ -63,7 +30,6 @@ class Adagrad(Optimizer):
         fastconv extension: per-output-unit L2 norm bound applied after the step.
     """
 
-    update_fn = staticmethod(adagrad_update)
     tier_update = "adagrad_update"
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,

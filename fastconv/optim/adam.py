@@ -1,56 +1,9 @@
 """Adam and AdamW with torch.optim's update rules (L2 or decoupled weight decay, amsgrad)."""
 
-import numpy as np
-
-from .optimizer import Optimizer, _lerp_
+from ..kernels._host_optim import adam_update
+from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW", "adam_update"]
-
-
-def adam_update(data, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr,
-                beta1, beta2, eps, weight_decay, amsgrad):
-    """One torch-equivalent Adam update of ``data``, in place.
-
-    Parameters
-    ----------
-    data, grad : ndarray
-        Parameter (updated in place) and its gradient (read only), same shape.
-    exp_avg, exp_avg_sq : ndarray
-        First and second moment estimates (data's shape, updated in place).
-    max_exp_avg_sq : ndarray or None
-        Running max of ``exp_avg_sq`` (updated in place) when ``amsgrad``.
-    step : int
-        Step count *including* this step (1 on the first call).
-    lr, beta1, beta2, eps, weight_decay : float
-        ``weight_decay`` is the L2 penalty added to the gradient (Adam's);
-        AdamW decays ``data`` itself before calling this with 0.
-    amsgrad : bool
-    """
-    g = grad
-    if weight_decay != 0:
-        g = np.multiply(data, weight_decay)
-        g += grad
-    tmp = np.empty_like(exp_avg)
-    _lerp_(exp_avg, g, 1.0 - beta1, tmp)
-    # exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    exp_avg_sq *= beta2
-    np.multiply(g, 1.0 - beta2, out=tmp)
-    tmp *= g
-    exp_avg_sq += tmp
-    bias_correction1 = 1.0 - beta1 ** step
-    bias_correction2 = 1.0 - beta2 ** step
-    step_size = lr / bias_correction1
-    bias_correction2_sqrt = bias_correction2 ** 0.5
-    second = exp_avg_sq
-    if amsgrad:
-        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        second = max_exp_avg_sq
-    denom = np.sqrt(second, out=tmp)
-    denom /= bias_correction2_sqrt
-    denom += eps
-    upd = np.multiply(exp_avg, -step_size)
-    upd /= denom
-    data += upd
 
 
 class Adam(Optimizer):
@@ -74,7 +27,6 @@ class Adam(Optimizer):
         fastconv extension: per-output-unit L2 norm bound applied after the step.
     """
 
-    update_fn = staticmethod(adam_update)
     tier_update = "adam_update"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,

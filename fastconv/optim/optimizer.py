@@ -11,18 +11,15 @@ must therefore do ``p.grad += g`` when ``p.grad`` is not ``None`` and
 ``p.grad = g.copy()`` (a fresh array, never a view of a scratch buffer)
 otherwise. Parameters whose ``grad`` is ``None`` are skipped by ``step()``.
 
-Backends: each optimizer's per-parameter arithmetic is one function (e.g.
-:func:`fastconv.optim.sgd_update`) written as in-place NumPy ufunc calls and
-reached through the class attribute ``update_fn``; state buffers are
-allocated through ``Optimizer.zeros_like``. A parameter whose ``data`` is a
-CUDA device array (after ``model.to("cuda")``) is updated by the cuda tier's
-function named by the class attribute ``tier_update`` (same signature), and
-its state is allocated on the device (``cuda.zeros_like``): no host round
-trip. An optimizer whose cuda-tier function does not exist raises
-``NotImplementedError`` naming it, before any parameter changes. State is
-made at a parameter's first step, so move the model before the first step.
-All hyper-parameters are passed as Python floats, so float32 parameters are
-updated in float32 (NumPy 2 treats Python scalars as weak).
+Backends: each optimizer's per-parameter arithmetic is one function of the
+kernel contract, named by the class attribute ``tier_update`` (e.g.
+``"sgd_update"``, re-exported as :func:`fastconv.optim.sgd_update`): the
+tier that holds the parameter (:func:`fastconv._backend.tier_of`) applies it,
+in-place NumPy ufuncs on the host, the same rule as a kernel on the cuda
+device, and allocates its state there (``zeros_like``): no host round trip.
+State is made at a parameter's first step, so move the model before the first
+step. All hyper-parameters are passed as Python floats, so float32 parameters
+are updated in float32 (NumPy 2 treats Python scalars as weak).
 
 Regularisers (fastconv extensions, no PyTorch equivalent; every optimizer,
 per parameter group): ``l1`` adds ``l1 * sign(p)`` to the gradient before the
@@ -45,27 +42,12 @@ arrays (device state is copied to the host) and Python scalars;
 
 import numpy as np
 
-from .._backend import is_device_array, kernels, to_device, to_numpy
+from .._backend import is_device_array, tier_of, to_device, to_numpy
 
 __all__ = ["Optimizer"]
 
 #: torch.renorm's guard against dividing by a zero norm.
 _RENORM_EPS = 1e-7
-
-
-def _lerp_(start, end, weight, tmp):
-    """``start.lerp_(end, weight)`` in place, with torch's two-branch formula.
-
-    ``tmp`` (start's shape and dtype) is overwritten; returns ``start``.
-    """
-    np.subtract(end, start, out=tmp)
-    if abs(weight) < 0.5:
-        tmp *= weight
-        start += tmp
-    else:
-        tmp *= 1.0 - weight
-        np.subtract(end, tmp, out=start)
-    return start
 
 
 class Optimizer:
@@ -88,8 +70,7 @@ class Optimizer:
         ``id(param) -> dict`` of that parameter's state (arrays, step, ...).
     """
 
-    zeros_like = staticmethod(np.zeros_like)
-    #: Name of the cuda tier's function replacing ``update_fn`` for device parameters.
+    #: Name of the contract function (every tier has it) that updates one parameter.
     tier_update = None
 
     def __init__(self, params, defaults):
@@ -162,11 +143,10 @@ class Optimizer:
             if p.grad.shape != p.data.shape:
                 raise ValueError(
                     f"grad shape {p.grad.shape} does not match param shape {p.data.shape}")
-            if is_device_array(p.grad):  # the tier's gradient, already in the param dtype
-                yield p, p.grad
-                continue
-            grad = np.asanyarray(p.grad).astype(p.data.dtype, copy=False)
-            if l1 != 0:
+            grad = p.grad
+            if np.dtype(grad.dtype) != np.dtype(p.data.dtype):  # a tier's grads never differ
+                grad = np.asanyarray(grad).astype(p.data.dtype)
+            if l1 != 0:  # host parameters only: _check_devices refuses l1 on the device
                 penalty = np.sign(p.data)
                 penalty *= l1
                 penalty += grad
@@ -174,23 +154,20 @@ class Optimizer:
             yield p, grad
 
     def _update_fn(self, p):
-        """The update rule for ``p``: ``update_fn``, or the cuda tier's for a device parameter."""
-        if is_device_array(p.data):
-            return getattr(kernels("cuda"), self.tier_update)
-        return self.update_fn
+        """The update rule for ``p``: the ``tier_update`` function of the tier that holds it."""
+        return getattr(tier_of(p.data), self.tier_update)
 
-    def _zeros(self, p):
+    @staticmethod
+    def _zeros(p):
         """A zero state buffer like ``p.data``, on its device."""
-        if is_device_array(p.data):
-            return kernels("cuda").zeros_like(p.data)
-        return self.zeros_like(p.data)
+        return tier_of(p.data).zeros_like(p.data)
 
     def _full(self, p, value):
         """A state buffer like ``p.data`` filled with ``value``, on its device."""
-        if value == 0:
-            return self._zeros(p)
-        full = np.full(p.data.shape, value, dtype=p.data.dtype)
-        return to_device(full) if is_device_array(p.data) else full
+        buf = self._zeros(p)
+        if value != 0:
+            tier_of(buf).axpby(buf, np.full(p.data.shape, value, dtype=p.data.dtype), 1.0, 1.0)
+        return buf
 
     def _check_devices(self):
         """Refuse, before any update, device parameters this optimizer cannot step."""
@@ -200,7 +177,7 @@ class Optimizer:
                       if p.grad is not None and is_device_array(p.data)]
             if not device:
                 continue
-            if self.tier_update is None or not hasattr(kernels("cuda"), self.tier_update):
+            if self.tier_update is None or not hasattr(tier_of(device[0].data), self.tier_update):
                 raise NotImplementedError(
                     f"{name}: parameters on the cuda device need a cuda-tier update function "
                     f"({self.tier_update or 'tier_update is not set'}), which "
@@ -247,10 +224,7 @@ class Optimizer:
 
     def _scale(self, p, factor):
         """``p.data *= factor`` in place, on the parameter's device."""
-        if is_device_array(p.data):
-            kernels("cuda").axpby(p.data, p.data, factor, 0.0)
-        else:
-            p.data *= factor
+        tier_of(p.data).axpby(p.data, p.data, factor, 0.0)
 
     def state_dict(self):
         """Deep-copied ``{"state": {index: {...}}, "param_groups": [...]}`` as torch.

@@ -1,63 +1,9 @@
 """RMSprop (Tieleman & Hinton) with torch.optim.RMSprop's update rule (centered, momentum)."""
 
-import numpy as np
-
-from .optimizer import Optimizer, _lerp_
+from ..kernels._host_optim import rmsprop_update
+from .optimizer import Optimizer
 
 __all__ = ["RMSprop", "rmsprop_update"]
-
-
-def rmsprop_update(data, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
-                   weight_decay, momentum, centered):
-    """One torch-equivalent RMSprop update of ``data``, in place.
-
-    ``v = alpha * v + (1 - alpha) * g**2``; centered: ``m = lerp(m, g, 1 - alpha)``
-    and ``avg = sqrt(v - m**2) + eps``, else ``avg = sqrt(v) + eps``; with
-    momentum ``b = momentum * b + g / avg`` and ``p -= lr * b``, else
-    ``p -= lr * g / avg``.
-
-    Parameters
-    ----------
-    data, grad : ndarray
-        Parameter (updated in place) and its gradient (read only), same shape.
-    square_avg : ndarray
-        Running average of the squared gradient (data's shape, updated in place).
-    grad_avg : ndarray or None
-        Running average of the gradient (updated in place) when ``centered``.
-    momentum_buffer : ndarray or None
-        Momentum buffer (updated in place) when ``momentum > 0``.
-    lr, alpha, eps, weight_decay, momentum : float
-    centered : bool
-    """
-    g = grad
-    if weight_decay != 0:
-        g = np.multiply(data, weight_decay)
-        g += grad
-    # square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-    square_avg *= alpha
-    tmp = np.multiply(g, 1.0 - alpha)
-    tmp *= g
-    square_avg += tmp
-    if centered:
-        _lerp_(grad_avg, g, 1.0 - alpha, tmp)
-        avg = np.multiply(grad_avg, grad_avg, out=tmp)
-        np.subtract(square_avg, avg, out=avg)
-        np.sqrt(avg, out=avg)
-    else:
-        avg = np.sqrt(square_avg, out=tmp)
-    avg += eps
-    if momentum > 0:
-        # buf.mul_(momentum).addcdiv_(g, avg); param.add_(buf, alpha=-lr)
-        momentum_buffer *= momentum
-        np.divide(g, avg, out=avg)
-        momentum_buffer += avg
-        np.multiply(momentum_buffer, -lr, out=avg)
-        data += avg
-    else:
-        # param.addcdiv_(g, avg, value=-lr)
-        step = np.multiply(g, -lr)
-        step /= avg
-        data += step
 
 
 class RMSprop(Optimizer):
@@ -83,7 +29,6 @@ class RMSprop(Optimizer):
         fastconv extension: per-output-unit L2 norm bound applied after the step.
     """
 
-    update_fn = staticmethod(rmsprop_update)
     tier_update = "rmsprop_update"
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,

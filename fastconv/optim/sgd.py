@@ -1,47 +1,9 @@
 """Stochastic gradient descent with torch.optim.SGD's update rule."""
 
-import numpy as np
-
+from ..kernels._host_optim import sgd_update
 from .optimizer import Optimizer
 
 __all__ = ["SGD", "sgd_update"]
-
-
-def sgd_update(data, grad, buf, lr, momentum, dampening, nesterov,
-               weight_decay, first_step):
-    """One torch-equivalent SGD update of ``data``, in place.
-
-    Parameters
-    ----------
-    data, grad : ndarray
-        Parameter (updated in place) and its gradient (read only), same shape.
-    buf : ndarray or None
-        Momentum buffer (data's shape, updated in place); ``None`` when ``momentum == 0``.
-    lr, momentum, dampening, weight_decay : float
-    nesterov : bool
-    first_step : bool
-        If true the buffer is initialised to the (decayed) gradient, as torch.
-    """
-    d_p = grad
-    if weight_decay != 0:
-        d_p = np.multiply(data, weight_decay)
-        d_p += grad
-    direction = d_p
-    if momentum != 0:
-        if first_step:
-            np.copyto(buf, d_p)
-        else:
-            buf *= momentum
-            if dampening == 0:
-                buf += d_p
-            else:
-                buf += d_p * (1.0 - dampening)
-        if nesterov:
-            direction = np.multiply(buf, momentum)
-            direction += d_p
-        else:
-            direction = buf
-    data -= direction * lr
 
 
 class SGD(Optimizer):
@@ -65,7 +27,6 @@ class SGD(Optimizer):
         fastconv extension: per-output-unit L2 norm bound applied after the step.
     """
 
-    update_fn = staticmethod(sgd_update)
     tier_update = "sgd_update"
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,

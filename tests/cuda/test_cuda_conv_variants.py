@@ -42,12 +42,12 @@ def variant_cases(draw):
 
 
 def conv_fns(tier, case):
-    """The tier's forward, backward and extra arguments, as F picks them."""
+    """The tier's forward, backward and extra keyword arguments, as F picks them."""
     if case["groups"] == 1:
-        return tier.conv2d, tier.conv2d_backward, ()
+        return tier.conv2d, tier.conv2d_backward, {}
     if case["groups"] == case["c"]:
-        return tier.depthwise_conv2d, tier.depthwise_conv2d_backward, ()
-    return tier.grouped_conv2d, tier.grouped_conv2d_backward, (case["groups"],)
+        return tier.depthwise_conv2d, tier.depthwise_conv2d_backward, {}
+    return tier.grouped_conv2d, tier.grouped_conv2d_backward, {"groups": case["groups"]}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -61,14 +61,14 @@ def test_grouped_depthwise_dilated_conv_match_cpu(G, close, dtype, case, need_dx
     geometry = (case["stride"], case["pads"], case["dilation"])
     fwd, bwd, extra = conv_fns(G, case)
     cpu_fwd, cpu_bwd, _ = conv_fns(cpu, case)
-    out, saved = fwd(x, w, b, *geometry, *extra)
-    want, saved_cpu = cpu_fwd(x, w, b, *geometry, *extra)
+    out, saved = fwd(x, w, b, *geometry, **extra)
+    want, saved_cpu = cpu_fwd(x, w, b, *geometry, **extra)
     close("variant conv", out, want)
     dout = rand(rng, want.shape, dtype)
-    got = bwd(dout, x, w, b is not None, geometry[0], geometry[1], saved if use_saved else None,
-              need_dx, geometry[2], *extra)
-    ref = cpu_bwd(dout, x, w, b is not None, geometry[0], geometry[1], saved_cpu, need_dx,
-                  geometry[2], *extra)
+    got = bwd(dout, x, w, b is not None, geometry[0], geometry[1], dilation=geometry[2],
+              saved=saved if use_saved else None, need_dx=need_dx, **extra)
+    ref = cpu_bwd(dout, x, w, b is not None, geometry[0], geometry[1], dilation=geometry[2],
+                  saved=saved_cpu, need_dx=need_dx, **extra)
     for name, g, r in zip(("dx", "dw", "db"), got, ref):
         assert (g is None) == (r is None), name
         if r is not None:
@@ -107,10 +107,10 @@ def test_conv_transpose_matches_cpu(G, close, dtype, groups, stride, padding, ou
     want, _ = cpu.conv_transpose2d(x, w, b, *args)
     close("conv_transpose2d", out, want)
     dout = rand(rng, want.shape, dtype)
-    ref = cpu.conv_transpose2d_backward(dout, x, w, True, args[0], args[1], None, True, *args[2:])
+    ref = cpu.conv_transpose2d_backward(dout, x, w, True, *args, None, True)
     for use_saved in (True, False):
-        got = G.conv_transpose2d_backward(dout, x, w, True, args[0], args[1],
-                                          saved if use_saved else None, True, *args[2:])
+        got = G.conv_transpose2d_backward(dout, x, w, True, *args, saved if use_saved else None,
+                                          True)
         for name, g, r in zip(("dx", "dw", "db"), got, ref):
             close(f"conv_transpose2d {name}", g, r)
 

@@ -1,8 +1,9 @@
 """The cpu tier: Numba kernels for the data movement, NumPy's BLAS for the products.
 
-One file per op family, the same names as in every tier (``conv``, ``pooling``, ``activation``,
-``linear``, ``dropout``, ``loss``, ``normalization``); ``_common`` holds what they share: the
-tunable thresholds, the BLAS products and the splits across threads.
+One file per op family of :mod:`fastconv.kernels.contract`, the same names as in every tier
+(``elementwise`` and ``optim`` are the NumPy helpers both host tiers share,
+:mod:`fastconv.kernels._host` and :mod:`fastconv.kernels._host_optim`); ``_common`` holds what
+the files share: the tunable thresholds, the BLAS products and the splits across threads.
 
 Threads: the conv layers split the batch across Python threads that each run single-threaded
 BLAS and ``nogil`` kernels on a block of images at a time (see :mod:`fastconv.kernels._workers`),
@@ -14,9 +15,11 @@ busy-wait after each kernel on the core a pool thread needs next, and the lenet 
 took 50 ms instead of 33.) Large outputs come from :mod:`fastconv.kernels._memory`, so repeated
 calls reuse memory that is already mapped instead of faulting in fresh pages.
 """
-from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
-from .activation import (activate, activate_backward, prelu, prelu_backward, softmax,
-                         softmax_backward)
+from ..contract import NAMES
+from .._host import axpby, scale_rows, zeros_like
+from .._host_optim import adagrad_update, adam_update, rmsprop_update, sgd_update
+from .activation import (activate, activate_backward, prelu, prelu_backward, relu, relu_backward,
+                         sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)
 from .combine import add, concat, split
 from .conv import col2im, conv2d, conv2d_backward, conv2d_memory, im2col
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
@@ -26,24 +29,10 @@ from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2
 from .linear import linear, linear_backward
 from .loss import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
                    softmax_cross_entropy)
-from .normalization import batch_norm, batch_norm_backward
+from .normalization import batch_norm, batch_norm_backward, group_norm, group_norm_backward
+from .padding import pad, pad_backward
 from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
                       avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
                       max_unpool2d_backward)
-from .padding import pad, pad_backward
-from .normalization import group_norm, group_norm_backward
 
-__all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
-           "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
-           "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
-           "linear_backward", "dropout", "dropout_backward", "dropout2d",
-           "dropout2d_backward", "softmax_cross_entropy", "cross_entropy",
-           "nll_loss", "binary_cross_entropy_with_logits", "mse_loss"]
-__all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "max_unpool2d",
-            "max_unpool2d_backward"]
-__all__ += ["grouped_conv2d", "grouped_conv2d_backward", "depthwise_conv2d",
-            "depthwise_conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "pad",
-            "pad_backward"]
-__all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
-            "softmax_backward", "group_norm", "group_norm_backward", "add", "concat",
-            "split"]
+__all__ = list(NAMES)

@@ -90,8 +90,8 @@ def conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups)
     return out, None
 
 
-def conv_transpose2d_backward(dout, x, w, has_bias, stride, padding, saved, need_dx,
-                              output_padding, dilation, groups):
+def conv_transpose2d_backward(dout, x, w, has_bias, stride, padding, output_padding, dilation,
+                              groups, saved, need_dx):
     """Gradients of :func:`conv_transpose2d`: dout (N, K, Hout, Wout) -> (dx, dw, db)."""
     p = _Plan(x.shape, w, stride, padding, output_padding, dilation, groups)
     dx = empty(x.shape, dtype=x.dtype) if need_dx else None

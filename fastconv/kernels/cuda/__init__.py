@@ -8,11 +8,11 @@ values comes back to the host: the loss of the losses (the per-row losses of the
 :func:`softmax_cross_entropy`; three numbers, the loss sum, the mean's denominator and the count of
 bad labels, for the others) and the ``ok`` flag of :func:`max_pool2d_backward`. Without a GPU,
 ``NUMBA_ENABLE_CUDASIM=1`` runs the same kernels on Numba's simulator. No cuBLAS, no CuPy: every
-kernel is in this package, one file per op family with the same names as in every tier (``conv``,
-``pooling``, ``activation``, ``linear``, ``dropout``, ``loss``, ``normalization``), plus ``optim``
-(SGD, Adam, RMSprop and Adagrad updates), ``elementwise`` (the unary and binary maps,
-``scale_rows``, ``axpby``, ``zeros_like``), ``_gemm`` (the shared product) and ``_launch`` (launch
-sizes and device-array helpers).
+kernel is in this package, one file per op family of :mod:`fastconv.kernels.contract` with the
+same names as in every tier (``optim``: the SGD, Adam, RMSprop and Adagrad updates;
+``elementwise``: ``axpby``, ``scale_rows``, ``zeros_like`` and the unary and binary maps the
+activations and dropout use), plus ``_gemm`` (the shared product) and ``_launch`` (launch sizes
+and device-array helpers).
 
 Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256``)
 ------------------------------------------------------------------------------------
@@ -92,9 +92,9 @@ if not _AVAILABLE:
         "numba-cuda on a machine with a GPU; other backends: 'cpu', 'naive'.")
 
 # the GPU (or the simulator) is there: now the family files may define their kernels
-from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
-from .activation import (activate, activate_backward, prelu, prelu_backward, softmax,
-                         softmax_backward)
+from ..contract import NAMES
+from .activation import (activate, activate_backward, prelu, prelu_backward, relu, relu_backward,
+                         sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)
 from .combine import add, concat, split
 from .conv import col2im, conv2d, conv2d_backward, conv2d_memory, im2col
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
@@ -105,29 +105,14 @@ from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2
 from .linear import linear, linear_backward
 from .loss import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
                    softmax_cross_entropy)
-from .normalization import batch_norm, batch_norm_backward
-from .normalization import group_norm, group_norm_backward
+from .normalization import batch_norm, batch_norm_backward, group_norm, group_norm_backward
 from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update
+from .padding import pad, pad_backward
 from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
                       avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
                       max_unpool2d_backward)
-from .padding import pad, pad_backward
 
-__all__ = ["batch_norm", "batch_norm_backward", "conv2d", "conv2d_backward", "im2col", "col2im",
-           "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu",
-           "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "linear",
-           "linear_backward", "dropout", "dropout_backward", "dropout2d", "dropout2d_backward",
-           "softmax_cross_entropy", "cross_entropy", "nll_loss",
-           "binary_cross_entropy_with_logits", "mse_loss", "scale_rows", "sgd_update",
-           "adam_update", "rmsprop_update", "adagrad_update", "axpby", "zeros_like", "KERNELS"]
-__all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "max_unpool2d",
-            "max_unpool2d_backward"]
-__all__ += ["grouped_conv2d", "grouped_conv2d_backward", "depthwise_conv2d",
-            "depthwise_conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "pad",
-            "pad_backward"]
-__all__ += ["activate", "activate_backward", "prelu", "prelu_backward", "softmax",
-            "softmax_backward", "group_norm", "group_norm_backward", "add", "concat",
-            "split"]
+__all__ = list(NAMES) + ["KERNELS"]
 
 #: Every kernel of the tier with example signatures (float32 first), for ahead-of-time checks:
 #: ``numba.cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))``. Each family file lists its own.

@@ -60,8 +60,8 @@ def conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups)
     return out, x_t
 
 
-def conv_transpose2d_backward(dout, x, w, has_bias, stride, padding, saved, need_dx,
-                              output_padding, dilation, groups):
+def conv_transpose2d_backward(dout, x, w, has_bias, stride, padding, output_padding, dilation,
+                              groups, saved, need_dx):
     """Gradients of :func:`conv_transpose2d`: dout (N, K, Hout, Wout) -> (dx, dw, db)."""
     dout = _dev(dout)
     w = _dev(w, dout.dtype)

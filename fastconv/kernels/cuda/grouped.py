@@ -62,7 +62,7 @@ def grouped_conv2d(x, w, b, stride, pads, dilation, groups):
     return out, saved
 
 
-def grouped_conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx, dilation, groups):
+def grouped_conv2d_backward(dout, x, w, has_bias, stride, pads, dilation, groups, saved, need_dx):
     """Gradients of :func:`grouped_conv2d`: dout (N, K, Hout, Wout) -> (dx or None, dw, db or None)."""
     dout = _dev(dout)
     w = _dev(w, dout.dtype)
@@ -193,7 +193,7 @@ def depthwise_conv2d(x, w, b, stride, pads, dilation):
     return out, None
 
 
-def depthwise_conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx, dilation):
+def depthwise_conv2d_backward(dout, x, w, has_bias, stride, pads, dilation, saved, need_dx):
     """Gradients of :func:`depthwise_conv2d`: dout (N, m*C, Hout, Wout) -> (dx, dw, db)."""
     dout = _dev(dout)
     w = _dev(w, dout.dtype)
