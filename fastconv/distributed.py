@@ -1,4 +1,6 @@
-"""Data-parallel training on MPI: ranks, broadcasts, sharding, gradient sums, SyncBatchNorm.
+"""Data-parallel training on MPI: ranks, broadcasts, sharding, gradient sums, SyncBatchNorm, and
+the Trainer's coordination of its ranks (:func:`check_same_run`, :func:`broadcast_start`,
+:func:`broadcast_buffers`, :func:`read_on_root`).
 
 Launch the same script on several processes, ``mpiexec -n 4 python train.py`` (on one machine or
 on several hosts); every process (rank) builds the same model and loads the same data set, and
@@ -28,9 +30,11 @@ import traceback
 
 import numpy as np
 
-from ._backend import is_device_array, to_numpy
+from . import _checkpoint as ckpt
 from . import functional as F
+from ._backend import is_device_array, to_numpy
 from .layers import BatchNorm2d
+from .optim import flatten_state, unflatten_state
 
 __all__ = ["init", "rank", "size", "is_main", "batch_shards", "shard_bounds", "broadcast_arrays",
            "allreduce_sum", "barrier", "allgather", "GradientAllreduce", "abort_on_error", "SyncBatchNorm"]
@@ -248,6 +252,78 @@ def abort_on_error():
         time.sleep(ABORT_DELAY)
         _comm().Abort(1)
         raise
+
+
+# --- the Trainer's coordination of its ranks ---------------------------------------------------
+
+def check_same_run(settings, model, n, batch_size):
+    """That every rank called ``fit`` with the same ``settings`` (a dict of the run's settings
+    and digests of its data), else a ValueError on every rank naming what differs; and that with
+    SyncBatchNorm layers every step of ``n`` samples in global batches of ``batch_size`` gives
+    each rank at least one sample."""
+    ranks = allgather(settings)
+    for r, theirs in enumerate(ranks):
+        diff = sorted(k for k in settings if theirs.get(k) != ranks[0].get(k))
+        if diff:
+            got = ", ".join(f"{k}={theirs.get(k)!r}" for k in diff)
+            want = ", ".join(f"{k}={ranks[0].get(k)!r}" for k in diff)
+            raise ValueError(f"rank {r} called fit with {got} where rank 0 has {want}: every rank "
+                             "must pass the same data and settings")
+    ranks = len(ranks)
+    smallest = n % batch_size or batch_size  # the last step's global batch
+    if smallest < ranks and any(isinstance(m, SyncBatchNorm) for m in model.modules()):
+        raise ValueError(f"SyncBatchNorm needs a sample on every rank at every step, but with "
+                         f"{n} samples, batch_size={batch_size} and {ranks} ranks a step "
+                         f"has {smallest} samples: choose a batch_size whose remainder is 0 or "
+                         f">= {ranks}")
+
+
+def broadcast_start(model, optimizer, scheduler):
+    """Rank 0's ``{"model", "optimizer", "scheduler"}`` state sent to every rank: None on rank 0;
+    on the others the state to load, after checking that it fits this rank's model and
+    optimizer (else a ValueError naming the differences)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": None if scheduler is None else scheduler.state_dict()}
+    root = rank() == 0
+    state = unflatten_state(broadcast_arrays(flatten_state(state) if root else None))
+    if root:
+        return None
+    problems = (ckpt.state_mismatches("model", state["model"], model.state_dict(), dtypes=True)
+                + ckpt.optimizer_mismatches(state["optimizer"], optimizer))
+    if problems:
+        raise ValueError(f"rank {rank()}'s model or optimizer differs from rank 0's: " + "; ".join(problems))
+    return state
+
+
+def broadcast_buffers(model):
+    """Rank 0's buffers (BatchNorm's running statistics) loaded into ``model`` on every rank."""
+    names = {name for name, _ in model.named_parameters()}
+    buffers = {k: v for k, v in model.state_dict().items() if k not in names}
+    if buffers:
+        model.load_state_dict(broadcast_arrays(buffers if rank() == 0 else None), strict=False)
+
+
+def read_on_root(read, check):
+    """The state ``read()`` returns on rank 0 (None: there is none), on every rank: a ValueError
+    ``read`` raises is raised on every rank, and the other ranks ``check(state)`` what they
+    receive."""
+    root = rank() == 0
+    state, error = None, None
+    if root:
+        try:
+            state = read()
+        except ValueError as exc:
+            error = str(exc)
+    found, error = allgather((state is not None, error))[0]
+    if error is not None:
+        raise ValueError(error)
+    if not found:
+        return None
+    arrays = broadcast_arrays(flatten_state(state) if root else None)
+    if not root:
+        state = unflatten_state(arrays)
+        check(state)
+    return state
 
 
 # --- synchronised batch normalisation ------------------------------------------------------------

@@ -27,11 +27,8 @@ is the model's business: use ``fastconv.manual_seed`` or the layers' ``rng`` bef
 import contextlib
 import math
 import numbers
-import signal
 import sys
-import threading
 import time
-import types
 
 import numpy as np
 from tqdm import tqdm
@@ -41,10 +38,12 @@ from . import distributed as dist
 from ._backend import is_device_array, to_device, to_numpy
 from ._grad import no_grad
 from ._io import atomic_savez, check_writable
-from .data import _ArraySource, _DatasetSource, is_dataset
+from ._batches import source
+from ._fit import Fit, Run, describe, describe_class, epoch_generators, sigterm_as_interrupt
+from .data import is_dataset
 from .history import History
 from .losses import CrossEntropyLoss
-from .optim import SGD, ReduceLROnPlateau, flatten_state, unflatten_state
+from .optim import SGD, ReduceLROnPlateau, flatten_state
 
 __all__ = ["Trainer", "History"]
 
@@ -52,35 +51,6 @@ def _positive_int(value, name, minimum=1):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _epoch_generators(seed, epoch, rank=0, size=1):
-    """Epoch ``epoch``'s independent streams: the shuffle and augment generators, and the
-    SeedSequence the model's random modules are reseeded from (``model.reseed``).
-
-    In a job of several ranks the shuffle is the same on every rank and the others are the
-    rank's own."""
-    shuffle, augment, modules = np.random.SeedSequence([seed, epoch]).spawn(3)
-    if size > 1:
-        augment, modules = augment.spawn(size)[rank], modules.spawn(size)[rank]
-    return np.random.default_rng(shuffle), np.random.default_rng(augment), modules
-
-
-def _describe(obj):
-    """A description of ``obj`` that is the same in every process: its repr when its class
-    defines one (``RandomShift(max_shift=2)``), else its qualified name (functions) or its
-    class's (instances), never a memory address."""
-    if obj is None:
-        return None
-    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, type)):
-        return f"{obj.__module__}.{obj.__qualname__}"
-    if type(obj).__repr__ is object.__repr__:
-        return f"{type(obj).__module__}.{type(obj).__qualname__}"
-    return repr(obj)
-
-
-def _describe_class(obj):
-    return None if obj is None else type(obj).__qualname__
 
 
 def _scaled(a, factor):
@@ -184,44 +154,10 @@ class Trainer:
         params = self.model.parameters()
         return np.dtype(params[0].data.dtype) if params else np.dtype(np.float32)
 
-    def _prepare(self, x, y, name="x", dataset=False):
-        """(x, y) as (contiguous float array in the model dtype, int64 labels), checked."""
-        x, y = np.asarray(x), np.asarray(y)
-        if x.dtype.kind != "f":
-            hint = (" (uint8 pixels: e.g. fastconv.datasets.normalize(x) for MNIST-like images, "
-                    "which scales by 1/255 and uses MNIST's mean and std; other data sets need "
-                    "their own statistics)" if x.dtype.kind in "iu" else "")
-            if dataset and hint:
-                hint += (": give the Dataset a transform that does it per batch, e.g. "
-                         "IDXDataset(images, labels, transform=fastconv.datasets.normalize)")
-            raise TypeError(f"{name}: the Trainer takes float images, got dtype {x.dtype} (shape "
-                            f"{x.shape}); it does not guess how to scale them: convert them "
-                            f"explicitly" + hint)
-        if x.ndim < 2:
-            raise ValueError(f"{name}: expected a batch (N, C, H, W), got shape {x.shape}")
-        x = np.ascontiguousarray(x, dtype=self._dtype())
-        if y.ndim != 1 or y.dtype.kind not in "iu":
-            raise ValueError(f"{name}: labels must be a 1-D integer array, "
-                             f"got shape {y.shape} dtype {y.dtype}")
-        if len(y) != len(x) or len(x) == 0:
-            raise ValueError(f"{name}: {len(x)} samples (shape {x.shape}) but {len(y)} labels"
-                             + (" (empty)" if len(x) == 0 else ""))
-        return x, y.astype(np.int64, copy=False)
-
     def _data(self, x, y, name="x"):
-        """Arrays ``x, y`` (checked and cast once) or a Dataset ``x`` (``y`` None) as a source
-        of training or evaluation batches."""
-        if is_dataset(x):
-            if y is not None:
-                raise ValueError(f"{name} is a Dataset, which gives its own labels: pass y=None "
-                                 f"(got y of type {type(y).__name__})")
-            if len(x) == 0:
-                raise ValueError(f"{name}: the Dataset is empty")
-            return _DatasetSource(x, self._prepare, name)
-        if y is None:
-            raise ValueError(f"{name}: labels y are needed with arrays (or pass a fastconv.data.Dataset "
-                             f"giving (x, y) batches)")
-        return _ArraySource(*self._prepare(x, y, name))
+        """Arrays ``x, y`` or a Dataset ``x`` (``y`` None) as a source of checked batches in the
+        model's dtype (:mod:`fastconv._batches`)."""
+        return source(x, y, self._dtype(), name)
 
     def evaluate(self, x, y=None, batch_size=256):
         """Mean loss and accuracy of the model in eval mode, under ``fastconv.no_grad()``.
@@ -352,40 +288,40 @@ class Trainer:
                 raise ValueError("early_stopping needs validation_data or validation_split")
 
         params = {"epochs": epochs, "batch_size": batch_size, "samples": len(data), "shuffle": bool(shuffle),
-                  "seed": seed, "augment": _describe(augment), "validation_split": float(validation_split),
+                  "seed": seed, "augment": describe(augment), "validation_split": float(validation_split),
                   "validation_samples": 0 if val is None else len(val), "early_stopping": early_stopping,
-                  "loss": _describe_class(self.loss), "optimizer": _describe_class(self.optimizer),
-                  "scheduler": _describe_class(self.scheduler), "ranks": self.size}
-        run = {"history": History(), "best_loss": math.inf, "best_state": None, "wait": 0, "stopped": False,
-               "start": 0, "seed": seed, "saved": None}
-        with self._collective(), _sigterm_as_interrupt():
+                  "loss": describe_class(self.loss), "optimizer": describe_class(self.optimizer),
+                  "scheduler": describe_class(self.scheduler), "ranks": self.size}
+        fit = Fit(data, val, epochs, batch_size, bool(shuffle), augment, progress, early_stopping, checkpoint)
+        run = Run(seed=seed)
+        with self._collective(), sigterm_as_interrupt():
             if checkpoint is not None and self.rank == 0:
                 check_writable(checkpoint, "checkpoint")  # before training, not after the first epoch
             if self._parallel:
-                self._check_same_run(data, val, params, batch_size)
+                digests = {"data": data.digest(), "validation": None if val is None else val.digest()}
+                dist.check_same_run(dict(params, **digests), self.model, len(data), batch_size)
                 self._allreduce = dist.GradientAllreduce(self.model.parameters())
             restored = resume and self._restore(checkpoint, run, params)
             if self._parallel and not restored:
-                self._broadcast_start()
-            if run["seed"] is None:
-                run["seed"] = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
+                self._load(dist.broadcast_start(self.model, self.optimizer, self.scheduler))
+            if run.seed is None:
+                run.seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
                 if self._parallel:
-                    run["seed"] = dist.allgather(run["seed"])[0]
-            history = self.history = run["history"]
-            history.params = dict(params, seed=run["seed"])
+                    run.seed = dist.allgather(run.seed)[0]
+            history = self.history = run.history
+            history.params = dict(params, seed=run.seed)
 
             modes = [(m, m.training) for m in self.model.modules()]
             try:
-                for epoch in range(run["start"], epochs):
-                    if run["stopped"]:
+                for epoch in range(run.start, epochs):
+                    if run.stopped:
                         break
-                    self._epoch(data, val, epoch, epochs, batch_size, shuffle, augment, progress,
-                                early_stopping, checkpoint, run)
+                    self._epoch(fit, run, epoch)
             finally:
                 for m, mode in modes:
                     m.training = mode
-        if run["best_state"] is not None:
-            self.model.load_state_dict(run["best_state"])
+        if run.best_state is not None:
+            self.model.load_state_dict(run.best_state)
         return history
 
     def _steps(self, n, batch_size, order):
@@ -396,21 +332,23 @@ class Trainer:
         return ((slice(i, i + batch_size) if order is None else order[i:i + batch_size],
                  min(batch_size, n - i)) for i in range(0, n, batch_size))
 
-    def _epoch(self, data, val, epoch, epochs, batch_size, shuffle, augment, progress, patience,
-               checkpoint, run):
+    def _epoch(self, fit, run, epoch):
+        """One epoch of ``fit``: the steps, validation, the scheduler, early stopping, the
+        history's row, the checkpoint and the progress line; ``run`` carries what changes."""
         start = time.perf_counter()
+        data, val, augment, progress = fit.data, fit.val, fit.augment, fit.progress
         model, opt, loss_fn, n, dtype = self.model, self.optimizer, self.loss, len(data), self._dtype()
-        shuffle_rng, augment_rng, modules_seed = _epoch_generators(run["seed"], epoch, self.rank, self.size)
+        shuffle_rng, augment_rng, modules_seed = epoch_generators(run.seed, epoch, self.rank, self.size)
         model.reseed(modules_seed)  # e.g. Dropout draws each forward's mask seed from its new generator
-        order = shuffle_rng.permutation(n) if shuffle else None
+        order = shuffle_rng.permutation(n) if fit.shuffle else None
         lr = float(opt.param_groups[0]["lr"])
         on_device = any(is_device_array(p.data) for p in model.parameters())
         model.train()
         total, correct, seen = 0.0, 0, 0
-        bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="img", leave=True,
+        bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{fit.epochs}", unit="img", leave=True,
                    disable=progress is not True or self.rank != 0, file=sys.stderr, dynamic_ncols=True)
         with bar:
-            for step, (idx, count) in enumerate(self._steps(n, batch_size, order)):
+            for step, (idx, count) in enumerate(self._steps(n, fit.batch_size, order)):
                 k = count if isinstance(idx, slice) else len(idx)
                 opt.zero_grad()  # a rank with an empty share sends zero gradients
                 if k:  # a rank's share is empty when a global batch has fewer samples than ranks
@@ -441,7 +379,7 @@ class Trainer:
             train_seconds = time.perf_counter() - start
             if self._parallel:
                 total, correct = dist.allreduce_sum([total, correct])
-                self._broadcast_buffers()
+                dist.broadcast_buffers(model)
             metrics = self._evaluate(val, 256) if val is not None else {"loss": None, "accuracy": None}
             if not bar.disable and val is not None:
                 bar.set_postfix_str(f"loss={total / n:.4f}, acc={correct / n:.4f}, "
@@ -451,94 +389,39 @@ class Trainer:
             self.scheduler.step(total / n if val is None else metrics["loss"])
         elif self.scheduler is not None:
             self.scheduler.step()
-        if patience is not None:
-            if metrics["loss"] < run["best_loss"]:
-                run.update(best_loss=metrics["loss"], best_state=model.state_dict(), wait=0)
-                run["history"].best_epoch = epoch
-            else:
-                run["wait"] += 1
-                if run["wait"] >= patience:
-                    run["stopped"] = True
-                    run["history"].stopped_epoch = epoch
-        run["history"]._append(epoch, loss=float(total / n), accuracy=float(correct / n),
-                               val_loss=metrics["loss"], val_accuracy=metrics["accuracy"], lr=lr,
-                               seconds=time.perf_counter() - start,
-                               images_per_second=n / train_seconds)
-        if checkpoint is not None and self.rank == 0:
-            self._save(checkpoint, epoch + 1, run)
+        if fit.patience is not None:
+            run.early_stopping(epoch, metrics["loss"], fit.patience, model)
+        h = run.history
+        h._append(epoch, loss=float(total / n), accuracy=float(correct / n), val_loss=metrics["loss"],
+                  val_accuracy=metrics["accuracy"], lr=lr, seconds=time.perf_counter() - start,
+                  images_per_second=n / train_seconds)
+        if fit.checkpoint is not None and self.rank == 0:
+            self._save(fit.checkpoint, epoch + 1, run)
         if progress == "epoch" and self.rank == 0:
-            h = run["history"]
-            line = (f"Epoch {epoch + 1}/{epochs} - {h.seconds[-1]:.1f}s - {h.images_per_second[-1]:.0f} img/s"
+            line = (f"Epoch {epoch + 1}/{fit.epochs} - {h.seconds[-1]:.1f}s - {h.images_per_second[-1]:.0f} img/s"
                     f" - loss {h.loss[-1]:.4f} - acc {h.accuracy[-1]:.4f}")
             if val is not None:
                 line += f" - val_loss {h.val_loss[-1]:.4f} - val_acc {h.val_accuracy[-1]:.4f}"
             print(line + f" - lr {lr:.3g}", flush=True)
-
-    # -- several ranks -------------------------------------------------------------------------
-    def _check_same_run(self, data, val, params, batch_size):
-        """Every rank was given the same settings and data (a ValueError on every rank if not; the
-        images are compared by shape, dtype and a checksum of the first and last, the labels of
-        arrays by a checksum of them all, those of a Dataset by the first and last)."""
-        mine = dict(params, data=data.digest(), validation=None if val is None else val.digest())
-        ranks = dist.allgather(mine)
-        for r, theirs in enumerate(ranks):
-            diff = sorted(k for k in mine if theirs.get(k) != ranks[0].get(k))
-            if diff:
-                got = ", ".join(f"{k}={theirs.get(k)!r}" for k in diff)
-                want = ", ".join(f"{k}={ranks[0].get(k)!r}" for k in diff)
-                raise ValueError(f"rank {r} called fit with {got} where rank 0 has {want}: every rank "
-                                 "must pass the same data and settings")
-        n = len(data)
-        smallest = n % batch_size or batch_size  # the last step's global batch
-        if smallest < self.size and any(isinstance(m, dist.SyncBatchNorm) for m in self.model.modules()):
-            raise ValueError(f"SyncBatchNorm needs a sample on every rank at every step, but with "
-                             f"{n} samples, batch_size={batch_size} and {self.size} ranks a step "
-                             f"has {smallest} samples: choose a batch_size whose remainder is 0 or "
-                             f">= {self.size}")
-
-    def _broadcast_start(self):
-        """Rank 0's model, optimizer and scheduler state on every rank."""
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
-        state = unflatten_state(dist.broadcast_arrays(flatten_state(state) if self.rank == 0 else None))
-        if self.rank != 0:
-            problems = (ckpt.state_mismatches("model", state["model"], self.model.state_dict(), dtypes=True)
-                        + ckpt.optimizer_mismatches(state["optimizer"], self.optimizer))
-            if problems:
-                raise ValueError(f"rank {self.rank}'s model or optimizer differs from rank 0's: "
-                                 + "; ".join(problems))
-            self._load(state)
-
-    def _broadcast_buffers(self):
-        """Rank 0's buffers (BatchNorm's running statistics) on every rank."""
-        names = {name for name, _ in self.model.named_parameters()}
-        buffers = {k: v for k, v in self.model.state_dict().items() if k not in names}
-        if buffers:
-            self.model.load_state_dict(dist.broadcast_arrays(buffers if self.rank == 0 else None),
-                                       strict=False)
 
     # -- checkpoints (the format and its checks: fastconv._checkpoint) ---------------------------
     def _save(self, path, epochs_done, run):
         """Write the checkpoint after ``epochs_done`` epochs, unless the weights or the optimizer
         state are no longer finite: then the last good checkpoint stays and a FloatingPointError
         says which epoch it holds."""
-        state = {
-            "format": ckpt.FORMAT, "epoch": epochs_done, "seed": run["seed"],
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "history": run["history"]._state(),
-            "early_stopping": {"best_loss": run["best_loss"], "best_state": run["best_state"],
-                               "wait": run["wait"], "stopped": run["stopped"]},
-        }
+        state = {"format": ckpt.FORMAT, "epoch": epochs_done, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(),
+                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                 **run.checkpoint_state()}
         bad = ckpt.nonfinite(state)
         if bad:
-            kept = (f"{path} keeps the checkpoint of epoch {run['saved']}" if run["saved"] is not None
+            kept = (f"{path} keeps the checkpoint of epoch {run.saved}" if run.saved is not None
                     else f"no checkpoint of this run was written to {path}")
             raise FloatingPointError(f"epoch {epochs_done}: {', '.join(bad[:3])}{' ...' * (len(bad) > 3)} "
                                      f"not finite after the epoch's last step; {kept} (not overwritten); "
                                      "try a lower learning rate")
         atomic_savez(path, flatten_state(state))
-        run["saved"] = epochs_done
+        run.saved = epochs_done
 
     #: The run settings a resumed run must share with the run that wrote the checkpoint.
     _RESUME_SETTINGS = ckpt.RESUME_SETTINGS
@@ -549,61 +432,22 @@ class Trainer:
         that it is well formed and was written by a run with the same settings and the same setup
         (:mod:`fastconv._checkpoint`); on a problem a ValueError names it and nothing is loaded.
         With several ranks rank 0 reads the file and broadcasts it; every rank checks it."""
-        args = (path, self.model, self.optimizer, self.scheduler, params, run["seed"])
+        args = (path, self.model, self.optimizer, self.scheduler, params, run.seed)
         if self._parallel:
-            state, error = None, None
-            if self.rank == 0:
-                try:
-                    state = ckpt.load(*args)
-                except ValueError as exc:
-                    error = str(exc)
-            found, error = dist.allgather((state is not None, error))[0]
-            if error is not None:
-                raise ValueError(error)
-            if not found:
-                return False
-            arrays = dist.broadcast_arrays(flatten_state(state) if self.rank == 0 else None)
-            if self.rank != 0:
-                state = unflatten_state(arrays)
-                ckpt.check(state, *args)
+            state = dist.read_on_root(lambda: ckpt.load(*args), lambda state: ckpt.check(state, *args))
         else:
             state = ckpt.load(*args)
-            if state is None:
-                return False
+        if state is None:
+            return False
         self._load(state)
-        es = state["early_stopping"]
-        run.update(history=History._from_state(state["history"]), best_loss=es["best_loss"],
-                   best_state=es["best_state"], wait=es["wait"], stopped=es["stopped"],
-                   start=state["epoch"], seed=state["seed"], saved=state["epoch"])
+        run.restore(state)
         return True
 
     def _load(self, state):
-        """Load a checked ``{"model", "optimizer", "scheduler"}`` state."""
+        """Load a checked ``{"model", "optimizer", "scheduler"}`` state (None: nothing to load)."""
+        if state is None:
+            return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt inside the block, so that a terminated run ends as an
-    interrupted one does (the last checkpoint whole, no temporary file left); the previous
-    handler comes back afterwards. Only the main thread can handle signals: elsewhere this does
-    nothing."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main interpreter
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -27,7 +27,8 @@ import fastconv as fc  # noqa: E402
 from fastconv.data import Dataset, IDXDataset, Subset, TensorDataset, is_dataset, memmap_idx  # noqa: E402
 from fastconv.datasets import RandomShift, normalize, read_idx  # noqa: E402
 from fastconv.optim import SGD  # noqa: E402
-from fastconv.trainer import Trainer, _epoch_generators  # noqa: E402
+from fastconv._fit import epoch_generators  # noqa: E402
+from fastconv.trainer import Trainer  # noqa: E402
 from helpers import HYPOTHESIS  # noqa: E402
 
 
@@ -369,7 +370,7 @@ def test_the_trainer_reseeds_through_model_reseed_with_the_epoch_streams():
 
     model.reseed = spy
     trainer(model).fit(x, y, epochs=2, batch_size=16, seed=4, progress=False)
-    assert calls == [_epoch_generators(4, e)[2].entropy for e in range(2)]
+    assert calls == [epoch_generators(4, e)[2].entropy for e in range(2)]
 
 
 # --- two ranks -------------------------------------------------------------------------------------
@@ -411,7 +412,7 @@ def test_two_ranks_index_their_shards_of_a_dataset_and_match_the_arrays(tmp_path
         assert requests[rank][0] == [0, 89]
         steps = iter(requests[rank][1:])
         for epoch in range(2):
-            order = _epoch_generators(3, epoch)[0].permutation(90)
+            order = epoch_generators(3, epoch)[0].permutation(90)
             for start in range(0, 90, 16):
                 assert next(steps) == order[start:start + 16][rank::2].tolist()
         assert next(steps, None) is None

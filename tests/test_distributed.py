@@ -24,7 +24,8 @@ if __name__ == "__main__":  # run by mpiexec: import this checkout's fastconv
 import fastconv as fc  # noqa: E402
 from fastconv import distributed as dist  # noqa: E402
 from fastconv.optim import SGD, StepLR, unflatten_state  # noqa: E402
-from fastconv.trainer import Trainer, _epoch_generators  # noqa: E402
+from fastconv._fit import epoch_generators  # noqa: E402
+from fastconv.trainer import Trainer  # noqa: E402
 
 
 # --- what every rank runs ---------------------------------------------------------------------
@@ -249,7 +250,7 @@ def test_every_sample_is_used_once_per_epoch(ranks, tmp_path):
     run_ranks(ranks, "shards", tmp_path, n=n, batch_size=batch, epochs=2)
     seen = [json.loads((tmp_path / f"shards{r}.json").read_text()) for r in range(ranks)]
     for epoch in range(2):
-        order = _epoch_generators(5, epoch, 0)[0].permutation(n)  # the one shared shuffle
+        order = epoch_generators(5, epoch, 0)[0].permutation(n)  # the one shared shuffle
         steps = [seen[r][epoch] for r in range(ranks)]
         assert len({len(s) for s in steps}) == 1
         for step, shares in enumerate(zip(*steps)):
