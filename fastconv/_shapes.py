@@ -3,9 +3,10 @@
 Every tier and every layer asks this module; nothing else computes an output size.
 """
 import functools
-import numbers
 
 import numpy as np
+
+from ._checks import integer, pair
 
 __all__ = ["pair", "conv_padding", "conv_output_hw", "check_output_padding",
            "conv_transpose_output_hw", "pad_output_hw"]
@@ -15,19 +16,8 @@ __all__ += ["pool_params", "unpool_params", "pool_divisor", "pool_output_hw", "p
 
 
 def _int(v, name):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return int(v)
-
-
-def pair(v, name):
-    """Return ``(h, w)`` from an int or a length-2 sequence of ints."""
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be an int or an (h, w) pair, got {v!r}")
-        return _int(v[0], name), _int(v[1], name)
-    v = _int(v, name)
-    return v, v
+    """An output size: an int, named as one entry of an int-or-pair argument."""
+    return integer(v, name, "an int or a pair of ints")
 
 
 def conv_padding(padding, kernel_hw, stride_hw, dilation_hw=(1, 1)):
@@ -195,7 +185,7 @@ def pool_divisor(divisor_override):
     """``divisor_override`` of average pooling: None, or a nonzero int (PyTorch's rule)."""
     if divisor_override is None:
         return None
-    value = _int(divisor_override, "divisor_override")
+    value = integer(divisor_override, "divisor_override")
     if value == 0:
         raise ValueError("divisor_override must be nonzero (PyTorch: 'divisor must be not zero')")
     return value

@@ -20,7 +20,8 @@ import warnings
 import numpy as np
 
 from ._backend import is_device_array
-from .layers.module import Parameter, _generator
+from . import _checks
+from .layers.module import Parameter
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_",
            "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
@@ -110,12 +111,12 @@ def _calculate_correct_fan(tensor, mode):
 
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
     """Fill ``tensor`` with draws from U(a, b); returns it."""
-    return _fill(tensor, _generator(generator).uniform(a, b, _shape(tensor)))
+    return _fill(tensor, _checks.generator(generator).uniform(a, b, _shape(tensor)))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """Fill ``tensor`` with draws from N(mean, std**2); returns it."""
-    return _fill(tensor, _generator(generator).normal(mean, std, _shape(tensor)))
+    return _fill(tensor, _checks.generator(generator).normal(mean, std, _shape(tensor)))
 
 
 def constant_(tensor, val):
@@ -223,7 +224,7 @@ def orthogonal_(tensor, gain=1, generator=None):
         return tensor
     rows = shape[0]
     cols = math.prod(shape) // rows
-    flat = _generator(generator).standard_normal((rows, cols))
+    flat = _checks.generator(generator).standard_normal((rows, cols))
     if rows < cols:
         flat = flat.T
     q, r = np.linalg.qr(flat)

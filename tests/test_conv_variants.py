@@ -449,8 +449,8 @@ def test_initialisation_bound_is_pytorchs(make, fan_in):
 @pytest.mark.parametrize("make, error, words", [
     (lambda: fc.Conv2d(3, 4, 3, groups=2), ValueError, ["in_channels must be divisible by groups"]),
     (lambda: fc.Conv2d(4, 3, 3, groups=2), ValueError, ["out_channels must be divisible by groups"]),
-    (lambda: fc.Conv2d(4, 4, 3, groups=0), ValueError, ["groups must be a positive integer"]),
-    (lambda: fc.Conv2d(4, 4, 3, groups=1.5), ValueError, ["groups must be a positive integer"]),
+    (lambda: fc.Conv2d(4, 4, 3, groups=0), ValueError, ["groups must be a positive int"]),
+    (lambda: fc.Conv2d(4, 4, 3, groups=1.5), TypeError, ["groups must be a positive int"]),
     (lambda: fc.Conv2d(4, 4, 3, padding_mode="zero"), ValueError, ["padding_mode must be one of",
                                                                    "'zero'"]),
     (lambda: fc.Conv2d(4, 4, 3, stride=2, padding="same"), ValueError, ["same", "strided"]),
@@ -516,7 +516,7 @@ def test_layer_shape_errors_name_the_layer():
         fc.Conv2d(2, 2, 1, padding=2, padding_mode="reflect")(np.zeros((1, 2, 2, 2)))
     with pytest.raises(ValueError, match=r"ConvTranspose2d\(2, 2.*\(1, 2, 1, 1\).*too small"):
         fc.ConvTranspose2d(2, 2, 1, padding=1)(np.zeros((1, 2, 1, 1)))
-    with pytest.raises(ValueError, match=r"expects input \(N, 2, H, W\)"):
+    with pytest.raises(ValueError, match=r"ConvTranspose2d\(2, 2.*\(1, 3, 2, 2\).*x \(N, 2, H, W\)"):
         fc.ConvTranspose2d(2, 2, 1)(np.zeros((1, 3, 2, 2)))
     _, cache = F.conv_transpose2d(np.zeros((1, 2, 3, 3)), np.zeros((2, 1, 2, 2)))
     with pytest.raises(ValueError, match=r"dout.*\(1, 1, 4, 4\)"):

@@ -7,8 +7,6 @@ grouping the tier's loop over the groups.
 """
 from collections import namedtuple
 
-import numpy as np
-
 from .._backend import check_host, kernels, resolve
 from .._checks import positive_int
 from .._shapes import conv_output_hw, conv_padding, conv_transpose_output_hw, pair
@@ -56,7 +54,7 @@ def _weights(x, w, b, groups, transposed):
     if expects != c:
         extra = f" with groups={groups}" if groups != 1 else ""
         raise ValueError(f"channel mismatch: x {tuple(x.shape)} has {c} channels, "
-                         f"w {tuple(w.shape)}{extra} expects {expects}")
+                         f"w {tuple(w.shape)}{extra} expects {expects}, x (N, {expects}, H, W)")
     if b is not None:
         b = _array(b, "b", x.dtype)
         if tuple(b.shape) != (k,):

@@ -16,8 +16,9 @@ def linear(x, w, b=None, backend=None):
     x = _array(x, "x")
     w = _array(w, "w", x.dtype)
     if len(x.shape) != 2 or len(w.shape) != 2 or x.shape[1] != w.shape[1]:
+        hint = "; flatten x first (fastconv.Flatten())" if len(x.shape) > 2 else ""
         raise ValueError(f"linear: x {tuple(x.shape)} does not match w {tuple(w.shape)} "
-                         "(expected x (N, in) and w (out, in))")
+                         f"(expected x (N, in) and w (out, in)){hint}")
     if b is not None:
         b = _array(b, "b", x.dtype)
         if tuple(b.shape) != (w.shape[0],):

@@ -10,6 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from .._backend import check_host, is_device_array, kernels, resolve, to_device, to_numpy
+from .._checks import number
 from ._common import _array, _same_shape
 
 __all__ = ["batch_norm", "batch_norm_backward", "BatchNormCache", "group_norm", "group_norm_backward",
@@ -98,9 +99,7 @@ def batch_norm_backward(dout, cache, need_dx=True):
 
 
 def _eps(eps):
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or not eps >= 0:
-        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
-    return float(eps)
+    return number(eps, "eps", minimum=0)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, backend=None):

@@ -12,7 +12,8 @@ import numbers
 import numpy as np
 
 from .. import functional as F
-from .module import Module, Parameter, _accumulate, _float_dtype, _positive
+from .._checks import in_layer, positive_int
+from .module import Module, Parameter, _accumulate, _float_dtype
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus",
            "Hardtanh", "PReLU", "Softmax", "LogSoftmax", "Identity"]
@@ -192,7 +193,7 @@ class PReLU(Module):
 
     def __init__(self, num_parameters=1, init=0.25, dtype=np.float32):
         super().__init__()
-        self.num_parameters = _positive(num_parameters, "num_parameters")
+        self.num_parameters = positive_int(num_parameters, "num_parameters")
         self.init = _number(init, "init")
         self.weight = Parameter(np.full(self.num_parameters, self.init, dtype=_float_dtype(dtype)))
 
@@ -208,8 +209,8 @@ class PReLU(Module):
 
     def forward(self, x):
         x = self._input(x)
-        self.output_shape(x.shape)
-        out = F.prelu(x, self.weight.data)
+        with in_layer(self, x.shape):
+            out = F.prelu(x, self.weight.data)
         self._save(x)
         return out
 

@@ -1,7 +1,6 @@
 """Convolution layers: :class:`Conv2d` (strided, padded, dilated, grouped, depthwise, with
 PyTorch's padding modes) and :class:`ConvTranspose2d`."""
 import math
-import numbers
 
 import numpy as np
 
@@ -9,7 +8,8 @@ from .. import functional as F
 from .._backend import get_backend, kernels
 from .._shapes import (check_output_padding, conv_output_hw, conv_padding,
                        conv_transpose_output_hw, pad_output_hw, pair)
-from .module import Module, Parameter, _accumulate, _float_dtype, _generator, _positive, _uniform_init
+from .._checks import generator, in_layer, positive_int
+from .module import Module, Parameter, _accumulate, _float_dtype, _uniform_init
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
@@ -19,15 +19,14 @@ _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate
 
 
 def _groups(groups, in_channels, out_channels):
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    groups = positive_int(groups, "groups")
     if in_channels % groups:
         raise ValueError(f"in_channels must be divisible by groups, got in_channels={in_channels}, "
                          f"groups={groups}")
     if out_channels % groups:
         raise ValueError(f"out_channels must be divisible by groups, got out_channels="
                          f"{out_channels}, groups={groups}")
-    return int(groups)
+    return groups
 
 
 class _ConvNd(Module):
@@ -38,8 +37,8 @@ class _ConvNd(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride, dilation, groups, bias,
                  transposed, rng, dtype):
         super().__init__()
-        self.in_channels = _positive(in_channels, "in_channels")
-        self.out_channels = _positive(out_channels, "out_channels")
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
         self.dilation = pair(dilation, "dilation")
@@ -53,7 +52,7 @@ class _ConvNd(Module):
         shape = (n_in, n_out // self.groups) if transposed else (n_out, n_in // self.groups)
         shape += self.kernel_size
         fan_in = math.prod(shape[1:])
-        gen, dt = _generator(rng), _float_dtype(dtype)
+        gen, dt = generator(rng), _float_dtype(dtype)
         self.weight = Parameter(_uniform_init(shape, fan_in, dt, gen))
         self.bias = Parameter(_uniform_init(self.out_channels, fan_in, dt, gen)) if bias else None
 
@@ -133,16 +132,16 @@ class Conv2d(_ConvNd):
 
     def forward(self, x):
         x = self._input(x)
-        self.output_shape(x.shape)
         b = None if self.bias is None else self.bias.data
         pad = self._explicit_pad()
-        if pad is None:
-            out, cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding, self.dilation,
-                                  self.groups)
-        else:
-            xp = F.pad(x, pad, _PAD_MODES[self.padding_mode])
-            out, cache = F.conv2d(xp, self.weight.data, b, self.stride, 0, self.dilation,
-                                  self.groups)
+        with in_layer(self, x.shape):
+            if pad is None:
+                out, cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding,
+                                      self.dilation, self.groups)
+            else:
+                xp = F.pad(x, pad, _PAD_MODES[self.padding_mode])
+                out, cache = F.conv2d(xp, self.weight.data, b, self.stride, 0, self.dilation,
+                                      self.groups)
         self._save((cache, tuple(x.shape)))
         return out
 
@@ -219,10 +218,10 @@ class ConvTranspose2d(_ConvNd):
 
     def forward(self, x):
         x = self._input(x)
-        self.output_shape(x.shape)
         b = None if self.bias is None else self.bias.data
-        out, cache = F.conv_transpose2d(x, self.weight.data, b, self.stride, self.padding,
-                                        self.output_padding, self.groups, self.dilation)
+        with in_layer(self, x.shape):
+            out, cache = F.conv_transpose2d(x, self.weight.data, b, self.stride, self.padding,
+                                            self.output_padding, self.groups, self.dilation)
         self._save(cache)
         return out
 

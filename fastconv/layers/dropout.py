@@ -4,7 +4,8 @@ import math
 import numpy as np
 
 from .. import functional as F
-from .module import Module, _generator
+from .._checks import generator, in_layer
+from .module import Module
 
 __all__ = ["Dropout", "Dropout2d"]
 
@@ -15,12 +16,14 @@ class Dropout(Module):
     (``rng``, else one spawned from the default generator at construction) and calls F.dropout.
     """
 
+    _fns = (F.dropout, F.dropout_backward)  # forward, backward
+
     def __init__(self, p=0.5, rng=None):
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = float(p)
-        gen = _generator(rng)
+        gen = generator(rng)
         self._rng = np.random.default_rng(int(gen.integers(2**63))) if rng is None else gen
 
     @property
@@ -35,12 +38,17 @@ class Dropout(Module):
             raise TypeError(f"Dropout.rng must be a numpy.random.Generator, got {type(generator).__name__}")
         self._rng = generator
 
+    def _check_identity(self, shape):
+        """The input check of a forward that returns x unchanged (F checks the others)."""
+
     def forward(self, x):
         x = self._input(x)
         if not self.training or self.p == 0:
+            self._check_identity(tuple(x.shape))
             self._save(())
             return x
-        out, mask = F.dropout(x, self.p, int(self._rng.integers(2**62)))
+        with in_layer(self, x.shape):
+            out, mask = self._fns[0](x, self.p, int(self._rng.integers(2**62)))
         self._save((mask,))
         return out
 
@@ -48,7 +56,7 @@ class Dropout(Module):
         cache = self._restore()
         if not need_dx:
             return None
-        return F.dropout_backward(dy, cache[0]) if cache else dy
+        return self._fns[1](dy, cache[0]) if cache else dy
 
     def _memory(self, in_shape, out_shape, itemsize):
         n = math.prod(out_shape) * itemsize
@@ -78,23 +86,11 @@ class Dropout2d(Dropout):
         super().__init__(0.0, rng)
         self.p = float(p)
 
-    def forward(self, x):
-        x = self._input(x)
-        if len(x.shape) != 4:
-            raise ValueError(f"{self._label()}: input must be 4-D (N, C, H, W), got shape "
-                             f"{tuple(x.shape)}")
-        if not self.training or self.p == 0:
-            self._save(())
-            return x
-        out, mask = F.dropout2d(x, self.p, int(self._rng.integers(2**62)))
-        self._save((mask,))
-        return out
+    _fns = (F.dropout2d, F.dropout2d_backward)
 
-    def _backward(self, dy, need_dx):
-        cache = self._restore()
-        if not need_dx:
-            return None
-        return F.dropout2d_backward(dy, cache[0]) if cache else dy
+    def _check_identity(self, shape):
+        if len(shape) != 4:
+            raise ValueError(f"{self._label()}: input must be 4-D (N, C, H, W), got shape {shape}")
 
     def _memory(self, in_shape, out_shape, itemsize):
         return math.prod(out_shape) * itemsize, math.prod(out_shape[:2]) * itemsize, 0

@@ -2,7 +2,8 @@
 import numpy as np
 
 from .. import functional as F
-from .module import Module, Parameter, _accumulate, _float_dtype, _generator, _positive, _uniform_init
+from .._checks import generator, in_layer, positive_int
+from .module import Module, Parameter, _accumulate, _float_dtype, _uniform_init
 
 __all__ = ["Linear"]
 
@@ -18,11 +19,11 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
         super().__init__()
-        self.in_features = _positive(in_features, "in_features")
-        self.out_features = _positive(out_features, "out_features")
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
         self.input_grad = True
         shape = (self.out_features, self.in_features)
-        gen, dt = _generator(rng), _float_dtype(dtype)
+        gen, dt = generator(rng), _float_dtype(dtype)
         self.weight = Parameter(_uniform_init(shape, self.in_features, dt, gen))
         self.bias = Parameter(_uniform_init(self.out_features, self.in_features, dt, gen)) if bias else None
 
@@ -41,9 +42,9 @@ class Linear(Module):
 
     def forward(self, x):
         x = self._input(x)
-        self.output_shape(x.shape)
         b = None if self.bias is None else self.bias.data
-        out, cache = F.linear(x, self.weight.data, b)
+        with in_layer(self._label(), x.shape):
+            out, cache = F.linear(x, self.weight.data, b)
         self._save(cache)
         return out
 

@@ -11,33 +11,14 @@ from collections import namedtuple
 import numpy as np
 
 from .._backend import is_device_array, kernels, to_device, to_numpy
+from .._checks import manual_seed  # noqa: F401 - re-exported (fastconv.manual_seed)
 from .._grad import is_grad_enabled
 
 __all__ = ["Parameter", "Module", "manual_seed", "eval_mode"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _DEVICES = ("cpu", "cuda")
-_default = {"rng": np.random.default_rng()}
-
 IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys")
-
-
-def manual_seed(seed):
-    """Reset the default generator that layers built without ``rng`` draw from.
-
-    Until the first call it is seeded from OS entropy (NumPy's default), so unseeded models differ.
-    """
-    _default["rng"] = np.random.default_rng(seed)
-
-
-def _generator(rng):
-    if rng is None:
-        return _default["rng"]
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_)):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r}")
 
 
 def _float_dtype(dtype):
@@ -47,16 +28,6 @@ def _float_dtype(dtype):
     if dt not in _FLOATS:
         raise ValueError(f"dtype must be float32 or float64, got {dt}")
     return dt
-
-
-def _positive(v, name):
-    """``v`` as a positive int: a TypeError for a non-integer (as for every size argument), a
-    ValueError for an integer below 1."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, got {v!r}")
-    if v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return int(v)
 
 
 def _uniform_init(shape, fan_in, dtype, rng):

@@ -12,15 +12,10 @@ import numpy as np
 
 from .. import functional as F
 from .._backend import is_device_array, to_device
-from .module import Module, Parameter, _accumulate, _float_dtype, _positive
+from .._checks import in_layer, number, positive_int
+from .module import Module, Parameter, _accumulate, _float_dtype
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm"]
-
-
-def _eps(eps):
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or not eps >= 0:
-        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
-    return float(eps)
 
 
 class _Normalization(Module):
@@ -80,8 +75,8 @@ class _BatchNorm(_Normalization):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  dtype=np.float32, *, bias=True):
         super().__init__()
-        self.num_features = _positive(num_features, "num_features")
-        self.eps = _eps(eps)
+        self.num_features = positive_int(num_features, "num_features")
+        self.eps = number(eps, "eps", minimum=0)
         if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)):
             raise TypeError(f"momentum must be a number or None, got {momentum!r}")
         self.momentum = None if momentum is None else float(momentum)
@@ -152,12 +147,17 @@ class BatchNorm1d(_BatchNorm):
 
 class _PerSampleNorm(_Normalization):
     """GroupNorm and LayerNorm: statistics of each sample, the same in training and eval; the
-    subclass names its F pair as ``_normalize(x, weight, bias)`` and ``_normalize_backward``."""
+    subclass names its F pair as ``_normalize(x, weight, bias)`` and ``_normalize_backward``.
+    F validates the input; ``_check_channels`` checks only what F cannot know."""
+
+    def _check_channels(self, shape):
+        pass
 
     def forward(self, x):
         x = self._input(x)
-        self.output_shape(x.shape)
-        out, cache = self._normalize(x, *self._data())
+        self._check_channels(x.shape)
+        with in_layer(self, x.shape):
+            out, cache = self._normalize(x, *self._data())
         self._save(cache)
         return out
 
@@ -180,12 +180,12 @@ class GroupNorm(_PerSampleNorm):
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32, *, bias=True):
         super().__init__()
-        self.num_groups = _positive(num_groups, "num_groups")
-        self.num_channels = _positive(num_channels, "num_channels")
+        self.num_groups = positive_int(num_groups, "num_groups")
+        self.num_channels = positive_int(num_channels, "num_channels")
         if self.num_channels % self.num_groups:
             raise ValueError(f"num_channels ({self.num_channels}) must be divisible by num_groups "
                              f"({self.num_groups})")
-        self.eps, self.affine = _eps(eps), bool(affine)
+        self.eps, self.affine = number(eps, "eps", minimum=0), bool(affine)
         self._make_affine(self.num_channels, self.affine, bias, _float_dtype(dtype))
 
     def output_shape(self, shape):
@@ -193,6 +193,11 @@ class GroupNorm(_PerSampleNorm):
         if len(shape) < 2 or shape[1] != self.num_channels:
             raise ValueError(f"{self._label()} expects input (N, {self.num_channels}, *), got shape {shape}")
         return shape
+
+    def _check_channels(self, shape):
+        # num_channels is this layer's own option: F.group_norm sees a channel count only through
+        # the weight, and there is none with affine=False
+        self.output_shape(shape)
 
     def _normalize(self, x, weight, bias):
         return F.group_norm(x, self.num_groups, weight, bias, eps=self.eps)
@@ -217,7 +222,7 @@ class LayerNorm(_PerSampleNorm):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32):
         super().__init__()
         self.normalized_shape = F.normalization._normalized_shape(normalized_shape)
-        self.eps, self.elementwise_affine = _eps(eps), bool(elementwise_affine)
+        self.eps, self.elementwise_affine = number(eps, "eps", minimum=0), bool(elementwise_affine)
         self._make_affine(self.normalized_shape, self.elementwise_affine, bias, _float_dtype(dtype))
 
     def output_shape(self, shape):

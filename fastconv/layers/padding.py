@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import functional as F
 from .._shapes import pad_output_hw
+from .._checks import in_layer
 from .module import Module
 
 __all__ = ["ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d", "CircularPad2d"]
@@ -46,9 +47,10 @@ class _Pad2d(Module):
 
     def forward(self, x):
         x = self._input(x)
-        self.output_shape(x.shape)
+        with in_layer(self, x.shape):
+            out = F.pad(x, self.padding, self._mode, self.value)
         self._save(tuple(x.shape))
-        return F.pad(x, self.padding, self._mode, self.value)
+        return out
 
     def _backward(self, dy, need_dx):
         shape = self._restore()

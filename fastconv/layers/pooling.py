@@ -7,6 +7,7 @@ import numpy as np
 from .. import functional as F
 from .._shapes import (adaptive_output_hw, pool_divisor, pool_output_hw, pool_params,
                        unpool_output_hw, unpool_params)
+from .._checks import in_layer
 from .module import Module
 
 __all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d"]
@@ -81,9 +82,9 @@ class MaxPool2d(_MaxBackward, _Pool2d):
 
     def forward(self, x):
         x = self._input(x)
-        self.output_shape(x.shape)
-        out, switches = F.max_pool2d(x, self._kernel, self._stride, self._padding, self._dilation,
-                                     self.ceil_mode)
+        with in_layer(self, x.shape):
+            out, switches = F.max_pool2d(x, self._kernel, self._stride, self._padding,
+                                         self._dilation, self.ceil_mode)
         self._save((switches, tuple(x.shape)))
         return (out, switches) if self.return_indices else out
 
@@ -112,9 +113,10 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x):
         x = self._input(x)
-        self.output_shape(x.shape)
+        with in_layer(self, x.shape):
+            out = F.avg_pool2d(x, *self._options())
         self._save(tuple(x.shape))
-        return F.avg_pool2d(x, *self._options())
+        return out
 
     def _backward(self, dy, need_dx):
         shape = self._restore()
@@ -148,7 +150,8 @@ class AdaptiveAvgPool2d(_AdaptivePool2d):
 
     def forward(self, x):
         x = self._input(x)
-        out = F.adaptive_avg_pool2d(x, self.output_shape(x.shape)[2:])
+        with in_layer(self, x.shape):
+            out = F.adaptive_avg_pool2d(x, self.output_size)
         self._save((tuple(x.shape), tuple(out.shape)))
         return out
 
@@ -168,7 +171,8 @@ class AdaptiveMaxPool2d(_MaxBackward, _AdaptivePool2d):
 
     def forward(self, x):
         x = self._input(x)
-        out, switches = F.adaptive_max_pool2d(x, self.output_shape(x.shape)[2:])
+        with in_layer(self, x.shape):
+            out, switches = F.adaptive_max_pool2d(x, self.output_size)
         self._save((switches, tuple(x.shape)))
         return (out, switches) if self.return_indices else out
 

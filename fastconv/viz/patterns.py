@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from ..layers import Module
-from ..layers.module import _generator
+from .._checks import generator as _generator
 from ._backprop import find_layer, input_gradient, layer_output, private_copy, tapped_prefix
 from ._figure import _bare, _display, _matplotlib, _positive_int, _short, _size, new_figure, save_figure
 
