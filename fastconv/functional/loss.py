@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from .._backend import is_device_array, kernels, resolve, to_device, to_numpy
+from .._backend import is_device_array, kernels, resolve, tier_of, to_numpy
 from ._common import _array
 
 __all__ = ["cross_entropy", "nll_loss", "binary_cross_entropy_with_logits", "mse_loss"]
@@ -97,10 +97,8 @@ def _class_input(x, labels, weight, ignore_index, what):
 
 def _empty(x, loss_shape, reduction):
     """The result for an input with no elements: NaN ("mean"), 0 ("sum") or an empty array."""
-    dt = np.dtype(x.dtype)
-    grad, per = np.zeros(tuple(x.shape), dt), np.zeros(loss_shape, dt)
-    if is_device_array(x):
-        grad, per = to_device(grad), to_device(per)
+    dt, tier = np.dtype(x.dtype), tier_of(x)
+    grad, per = tier.full(tuple(x.shape), 0, dt), tier.full(loss_shape, 0, dt)
     loss = {"mean": float("nan"), "sum": 0.0}.get(reduction, per)
     return loss, grad
 
@@ -264,15 +262,11 @@ def _scale_grad(grad, grad_output, per_row):
     per-sample losses' shape: ``(N,)`` scales the rows of ``grad`` (``per_row``), else it has
     grad's shape and scales elementwise. A new array on grad's device.
     """
-    if is_device_array(grad):
-        cuda = kernels("cuda")
-        size = int(np.prod(grad.shape))
-        if np.ndim(grad_output) == 0 and not is_device_array(grad_output):
-            s = np.full(1, grad_output, dtype=grad.dtype)
-            return cuda.scale_rows(grad.reshape(1, size), s).reshape(grad.shape)
+    size = int(np.prod(grad.shape))
+    if np.ndim(grad_output) == 0:  # a number: one row
+        rows, s = 1, np.full(1, to_numpy(grad_output), dtype=grad.dtype)
+    else:
         rows = grad.shape[0] if per_row else size
-        g = grad_output if is_device_array(grad_output) else np.asarray(grad_output)
-        return cuda.scale_rows(grad.reshape(rows, size // max(rows, 1)),
-                               g.reshape(rows)).reshape(grad.shape)
-    g = np.asarray(to_numpy(grad_output), dtype=grad.dtype)
-    return grad * (g.reshape(g.shape + (1,) * (grad.ndim - g.ndim)) if per_row else g)
+        s = grad_output if hasattr(grad_output, "reshape") else np.asarray(grad_output)
+        s = s.reshape(rows)
+    return tier_of(grad).scale_rows(grad.reshape(rows, size // max(rows, 1)), s).reshape(grad.shape)

@@ -9,7 +9,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._backend import check_host, is_device_array, kernels, resolve, to_device, to_numpy
+from .._backend import check_host, is_device_array, kernels, resolve, tier_of
 from .._checks import number
 from ._common import _array, _same_shape
 
@@ -28,8 +28,8 @@ def _affine(a, name, shape, x, value):
     """``a`` in x's dtype checked against ``shape``, or ``value`` filled in (on x's device) when
     None; returns ``(flat array, given)``."""
     if a is None:
-        filled = np.full(int(np.prod(shape, dtype=np.int64)), value, dtype=np.dtype(x.dtype))
-        return (to_device(filled) if is_device_array(x) else filled), False
+        size = int(np.prod(shape, dtype=np.int64))
+        return tier_of(x).full((size,), value, np.dtype(x.dtype)), False
     a = _array(a, name, x.dtype)
     _same_shape(a, shape, name)
     return a.reshape(a.size), True
@@ -73,14 +73,8 @@ def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=Tr
     out, bmean, bvar, saved = kernels(name).batch_norm(x3, weight, bias, mean, var, training, eps)
     if training and running_mean is not None:
         unbias = momentum * count / (count - 1)
-        if is_device_array(running_mean):
-            kernels(name).axpby(running_mean, bmean, 1 - momentum, momentum)
-            kernels(name).axpby(running_var, bvar, 1 - momentum, unbias)
-        else:
-            running_mean *= 1 - momentum
-            running_mean += momentum * to_numpy(bmean)
-            running_var *= 1 - momentum
-            running_var += unbias * to_numpy(bvar)
+        tier_of(running_mean).axpby(running_mean, bmean, 1 - momentum, momentum)
+        tier_of(running_var).axpby(running_var, bvar, 1 - momentum, unbias)
     return out.reshape(x.shape), BatchNormCache(x3, weight, saved, bool(training), name, tuple(x.shape),
                                                 has_weight, has_bias)
 

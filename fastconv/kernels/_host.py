@@ -1,5 +1,6 @@
 """The host tiers' (naive and cpu) elementwise helpers: the NumPy side of the cuda tier's
-``elementwise`` helpers, so that callers reach either through the tier and never branch on the device.
+``elementwise`` helpers, so that callers reach either through the tier and never branch on the
+device.
 
 Each takes host arrays; an operand that is a device array (a host tier updating host state from
 a cuda result, e.g. BatchNorm's running statistics) is copied to the host first, as the cuda tier
@@ -9,7 +10,7 @@ import numpy as np
 
 from .._backend import to_numpy
 
-__all__ = ["axpby", "scale_rows", "zeros_like"]
+__all__ = ["axpby", "clamp", "full", "scale_rows", "zeros_like"]
 
 
 def axpby(y, x, a, b):
@@ -26,6 +27,16 @@ def axpby(y, x, a, b):
         y *= a
     if b != 0:
         y += x if b == 1 else x * b
+
+
+def clamp(y, lo, hi):
+    """``np.clip(y, lo, hi, out=y)``: y (any shape) clamped in place."""
+    np.clip(y, lo, hi, out=y)
+
+
+def full(shape, value, dtype):
+    """An array of ``shape`` and ``dtype`` filled with ``value``."""
+    return np.full(tuple(shape), value, dtype=dtype)
 
 
 def scale_rows(a, s):

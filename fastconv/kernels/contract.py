@@ -115,7 +115,8 @@ CONTRACT = {
     },
     "loss": {
         "softmax_cross_entropy": ("logits, labels",
-                                  "logits (N, C), labels int64 (N,) -> (mean loss, dlogits (N, C))"),
+                                  "logits (N, C), labels int64 (N,) -> (mean loss, dlogits "
+                                  "(N, C))"),
         "cross_entropy": ("logits, labels, weight, ignore_index, reduction, label_smoothing",
                           "logits (N, C), labels (N,), weight (C,) or None -> (loss, dlogits)"),
         "nll_loss": ("log_probs, labels, weight, ignore_index, reduction",
@@ -144,6 +145,9 @@ CONTRACT = {
     },
     "elementwise": {
         "axpby": ("y, x, a, b", "y, x (one shape): y = y * a + x * b in place"),
+        "clamp": ("y, lo, hi", "y (any shape) clamped to [lo, hi] in place, NaN kept"),
+        "full": ("shape, value, dtype", "-> an array of shape and dtype filled with value, on "
+                 "the tier's device"),
         "scale_rows": ("a, s", "a (rows, length), s (rows,) -> a * s[:, None]"),
         "zeros_like": ("a", "a -> zeros of a's shape and dtype, where a lives"),
     },

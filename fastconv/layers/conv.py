@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from .._backend import get_backend, kernels
+from .._backend import kernels, resolve
 from .._shapes import (check_output_padding, conv_output_hw, conv_padding,
                        conv_transpose_output_hw, pad_output_hw, pair)
 from .._checks import generator, in_layer, positive_int
@@ -171,7 +171,7 @@ class Conv2d(_ConvNd):
         if self.groups > 1 and self.groups == self.in_channels:
             return out, kept, 0
         g = self.groups
-        tier = kernels("cuda" if self.weight.device == "cuda" else get_backend())
+        tier = kernels(resolve(None, self.weight.data))
         cols_kept, work = tier.conv2d_memory((n, c // g, h, wd), (self.out_channels // g, c // g) +
                                              self.kernel_size, self.stride, pads, self.dilation, itemsize)
         return out, kept + g * cols_kept, work

@@ -10,7 +10,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._backend import is_device_array, kernels, to_device, to_numpy
+from .._backend import is_device_array, kernels, tier_of, to_device, to_numpy
 from .._checks import manual_seed  # noqa: F401 - re-exported (fastconv.manual_seed)
 from .._grad import is_grad_enabled
 
@@ -61,10 +61,8 @@ def _accumulate(param, g):
         return
     if param.grad is None:
         param.grad = g if is_device_array(g) else g.copy()  # the tier's fresh device array
-    elif is_device_array(param.grad):
-        kernels("cuda").axpby(param.grad, g, 1, 1)  # grad = grad * 1 + g * 1, in place
     else:
-        param.grad += g
+        tier_of(param.grad).axpby(param.grad, g, 1, 1)  # grad += g, in place, where grad lives
 
 
 class Parameter:

@@ -162,12 +162,10 @@ class Optimizer:
         """A zero state buffer like ``p.data``, on its device."""
         return tier_of(p.data).zeros_like(p.data)
 
-    def _full(self, p, value):
+    @staticmethod
+    def _full(p, value):
         """A state buffer like ``p.data`` filled with ``value``, on its device."""
-        buf = self._zeros(p)
-        if value != 0:
-            tier_of(buf).axpby(buf, np.full(p.data.shape, value, dtype=p.data.dtype), 1.0, 1.0)
-        return buf
+        return tier_of(p.data).full(p.data.shape, value, p.data.dtype)
 
     def _check_devices(self):
         """Refuse, before any update, device parameters this optimizer cannot step."""

@@ -4,9 +4,9 @@
 them, e.g. ``model.parameters()``; parameters whose ``grad`` is None are
 ignored. Gradients are changed in place, in their own dtype. Norms are
 computed in the gradients' dtype (the common one, for mixed dtypes) and
-returned as Python floats (PyTorch returns a 0-d tensor). Gradients on the
-cuda device are scaled there (the tier's ``axpby``); their norms, and
-:func:`clip_grad_value_`, copy them to the host and back.
+returned as Python floats (PyTorch returns a 0-d tensor). Gradients are
+scaled and clamped where they live (their tier's ``axpby`` and ``clamp``);
+the norms of gradients on the cuda device are taken on a host copy.
 """
 
 import math
@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from .._backend import is_device_array, kernels, to_numpy
+from .._backend import tier_of, to_numpy
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
@@ -75,7 +75,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False):
     norm_type = float(norm_type)
     if not tensors:
         return 0.0
-    hosts = [to_numpy(t) if is_device_array(t) else np.asarray(t) for t in tensors]
+    hosts = [to_numpy(t) for t in tensors]
     dtype = np.result_type(*hosts)
     norms = np.array([_vector_norm(h, norm_type) for h in hosts], dtype=dtype)
     total = _vector_norm(norms, norm_type)
@@ -103,11 +103,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm):
     coef = dtype.type(max_norm) / (dtype.type(total_norm) + dtype.type(_NORM_EPS))
     coef = min(coef, dtype.type(1.0))
     for g in grads:
-        c = np.dtype(g.dtype).type(coef)
-        if is_device_array(g):
-            kernels("cuda").axpby(g, g, c, 0.0)
-        else:
-            g *= c
+        tier_of(g).axpby(g, g, np.dtype(g.dtype).type(coef), 0.0)  # g *= coef, where g lives
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -149,9 +145,4 @@ def clip_grad_value_(parameters, clip_value):
         g = p.grad
         if g is None:
             continue
-        if is_device_array(g):
-            host = g.copy_to_host()
-            np.clip(host, -clip_value, clip_value, out=host)
-            g.copy_to_device(host)
-        else:
-            np.clip(g, -clip_value, clip_value, out=g)
+        tier_of(g).clamp(g, -clip_value, clip_value)

@@ -16,7 +16,7 @@ took 50 ms instead of 33.) Large outputs come from :mod:`fastconv.kernels._memor
 calls reuse memory that is already mapped instead of faulting in fresh pages.
 """
 from ..contract import NAMES
-from .._host import axpby, scale_rows, zeros_like
+from .._host import axpby, clamp, full, scale_rows, zeros_like
 from .._host_optim import adagrad_update, adam_update, rmsprop_update, sgd_update
 from .activation import (activate, activate_backward, prelu, prelu_backward, relu, relu_backward,
                          sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)

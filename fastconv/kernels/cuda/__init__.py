@@ -10,7 +10,7 @@ bad labels, for the others) and the ``ok`` flag of :func:`max_pool2d_backward`. 
 ``NUMBA_ENABLE_CUDASIM=1`` runs the same kernels on Numba's simulator. No cuBLAS, no CuPy: every
 kernel is in this package, one file per op family of :mod:`fastconv.kernels.contract` with the
 same names as in every tier (``optim``: the SGD, Adam, RMSprop and Adagrad updates;
-``elementwise``: ``axpby``, ``scale_rows``, ``zeros_like`` and the unary and binary maps the
+``elementwise``: ``axpby``, ``clamp``, ``full``, ``scale_rows``, ``zeros_like`` and the unary and binary maps the
 activations and dropout use), plus ``_gemm`` (the shared product) and ``_launch`` (launch sizes
 and device-array helpers).
 
@@ -20,7 +20,8 @@ Launch configurations (``THREADS = 256``, ``TILE = 16``, ``REDUCE_THREADS = 256`
   ``_route_kernel``, ``_gather_kernel``, ``_avg_pool_kernel``, ``_avg_pool_backward_kernel``,
   ``_unary_kernel``, ``_binary_kernel``, ``_scale_rows_kernel``, ``_dropout_kernel``,
   ``_sgd_kernel``, ``_adam_kernel``, ``_rmsprop_kernel``, ``_adagrad_kernel``, ``_bn_affine_kernel``,
-  ``_bn_dx_kernel``, ``_axpby_kernel``, ``_softmax_xent_kernel``, ``_target_weight_kernel``,
+  ``_bn_dx_kernel``, ``_axpby_kernel``, ``_clamp_kernel``, ``_softmax_xent_kernel``,
+  ``_target_weight_kernel``,
   ``_xent_kernel``, ``_nll_kernel``, ``_bce_logits_kernel``, ``_mse_kernel``): 1-D grid of
   ``THREADS``-thread blocks (fewer threads, a multiple of the 32-thread warp, when n is small),
   ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks, and a grid-stride loop over the n elements of the
@@ -99,7 +100,7 @@ from .combine import add, concat, split
 from .conv import col2im, conv2d, conv2d_backward, conv2d_memory, im2col
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
-from .elementwise import axpby, scale_rows, zeros_like
+from .elementwise import axpby, clamp, full, scale_rows, zeros_like
 from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2d,
                       grouped_conv2d_backward)
 from .linear import linear, linear_backward

@@ -1,6 +1,6 @@
 """cuda elementwise kernels: the unary maps and binary gradients that the activations and dropout
-use, ``scale_rows`` (channel dropout, the chain rule of the losses), the in-place ``axpby``
-(running statistics) and ``zeros_like`` (optimizer state)."""
+use, ``scale_rows`` (channel dropout, the chain rule of the losses), the in-place ``axpby`` (running
+statistics) and ``clamp`` (gradient clipping), and ``full`` and ``zeros_like`` (new state)."""
 import math
 
 import numpy as np
@@ -61,6 +61,18 @@ def _axpby_kernel(y, x, a, b):
 
 
 @cuda.jit(cache=True)
+def _clamp_kernel(y, lo, hi):
+    """y = min(max(y, lo), hi) in place (flat), NaN kept, as ``np.clip``."""
+    for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        v = y[i]
+        if v < lo:
+            v = lo
+        if v > hi:
+            v = hi
+        y[i] = v
+
+
+@cuda.jit(cache=True)
 def _scale_rows_kernel(a, s, length, out):
     """out[i] = a[i] * s[i // length] (flat arrays): row r of a (rows, length) times s[r]."""
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
@@ -96,6 +108,12 @@ def axpby(y, x, a, b):
     _axpby_kernel[_launch(y.size)](_flat(y), _flat(x), _scalar(y.dtype, a), _scalar(y.dtype, b))
 
 
+def clamp(y, lo, hi):
+    """``np.clip(y, lo, hi, out=y)`` in place on the device (``y`` a device array)."""
+    y = _in_place(y, "y")
+    _clamp_kernel[_launch(y.size)](_flat(y), _scalar(y.dtype, lo), _scalar(y.dtype, hi))
+
+
 def scale_rows(a, s):
     """``a * s[:, None]`` as a new device array: ``a`` (rows, length), ``s`` (rows,) in a's dtype
     (host or device arrays)."""
@@ -109,6 +127,11 @@ def scale_rows(a, s):
     return out
 
 
+def full(shape, value, dtype):
+    """A device array of ``shape`` and ``dtype`` filled with ``value`` (one host-to-device copy)."""
+    return cuda.to_device(np.full(tuple(shape), value, dtype=dtype))
+
+
 def zeros_like(a):
     """A zero-filled device array of ``a``'s shape and dtype (for optimizer state buffers)."""
     return cuda.to_device(np.zeros(tuple(a.shape), dtype=a.dtype))
@@ -119,4 +142,5 @@ KERNELS = {
     "_binary_kernel": (_binary_kernel, _sigs(f"void({_A1}, {_A1}, int64, {_A1})")),
     "_scale_rows_kernel": (_scale_rows_kernel, _sigs(f"void({_A1}, {_A1}, int64, {_A1})")),
     "_axpby_kernel": (_axpby_kernel, _sigs(f"void({_A1}, {_A1}, {{f}}, {{f}})")),
+    "_clamp_kernel": (_clamp_kernel, _sigs(f"void({_A1}, {{f}}, {{f}})")),
 }

@@ -9,7 +9,7 @@ families are the NumPy helpers and optimizer updates both host tiers share
 (:mod:`fastconv.kernels._host`, :mod:`fastconv.kernels._host_optim`).
 """
 from ..contract import NAMES
-from .._host import axpby, scale_rows, zeros_like
+from .._host import axpby, clamp, full, scale_rows, zeros_like
 from .._host_optim import adagrad_update, adam_update, rmsprop_update, sgd_update
 from .activation import (activate, activate_backward, prelu, prelu_backward, relu, relu_backward,
                          sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)
