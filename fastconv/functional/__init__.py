@@ -12,8 +12,8 @@ from .activation import (elu, elu_backward, gelu, gelu_backward, hardtanh, hardt
                          prelu_backward, selu, selu_backward, silu, silu_backward, softmax,
                          softmax_backward, softplus, softplus_backward)
 from .combine import add, cat, split
-from .conv import (ConvCache, ConvTransposeCache, col2im, conv2d, conv2d_backward, conv_transpose2d,
-                   conv_transpose2d_backward, im2col)
+from .conv import (ConvCache, ConvTransposeCache, col2im, conv2d, conv2d_backward, conv2d_memory,
+                   conv_transpose2d, conv_transpose2d_backward, im2col)
 from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from .linear import LinearCache, linear, linear_backward
 from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
@@ -34,6 +34,7 @@ __all__ += ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max
             "adaptive_max_pool2d_backward", "max_unpool2d", "max_unpool2d_backward"]
 __all__ += ["ConvCache", "LinearCache", "BatchNormCache"]
 __all__ += ["conv_transpose2d", "conv_transpose2d_backward", "ConvTransposeCache", "pad", "pad_backward"]
+__all__ += ["conv2d_memory"]
 __all__ += ["leaky_relu", "leaky_relu_backward", "elu", "elu_backward", "selu", "selu_backward", "gelu",
             "gelu_backward", "silu", "silu_backward", "softplus", "softplus_backward", "hardtanh",
             "hardtanh_backward", "prelu", "prelu_backward", "softmax", "softmax_backward",

@@ -13,7 +13,7 @@ from .._shapes import conv_output_hw, conv_padding, conv_transpose_output_hw, pa
 from ._common import _array, _ndim4, _same_shape, _shape4
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "im2col",
-           "col2im", "ConvCache", "ConvTransposeCache"]
+           "col2im", "conv2d_memory", "ConvCache", "ConvTransposeCache"]
 
 # Both caches hold the forward's inputs, then its geometry in the forward's argument order, then
 # the tier's saved state and the tier's name.
@@ -162,6 +162,26 @@ def conv_transpose2d_backward(dout, cache, need_dx=True):
     return kernels(c.backend).conv_transpose2d_backward(
         dout, c.x, c.w, c.has_bias, c.stride, c.padding, c.output_padding, c.dilation, c.groups,
         c.saved, need_dx)
+
+
+def conv2d_memory(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, itemsize=4,
+                  backend=None):
+    """Bytes ``(kept, workspace)`` that :func:`conv2d` of these shapes allocates on the tier
+    beyond its input and output: what it keeps for :func:`conv2d_backward`, and its scratch.
+
+    The grouping picks the kernel as :func:`conv2d` does: a depthwise convolution unfolds nothing;
+    each group of a grouped one is a convolution of its own (their kept columns add up, their
+    scratch is reused). ``backend`` None is the default tier.
+    """
+    n, c, h, wd = (int(v) for v in input_shape)
+    k, cg, fh, fw = (int(v) for v in weight_shape)
+    stride, pads, dilation, _ = _conv_geometry((n, c, h, wd), (fh, fw), stride, padding, dilation)
+    if groups > 1 and groups == c:
+        return 0, 0
+    kept, work = kernels(resolve(backend)).conv2d_memory((n, c // groups, h, wd),
+                                                         (k // groups, cg, fh, fw), stride, pads,
+                                                         dilation, itemsize)
+    return groups * kept, work
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, backend=None):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from .._backend import kernels, resolve
+from .._backend import resolve
 from .._shapes import (check_output_padding, conv_output_hw, conv_padding,
                        conv_transpose_output_hw, pad_output_hw, pair)
 from .._checks import generator, in_layer, positive_int
@@ -162,19 +162,15 @@ class Conv2d(_ConvNd):
         grouped layer is a convolution of its own."""
         out = math.prod(out_shape) * itemsize
         n, c, h, wd = in_shape
-        pads = self._pads
-        kept = 0
+        padding, kept = self.padding, 0
         if self._explicit_pad() is not None:  # the padded input, convolved without padding
             left, right, top, bottom = self._explicit_pad()
-            h, wd, pads = h + top + bottom, wd + left + right, (0, 0, 0, 0)
+            h, wd, padding = h + top + bottom, wd + left + right, 0
             kept = n * c * h * wd * itemsize
-        if self.groups > 1 and self.groups == self.in_channels:
-            return out, kept, 0
-        g = self.groups
-        tier = kernels(resolve(None, self.weight.data))
-        cols_kept, work = tier.conv2d_memory((n, c // g, h, wd), (self.out_channels // g, c // g) +
-                                             self.kernel_size, self.stride, pads, self.dilation, itemsize)
-        return out, kept + g * cols_kept, work
+        cols_kept, work = F.conv2d_memory((n, c, h, wd), self.weight.shape, self.stride, padding,
+                                          self.dilation, self.groups, itemsize,
+                                          backend=resolve(None, self.weight.data))
+        return out, kept + cols_kept, work
 
     def __repr__(self):
         return self._repr(self.padding, padding_mode=self.padding_mode)

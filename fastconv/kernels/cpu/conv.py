@@ -214,10 +214,10 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     """The ONE rule that picks the cpu convolution path: ``"direct"``, ``"winograd"``,
     ``"blocked"`` or ``"im2col"``, in this order: direct (few taps, below); Winograd for 3x3
     layers of at least WINO_BIG_C input and WINO_BIG_K output channels; the blocked path
-    (:mod:`.blocked`) for layers of stride 1 or 2 with at least BLOCKED_C input and BLOCKED_K
-    output channels, a kernel of more than one tap and a padded width (over the stride) under
-    4/3 of the output width (the blocked forward computes rows of that width); then Winograd
-    under its older, wider condition (below); else im2col.
+    (:mod:`.blocked`) for stride-1 layers of at least BLOCKED_C input and BLOCKED_K output
+    channels, a kernel of more than one tap, padding at most ``dil*(F-1)`` on each side and a
+    padded width at most 4/3 of the output width (the blocked forward computes rows of the
+    padded width); then Winograd under its older, wider condition (below); else im2col.
 
     Blocked against the old choice, fwd+bwd ms, measured 2026-12-07 on an AMD EPYC family 25
     model 17 (Zen 4, AVX-512), one thread (thread CPU time: the machine was shared, load 5-12 on
@@ -234,11 +234,6 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     3/2 of the output's) 2.3 against 2.6 / 2.2 against 2.8, 6->16 5x5 on 14x14 3.1 against
     3.7 / 4.1 against 4.3, 1x1 layers 16->32 28x28, 64->64 14x14, 128->128 7x7 6.7, 8.1, 6.1
     against 6.7, 6.9, 5.9 / 6.3, 8.1, 6.9 against 7.1, 8.4, 6.5 (a tie: left to im2col).
-    Stride 2, 3x3 pad 1, blocked against im2col: 16->32 28x28 6.2 against 10.6 / 6.9 against
-    8.9, 32->64 14x14 6.3 against 7.2 / 6.4 against 6.6, 8->16 28x28 3.2 against 4.2 / 3.1
-    against 3.7, 64->128 14x14 22.1 against 23.0 / 21.2 against 20.4; im2col's: 1x1 stride 2
-    16->32 28x28 2.0 against 2.5 / 1.8 against 3.1, and E at stride 2 (padded width 8 over 6
-    outputs) 1.3 against 1.5 / 1.0 against 1.4.
 
     The direct path (:mod:`.direct`) for stride-1 undilated layers of at most DIRECT_TAPS taps
     ``C*FH*FW``, where im2col's GEMM has too short an inner dimension to pay for its copies, and
@@ -268,18 +263,21 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     ho, wo = conv_output_hw((h, wd), (fh, fw), stride, pads, dilation)
     unit = tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
     fits = (fh, fw) == (3, 3) and unit and min(ho, wo) >= 2
+    # the blocked path's dx is a correlation of dout padded by dil*(F-1) - pad on each side
+    blocks = tuple(stride) == (1, 1) and max(pads[:2]) <= dilation[0] * (fh - 1) and \
+        max(pads[2:]) <= dilation[1] * (fw - 1)
     if ALGORITHM is not None:
         if ALGORITHM == "winograd" and fits:
             return "winograd"
-        if ALGORITHM == "blocked":  # every dense convolution
+        if ALGORITHM == "blocked" and blocks:
             return "blocked"
         return "direct" if ALGORITHM == "direct" and unit else "im2col"
     if unit and c * fh * fw <= DIRECT_TAPS and c * fh * -(-fw // 3) <= DIRECT_PASSES:
         return "direct"
     if fits and c >= WINO_BIG_C and k >= WINO_BIG_K:
         return "winograd"
-    if max(stride) <= 2 and c >= BLOCKED_C and k >= BLOCKED_K and fh * fw > 1 and \
-            3 * -(-(wd + pads[2] + pads[3]) // stride[1]) < 4 * wo:
+    if blocks and c >= BLOCKED_C and k >= BLOCKED_K and fh * fw > 1 and \
+            3 * (wo + dilation[1] * (fw - 1)) <= 4 * wo:
         return "blocked"
     return "winograd" if fits and min(c, k) >= WINO_CHANNELS else "im2col"
 
