@@ -214,26 +214,13 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     """The ONE rule that picks the cpu convolution path: ``"direct"``, ``"winograd"``,
     ``"blocked"`` or ``"im2col"``, in this order: direct (few taps, below); Winograd for 3x3
     layers of at least WINO_BIG_C input and WINO_BIG_K output channels; the blocked path
-    (:mod:`.blocked`) for stride-1 layers of at least BLOCKED_C input and BLOCKED_K output
-    channels, a kernel of more than one tap, padding at most ``dil*(F-1)`` on each side and a
-    padded width at most 4/3 of the output width (the blocked forward computes rows of the
-    padded width); then Winograd under its older, wider condition (below); else im2col.
+    (:mod:`.blocked`) for layers of stride 1 or 2 with at least BLOCKED_C input and BLOCKED_K
+    output channels, a kernel of more than one tap and a padded width (over the stride) under
+    4/3 of the output width (the blocked forward computes rows of that width); then Winograd
+    under its older, wider condition (below); else im2col.
 
-    Blocked against the old choice, fwd+bwd ms, measured 2026-12-07 on an AMD EPYC family 25
-    model 17 (Zen 4, AVX-512), one thread (thread CPU time: the machine was shared, load 5-12 on
-    2 cores), float32, batch 64, 3x3 pad 1 unless said, medians of 5 interleaved rounds; native
-    / AVX2 (``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= OPENBLAS_CORETYPE=Haswell``):
-    Winograd's wins: 32->64 14x14 (B) 18.9 against 17.6 / 18.1 against 16.0, 64->64 14x14 32.7
-    against 31.4 / 33.6 against 29.4, 64->128 16x16 (D) 81.3 against 72.9 / 107
-    against 77. Blocked's: 32->32 28x28 34.5 against 39.0 / 37.5 against 44.1, 16->32 28x28
-    19.8 against 29.2 / 20.5 against 27.2, 16->16 28x28 10.6 against 15.4 / 11.1 against 17.9,
-    32->32 14x14 9.5
-    against 10.0 / 9.6 against 10.8; against im2col: 32->64 5x5 pad 2 14x14 45.6 against 67.7
-    / 53.3 against 64.3, 8->16 28x28 8.4 against 10.8 / 7.8 against 9.3, 12->24 14x14 4.5
-    against 6.2 / 4.8 against 4.8; im2col's: E (20->40 5x5 on 12x12, 10 images, padded width
-    3/2 of the output's) 2.3 against 2.6 / 2.2 against 2.8, 6->16 5x5 on 14x14 3.1 against
-    3.7 / 4.1 against 4.3, 1x1 layers 16->32 28x28, 64->64 14x14, 128->128 7x7 6.7, 8.1, 6.1
-    against 6.7, 6.9, 5.9 / 6.3, 8.1, 6.9 against 7.1, 8.4, 6.5 (a tie: left to im2col).
+    The measurements behind the blocked path's place (native and AVX2) are in :mod:`.blocked`'s
+    docstring.
 
     The direct path (:mod:`.direct`) for stride-1 undilated layers of at most DIRECT_TAPS taps
     ``C*FH*FW``, where im2col's GEMM has too short an inner dimension to pay for its copies, and
@@ -263,21 +250,18 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     ho, wo = conv_output_hw((h, wd), (fh, fw), stride, pads, dilation)
     unit = tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
     fits = (fh, fw) == (3, 3) and unit and min(ho, wo) >= 2
-    # the blocked path's dx is a correlation of dout padded by dil*(F-1) - pad on each side
-    blocks = tuple(stride) == (1, 1) and max(pads[:2]) <= dilation[0] * (fh - 1) and \
-        max(pads[2:]) <= dilation[1] * (fw - 1)
     if ALGORITHM is not None:
         if ALGORITHM == "winograd" and fits:
             return "winograd"
-        if ALGORITHM == "blocked" and blocks:
+        if ALGORITHM == "blocked":  # every dense convolution
             return "blocked"
         return "direct" if ALGORITHM == "direct" and unit else "im2col"
     if unit and c * fh * fw <= DIRECT_TAPS and c * fh * -(-fw // 3) <= DIRECT_PASSES:
         return "direct"
     if fits and c >= WINO_BIG_C and k >= WINO_BIG_K:
         return "winograd"
-    if blocks and c >= BLOCKED_C and k >= BLOCKED_K and fh * fw > 1 and \
-            3 * (wo + dilation[1] * (fw - 1)) <= 4 * wo:
+    if max(stride) <= 2 and c >= BLOCKED_C and k >= BLOCKED_K and fh * fw > 1 and \
+            3 * -(-(wd + pads[2] + pads[3]) // stride[1]) < 4 * wo:
         return "blocked"
     return "winograd" if fits and min(c, k) >= WINO_CHANNELS else "im2col"
 
