@@ -2,8 +2,6 @@
 its plot."""
 import math
 
-from ._io import atomic_write
-
 __all__ = ["History"]
 
 _FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_second")
@@ -80,16 +78,14 @@ class History:
 
         Needs matplotlib (the optional extra: ``pip install fastconv[plot]``).
         """
-        try:
-            from matplotlib.figure import Figure
-            from matplotlib.ticker import MaxNLocator
-        except ImportError as exc:
-            raise ImportError("History.plot needs matplotlib: pip install fastconv[plot] "
-                              "(or pip install matplotlib)") from exc
+        from .viz import new_figure, save_figure  # imported here: matplotlib only when drawing
+
+        fig = new_figure((12, 3.6), "History.plot")
+        from matplotlib.ticker import MaxNLocator
+
         if not self.epoch:
             raise ValueError("History.plot: the history is empty (no completed epoch)")
         epochs = [e + 1 for e in self.epoch]
-        fig = Figure(figsize=(12, 3.6), constrained_layout=True)
         axes = fig.subplots(1, 3)
         for ax, key in zip(axes, ("loss", "accuracy")):
             ax.plot(epochs, getattr(self, key), "o-", label="train")
@@ -104,4 +100,4 @@ class History:
         axes[2].grid(alpha=0.3)
         for ax in axes:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+        return save_figure(fig, path)
