@@ -9,7 +9,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["integer", "positive_int", "pair", "number", "generator", "manual_seed", "in_layer"]
+__all__ = ["integer", "positive_int", "pair", "number", "reduction", "generator", "manual_seed",
+           "in_layer"]
 
 #: What ``rng=None`` draws from: OS entropy until :func:`manual_seed` resets it.
 _default = {"rng": np.random.default_rng()}
@@ -47,14 +48,26 @@ def pair(v, name):
     return v, v
 
 
-def number(v, name, minimum=None):
-    """``v`` as a float (a real number, not a bool); TypeError otherwise, ValueError below
-    ``minimum`` (or NaN when a minimum is given)."""
+def number(v, name, minimum=None, maximum=None):
+    """``v`` as a float (a real number, not a bool); TypeError otherwise, ValueError outside
+    ``[minimum, maximum]`` (either bound optional; NaN is outside any bound)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a number, got {v!r}")
-    if minimum is not None and not v >= minimum:
-        raise ValueError(f"{name} must be a number >= {minimum}, got {v!r}")
+    low = minimum is None or v >= minimum
+    high = maximum is None or v <= maximum
+    if not (low and high):
+        want = (f"in [{minimum}, {maximum}]" if minimum is not None and maximum is not None
+                else f">= {minimum}" if minimum is not None else f"<= {maximum}")
+        raise ValueError(f"{name} must be a number {want}, got {v!r}")
     return float(v)
+
+
+def reduction(value):
+    """A loss's ``reduction``: "mean", "sum" or "none" (PyTorch's words); ValueError otherwise."""
+    if not isinstance(value, str) or value not in ("mean", "sum", "none"):
+        raise ValueError(f"{value!r} is not a valid value for reduction: choose 'mean', 'sum' "
+                         "or 'none'")
+    return value
 
 
 def manual_seed(seed):

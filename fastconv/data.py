@@ -1,5 +1,6 @@
 """Data sets that need not fit in memory: :class:`Dataset`, :class:`TensorDataset`,
-:class:`Subset` and :class:`IDXDataset` (a memory-mapped IDX file such as MNIST's).
+:class:`Subset` and :class:`IDXDataset` (a memory-mapped IDX file such as MNIST's), and the
+IDX reader: :func:`read_idx` (into memory) and :func:`memmap_idx` (mapped).
 
 The :class:`fastconv.Trainer` takes a Dataset wherever it takes arrays (``fit``,
 ``evaluate``, ``validation_data``) and asks it for one batch at a time, by an array of
@@ -8,6 +9,7 @@ sample indices, so only the batches in use are in memory.
 import contextlib
 import gzip
 import hashlib
+import io
 import math
 import os
 import tempfile
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dataset", "TensorDataset", "Subset", "IDXDataset", "memmap_idx", "is_dataset"]
+__all__ = ["Dataset", "TensorDataset", "Subset", "IDXDataset", "read_idx", "memmap_idx", "is_dataset"]
 
 
 class Dataset:
@@ -142,16 +144,46 @@ class Subset(Dataset):
         return f"Subset({self.dataset!r}, {len(self)} samples)"
 
 
-# --- memory-mapped IDX files -----------------------------------------------------------------
+# --- the IDX reader: read_idx (in memory) and memmap_idx (mapped) ---------------------------------
 
 # What a damaged gzip stream raises while it is decompressed (a bad header or CRC, a stream cut
-# short, a bad deflate block): the memory map here and fastconv.datasets.read_idx turn each into
-# the same ValueError naming the file.
+# short, a bad deflate block): each becomes a ValueError naming the file.
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
-def _corrupt_gzip(path, exc):
-    return ValueError(f"{path}: corrupt gzip data ({exc})")
+def _is_gzip(path):
+    """Whether the file ``path`` is gzip-compressed, by its magic bytes (a name ending in .gz
+    without them is a ValueError)."""
+    with open(path, "rb") as f:
+        if f.read(2) == b"\x1f\x8b":
+            return True
+    if path.suffix == ".gz":
+        raise ValueError(f"{path}: not a gzip file (name ends in .gz but no gzip magic bytes)")
+    return False
+
+
+def _gunzip(path, out):
+    """Stream the content of the gzip file ``path`` into the binary file ``out``."""
+    with gzip.open(path, "rb") as src:
+        while True:
+            try:
+                chunk = src.read(1 << 20)
+            except _GZIP_ERRORS as exc:
+                raise ValueError(f"{path}: corrupt gzip data ({exc})") from None
+            if not chunk:
+                break
+            out.write(chunk)
+
+
+def decompressed_bytes(path):
+    """The content of the file ``path``, decompressed when it is gzip (detected by its magic
+    bytes); damaged gzip data is a ValueError naming the file."""
+    path = Path(path)
+    if not _is_gzip(path):
+        return path.read_bytes()
+    out = io.BytesIO()
+    _gunzip(path, out)
+    return out.getbuffer()
 
 
 def _idx_layout(path, head, size):
@@ -209,11 +241,8 @@ def _uncompressed(path, cache_dir):
     """``path`` itself, or (a gzip file) its content decompressed once into ``cache_dir``
     (default: a ``fastconv-cache`` folder next to it) under the name :func:`_cache_name` gives;
     older copies of the same path are removed after a new one is written."""
-    with open(path, "rb") as f:
-        if f.read(2) != b"\x1f\x8b":
-            if path.suffix == ".gz":
-                raise ValueError(f"{path}: not a gzip file (name ends in .gz but no gzip magic bytes)")
-            return path
+    if not _is_gzip(path):
+        return path
     folder = Path(cache_dir) if cache_dir is not None else path.parent / "fastconv-cache"
     prefix, name = _cache_name(path)
     target = folder / name
@@ -227,15 +256,8 @@ def _uncompressed(path, cache_dir):
                       f"write the decompressed copy in {folder} ({exc}): pass cache_dir= a "
                       "writable folder, or decompress it yourself (gunzip)") from exc
     try:
-        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
-            while True:
-                try:
-                    chunk = src.read(1 << 20)
-                except _GZIP_ERRORS as exc:
-                    raise _corrupt_gzip(path, exc) from None
-                if not chunk:
-                    break
-                out.write(chunk)
+        with os.fdopen(fd, "wb") as out:
+            _gunzip(path, out)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):  # never leave the partial copy behind
@@ -248,9 +270,34 @@ def _uncompressed(path, cache_dir):
     return target
 
 
+def read_idx(path):
+    """Read an IDX file (MNIST's format, gzip-compressed or plain) into memory.
+
+    Parameters
+    ----------
+    path : str or Path
+        An IDX file of unsigned bytes: magic 2051 (images, 3 dimensions) or
+        2049 (labels, 1 dimension). Gzip compression is detected automatically.
+
+    Returns
+    -------
+    ndarray of uint8
+        Shape ``(N, rows, cols)`` for images, ``(N,)`` for labels.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it is not valid gzip, has a bad magic number (type
+        byte other than 0x08 or a dimension count other than 1 or 3), or if its
+        payload is shorter (truncated) or longer (trailing bytes) than the
+        product of the dimensions in the header.
+    """
+    return _read_idx(path, mapped=False)
+
+
 def memmap_idx(path, cache_dir=None):
-    """Memory-map an IDX file of unsigned bytes (the format :func:`fastconv.datasets.read_idx`
-    reads) without reading its payload.
+    """Memory-map an IDX file of unsigned bytes (the format :func:`read_idx` reads) without
+    reading its payload.
 
     Parameters
     ----------
@@ -275,15 +322,28 @@ def memmap_idx(path, cache_dir=None):
         magic number, a truncated header, or a size other than the header's dimensions give
         (the same errors as ``read_idx``).
     """
+    return _read_idx(path, cache_dir, mapped=True)
+
+
+def _read_idx(path, cache_dir=None, mapped=True):
+    """The IDX reader: the header checked (:func:`_idx_layout`, errors naming the user's file,
+    not a decompressed copy), then the payload mapped from the plain file (a gzip file's copy
+    in ``cache_dir``) or read into memory."""
     source = Path(path)
-    path = _uncompressed(source, cache_dir)
-    with open(path, "rb") as f:
-        head = f.read(16)
-        size = os.fstat(f.fileno()).st_size
-    dims, start = _idx_layout(source, head, size)  # errors name the user's file, not the copy
+    if mapped:
+        plain = _uncompressed(source, cache_dir)
+        with open(plain, "rb") as f:
+            head = f.read(16)
+            size = os.fstat(f.fileno()).st_size
+    else:
+        content = decompressed_bytes(source)
+        head, size = bytes(content[:16]), len(content)
+    dims, start = _idx_layout(source, head, size)
+    if not mapped:
+        return np.frombuffer(content, dtype=np.uint8, offset=start).reshape(dims).copy()
     if math.prod(dims) == 0:  # nothing to map
         return np.zeros(dims, np.uint8)
-    return np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=dims)
+    return np.memmap(plain, dtype=np.uint8, mode="r", offset=start, shape=dims)
 
 
 class IDXDataset(Dataset):
@@ -304,7 +364,7 @@ class IDXDataset(Dataset):
     cache_dir : str or Path, optional
 
     ``dataset[indices]`` is ``(transform(images[indices]), labels[indices])`` with the labels
-    as int64, the same values as :func:`fastconv.datasets.read_idx` of the two files.
+    as int64, the same values as :func:`read_idx` of the two files.
 
     Attributes
     ----------

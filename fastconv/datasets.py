@@ -1,14 +1,11 @@
-"""MNIST / Fashion-MNIST loading, normalisation and batch augmentations.
+"""MNIST / Fashion-MNIST files: where they are looked for, their download (mirrors, checksums,
+atomic writes) and :func:`load_mnist`.
 
-Pure NumPy + standard library. Images are returned as ``uint8`` arrays of shape
-``(N, 28, 28)`` and labels as ``int64`` arrays of shape ``(N,)``; :func:`normalize`
-turns images into the ``(N, 1, 28, 28)`` float batches the network layers use, and
-the augmentations act on such float batches ``(N, C, H, W)``.
-
-Every augmentation is a callable ``(x_batch, rng) -> x_batch`` (use the classes
-:class:`RandomShift`, :class:`RandomAffine`, :class:`ElasticDistortion` as a
-trainer's ``augment=``); shape and dtype are preserved and the output depends only
-on the input and the state of ``rng``.
+Images are returned as ``uint8`` arrays of shape ``(N, 28, 28)`` and labels as ``int64`` arrays
+of shape ``(N,)``. The IDX format itself is read by :func:`fastconv.data.read_idx`.
+:func:`normalize`, the MNIST statistics and the augmentations ``RandomShift``, ``RandomAffine``,
+``ElasticDistortion`` (and their functions) live in :mod:`fastconv.transforms` and are
+re-exported here under the names they have always had.
 """
 
 from __future__ import annotations
@@ -25,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_write
-from .data import _GZIP_ERRORS, _corrupt_gzip, _idx_layout
+from .data import decompressed_bytes, read_idx
+from .transforms import (MNIST_MEAN, MNIST_STD, ElasticDistortion, RandomAffine, RandomShift, elastic_distortion,
+                         normalize, random_affine, random_shift, shift_images)
 
 __all__ = [
     "MNIST_MEAN",
@@ -43,11 +42,6 @@ __all__ = [
     "RandomAffine",
     "ElasticDistortion",
 ]
-
-#: Mean and standard deviation of the MNIST training pixels scaled to [0, 1]
-#: (33.318 / 255 and 78.567 / 255).
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
 
 # Base names, in the order (train images, train labels, test images, test labels).
 _NAMES = (
@@ -95,51 +89,6 @@ _urlopen = urllib.request.urlopen
 
 class DownloadError(OSError):
     """A dataset file could not be fetched and verified from any mirror."""
-
-
-# --------------------------------------------------------------------------- IDX
-
-
-def _read_bytes(path):
-    """Raw (decompressed if gzip) content of ``path``; gzip is detected by magic."""
-    path = Path(path)
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except _GZIP_ERRORS as e:
-            raise _corrupt_gzip(path, e) from None
-    if path.suffix == ".gz":
-        raise ValueError(f"{path}: not a gzip file (name ends in .gz but no gzip magic bytes)")
-    return data
-
-
-def read_idx(path):
-    """Read an MNIST IDX file (gzip-compressed or plain).
-
-    Parameters
-    ----------
-    path : str or Path
-        An IDX file of unsigned bytes: magic 2051 (images, 3 dimensions) or
-        2049 (labels, 1 dimension). Gzip compression is detected automatically.
-
-    Returns
-    -------
-    ndarray of uint8
-        Shape ``(N, rows, cols)`` for images, ``(N,)`` for labels.
-
-    Raises
-    ------
-    ValueError
-        Naming the file, if it is not valid gzip, has a bad magic number (type
-        byte other than 0x08 or a dimension count other than 1 or 3), or if its
-        payload is shorter (truncated) or longer (trailing bytes) than the
-        product of the dimensions in the header.
-    """
-    path = Path(path)
-    data = _read_bytes(path)
-    dims, start = _idx_layout(path, data[:16], len(data))
-    return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims).copy()
 
 
 # ---------------------------------------------------------------------- download
@@ -207,7 +156,7 @@ def _find(directory, name):
 
 def _is_digits(labels_path):
     """True if ``labels_path`` is the MNIST-digits training-label file (60 KB, cheap)."""
-    raw = _read_bytes(labels_path)
+    raw = decompressed_bytes(labels_path)
     return hashlib.sha256(raw).hexdigest() == _DIGITS_SHA256["train-labels-idx1-ubyte"]
 
 
@@ -287,250 +236,3 @@ def load_mnist(root=None, kind="digits", download=True, mirrors=None):
     _check_pair(x_train, y_train, paths[0], paths[1])
     _check_pair(x_test, y_test, paths[2], paths[3])
     return (x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))
-
-
-# ------------------------------------------------------------------ normalisation
-
-
-def normalize(x, mean=MNIST_MEAN, std=MNIST_STD, dtype=np.float32):
-    """Scale and standardise images into a float batch.
-
-    Parameters
-    ----------
-    x : ndarray
-        ``uint8`` images ``(N, H, W)`` or ``(N, C, H, W)``: divided by 255 to
-        [0, 1] first (a channel axis is added to 3-D input). Floating input
-        must be ``(N, C, H, W)`` and is standardised as is (not divided by 255).
-    mean, std : float or sequence of float
-        Subtracted / divided after scaling; a sequence gives one value per channel.
-        Defaults are the MNIST training statistics.
-    dtype : dtype
-        Output floating dtype.
-
-    Returns
-    -------
-    ndarray of ``dtype``, shape ``(N, C, H, W)``
-        ``(x / 255 - mean) / std`` (uint8 input) or ``(x - mean) / std``.
-    """
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        if x.ndim == 3:
-            x = x[:, None]
-        out = x.astype(dtype) * np.dtype(dtype).type(1 / 255)
-    elif np.issubdtype(x.dtype, np.floating):
-        out = x.astype(dtype, copy=True)
-    else:
-        raise TypeError(f"expected uint8 or floating images, got {x.dtype}")
-    if out.ndim != 4:
-        raise ValueError(f"expected (N, H, W) uint8 or (N, C, H, W) input, got shape {x.shape}")
-    mean = np.asarray(mean, dtype=dtype).reshape(-1, 1, 1)
-    std = np.asarray(std, dtype=dtype).reshape(-1, 1, 1)
-    out -= mean
-    out /= std
-    return out
-
-
-# ------------------------------------------------------------------ augmentations
-
-
-def _rng(rng):
-    """A Generator (or Generator-like object) as is; None or a seed -> ``default_rng``."""
-    return rng if hasattr(rng, "integers") else np.random.default_rng(rng)
-
-
-def _check_batch(x):
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"expected a batch of shape (N, C, H, W), got {x.shape}")
-    return x
-
-
-def _background(x):
-    """Per-image, per-channel minimum, shape ``(N, C, 1, 1)``: the fill value."""
-    return x.min(axis=(2, 3), keepdims=True)
-
-
-def shift_images(x, dy, dx):
-    """Translate each image by a whole number of pixels.
-
-    Parameters
-    ----------
-    x : ndarray, shape ``(N, C, H, W)``
-    dy, dx : int or int array of shape ``(N,)``
-        Shift down / right (negative: up / left): ``out[..., i, j] = x[..., i - dy, j - dx]``.
-        Uncovered pixels get the minimum of that image and channel (the background).
-
-    Returns
-    -------
-    ndarray, same shape and dtype as ``x``
-    """
-    x = _check_batch(x)
-    n, c, h, w = x.shape
-    dy = np.broadcast_to(np.asarray(dy, dtype=np.intp), (n,))
-    dx = np.broadcast_to(np.asarray(dx, dtype=np.intp), (n,))
-    rows = np.arange(h) - dy[:, None]  # (N, H) source row of each output row
-    cols = np.arange(w) - dx[:, None]  # (N, W)
-    valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    out = x[
-        np.arange(n)[:, None, None, None],
-        np.arange(c)[None, :, None, None],
-        rows.clip(0, h - 1)[:, None, :, None],
-        cols.clip(0, w - 1)[:, None, None, :],
-    ]
-    return np.where(valid[:, None], out, _background(x))
-
-
-def random_shift(x, max_shift=2, rng=None):
-    """Shift each image by integers ``dy, dx`` drawn uniformly in ``[-max_shift, max_shift]``.
-
-    Parameters
-    ----------
-    x : ndarray, shape ``(N, C, H, W)``
-    max_shift : int
-    rng : numpy.random.Generator or int seed, optional
-
-    Returns
-    -------
-    ndarray, same shape and dtype as ``x`` (background fill as in :func:`shift_images`)
-    """
-    x = _check_batch(x)
-    dy, dx = _rng(rng).integers(-max_shift, max_shift + 1, size=(2, len(x)))
-    return shift_images(x, dy, dx)
-
-
-def _sample_bilinear(x, sy, sx):
-    """Sample ``x (N, C, H, W)`` at float source coordinates ``sy, sx (N, H, W)``.
-
-    Neighbours outside the image read the per-image background (minimum).
-    """
-    n, c, h, w = x.shape
-    y0, x0 = np.floor(sy).astype(np.intp), np.floor(sx).astype(np.intp)
-    wy, wx = (sy - y0)[:, None], (sx - x0)[:, None]
-    fill = _background(x)
-    ni, ci = np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None]
-
-    def tap(yi, xi):
-        valid = ((yi >= 0) & (yi < h) & (xi >= 0) & (xi < w))[:, None]
-        v = x[ni, ci, yi.clip(0, h - 1)[:, None], xi.clip(0, w - 1)[:, None]]
-        return np.where(valid, v, fill)
-
-    top = tap(y0, x0) * (1 - wx) + tap(y0, x0 + 1) * wx
-    bottom = tap(y0 + 1, x0) * (1 - wx) + tap(y0 + 1, x0 + 1) * wx
-    return (top * (1 - wy) + bottom * wy).astype(x.dtype)
-
-
-def random_affine(x, degrees=10.0, translate=2.0, scale=(0.9, 1.1), rng=None):
-    """Random rotation, scaling and translation of each image (bilinear, about the centre).
-
-    Parameters
-    ----------
-    x : ndarray, shape ``(N, C, H, W)``, floating
-    degrees : float
-        Rotation angle drawn uniformly in ``[-degrees, degrees]``.
-    translate : float
-        Shift in pixels drawn uniformly in ``[-translate, translate]`` per axis.
-    scale : (float, float)
-        Zoom factor drawn uniformly in ``[scale[0], scale[1]]``.
-    rng : numpy.random.Generator or int seed, optional
-
-    Returns
-    -------
-    ndarray, same shape and dtype as ``x``
-        Each output pixel is read from its inverse-mapped source position;
-        pixels mapped from outside the image get the image's minimum.
-    """
-    x = _check_batch(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"random_affine expects a floating batch, got {x.dtype}")
-    n, _, h, w = x.shape
-    rng = _rng(rng)
-    theta = np.deg2rad(rng.uniform(-degrees, degrees, n))[:, None, None]
-    s = rng.uniform(scale[0], scale[1], n)[:, None, None]
-    ty, tx = rng.uniform(-translate, translate, (2, n))[:, :, None, None]
-    cy, cx = (h - 1) / 2, (w - 1) / 2
-    yy, xx = np.mgrid[0:h, 0:w]
-    oy, ox = yy - cy - ty, xx - cx - tx  # output coordinates relative to the moved centre
-    cos, sin = np.cos(theta), np.sin(theta)
-    sx = (cos * ox + sin * oy) / s + cx  # inverse rotation then inverse scale
-    sy = (-sin * ox + cos * oy) / s + cy
-    return _sample_bilinear(x, sy, sx)
-
-
-def _gaussian_blur(f, sigma):
-    """Separable Gaussian blur of ``f (N, H, W)`` over the last two axes (zero padding)."""
-    r = max(1, int(round(3 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k /= k.sum()
-    for axis in (1, 2):
-        pad = [(0, 0)] * 3
-        pad[axis] = (r, r)
-        f = np.lib.stride_tricks.sliding_window_view(np.pad(f, pad), len(k), axis=axis) @ k
-    return f
-
-
-def elastic_distortion(x, alpha=34.0, sigma=4.0, rng=None):
-    """Elastic distortion (Simard et al., 2003): a smoothed random displacement field.
-
-    Parameters
-    ----------
-    x : ndarray, shape ``(N, C, H, W)``, floating
-    alpha : float
-        Displacement strength in pixels (0: identity).
-    sigma : float
-        Standard deviation of the Gaussian smoothing the field, in pixels.
-    rng : numpy.random.Generator or int seed, optional
-
-    Returns
-    -------
-    ndarray, same shape and dtype as ``x``
-    """
-    x = _check_batch(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"elastic_distortion expects a floating batch, got {x.dtype}")
-    n, _, h, w = x.shape
-    field = _rng(rng).uniform(-1, 1, (2, n, h, w))
-    dy, dx = (alpha * _gaussian_blur(f, sigma) for f in field)
-    yy, xx = np.mgrid[0:h, 0:w]
-    return _sample_bilinear(x, yy + dy, xx + dx)
-
-
-class RandomShift:
-    """Callable ``(x, rng) -> x`` applying :func:`random_shift` with ``max_shift``."""
-
-    def __init__(self, max_shift=2):
-        self.max_shift = max_shift
-
-    def __call__(self, x, rng=None):
-        return random_shift(x, self.max_shift, rng)
-
-    def __repr__(self):
-        return f"RandomShift(max_shift={self.max_shift})"
-
-
-class RandomAffine:
-    """Callable ``(x, rng) -> x`` applying :func:`random_affine` with fixed ranges."""
-
-    def __init__(self, degrees=10.0, translate=2.0, scale=(0.9, 1.1)):
-        self.degrees, self.translate, self.scale = degrees, translate, tuple(scale)
-
-    def __call__(self, x, rng=None):
-        return random_affine(x, self.degrees, self.translate, self.scale, rng)
-
-    def __repr__(self):
-        return (
-            f"RandomAffine(degrees={self.degrees}, translate={self.translate}, "
-            f"scale={self.scale})"
-        )
-
-
-class ElasticDistortion:
-    """Callable ``(x, rng) -> x`` applying :func:`elastic_distortion`."""
-
-    def __init__(self, alpha=34.0, sigma=4.0):
-        self.alpha, self.sigma = alpha, sigma
-
-    def __call__(self, x, rng=None):
-        return elastic_distortion(x, self.alpha, self.sigma, rng)
-
-    def __repr__(self):
-        return f"ElasticDistortion(alpha={self.alpha}, sigma={self.sigma})"

@@ -1,12 +1,13 @@
 """Loss functions with PyTorch's names, options and semantics.
 
-Each loss validates its inputs; the numerics are the kernel tier's (:mod:`fastconv.functional`'s
-``cross_entropy``, ``nll_loss``, ``binary_cross_entropy_with_logits`` and ``mse_loss``), so every
-backend supplies its own and device arrays stay on the device. The interface is the one
-:class:`fastconv.Trainer` drives: ``forward(input, target)`` (also ``__call__``) returns the loss
-(a float, or with ``reduction="none"`` an array of per-sample losses) and keeps its gradient;
-``backward(grad_output=None)`` returns ``dloss/dinput``. An empty batch is a ValueError here
-(``fastconv.functional`` returns PyTorch's NaN for it).
+A loss class checks its own constructor options; its ``forward`` calls :mod:`fastconv.functional`'s
+``cross_entropy``, ``nll_loss``, ``binary_cross_entropy_with_logits`` or ``mse_loss``, which
+validate the inputs and run the kernel tier's numerics, so every backend supplies its own and
+device arrays stay on the device. The interface is the one :class:`fastconv.Trainer` drives:
+``forward(input, target)`` (also ``__call__``) returns the loss (a float, or with
+``reduction="none"`` an array of per-sample losses) and keeps its gradient;
+``backward(grad_output=None)`` returns ``dloss/dinput``. An empty batch gives what PyTorch gives,
+in the class as in the function: NaN for ``"mean"``, 0 for ``"sum"``, an empty array for ``"none"``.
 
 :func:`class_weights` computes per-class weights from label counts, for imbalanced data.
 :class:`CrossEntropyLoss` also takes any ``fn(logits, labels) -> (loss, dlogits)``.
@@ -17,44 +18,11 @@ import numpy as np
 
 from . import functional as F
 from ._backend import is_device_array, to_numpy as _host
-from .functional.loss import _label_smoothing, _ignore_index, _reduction, _scale_grad
+from ._checks import integer, number, positive_int, reduction as check_reduction
+from .functional.loss import _scale_grad
 
 __all__ = ["log_softmax", "softmax_cross_entropy", "class_weights", "CrossEntropyLoss", "NLLLoss",
            "BCEWithLogitsLoss", "MSELoss"]
-
-
-def _check_inputs(logits, labels):
-    """Validate and normalise ``(logits, labels)`` with labels in ``[0, classes)``; return them
-    as arrays."""
-    logits, labels = _check_class_batch(logits, labels, "logits")
-    classes = logits.shape[1]
-    bad = (labels < 0) | (labels >= classes)
-    if bad.any():
-        raise ValueError(
-            f"labels must lie in [0, {classes}) for logits shape {logits.shape}; "
-            f"got out-of-range values {np.unique(labels[bad])[:10].tolist()}")
-    return logits, labels
-
-
-def _check_class_batch(x, labels, what):
-    """``(x (N, C) float, labels (N,) int)`` as arrays, N > 0 (labels' range is F's to check)."""
-    x = np.asarray(x)
-    labels = np.asarray(labels)
-    if x.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (N, classes), got shape {x.shape}")
-    if x.dtype.kind != "f":
-        raise ValueError(
-            f"{what} must be a floating array (float32/float64), got dtype {x.dtype}")
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be 1-D (N,), got shape {labels.shape}")
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-    if labels.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"batch size mismatch: {what} shape {x.shape}, labels shape {labels.shape}")
-    if x.shape[0] == 0:
-        raise ValueError(f"empty batch: {what} shape {x.shape}")
-    return x, labels
 
 
 def log_softmax(logits):
@@ -67,11 +35,10 @@ def log_softmax(logits):
     Returns
     -------
     ndarray
-        ``logits - logsumexp(logits, axis=1)``, same dtype as ``logits``.
+        ``logits - logsumexp(logits, axis=1)``, same dtype as ``logits``
+        (:func:`fastconv.functional.log_softmax` along ``dim=1``).
     """
-    z = logits - logits.max(axis=1, keepdims=True)
-    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return z
+    return F.log_softmax(logits, 1)
 
 
 def softmax_cross_entropy(logits, labels, backend=None):
@@ -95,10 +62,8 @@ def softmax_cross_entropy(logits, labels, backend=None):
     Raises
     ------
     ValueError
-        On bad shapes, dtypes or out-of-range labels.
+        On bad shapes or out-of-range labels (TypeError on a non-numeric array).
     """
-    if not (is_device_array(logits) or is_device_array(labels)):
-        logits, labels = _check_inputs(logits, labels)
     return F.cross_entropy(logits, labels, backend=backend)
 
 
@@ -136,11 +101,8 @@ def class_weights(labels, num_classes=None, mode="balanced", dtype=np.float32):
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or labels.size == 0:
         raise ValueError(f"class_weights: labels must be a non-empty 1-D integer array, got shape "
                          f"{labels.shape} dtype {labels.dtype}")
-    if num_classes is None:
-        num_classes = int(labels.max()) + 1
-    if (isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, numbers.Integral)
-            or num_classes < 1):
-        raise ValueError(f"class_weights: num_classes must be a positive int, got {num_classes!r}")
+    num_classes = (int(labels.max()) + 1 if num_classes is None
+                   else positive_int(num_classes, "class_weights: num_classes"))
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"class_weights: labels must lie in [0, {num_classes}), got values in "
                          f"[{labels.min()}, {labels.max()}]")
@@ -163,7 +125,7 @@ class _Loss:
     _per_row = True  # reduction="none": one loss per row (the class losses), else per element
 
     def __init__(self, reduction):
-        self.reduction = _reduction(reduction)
+        self.reduction = check_reduction(reduction)
         self._grad = None
         self._loss_shape = None
 
@@ -247,8 +209,8 @@ class CrossEntropyLoss(_Loss):
                  fn=None):
         super().__init__(reduction)
         self.weight = _array_option(weight)
-        self.ignore_index = _ignore_index(ignore_index)
-        self.label_smoothing = _label_smoothing(label_smoothing)
+        self.ignore_index = integer(ignore_index, "ignore_index")
+        self.label_smoothing = number(label_smoothing, "label_smoothing", 0, 1)
         if fn is not None and (weight is not None or self.ignore_index != -100
                                or self.reduction != "mean" or self.label_smoothing != 0):
             raise ValueError("CrossEntropyLoss: fn= replaces the whole computation; it cannot be "
@@ -262,8 +224,6 @@ class CrossEntropyLoss(_Loss):
             loss, self._grad = self.fn(logits, labels)
             self._loss_shape = ()
             return loss
-        if not (is_device_array(logits) or is_device_array(labels)):
-            logits, labels = _check_class_batch(logits, labels, "logits")
         return self._keep(*F.cross_entropy(logits, labels, self.weight, self.ignore_index,
                                            self.reduction, self.label_smoothing))
 
@@ -290,12 +250,10 @@ class NLLLoss(_Loss):
     def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__(reduction)
         self.weight = _array_option(weight)
-        self.ignore_index = _ignore_index(ignore_index)
+        self.ignore_index = integer(ignore_index, "ignore_index")
 
     def forward(self, input, target):
         """Return the loss (float, or array (N,) for ``"none"``) and keep its gradient."""
-        if not (is_device_array(input) or is_device_array(target)):
-            input, target = _check_class_batch(input, target, "input")
         return self._keep(*F.nll_loss(input, target, self.weight, self.ignore_index,
                                       self.reduction))
 
@@ -304,20 +262,6 @@ class NLLLoss(_Loss):
     def __repr__(self):
         return self._options(weight=(self.weight, None), ignore_index=(self.ignore_index, -100),
                              reduction=(self.reduction, "mean"))
-
-
-def _check_pair(input, target):
-    if not (is_device_array(input) or is_device_array(target)):
-        input, target = np.asarray(input), np.asarray(target)
-        if input.dtype.kind != "f":
-            raise ValueError(f"input must be a floating array (float32/float64), got dtype "
-                             f"{input.dtype}")
-    if tuple(input.shape) != tuple(target.shape):
-        raise ValueError(f"shape mismatch: input shape {tuple(input.shape)}, target shape "
-                         f"{tuple(target.shape)}")
-    if int(np.prod(input.shape)) == 0:
-        raise ValueError(f"empty input: shape {tuple(input.shape)}")
-    return input, target
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -346,7 +290,6 @@ class BCEWithLogitsLoss(_Loss):
 
     def forward(self, input, target):
         """Return the loss (float, or array of input's shape for ``"none"``); keep its gradient."""
-        input, target = _check_pair(input, target)
         return self._keep(*F.binary_cross_entropy_with_logits(input, target, self.weight,
                                                               self.reduction, self.pos_weight))
 
@@ -372,7 +315,6 @@ class MSELoss(_Loss):
     def forward(self, pred, target):
         """Return the loss (float, or array of pred's shape for ``"none"``); keep its gradient
         ``2 (pred - target)`` (divided by the size for ``"mean"``) in ``pred``'s dtype."""
-        pred, target = _check_pair(pred, target)
         return self._keep(*F.mse_loss(pred, target, self.reduction))
 
     __call__ = forward

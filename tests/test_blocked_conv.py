@@ -24,17 +24,19 @@ ints = st.integers
 
 @st.composite
 def cases(draw):
-    """Stride-1 geometries the blocked path takes: kernels 1-4 by 1-4, dilation 1-2, padding up
-    to ``dil*(F-1)`` on each side (uneven), channels 1-19 (remainders of the 8- or 16-lane
+    """Geometries of every kind: kernels 1-4 by 1-4, strides 1-3, dilation 1-2, padding up to
+    ``dil*(F-1) + 1`` on each side (uneven), channels 1-19 (remainders of the 8- or 16-lane
     blocks), planes down to 1x1."""
     fh, fw = draw(ints(1, 4)), draw(ints(1, 4))
     dh, dw = draw(ints(1, 2)), draw(ints(1, 2))
-    pads = (draw(ints(0, dh * (fh - 1))), draw(ints(0, dh * (fh - 1))),
-            draw(ints(0, dw * (fw - 1))), draw(ints(0, dw * (fw - 1))))
+    stride = (draw(ints(1, 3)), draw(ints(1, 3)))
+    pads = (draw(ints(0, dh * (fh - 1) + 1)), draw(ints(0, dh * (fh - 1) + 1)),
+            draw(ints(0, dw * (fw - 1) + 1)), draw(ints(0, dw * (fw - 1) + 1)))
     h = draw(ints(max(1, dh * (fh - 1) + 1 - pads[0] - pads[1]), 8))
     wd = draw(ints(max(1, dw * (fw - 1) + 1 - pads[2] - pads[3]), 8))
     return dict(x_shape=(draw(ints(1, 3)), draw(ints(1, 19)), h, wd),
-                w_shape=(draw(ints(1, 19)), 0, fh, fw), pads=pads, dilation=(dh, dw))
+                w_shape=(draw(ints(1, 19)), 0, fh, fw), pads=pads, dilation=(dh, dw),
+                stride=stride)
 
 
 def forced(split):
@@ -45,17 +47,17 @@ def forced(split):
     return patched(settings)
 
 
-def run(tier, x, w, b, pads, dout, need_dx=True, dilation=(1, 1)):
-    out, saved = tier.conv2d(x, w, b, (1, 1), pads, dilation)
-    return (out,) + tuple(tier.conv2d_backward(dout, x, w, b is not None, (1, 1), pads, saved,
+def run(tier, x, w, b, pads, dout, need_dx=True, dilation=(1, 1), stride=(1, 1)):
+    out, saved = tier.conv2d(x, w, b, stride, pads, dilation)
+    return (out,) + tuple(tier.conv2d_backward(dout, x, w, b is not None, stride, pads, saved,
                                                need_dx, dilation))
 
 
-def arrays(rng, x_shape, w_shape, pads, dilation, dtype, bias=True):
+def arrays(rng, x_shape, w_shape, pads, dilation, dtype, bias=True, stride=(1, 1)):
     n, c, h, wd = x_shape
     k, _, fh, fw = w_shape
-    ho = h + pads[0] + pads[1] - dilation[0] * (fh - 1)
-    wo = wd + pads[2] + pads[3] - dilation[1] * (fw - 1)
+    ho = (h + pads[0] + pads[1] - dilation[0] * (fh - 1) - 1) // stride[0] + 1
+    wo = (wd + pads[2] + pads[3] - dilation[1] * (fw - 1) - 1) // stride[1] + 1
     return (random(rng, x_shape, dtype), random(rng, (k, c, fh, fw), dtype),
             random(rng, (k,), dtype) if bias else None, random(rng, (n, k, ho, wo), dtype))
 
@@ -66,12 +68,13 @@ def arrays(rng, x_shape, w_shape, pads, dilation, dtype, bias=True):
        seed=ints(0, 2**32 - 1))
 def test_blocked_matches_naive(dtype, case, bias, need_dx, split, seed):
     rng = np.random.default_rng(seed)
-    pads, dilation = case["pads"], case["dilation"]
-    x, w, b, dout = arrays(rng, case["x_shape"], case["w_shape"], pads, dilation, dtype, bias)
-    ref = run(_backend.kernels("naive"), x, w, b, pads, dout, need_dx, dilation)
+    pads, dilation, stride = case["pads"], case["dilation"], case["stride"]
+    x, w, b, dout = arrays(rng, case["x_shape"], case["w_shape"], pads, dilation, dtype, bias,
+                           stride)
+    ref = run(_backend.kernels("naive"), x, w, b, pads, dout, need_dx, dilation, stride)
     with forced(split):
-        assert cpu_conv.algorithm(x.shape, w.shape, (1, 1), pads, dilation) == "blocked"
-        got = run(_backend.kernels("cpu"), x, w, b, pads, dout, need_dx, dilation)
+        assert cpu_conv.algorithm(x.shape, w.shape, stride, pads, dilation) == "blocked"
+        got = run(_backend.kernels("cpu"), x, w, b, pads, dout, need_dx, dilation, stride)
     for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
         assert (a is None) == (r is None), name
         if r is not None:
@@ -110,18 +113,20 @@ def test_blocked_float32_accuracy_at_256_channels():
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
 @pytest.mark.parametrize("which", ["x", "w", "dout"])
-def test_blocked_nonfinite_like_naive(which):
+def test_blocked_nonfinite_like_naive(which, stride):
     """inf, -inf and NaN in one input: NaN where naive has NaN, inf of its sign where it has inf.
     (inf in w sends dx to im2col: the blocked dx would multiply it by dout's zero padding.)"""
     rng = np.random.default_rng(11)
-    x, w, b, dout = arrays(rng, (2, 5, 5, 6), (3, 5, 3, 3), (1, 0, 1, 2), (1, 1), np.float32)
+    x, w, b, dout = arrays(rng, (2, 5, 5, 6), (3, 5, 3, 3), (1, 0, 1, 2), (1, 1), np.float32,
+                           stride=stride)
     arrays_ = dict(x=x, w=w, dout=dout)
     poisoned = arrays_[which].copy()
     flat = poisoned.reshape(-1)
     flat[0], flat[flat.size // 2], flat[-1] = np.inf, -np.inf, np.nan
     arrays_[which] = poisoned
-    args = (arrays_["x"], arrays_["w"], b, (1, 0, 1, 2), arrays_["dout"])
+    args = (arrays_["x"], arrays_["w"], b, (1, 0, 1, 2), arrays_["dout"], True, (1, 1), stride)
     ref = run(_backend.kernels("naive"), *args)
     with forced(False):
         got = run(_backend.kernels("cpu"), *args)
@@ -174,14 +179,24 @@ def test_blocked_memory_is_what_the_rule_reports():
     ((64, 6, 14, 14), (16, 6, 5, 5), (0,) * 4, (1, 1), "im2col"),       # C < 8
     ((64, 64, 14, 14), (64, 64, 1, 1), (0,) * 4, (1, 1), "im2col"),     # one tap
     ((64, 32, 14, 14), (8, 32, 3, 3), (1,) * 4, (1, 1), "im2col"),      # K < 16
-    ((64, 32, 14, 14), (32, 32, 3, 3), (3, 1, 1, 1), (1, 1), "winograd"),  # pad > F-1
+    ((64, 32, 14, 14), (32, 32, 3, 3), (3, 1, 1, 1), (1, 1), "blocked"),  # pad > F-1
 ])
 def test_the_rule_picks_blocked_where_it_measured_faster(x_shape, w_shape, pads, dilation,
                                                           expected):
     assert cpu_conv.ALGORITHM is None
     assert cpu_conv.algorithm(x_shape, w_shape, (1, 1), pads, dilation) == expected
-    if expected == "blocked":
-        assert cpu_conv.algorithm(x_shape, w_shape, (2, 2), pads, dilation) != "blocked"
+    if expected == "blocked":  # strides above 2 were not measured
+        assert cpu_conv.algorithm(x_shape, w_shape, (3, 3), pads, dilation) != "blocked"
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, pads, expected", [
+    ((64, 16, 28, 28), (32, 16, 3, 3), (2, 2), (1,) * 4, "blocked"),   # resnet's stride 2
+    ((64, 32, 14, 14), (64, 32, 3, 3), (2, 2), (1,) * 4, "blocked"),
+    ((64, 16, 28, 28), (32, 16, 1, 1), (2, 2), (0,) * 4, "im2col"),    # 1x1 projection
+    ((10, 20, 12, 12), (40, 20, 5, 5), (2, 2), (2,) * 4, "im2col"),    # width 8 over 6
+])
+def test_the_rule_at_stride_2(x_shape, w_shape, stride, pads, expected):
+    assert cpu_conv.algorithm(x_shape, w_shape, stride, pads) == expected
 
 
 def test_blocked_memory_estimate_matches_tracemalloc():

@@ -69,8 +69,6 @@ def test_large_logits_finite(dtype):
     (np.zeros((2, 3)), np.array([0.0, 1.0]), "integers.*float64"),
     (np.zeros((2, 3)), np.array([0, 1, 2]), r"mismatch.*\(2, 3\).*\(3,\)"),
     (np.zeros((2, 3)), np.array([[0, 1]]), "1-D"),
-    (np.zeros((2, 3), dtype=np.int64), np.array([0, 1]), "floating"),
-    (np.zeros((0, 3)), np.zeros(0, dtype=int), "empty"),
 ])
 def test_errors(logits, labels, match):
     with pytest.raises(ValueError, match=match):
@@ -101,5 +99,5 @@ def test_mse():
     g = m.backward()
     assert g.dtype == np.float32
     np.testing.assert_allclose(g, [[0.5, 0.0], [0.0, -1.0]])
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match=r"target size \(2,\) must be the same as input size \(2, 2\)"):
         m(pred, target[0])

@@ -7,6 +7,7 @@ from hypothesis import given, strategies as st
 
 import fastconv as fc
 from fastconv import transforms as T
+from fastconv.transforms import augment, preprocess
 from fastconv.datasets import RandomShift
 from fastconv.optim import flatten_state
 
@@ -34,7 +35,7 @@ def _cov(a):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
 def test_standardize_matches_numpy_and_applies_train_statistics_to_test(dtype, monkeypatch):
-    monkeypatch.setattr(T, "_CHUNK", 7)  # several chunks: the float64 passes are chunked
+    monkeypatch.setattr(preprocess, "_CHUNK", 7)  # several chunks: the float64 passes are chunked
     rng = np.random.default_rng(1)
     x = (rng.random((50, 3, 4, 5)) * [[[[200]], [[50]], [[10]]]]).astype(dtype)
     test = (rng.random((9, 3, 4, 5)) * 100).astype(dtype)
@@ -156,7 +157,7 @@ def test_whitening_images_float32_and_a_singular_covariance():
 def _crop_cases(draw):
     h, w = draw(st.integers(1, 6)), draw(st.integers(1, 6))
     pad = draw(st.sampled_from([None, 0, 1, 2, (1, 2), (0, 1, 2, 3)]))
-    left, top, right, bottom = T._padding(pad)
+    left, top, right, bottom = augment._padding(pad)
     size = (draw(st.integers(1, h + top + bottom)), draw(st.integers(1, w + left + right)))
     mode = draw(st.sampled_from(["constant", "edge", "reflect", "symmetric"]))
     if mode == "reflect" and (max(top, bottom) >= h or max(left, right) >= w):
@@ -172,7 +173,7 @@ def test_random_crop_matches_a_per_image_reference(case):
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     crop = T.RandomCrop(size, padding=pad, fill=-3.0, padding_mode=mode)
     out = crop(x, np.random.default_rng(seed))
-    left, top, right, bottom = T._padding(pad)
+    left, top, right, bottom = augment._padding(pad)
     kwargs = {"constant_values": -3.0} if mode == "constant" else {}
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=mode, **kwargs)
     rng = np.random.default_rng(seed)

@@ -8,36 +8,13 @@ input; for ``"none"`` row (element) i holds the gradient of ``loss[i]``, so an u
 defaults and the reductions are PyTorch's (``torch.nn.functional``); an empty batch gives NaN for
 ``"mean"`` (0 / 0, as PyTorch), 0 for ``"sum"`` and an empty array for ``"none"``.
 """
-import numbers
-
 import numpy as np
 
 from .._backend import is_device_array, kernels, resolve, tier_of, to_numpy
+from .._checks import integer, number, reduction as check_reduction
 from ._common import _array
 
 __all__ = ["cross_entropy", "nll_loss", "binary_cross_entropy_with_logits", "mse_loss"]
-
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-def _reduction(reduction):
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"{reduction!r} is not a valid value for reduction: choose 'mean', 'sum' "
-                         "or 'none'")
-    return reduction
-
-
-def _ignore_index(ignore_index):
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    return int(ignore_index)
-
-
-def _label_smoothing(label_smoothing):
-    if (isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(label_smoothing, numbers.Real)
-            or not 0.0 <= label_smoothing <= 1.0):
-        raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
-    return float(label_smoothing)
 
 
 def _host_weights(a, name, shape, dtype):
@@ -85,8 +62,8 @@ def _class_input(x, labels, weight, ignore_index, what):
             elif 0 <= ignore_index < classes:
                 ignored = bool((labels == ignore_index).any())
     if tuple(labels.shape) != (n,):
-        raise ValueError(f"labels have shape {tuple(labels.shape)}, expected ({n},) for {what} "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"batch size mismatch: {what} {tuple(x.shape)} needs 1-D labels ({n},), "
+                         f"got labels of shape {tuple(labels.shape)}")
     if weight is not None:
         weight = _host_weights(weight, "weight", None, np.dtype(x.dtype))
         if weight.shape != (classes,):
@@ -132,9 +109,9 @@ def cross_entropy(logits, labels, weight=None, ignore_index=-100, reduction="mea
     ``softmax_cross_entropy`` kernel, the training hot path.
     """
     name = resolve(backend, logits, labels)
-    ignore_index = _ignore_index(ignore_index)
-    reduction = _reduction(reduction)
-    label_smoothing = _label_smoothing(label_smoothing)
+    ignore_index = integer(ignore_index, "ignore_index")
+    reduction = check_reduction(reduction)
+    label_smoothing = number(label_smoothing, "label_smoothing", 0, 1)
     logits, labels, weight, ignored = _class_input(logits, labels, weight, ignore_index, "logits")
     if logits.shape[0] == 0:
         return _empty(logits, (0,), reduction)
@@ -170,8 +147,8 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean", ba
     dinput : array (N, C)
     """
     name = resolve(backend, input, target)
-    ignore_index = _ignore_index(ignore_index)
-    reduction = _reduction(reduction)
+    ignore_index = integer(ignore_index, "ignore_index")
+    reduction = check_reduction(reduction)
     x, labels, weight, _ = _class_input(input, target, weight, ignore_index, "input")
     if x.shape[0] == 0:
         return _empty(x, (0,), reduction)
@@ -222,7 +199,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     ``weight`` and ``pos_weight`` are broadcast on the host to the input's shape.
     """
     name = resolve(backend, input, target)
-    reduction = _reduction(reduction)
+    reduction = check_reduction(reduction)
     x, t = _pair(input, target)
     dt, shape = np.dtype(x.dtype), tuple(x.shape)
     weight = _host_weights(weight, "weight", shape, dt)
@@ -248,7 +225,7 @@ def mse_loss(input, target, reduction="mean", backend=None):
     dinput : array of input's shape: ``2 (input - target)``, divided by the size for ``"mean"``
     """
     name = resolve(backend, input, target)
-    reduction = _reduction(reduction)
+    reduction = check_reduction(reduction)
     x, t = _pair(input, target)
     if x.size == 0:
         return _empty(x, tuple(x.shape), reduction)

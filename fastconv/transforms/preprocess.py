@@ -1,47 +1,29 @@
-"""Preprocessing fitted on the training set, and batch augmentations.
-
-Preprocessing (fit on the training images, then apply the same transform to every split):
+"""Preprocessing: :func:`normalize` (scale and standardise images with given statistics, MNIST's
+by default), and transforms fitted on the training set, then applied to every split:
 
 * :class:`Standardize`: per-channel mean and standard deviation.
 * :class:`PCAWhitening` and :class:`ZCAWhitening`: decorrelate the pixels and scale every
   principal direction to unit variance (CS231n, "Neural Networks Part 2"; Krizhevsky 2009,
   appendix; Coates & Ng 2011).
 
-Each has ``fit(x) -> self``, ``transform(x)``, ``fit_transform(x)``, ``state_dict()`` /
+Each fitted one has ``fit(x) -> self``, ``transform(x)``, ``fit_transform(x)``, ``state_dict()`` /
 ``load_state_dict()`` (NumPy arrays, for ``np.savez``) and is callable as ``t(x, rng=None)``.
 Statistics are computed in float64, a batch at a time (no float64 copy of the whole data set);
 the output has the input's float dtype (float32 for integer pixels).
-
-Augmentations of a batch ``(N, C, H, W)``, each image drawn independently from ``rng``:
-
-* :class:`RandomCrop` (with padding), :class:`RandomHorizontalFlip`, and :class:`Compose` to chain
-  transforms.
-
-They are callables ``t(x, rng) -> x`` with the signature of :meth:`fastconv.Trainer.fit`'s
-``augment``: the Trainer passes each batch with its per-epoch generator, derived from
-``(seed, epoch)``, so an augmented run repeats from its seed and ``resume=True`` stays exact. With
-``rng`` None (or an int seed) they draw from ``np.random.default_rng(rng)``. Their reprs name
-their settings, which is what a checkpoint records of them. The augmentations of
-:mod:`fastconv.datasets` (``RandomShift``, ``RandomAffine``, ``ElasticDistortion``) compose with
-these.
 """
 import numbers
 
 import numpy as np
 
-__all__ = ["Standardize", "PCAWhitening", "ZCAWhitening", "RandomCrop", "RandomHorizontalFlip",
-           "Compose"]
+__all__ = ["MNIST_MEAN", "MNIST_STD", "normalize", "Standardize", "PCAWhitening", "ZCAWhitening"]
 
 #: Samples per chunk of the float64 passes over a data set.
 _CHUNK = 4096
 
-
-def _generator(rng):
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_))):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {rng!r}")
+#: Mean and standard deviation of the MNIST training pixels scaled to [0, 1]
+#: (33.318 / 255 and 78.567 / 255).
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
 
 
 def _data(x, what, min_ndim=2):
@@ -51,13 +33,6 @@ def _data(x, what, min_ndim=2):
     if x.ndim < min_ndim or x.shape[0] == 0:
         raise ValueError(f"{what}: expected a non-empty batch with at least {min_ndim} dimensions "
                          f"(N, C, ...), got shape {x.shape}")
-    return x
-
-
-def _batch(x, what):
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"{what}: expected a batch of shape (N, C, H, W), got shape {x.shape}")
     return x
 
 
@@ -304,126 +279,39 @@ class ZCAWhitening(_Whitening):
         return f"ZCAWhitening(epsilon={self.epsilon})"
 
 
-def _pair(v, name):
-    if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)):
-        v = (v, v)
-    v = tuple(v)
-    if len(v) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
-                              and s >= 1 for s in v):
-        raise ValueError(f"{name} must be a positive int or a pair (h, w) of them, got {v!r}")
-    return tuple(int(s) for s in v)
-
-
-def _padding(padding):
-    """torchvision's padding: int, (left/right, top/bottom) or (left, top, right, bottom)."""
-    if padding is None:
-        return (0, 0, 0, 0)
-    p = (padding,) if isinstance(padding, numbers.Integral) else tuple(padding)
-    if len(p) not in (1, 2, 4) or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                          and v >= 0 for v in p):
-        raise ValueError(f"padding must be an int >= 0 or a tuple of 2 or 4 of them, got {padding!r}")
-    p = tuple(int(v) for v in p)
-    return p * 4 if len(p) == 1 else (p * 2 if len(p) == 2 else p)
-
-
-_PAD_MODES = ("constant", "edge", "reflect", "symmetric")  # np.pad's modes of those names
-
-
-class RandomCrop:
-    """Crop each image of a batch at a random place, after optional padding
-    (``torchvision.transforms.RandomCrop`` on a batch).
+def normalize(x, mean=MNIST_MEAN, std=MNIST_STD, dtype=np.float32):
+    """Scale and standardise images into a float batch.
 
     Parameters
     ----------
-    size : int or (h, w)
-        Of the output images.
-    padding : int or tuple, optional
-        Added on each border first: an int for all four, ``(left/right, top/bottom)`` or
-        ``(left, top, right, bottom)`` (torchvision's order). E.g. ``RandomCrop(28, padding=2)``
-        shifts MNIST digits by up to 2 pixels; ``RandomCrop(32, 4)`` is the CIFAR recipe.
-    fill : number
-        The value of constant padding.
-    padding_mode : {"constant", "edge", "reflect", "symmetric"}
-        As torchvision (NumPy's ``np.pad`` modes of the same names).
+    x : ndarray
+        ``uint8`` images ``(N, H, W)`` or ``(N, C, H, W)``: divided by 255 to
+        [0, 1] first (a channel axis is added to 3-D input). Floating input
+        must be ``(N, C, H, W)`` and is standardised as is (not divided by 255).
+    mean, std : float or sequence of float
+        Subtracted / divided after scaling; a sequence gives one value per channel.
+        Defaults are the MNIST training statistics.
+    dtype : dtype
+        Output floating dtype.
 
-    ``t(x, rng)``: x (N, C, H, W) -> (N, C, h, w) in x's dtype. Per image the top offset is drawn
-    first for the whole batch (``rng.integers(0, H' - h + 1, N)``), then the left one, uniformly
-    over the padded size H' x W'.
+    Returns
+    -------
+    ndarray of ``dtype``, shape ``(N, C, H, W)``
+        ``(x / 255 - mean) / std`` (uint8 input) or ``(x - mean) / std``.
     """
-
-    def __init__(self, size, padding=None, fill=0, padding_mode="constant"):
-        self.size = _pair(size, "size")
-        self.padding = _padding(padding)
-        if padding_mode not in _PAD_MODES:
-            raise ValueError(f"padding_mode must be one of {_PAD_MODES}, got {padding_mode!r}")
-        if not isinstance(fill, numbers.Real) or isinstance(fill, bool):
-            raise ValueError(f"fill must be a number, got {fill!r}")
-        self.fill, self.padding_mode = fill, padding_mode
-
-    def __call__(self, x, rng=None):
-        x = _batch(x, "RandomCrop")
-        rng = _generator(rng)
-        left, top, right, bottom = self.padding
-        if any(self.padding):
-            kwargs = {"constant_values": self.fill} if self.padding_mode == "constant" else {}
-            x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)),
-                       mode=self.padding_mode, **kwargs)
-        n, c, hp, wp = x.shape
-        h, w = self.size
-        if h > hp or w > wp:
-            raise ValueError(f"RandomCrop: crop size {self.size} is larger than the padded images "
-                             f"({hp}, {wp})")
-        i = rng.integers(0, hp - h + 1, n)
-        j = rng.integers(0, wp - w + 1, n)
-        rows = (i[:, None] + np.arange(h))[:, None, :, None]
-        cols = (j[:, None] + np.arange(w))[:, None, None, :]
-        return x[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None], rows, cols]
-
-    def __repr__(self):
-        extra = "" if self.padding_mode == "constant" else f", padding_mode={self.padding_mode!r}"
-        fill = "" if self.fill == 0 else f", fill={self.fill}"
-        return f"RandomCrop(size={self.size}, padding={self.padding}{fill}{extra})"
-
-
-class RandomHorizontalFlip:
-    """Mirror each image of a batch left-right with probability ``p``
-    (``torchvision.transforms.RandomHorizontalFlip`` on a batch).
-
-    ``t(x, rng)``: x (N, C, H, W) -> same shape and dtype; image n is flipped where
-    ``rng.random(N)[n] < p``. (Not for digits, whose mirror images are other symbols.)
-    """
-
-    def __init__(self, p=0.5):
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        self.p = float(p)
-
-    def __call__(self, x, rng=None):
-        x = _batch(x, "RandomHorizontalFlip")
-        flip = _generator(rng).random(len(x)) < self.p
-        return np.where(flip[:, None, None, None], x[..., ::-1], x)
-
-    def __repr__(self):
-        return f"RandomHorizontalFlip(p={self.p})"
-
-
-class Compose:
-    """Apply transforms in order, each as ``t(x, rng)`` with the same generator
-    (``torchvision.transforms.Compose`` for batches). Fitted preprocessing (``Standardize``, ...)
-    and the callables of :mod:`fastconv.datasets` may be mixed in.
-    """
-
-    def __init__(self, transforms):
-        self.transforms = list(transforms)
-        for t in self.transforms:
-            if not callable(t):
-                raise TypeError(f"Compose: {t!r} is not callable as t(x, rng)")
-
-    def __call__(self, x, rng=None):
-        rng = _generator(rng)
-        for t in self.transforms:
-            x = t(x, rng)
-        return x
-
-    def __repr__(self):
-        return f"Compose([{', '.join(repr(t) for t in self.transforms)}])"
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        if x.ndim == 3:
+            x = x[:, None]
+        out = x.astype(dtype) * np.dtype(dtype).type(1 / 255)
+    elif np.issubdtype(x.dtype, np.floating):
+        out = x.astype(dtype, copy=True)
+    else:
+        raise TypeError(f"expected uint8 or floating images, got {x.dtype}")
+    if out.ndim != 4:
+        raise ValueError(f"expected (N, H, W) uint8 or (N, C, H, W) input, got shape {x.shape}")
+    mean = np.asarray(mean, dtype=dtype).reshape(-1, 1, 1)
+    std = np.asarray(std, dtype=dtype).reshape(-1, 1, 1)
+    out -= mean
+    out /= std
+    return out

@@ -1,0 +1,217 @@
+"""The Numba loop nests of the blocked convolution (:mod:`.blocked` describes the layout and the
+passes): packing NCHW planes into phase planes of channel blocks and back, the forward tiles and
+one batch share of backward.
+
+A packed image holds, for each block ``cb`` of V channels and each stride phase ``(py, px)``
+(``sh x sw`` of them; one at stride 1), a plane of ``hd x wd`` pixels of V lanes: padded pixel
+``(Y, X)`` of channel ``c`` is at ``((((cb*sh + Y%sh)*sw + X%sw)*hd + Y//sh)*wd + X//sw)*V +
+c%V``. A strided tap then reads its phase plane at unit stride, so every pass runs the same
+unit-stride kernels.
+"""
+import numpy as np
+from numba import njit
+
+from .microkernel import kernel, target, transpose
+
+
+def _tile():
+    """``(R, NB)`` of the forward tile for the target: R output pixels x NB channel blocks,
+    ``R*NB`` accumulators plus ``NB`` weight vectors and a broadcast within the registers.
+    Measured on Zen 4 (B, D and 16 -> 32 channels on 28x28, one thread): with AVX-512, 12x2,
+    14x2, 16x1, 24x1 and 28x1 within 3% (24x1 pads no output channels to a multiple of 2
+    blocks: 16 -> 32 channels ran 19.8 ms against 24.8 with 12x2); with AVX2 6x2 at 91 GFLOP/s
+    against 12x1 at 69."""
+    return (24, 1) if target()[1] >= 32 else (6, 2)
+
+
+ROWS, NVEC = _tile()
+#: Forward and dx: rows are pixels (V apart in a), steps the V channels of a block (4 steps
+#: unrolled), b the weights' V-wide rows.
+_FORWARD = kernel(ROWS, NVEC, "lanes", 1, "lanes", 4)
+#: dW: rows are the V channels of a pixel, steps the pixels of a row (4 unrolled).
+_WEIGHTS = kernel("lanes", 1, 1, "lanes", "lanes", 4)
+
+
+@njit(nogil=True, cache=True)
+def _offsets(p, w, v, lay, offs):
+    """offs[i] = the packed offset (lane 0, block 0) of pixel ``p + i`` of a plane of width w in
+    the layout ``lay`` = (sh, sw, phase stride, row width in pixels, oy, ox): pixel (y, x) sits
+    at padded (y + oy, x + ox). (Layouts are arrays: literal arguments would compile a kernel
+    per literal.)"""
+    sh, sw, plane, wd, oy, ox = lay[0], lay[1], lay[2], lay[3], lay[4], lay[5]
+    y, x = p // w, p % w
+    yy, xx = y + oy, x + ox
+    ym, yd, xm, xd = yy % sh, yy // sh, xx % sw, xx // sw
+    xm0, xd0 = ox % sw, ox // sw
+    for i in range(offs.shape[0]):
+        offs[i] = (ym * sw + xm) * plane + (yd * wd + xd) * v
+        x += 1
+        xm += 1
+        if xm == sw:
+            xm, xd = 0, xd + 1
+        if x == w:
+            x, xm, xd = 0, xm0, xd0
+            ym += 1
+            if ym == sh:
+                ym, yd = 0, yd + 1
+
+
+@njit(nogil=True, cache=True)
+def _pack(src, dst, v, lay):
+    """src (C, H, W) contiguous -> dst flat in the layout ``lay`` (see :func:`_offsets`; blocks
+    of V channels ``sh*sw`` phase planes apart); lanes past C zero, the rest of dst left as it
+    is (zero). V pixels at a time through :func:`~.microkernel.transpose`, the last V of a
+    plane again; planes of fewer than V pixels value by value."""
+    c_in, h, w = src.shape
+    size = h * w
+    block = lay[0] * lay[1] * lay[2]
+    offs = np.empty(max(v, size), np.int64)
+    if size < v:
+        _offsets(np.int64(0), w, v, lay, offs[:size])
+        for c in range(c_in):
+            for i in range(size):
+                dst[(c // v) * block + offs[i] + c % v] = src[c, i // w, i % w]
+        return
+    flat = src.reshape(c_in * size)
+    aoffs, coffs = np.empty(v, np.int64), offs[:v]
+    zero = np.zeros(v, dtype=dst.dtype)
+    for cb in range(-(-c_in // v)):
+        p0 = 0
+        while p0 < size:
+            p = min(p0, size - v)
+            _offsets(p, w, v, lay, coffs)
+            for i in range(v):  # row i: channel cb*v + i, pixels p..p+v-1 of its plane
+                aoffs[i] = (cb * v + i) * size + p
+                coffs[i] += cb * block
+            transpose(flat, aoffs, c_in - cb * v, dst, coffs, v, zero, 0)
+            p0 += v
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _sums(src, sums):
+    """sums[c] = the sum of plane c of src (C, H, W) contiguous, from a typed zero (for db;
+    "reassoc" lets LLVM vectorise it)."""
+    size = src.shape[1] * src.shape[2]
+    flat = src.reshape(src.shape[0] * size)
+    for c in range(src.shape[0]):
+        plane = flat[c * size:(c + 1) * size]
+        total = sums.dtype.type(0)
+        for i in range(size):
+            total += plane[i]
+        sums[c] = total
+
+
+@njit(nogil=True, cache=True)
+def _unpack(src, block, v, lay, bias, dst):
+    """src flat -> dst (K, H, W) contiguous plus bias[k]: dst[k, y, x] is the value of pixel
+    (y, x) in the layout ``lay`` of src (see :func:`_offsets`), ``block`` values a block of V
+    channels; V pixels at a time as in :func:`_pack`."""
+    k_out, h, w = dst.shape
+    size = h * w
+    offs = np.empty(max(v, size), np.int64)
+    if size < v:
+        _offsets(np.int64(0), w, v, lay, offs[:size])
+        for k in range(k_out):
+            for i in range(size):
+                dst[k, i // w, i % w] = src[(k // v) * block + offs[i] + k % v] + bias[k]
+        return
+    flat = dst.reshape(k_out * size)
+    aoffs, coffs = offs[:v], np.empty(v, np.int64)
+    for kb in range(-(-k_out // v)):
+        p0 = 0
+        while p0 < size:
+            p = min(p0, size - v)
+            _offsets(p, w, v, lay, aoffs)
+            for i in range(v):  # row i: pixel p + i; column j: channel kb*v + j
+                aoffs[i] += kb * block
+                coffs[i] = (kb * v + i) * size + p
+            transpose(src, aoffs, v, flat, coffs, k_out - kb * v, bias, kb * v)
+            p0 += v
+
+
+@njit(nogil=True, cache=True)
+def _tiles(src, wts, out, taps, kblocks, plane_o, length, v, rem, block_taps):
+    """All tiles of one image: out (blocked, ``plane_o`` values a channel block) from src
+    (packed) and wts ((K/V, taps, V, V) flat). The ``block_taps`` taps of the last input block,
+    which holds ``rem`` channels, take ``rem`` steps in a second call that adds to the first's
+    result (no work on its zero lanes)."""
+    ntaps = taps.shape[0]
+    block_w = ntaps * v * v
+    full = ntaps if rem == v else ntaps - block_taps
+    last = taps[full:]
+    for kb in range(0, kblocks, NVEC):
+        q0 = 0
+        while q0 < length:
+            q = q0 if q0 + ROWS <= length or length < ROWS else length - ROWS
+            for part in range(2):  # one call site: the kernel is inlined once
+                if (full if part == 0 else ntaps - full) == 0:
+                    continue
+                _FORWARD(src, q * v, taps if part == 0 else last,
+                         full if part == 0 else ntaps - full, v if part == 0 else rem, wts,
+                         kb * block_w + part * full * v * v, v * v, block_w,
+                         out, kb * plane_o + q * v, v, plane_o, part * full)
+            q0 += ROWS
+
+
+@njit(nogil=True, cache=True)
+def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, geo, lay_x, lay_o):
+    """Images [s0, s1) of x -> out (NCHW, bias added). ``geo``: (v, kblocks, plane_o, length)
+    and the layouts of x and out, of :meth:`.blocked.Plan.forward_geometry`."""
+    v, kblocks, plane_o, length = geo[0], geo[1], geo[2], geo[3]
+    c_in = x.shape[1]
+    cblocks = -(-c_in // v)
+    for n in range(s0, s1):
+        _pack(x[n], xb, v, lay_x)
+        _tiles(xb, wts, ob, taps, kblocks, plane_o * v, length, v, c_in - (cblocks - 1) * v,
+               taps.shape[0] // cblocks)
+        _unpack(ob, plane_o * v, v, lay_o, bias, out[n])
+
+
+@njit(nogil=True, cache=True)
+def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, db, taps, rows, wt,
+                     dx_taps, dx_tap_start, dx_w_start, geo, lay_x, lay_g, lay_dx):
+    """Images [s0, s1): dwb (K/V, C/V, FH, FW, V in, V out) += each image's dW (from zero),
+    db += each image's db, and, with ``need_dx``, dx from the forward tiles on the packed dout,
+    phase by phase: dx pixel (y, x) is in phase ``(y % sh, x % sw)``, at ``(y // sh, x // sw)``
+    of its plane, from the taps ``dx_taps[dx_tap_start[i]:dx_tap_start[i + 1]]`` and the
+    weights ``wt[dx_w_start[i]:...]`` of phase i. ``geo``:
+    :meth:`.blocked.Plan.backward_geometry`, with the layouts of x, dout and dx."""
+    v, hg, wg, gy, gx, fh, fw, cpad, plane_dx, length_dx = geo[0], geo[1], geo[2], geo[3], \
+        geo[4], geo[5], geo[6], geo[7], geo[8], geo[9]
+    phases = lay_dx[0] * lay_dx[1]
+    c_in, k_out = x.shape[1], dout.shape[1]
+    ho, wo = dout.shape[2], dout.shape[3]
+    cblocks, kblocks = -(-c_in // v), -(-k_out // v)
+    plane_g = hg * wg * v
+    gsums = np.empty(k_out, dtype=x.dtype)
+    zero = np.zeros(c_in, dtype=x.dtype)
+    tile = v * v
+    part = np.empty(tile * fh * fw * cblocks * kblocks, dtype=x.dtype)
+    phase_size = cpad * plane_dx * v
+    for n in range(s0, s1):
+        _pack(x[n], xb, v, lay_x)
+        _pack(dout[n], gb, v, lay_g)
+        _sums(dout[n], gsums)
+        for k in range(k_out):
+            db[k] += gsums[k]
+        for kb in range(kblocks):
+            g_off = kb * plane_g + (gy * wg + gx) * v
+            for cb in range(cblocks):
+                for t in range(fh * fw):
+                    at = (kb * cblocks + cb) * fh * fw + t
+                    _WEIGHTS(xb, taps[cb * fh * fw + t], rows, ho, wo, gb, g_off, wg * v, 0,
+                             part, at * tile, v, 0, 0)
+        for i in range(part.shape[0]):
+            dwb[i] += part[i]
+        if not need_dx:
+            continue
+        for ph in range(phases):
+            out = dxb[ph * phase_size:(ph + 1) * phase_size]
+            t0, t1 = dx_tap_start[ph], dx_tap_start[ph + 1]
+            if t0 == t1:  # no tap lands on this phase: its pixels get no gradient
+                out[:] = 0
+                continue
+            _tiles(gb, wt[dx_w_start[ph]:dx_w_start[ph + 1]], out, dx_taps[t0:t1], cpad,
+                   plane_dx * v, length_dx, v, k_out - (kblocks - 1) * v,
+                   (t1 - t0) // kblocks)
+        _unpack(dxb, plane_dx * v, v, lay_dx, zero, dx[n])
