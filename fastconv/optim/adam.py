@@ -71,8 +71,8 @@ class AdamW(Adam):
     """AdamW (Loshchilov & Hutter): Adam with decoupled weight decay, as torch.optim.AdamW.
 
     Each step first decays ``p *= 1 - lr * weight_decay``, then applies Adam's
-    rule to the gradient without an L2 term. On the cuda device the decay is
-    the tier's ``axpby`` and the rest its ``adam_update``.
+    rule to the gradient without an L2 term: the decay is the parameter's
+    tier's ``axpby``, the rest its ``adam_update``.
 
     Parameters
     ----------
