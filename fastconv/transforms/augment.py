@@ -15,16 +15,10 @@ import numbers
 
 import numpy as np
 
+from .._checks import generator
+
 __all__ = ["RandomCrop", "RandomHorizontalFlip", "Compose", "shift_images", "random_shift",
            "random_affine", "elastic_distortion", "RandomShift", "RandomAffine", "ElasticDistortion"]
-
-
-def _generator(rng):
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_))):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {rng!r}")
 
 
 def _batch(x, what):
@@ -92,7 +86,7 @@ class RandomCrop:
 
     def __call__(self, x, rng=None):
         x = _batch(x, "RandomCrop")
-        rng = _generator(rng)
+        rng = generator(rng, fresh=True)
         left, top, right, bottom = self.padding
         if any(self.padding):
             kwargs = {"constant_values": self.fill} if self.padding_mode == "constant" else {}
@@ -130,7 +124,7 @@ class RandomHorizontalFlip:
 
     def __call__(self, x, rng=None):
         x = _batch(x, "RandomHorizontalFlip")
-        flip = _generator(rng).random(len(x)) < self.p
+        flip = generator(rng, fresh=True).random(len(x)) < self.p
         return np.where(flip[:, None, None, None], x[..., ::-1], x)
 
     def __repr__(self):
@@ -150,7 +144,7 @@ class Compose:
                 raise TypeError(f"Compose: {t!r} is not callable as t(x, rng)")
 
     def __call__(self, x, rng=None):
-        rng = _generator(rng)
+        rng = generator(rng, fresh=True)
         for t in self.transforms:
             x = t(x, rng)
         return x
@@ -162,7 +156,9 @@ class Compose:
 # --- shifts, affine maps and elastic distortion (background fill) ----------------------------
 
 def _rng(rng):
-    """A Generator (or Generator-like object) as is; None or a seed -> ``default_rng``."""
+    """A Generator (or any object with its ``integers``, ``uniform`` methods: a stub in tests)
+    as is; None or any seed ``default_rng`` takes -> ``default_rng(rng)``. Wider than
+    :func:`fastconv._checks.generator`, as these functions have always been."""
     return rng if hasattr(rng, "integers") else np.random.default_rng(rng)
 
 
