@@ -213,3 +213,21 @@ def test_blocked_memory_estimate_matches_tracemalloc():
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(done.stdout.strip().splitlines()[-1])
     assert abs(r["estimate"] - r["measured"]) <= 0.25 * r["measured"], r
+
+
+@pytest.mark.parametrize("x_shape, w_shape, pads, path", [
+    ((0, 3, 5, 5), (4, 3, 3, 3), (1,) * 4, "blocked"),   # no images
+    ((2, 3, 5, 5), (0, 3, 3, 3), (1,) * 4, "blocked"),   # no output channels
+    ((2, 3, 0, 5), (4, 3, 1, 1), (1,) * 4, "blocked"),   # no input rows: all padding
+    ((2, 0, 5, 5), (4, 0, 3, 3), (1,) * 4, "im2col"),    # no input channels: bias only
+])
+def test_blocked_empty_shapes_like_naive(x_shape, w_shape, pads, path):
+    rng = np.random.default_rng(2)
+    x, w, b, dout = arrays(rng, x_shape, w_shape, pads, (1, 1), np.float32)
+    ref = run(_backend.kernels("naive"), x, w, b, pads, dout)
+    with forced(False):
+        assert cpu_conv.algorithm(x.shape, w.shape, (1, 1), pads) == path
+        got = run(_backend.kernels("cpu"), x, w, b, pads, dout)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        assert a.shape == r.shape, name
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -253,7 +253,7 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     if ALGORITHM is not None:
         if ALGORITHM == "winograd" and fits:
             return "winograd"
-        if ALGORITHM == "blocked":  # every dense convolution
+        if ALGORITHM == "blocked" and c > 0:  # every dense convolution with inputs
             return "blocked"
         return "direct" if ALGORITHM == "direct" and unit else "im2col"
     if unit and c * fh * fw <= DIRECT_TAPS and c * fh * -(-fw // 3) <= DIRECT_PASSES:
