@@ -26,6 +26,7 @@ import numpy as np
 
 import fastconv as fc
 from fastconv import distributed
+from fastconv.cli import ranged
 from fastconv.datasets import ElasticDistortion, RandomAffine, RandomShift, load_mnist, normalize
 from fastconv.optim import SGD, Adam, StepLR
 
@@ -133,21 +134,6 @@ AUGMENTS = {"none": None, "shift": RandomShift(2), "affine": RandomAffine(degree
 
 
 TRAIN_IMAGES = 60000  # MNIST's training set, which --limit and --val-split divide
-
-
-def ranged(kind, test, what):
-    """An argparse ``type=``: ``kind(text)`` when it passes ``test``, else argparse's one-line
-    error (``argument --epochs: expected an integer >= 0, got '-1'``), before any work starts."""
-    def convert(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not test(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    convert.__name__ = kind.__name__
-    return convert
 
 
 COUNT = ranged(int, lambda v: v >= 0, "an integer >= 0")

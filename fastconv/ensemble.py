@@ -1,7 +1,7 @@
 """Model ensembles for prediction: :class:`Ensemble` (mean of probabilities, or majority vote)."""
-import numbers
-
 import numpy as np
+
+from ._checks import positive_int
 
 __all__ = ["Ensemble"]
 
@@ -64,9 +64,7 @@ class Ensemble:
 
     def _probabilities(self, x, batch_size):
         """(models, N, K) softmax probabilities of every model, in float64."""
-        if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         probs = []
         for i, m in enumerate(self.models):
             logits = np.asarray(m.predict(x, batch_size=batch_size))

@@ -298,7 +298,7 @@ def _opt():
     (lambda o: SequentialLR(o, [object()], []), TypeError, "optimizer"),
     (lambda o: OneCycleLR(o, 1.0), ValueError, "total_steps OR"),
     (lambda o: OneCycleLR(o, 1.0, total_steps=0), ValueError, "total_steps"),
-    (lambda o: OneCycleLR(o, 1.0, epochs=2, steps_per_epoch=1.5), ValueError, "steps_per_epoch"),
+    (lambda o: OneCycleLR(o, 1.0, epochs=2, steps_per_epoch=1.5), TypeError, "steps_per_epoch"),
     (lambda o: OneCycleLR(o, 1.0, total_steps=10, pct_start=1.2), ValueError, "pct_start"),
     (lambda o: OneCycleLR(o, 1.0, total_steps=10, pct_start=0.1), ValueError, "zero length"),
     (lambda o: OneCycleLR(o, 1.0, total_steps=10, anneal_strategy="exp"), ValueError, "anneal"),

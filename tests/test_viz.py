@@ -255,8 +255,8 @@ def test_worst_k_are_the_k_largest_losses():
     assert losses[-1] >= np.delete(explicit, idx).max()
     np.testing.assert_array_equal(idx, np.argsort(-explicit)[:7])
     assert list(viz.worst_k(model, x, y, 40)[0]) == list(np.argsort(-explicit, kind="stable"))
-    for bad in (0, 41, 2.0):
-        with pytest.raises(ValueError, match="k"):
+    for bad, error in ((0, ValueError), (41, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match="k"):
             viz.worst_k(model, x, y, bad)
     with pytest.raises(ValueError, match="out of range for 3 classes"):
         viz.worst_k(model, x, np.full(40, 3), 2)

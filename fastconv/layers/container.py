@@ -63,6 +63,7 @@ import numpy as np
 
 from .. import functional as F
 from .._backend import is_device_array, to_device, to_numpy
+from .._checks import positive_int
 from .._grad import no_grad
 from .._io import atomic_savez
 from .._npz import NpzReader, mismatches
@@ -161,8 +162,7 @@ class Sequential(Module):
         On a model on the device each host batch is copied there once (in the model's dtype) and
         each batch's output copied back.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         if not is_device_array(x):
             x = np.asarray(x)
         if len(x.shape) == 0 or x.shape[0] == 0:

@@ -18,6 +18,7 @@ __all__ = ["Parameter", "Module", "manual_seed", "eval_mode"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _DEVICES = ("cpu", "cuda")
+
 IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys")
 
 

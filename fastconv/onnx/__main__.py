@@ -23,6 +23,7 @@ import sys
 import numpy as np
 import onnx
 
+from ..cli import ranged
 from ..datasets import load_mnist, normalize
 from . import EXPORT_OPSETS, export, importable_ops, load, read_model
 from .tensors import type_name
@@ -72,21 +73,8 @@ def _shape(text):
     return shape
 
 
-def _integer(accept, expected):
-    """An argparse type: an int that ``accept`` takes, else one error line saying ``expected``."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-    return parse
-
-
-_positive = _integer(lambda v: v >= 1, "a positive integer")
-_opset = _integer(lambda v: v in EXPORT_OPSETS, f"an opset from {EXPORT_OPSETS.start} to {EXPORT_OPSETS.stop - 1}")
+_positive = ranged(int, lambda v: v >= 1, "a positive integer")
+_opset = ranged(int, lambda v: v in EXPORT_OPSETS, f"an opset from {EXPORT_OPSETS.start} to {EXPORT_OPSETS.stop - 1}")
 
 
 def _folder(text):

@@ -12,7 +12,8 @@ __all__ = ["Unsupported", "attributes", "axis", "hw_pads", "pair", "square", "sc
 
 
 class Unsupported(Exception):
-    """A node fastconv cannot run; the message names the op, attribute or input and why."""
+    """What fastconv cannot carry across ONNX, either way: a node it cannot run, or a layer or
+    setting it cannot write; the message names the op, layer, attribute or input and why."""
 
 
 def attributes(node, **defaults):

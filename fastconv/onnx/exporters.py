@@ -14,14 +14,11 @@ import numpy as np
 from .. import layers as nn
 
 from .._shapes import conv_padding, pair
+from .attrs import Unsupported  # one exception for what ONNX cannot carry, either way
 
 __all__ = ["Unsupported", "exporter", "export_layer", "exportable_layers"]
 
 _EXPORTERS = {}
-
-
-class Unsupported(Exception):
-    """A layer or setting that cannot be written as ONNX; the message says which and why."""
 
 
 def exporter(*names):

@@ -22,6 +22,7 @@ import types
 from bisect import bisect_right
 from collections import Counter
 
+from .._checks import positive_int
 from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "LinearLR", "ExponentialLR",
@@ -46,12 +47,6 @@ def _format_param(name, optimizer, param):
                              f"{len(optimizer.param_groups)}.")
         return list(param)
     return [param] * len(optimizer.param_groups)
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"Expected positive integer {name}, but got {value}")
-    return int(value)
 
 
 class LRScheduler:
@@ -483,10 +478,10 @@ class OneCycleLR(LRScheduler):
         _check_optimizer(optimizer)
         self.optimizer = optimizer
         if total_steps is not None:
-            self.total_steps = _positive_int("total_steps", total_steps)
+            self.total_steps = positive_int(total_steps, "total_steps")
         elif epochs is not None and steps_per_epoch is not None:
-            self.total_steps = (_positive_int("epochs", epochs)
-                                * _positive_int("steps_per_epoch", steps_per_epoch))
+            self.total_steps = (positive_int(epochs, "epochs")
+                                * positive_int(steps_per_epoch, "steps_per_epoch"))
         else:
             raise ValueError("You must define either total_steps OR (epochs AND steps_per_epoch)")
         if (isinstance(pct_start, bool) or not isinstance(pct_start, numbers.Real)

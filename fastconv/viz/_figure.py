@@ -1,10 +1,10 @@
 """What every picture shares: matplotlib loaded on demand, a figure on its own Agg canvas, the
 atomic PNG write, argument checks and the small layout helpers (mosaics, tile display, labels)."""
 import math
-import numbers
 
 import numpy as np
 
+from .._checks import positive_int as _positive_int  # noqa: F401 - the viz modules import it from here
 from .._io import atomic_write
 from .._shapes import pair
 from ..layers import Conv2d
@@ -39,12 +39,6 @@ def save_figure(fig, path, dpi=100):
     """Write ``fig`` to ``path`` as a PNG of ``figsize * dpi`` pixels, atomically (an interrupted
     write leaves ``path`` as it was, see ``fastconv._io.atomic_write``); return ``path``."""
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _size(figsize, default):
