@@ -251,13 +251,15 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, need_dx=True, dilation=(
     def share(c0, c1):
         xb, gb = p.x_buffer(), p.g_buffer()
         dxb = _buffer("blocked_dx", (p.sh * p.sw * p.cbp * p.plane_dx * v,), x.dtype)
+        part = _buffer("blocked_dw", (dw_size,), x.dtype)
         sums = []
         for c in range(c0, c1):
             s0, s1 = p.n * c // p.chunks, p.n * (c + 1) // p.chunks
-            dwb = np.zeros(dw_size, dtype=x.dtype)
+            dwb = empty((dw_size,), x.dtype)  # reused memory: no page faults each step
+            dwb[:] = 0
             db = np.zeros(p.k, dtype=x.dtype)
-            _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, db, taps, rows,
-                             wt, dx_taps, tap_bounds, w_bounds, *geo)
+            _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, taps,
+                             rows, wt, dx_taps, tap_bounds, w_bounds, *geo)
             sums.append((dwb, db))
         return sums
 

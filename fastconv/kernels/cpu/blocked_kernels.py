@@ -168,9 +168,10 @@ def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, geo, lay_x, lay_o):
 
 
 @njit(nogil=True, cache=True)
-def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, db, taps, rows, wt,
-                     dx_taps, dx_tap_start, dx_w_start, geo, lay_x, lay_g, lay_dx):
-    """Images [s0, s1): dwb (K/V, C/V, FH, FW, V in, V out) += each image's dW (from zero),
+def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, taps, rows,
+                     wt, dx_taps, dx_tap_start, dx_w_start, geo, lay_x, lay_g, lay_dx):
+    """Images [s0, s1): dwb (K/V, C/V, FH, FW, V in, V out) += each image's dW (from zero, in
+    ``part``, scratch of dwb's size),
     db += each image's db, and, with ``need_dx``, dx from the forward tiles on the packed dout,
     phase by phase: dx pixel (y, x) is in phase ``(y % sh, x % sw)``, at ``(y // sh, x // sw)``
     of its plane, from the taps ``dx_taps[dx_tap_start[i]:dx_tap_start[i + 1]]`` and the
@@ -186,7 +187,6 @@ def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, db, taps, r
     gsums = np.empty(k_out, dtype=x.dtype)
     zero = np.zeros(c_in, dtype=x.dtype)
     tile = v * v
-    part = np.empty(tile * fh * fw * cblocks * kblocks, dtype=x.dtype)
     phase_size = cpad * plane_dx * v
     for n in range(s0, s1):
         _pack(x[n], xb, v, lay_x)
