@@ -157,7 +157,10 @@ def _zeroed_buffer(slot, shape, dtype):
     key = (slot, tuple(shape), np.dtype(dtype))
     buf = pool.get(key)
     if buf is None:
-        if len(pool) >= 16:  # many layer shapes: start again rather than grow without bound
+        # many layer shapes: start again rather than grow without bound. 64: the blocked
+        # path keeps two per layer shape (one image's packed input and dout, small), so a
+        # network of 9 such shapes (VGG) would otherwise zero fresh buffers every call
+        if len(pool) >= 64:
             pool.clear()
         buf = pool[key] = np.zeros(shape, dtype=dtype)
     return buf
