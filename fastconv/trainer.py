@@ -26,7 +26,6 @@ is the model's business: use ``fastconv.manual_seed`` or the layers' ``rng`` bef
 """
 import contextlib
 import math
-import numbers
 import sys
 import time
 
@@ -39,6 +38,7 @@ from ._backend import is_device_array, to_device, to_numpy
 from ._grad import no_grad
 from ._io import atomic_savez, check_writable
 from ._batches import source
+from ._checks import positive_int
 from ._fit import Fit, Run, describe, describe_class, epoch_generators, sigterm_as_interrupt
 from .data import is_dataset
 from .history import History
@@ -46,12 +46,6 @@ from .losses import CrossEntropyLoss
 from .optim import SGD, ReduceLROnPlateau, flatten_state
 
 __all__ = ["Trainer", "History"]
-
-def _positive_int(value, name, minimum=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
 
 def _scaled(a, factor):
     """``a * factor`` as a new array on ``a``'s device."""
@@ -177,7 +171,7 @@ class Trainer:
             ``{"loss": float, "accuracy": float}``.
         """
         data = self._data(x, y)
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = positive_int(batch_size, "batch_size")
         with self._collective():
             return self._evaluate(data, batch_size)
 
@@ -254,8 +248,8 @@ class Trainer:
         """
         if epochs is None:
             raise TypeError("fit() needs epochs=<number of epochs>")
-        epochs = _positive_int(epochs, "epochs", minimum=0)
-        batch_size = _positive_int(batch_size, "batch_size")
+        epochs = positive_int(epochs, "epochs", minimum=0)
+        batch_size = positive_int(batch_size, "batch_size")
         if progress not in (True, False, "epoch"):
             raise ValueError(f"progress must be True, False or 'epoch', got {progress!r}")
         if augment is not None and not callable(augment):
@@ -283,7 +277,7 @@ class Trainer:
             else:
                 val = self._data(*validation_data, name="validation_data")
         if early_stopping is not None:
-            early_stopping = _positive_int(early_stopping, "early_stopping")
+            early_stopping = positive_int(early_stopping, "early_stopping")
             if val is None:
                 raise ValueError("early_stopping needs validation_data or validation_split")
 

@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import generator
+from .._checks import generator, pair
 
 __all__ = ["RandomCrop", "RandomHorizontalFlip", "Compose", "shift_images", "random_shift",
            "random_affine", "elastic_distortion", "RandomShift", "RandomAffine", "ElasticDistortion"]
@@ -28,14 +28,11 @@ def _batch(x, what):
     return x
 
 
-def _pair(v, name):
-    if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)):
-        v = (v, v)
-    v = tuple(v)
-    if len(v) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
-                              and s >= 1 for s in v):
+def _positive_pair(v, name):
+    hw = pair(v, name)
+    if min(hw) < 1:
         raise ValueError(f"{name} must be a positive int or a pair (h, w) of them, got {v!r}")
-    return tuple(int(s) for s in v)
+    return hw
 
 
 def _padding(padding):
@@ -76,7 +73,7 @@ class RandomCrop:
     """
 
     def __init__(self, size, padding=None, fill=0, padding_mode="constant"):
-        self.size = _pair(size, "size")
+        self.size = _positive_pair(size, "size")
         self.padding = _padding(padding)
         if padding_mode not in _PAD_MODES:
             raise ValueError(f"padding_mode must be one of {_PAD_MODES}, got {padding_mode!r}")
