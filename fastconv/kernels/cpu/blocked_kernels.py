@@ -32,19 +32,22 @@ _FORWARD = kernel(ROWS, NVEC, "lanes", 1, "lanes", 4)
 _WEIGHTS = kernel("lanes", 1, 1, "lanes", "lanes", 4)
 
 
-@njit(nogil=True, cache=True)
-def _offsets(p, w, v, lay, offs):
-    """offs[i] = the packed offset (lane 0, block 0) of pixel ``p + i`` of a plane of width w in
-    the layout ``lay`` = (sh, sw, phase stride, row width in pixels, oy, ox): pixel (y, x) sits
-    at padded (y + oy, x + ox). (Layouts are arrays: literal arguments would compile a kernel
-    per literal.)"""
+@njit(nogil=True, cache=True, inline="always")
+def _offsets(p, w, v, lay, base, offs):
+    """offs[i] = base + the packed offset (lane 0, block 0) of pixel ``p + i`` of a plane of
+    width w in the layout ``lay`` = (sh, sw, phase stride, row width in pixels, oy, ox): pixel
+    (y, x) sits at padded (y + oy, x + ox). (Layouts are arrays: literal arguments would
+    compile a kernel per literal.)"""
     sh, sw, plane, wd, oy, ox = lay[0], lay[1], lay[2], lay[3], lay[4], lay[5]
     y, x = p // w, p % w
     yy, xx = y + oy, x + ox
-    ym, yd, xm, xd = yy % sh, yy // sh, xx % sw, xx // sw
-    xm0, xd0 = ox % sw, ox // sw
+    ym, yd, xm, xd, xm0, xd0 = 0, yy, 0, xx, 0, ox
+    if sh != 1:  # integer divisions cost as much as the rest (unpacking took 1.5x as long)
+        ym, yd = yy % sh, yy // sh
+    if sw != 1:
+        xm, xd, xm0, xd0 = xx % sw, xx // sw, ox % sw, ox // sw
     for i in range(offs.shape[0]):
-        offs[i] = (ym * sw + xm) * plane + (yd * wd + xd) * v
+        offs[i] = base + (ym * sw + xm) * plane + (yd * wd + xd) * v
         x += 1
         xm += 1
         if xm == sw:
@@ -67,7 +70,7 @@ def _pack(src, dst, v, lay):
     block = lay[0] * lay[1] * lay[2]
     offs = np.empty(max(v, size), np.int64)
     if size < v:
-        _offsets(np.int64(0), w, v, lay, offs[:size])
+        _offsets(np.int64(0), w, v, lay, np.int64(0), offs[:size])
         for c in range(c_in):
             for i in range(size):
                 dst[(c // v) * block + offs[i] + c % v] = src[c, i // w, i % w]
@@ -79,10 +82,9 @@ def _pack(src, dst, v, lay):
         p0 = 0
         while p0 < size:
             p = min(p0, size - v)
-            _offsets(p, w, v, lay, coffs)
+            _offsets(p, w, v, lay, cb * block, coffs)
             for i in range(v):  # row i: channel cb*v + i, pixels p..p+v-1 of its plane
                 aoffs[i] = (cb * v + i) * size + p
-                coffs[i] += cb * block
             transpose(flat, aoffs, c_in - cb * v, dst, coffs, v, zero, 0)
             p0 += v
 
@@ -110,7 +112,7 @@ def _unpack(src, block, v, lay, bias, dst):
     size = h * w
     offs = np.empty(max(v, size), np.int64)
     if size < v:
-        _offsets(np.int64(0), w, v, lay, offs[:size])
+        _offsets(np.int64(0), w, v, lay, np.int64(0), offs[:size])
         for k in range(k_out):
             for i in range(size):
                 dst[k, i // w, i % w] = src[(k // v) * block + offs[i] + k % v] + bias[k]
@@ -121,9 +123,8 @@ def _unpack(src, block, v, lay, bias, dst):
         p0 = 0
         while p0 < size:
             p = min(p0, size - v)
-            _offsets(p, w, v, lay, aoffs)
+            _offsets(p, w, v, lay, kb * block, aoffs)
             for i in range(v):  # row i: pixel p + i; column j: channel kb*v + j
-                aoffs[i] += kb * block
                 coffs[i] = (kb * v + i) * size + p
             transpose(src, aoffs, v, flat, coffs, k_out - kb * v, bias, kb * v)
             p0 += v
