@@ -52,7 +52,7 @@ def number(v, name, minimum=None, maximum=None):
     """``v`` as a float (a real number, not a bool); TypeError otherwise, ValueError outside
     ``[minimum, maximum]`` (either bound optional; NaN is outside any bound)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {v!r}")
+        raise TypeError(f"{name} must be a real number, got {v!r}")
     low = minimum is None or v >= minimum
     high = maximum is None or v <= maximum
     if not (low and high):

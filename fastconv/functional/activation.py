@@ -5,12 +5,12 @@ leaky_relu, elu, selu, gelu, silu, softplus, hardtanh and prelu take its *input*
 backward formulas do). Every function accepts any shape (prelu: a channel axis 1 when it has one
 slope per channel), float32 or float64, and ``backend=None`` as the rest of the functional API.
 """
-import numbers
 import warnings
 
 import numpy as np
 
 from .._backend import kernels, resolve
+from .._checks import integer, number
 from ._common import _array, _same_shape
 
 __all__ = ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
@@ -64,13 +64,6 @@ def tanh_backward(dout, out, backend=None):
 
 # --- parameterised activations (the gradient takes the forward's input) --------------------------
 
-def _real(v, name):
-    """``v`` as a Python float; a TypeError for anything but a real number."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {v!r}")
-    return float(v)
-
-
 def _forward(op, x, a, b, backend):
     return kernels(resolve(backend, x)).activate(_array(x, "x"), op, a, b)
 
@@ -85,23 +78,23 @@ def _backward(op, dout, x, a, b, backend):
 
 def leaky_relu(x, negative_slope=0.01, backend=None):
     """x where x > 0, else ``negative_slope * x``; any shape."""
-    return _forward("leaky_relu", x, _real(negative_slope, "negative_slope"), 0.0, backend)
+    return _forward("leaky_relu", x, number(negative_slope, "negative_slope"), 0.0, backend)
 
 
 def leaky_relu_backward(dout, x, negative_slope=0.01, backend=None):
     """Gradient of :func:`leaky_relu` given its input ``x``: dout, or ``negative_slope * dout``
     where x <= 0."""
-    return _backward("leaky_relu", dout, x, _real(negative_slope, "negative_slope"), 0.0, backend)
+    return _backward("leaky_relu", dout, x, number(negative_slope, "negative_slope"), 0.0, backend)
 
 
 def elu(x, alpha=1.0, backend=None):
     """x where x > 0, else ``alpha * (exp(x) - 1)``; any shape."""
-    return _forward("elu", x, _real(alpha, "alpha"), 1.0, backend)
+    return _forward("elu", x, number(alpha, "alpha"), 1.0, backend)
 
 
 def elu_backward(dout, x, alpha=1.0, backend=None):
     """Gradient of :func:`elu` given its input ``x``."""
-    return _backward("elu", dout, x, _real(alpha, "alpha"), 1.0, backend)
+    return _backward("elu", dout, x, number(alpha, "alpha"), 1.0, backend)
 
 
 def selu(x, backend=None):
@@ -143,17 +136,17 @@ def silu_backward(dout, x, backend=None):
 
 def softplus(x, beta=1.0, threshold=20.0, backend=None):
     """``log(1 + exp(beta * x)) / beta``, and x itself where ``beta * x > threshold``."""
-    return _forward("softplus", x, _real(beta, "beta"), _real(threshold, "threshold"), backend)
+    return _forward("softplus", x, number(beta, "beta"), number(threshold, "threshold"), backend)
 
 
 def softplus_backward(dout, x, beta=1.0, threshold=20.0, backend=None):
     """Gradient of :func:`softplus` given its input ``x``."""
-    return _backward("softplus", dout, x, _real(beta, "beta"), _real(threshold, "threshold"),
+    return _backward("softplus", dout, x, number(beta, "beta"), number(threshold, "threshold"),
                      backend)
 
 
 def _bounds(min_val, max_val):
-    lo, hi = _real(min_val, "min_val"), _real(max_val, "max_val")
+    lo, hi = number(min_val, "min_val"), number(max_val, "max_val")
     if lo > hi:
         raise ValueError(f"hardtanh: min_val ({lo}) cannot be greater than max_val ({hi})")
     return lo, hi
@@ -217,8 +210,7 @@ def _softmax_dim(dim, ndim, fn):
         dim = 0 if ndim in (0, 1, 3) else 1
         warnings.warn(f"Implicit dimension choice for {fn} has been deprecated. Change the call "
                       f"to include dim=X as an argument.", UserWarning, stacklevel=4)
-    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"{fn}: dim must be an int, got {dim!r}")
+    dim = integer(dim, f"{fn}: dim")
     size = max(ndim, 1)
     if not -size <= dim < size:
         raise ValueError(f"{fn}: dimension out of range (expected to be in range of "

@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from .._backend import kernels, resolve
+from .._checks import integer, positive_int
 from ._common import _array
 
 __all__ = ["add", "cat", "split"]
@@ -23,8 +24,7 @@ def add(a, b, backend=None):
 
 
 def _dim(dim, ndim, fn):
-    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"{fn}: dim must be an int, got {dim!r}")
+    dim = integer(dim, f"{fn}: dim")
     if not -ndim <= dim < ndim:
         raise ValueError(f"{fn}: dimension out of range (expected to be in range of [{-ndim}, "
                          f"{ndim - 1}], but got {dim})")
@@ -71,9 +71,8 @@ def split(a, split_size_or_sections, dim=0, backend=None):
     total = a.shape[dim]
     sizes = split_size_or_sections
     if isinstance(sizes, numbers.Integral) and not isinstance(sizes, (bool, np.bool_)):
-        if sizes < 1:
-            raise ValueError(f"split: split_size must be a positive int, got {sizes}")
-        sizes = [min(sizes, total - lo) for lo in range(0, total, int(sizes))] or [0]
+        sizes = positive_int(sizes, "split: split_size")
+        sizes = [min(sizes, total - lo) for lo in range(0, total, sizes)] or [0]
     else:
         sizes = list(sizes)
         if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or s < 0

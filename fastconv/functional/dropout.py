@@ -1,9 +1,8 @@
 """Inverted dropout (elementwise, and of whole channels) and its gradient."""
 import numbers
 
-import numpy as np
-
 from .._backend import kernels, resolve
+from .._checks import positive_int
 from ._common import _array, _ndim4, _same_shape
 
 __all__ = ["dropout", "dropout_backward", "dropout2d", "dropout2d_backward"]
@@ -21,10 +20,7 @@ def dropout(x, p, seed, backend=None):
 
 
 def _check_seed(seed):
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"dropout seed must be a non-negative int, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"dropout seed must be a non-negative int, got {seed!r}")
+    return positive_int(seed, "dropout seed", minimum=0)
 
 
 def dropout_backward(dout, mask, backend=None):

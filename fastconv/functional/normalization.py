@@ -10,7 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from .._backend import check_host, is_device_array, kernels, resolve, tier_of
-from .._checks import number
+from .._checks import integer, number
 from ._common import _array, _same_shape
 
 __all__ = ["batch_norm", "batch_norm_backward", "BatchNormCache", "group_norm", "group_norm_backward",
@@ -108,8 +108,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, backend=None):
     x = _array(x, "x")
     if len(x.shape) < 2:
         raise ValueError(f"group_norm: expected at least 2 dimensions (N, C, *), got shape {tuple(x.shape)}")
-    if isinstance(num_groups, (bool, np.bool_)) or not isinstance(num_groups, numbers.Integral):
-        raise TypeError(f"group_norm: num_groups must be an int, got {num_groups!r}")
+    num_groups = integer(num_groups, "group_norm: num_groups")
     c = x.shape[1]
     if num_groups < 1 or c % num_groups:
         raise ValueError(f"group_norm: expected the number of channels to be divisible by num_groups, "

@@ -7,12 +7,11 @@ ReLU, Sigmoid, Tanh, Softmax and LogSoftmax keep their output for backward, the 
 input (whichever their gradient formula reads; in :meth:`fastconv.Sequential.summary` neither
 counts as extra memory: both are activations the step holds anyway).
 """
-import numbers
 
 import numpy as np
 
 from .. import functional as F
-from .._checks import in_layer, positive_int
+from .._checks import in_layer, integer, number, positive_int
 from .module import Module, Parameter, _accumulate, _float_dtype
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus",
@@ -53,12 +52,6 @@ class Tanh(_Activation):
     _fn, _grad = F.tanh, F.tanh_backward
 
 
-def _number(v, name):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {v!r}")
-    return float(v)
-
-
 class _InputActivation(Module):
     """An elementwise function whose backward reads its input: ``F.<name>(x, *args)`` forward and
     ``F.<name>_backward(dy, x, *args)`` backward, ``args`` from :meth:`_args`."""
@@ -86,7 +79,7 @@ class LeakyReLU(_InputActivation):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = _number(negative_slope, "negative_slope")
+        self.negative_slope = number(negative_slope, "negative_slope")
 
     def _args(self):
         return (self.negative_slope,)
@@ -102,7 +95,7 @@ class ELU(_InputActivation):
 
     def __init__(self, alpha=1.0):
         super().__init__()
-        self.alpha = _number(alpha, "alpha")
+        self.alpha = number(alpha, "alpha")
 
     def _args(self):
         return (self.alpha,)
@@ -155,7 +148,7 @@ class Softplus(_InputActivation):
 
     def __init__(self, beta=1.0, threshold=20.0):
         super().__init__()
-        self.beta, self.threshold = _number(beta, "beta"), _number(threshold, "threshold")
+        self.beta, self.threshold = number(beta, "beta"), number(threshold, "threshold")
 
     def _args(self):
         return self.beta, self.threshold
@@ -171,7 +164,7 @@ class Hardtanh(_InputActivation):
 
     def __init__(self, min_val=-1.0, max_val=1.0):
         super().__init__()
-        self.min_val, self.max_val = _number(min_val, "min_val"), _number(max_val, "max_val")
+        self.min_val, self.max_val = number(min_val, "min_val"), number(max_val, "max_val")
         if self.max_val <= self.min_val:  # PyTorch's layer asks for this (F.hardtanh allows equal)
             raise ValueError(f"Hardtanh: max_val ({self.max_val}) must be greater than min_val "
                              f"({self.min_val})")
@@ -194,7 +187,7 @@ class PReLU(Module):
     def __init__(self, num_parameters=1, init=0.25, dtype=np.float32):
         super().__init__()
         self.num_parameters = positive_int(num_parameters, "num_parameters")
-        self.init = _number(init, "init")
+        self.init = number(init, "init")
         self.weight = Parameter(np.full(self.num_parameters, self.init, dtype=_float_dtype(dtype)))
 
     def output_shape(self, shape):
@@ -231,9 +224,7 @@ class _Softmax(Module):
 
     def __init__(self, dim=None):
         super().__init__()
-        if dim is not None and (isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral)):
-            raise TypeError(f"{type(self).__name__}: dim must be an int or None, got {dim!r}")
-        self.dim = None if dim is None else int(dim)
+        self.dim = None if dim is None else integer(dim, f"{type(self).__name__}: dim", "an int or None")
 
     def _fns(self):
         return (F.log_softmax, F.log_softmax_backward) if self._log else (F.softmax, F.softmax_backward)

@@ -56,14 +56,13 @@ returns ``self.body(x) + self.shortcut(x)``. :class:`Concat` names its branches 
 ``torch.cat([m(x) for m in self], dim)`` (keys ``"2.0.0.weight"``, ``"2.1.weight"``, ...).
 """
 import math
-import numbers
 import os
 
 import numpy as np
 
 from .. import functional as F
 from .._backend import is_device_array, to_device, to_numpy
-from .._checks import positive_int
+from .._checks import integer, positive_int
 from .._grad import no_grad
 from .._io import atomic_savez
 from .._npz import NpzReader, mismatches
@@ -405,9 +404,7 @@ class Concat(_Branches):
         if not branches:
             raise ValueError("Concat needs at least one branch")
         self.branches = [_check_module(b, f"Concat: branch {i}") for i, b in enumerate(branches)]
-        if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
-            raise TypeError(f"Concat: dim must be an int, got {dim!r}")
-        self.dim = int(dim)
+        self.dim = integer(dim, "Concat: dim")
 
     def named_children(self):
         return [(str(i), b) for i, b in enumerate(self.branches)]
