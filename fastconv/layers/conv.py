@@ -122,12 +122,10 @@ class Conv2d(_ConvNd):
 
     def output_shape(self, shape):
         shape = self._check_input(shape)
-        try:
+        with in_layer(self, shape):
             if self._explicit_pad() is not None:
                 pad_output_hw(shape[2:], self._explicit_pad(), _PAD_MODES[self.padding_mode])
             hw = conv_output_hw(shape[2:], self.kernel_size, self.stride, self._pads, self.dilation)
-        except ValueError as exc:
-            raise ValueError(f"{self!r} cannot take input of shape {shape}: {exc}") from None
         return (shape[0], self.out_channels) + hw
 
     def forward(self, x):
@@ -205,11 +203,9 @@ class ConvTranspose2d(_ConvNd):
 
     def output_shape(self, shape):
         shape = self._check_input(shape)
-        try:
+        with in_layer(self, shape):
             hw = conv_transpose_output_hw(shape[2:], self.kernel_size, self.stride, self.padding,
                                           self.output_padding, self.dilation)
-        except ValueError as exc:
-            raise ValueError(f"{self!r} cannot take input of shape {shape}: {exc}") from None
         return (shape[0], self.out_channels) + hw
 
     def forward(self, x):

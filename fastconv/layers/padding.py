@@ -40,10 +40,8 @@ class _Pad2d(Module):
         shape = tuple(shape)
         if len(shape) != 4:
             raise ValueError(f"{self!r} expects 4-D input (N, C, H, W), got shape {shape}")
-        try:
+        with in_layer(self, shape):
             return shape[:2] + pad_output_hw(shape[2:], self.padding, self._mode)
-        except ValueError as exc:
-            raise ValueError(f"{self!r} cannot take input of shape {shape}: {exc}") from None
 
     def forward(self, x):
         x = self._input(x)

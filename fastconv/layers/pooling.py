@@ -41,11 +41,9 @@ class _Pool2d(Module):
 
     def output_shape(self, shape):
         shape = _four_d(self, shape)
-        try:
+        with in_layer(self, shape):
             hw = pool_output_hw(shape[2:], self._kernel, self._stride, self._padding,
                                 self._dilation, self.ceil_mode)
-        except ValueError as exc:
-            raise ValueError(f"{self!r} cannot take input of shape {shape}: {exc}") from None
         return shape[:2] + hw
 
     def _label(self):
@@ -197,11 +195,9 @@ class MaxUnpool2d(Module):
     def output_shape(self, shape):
         """The output shape for an input of ``shape`` without ``output_size``."""
         shape = _four_d(self, shape)
-        try:
+        with in_layer(self, shape):
             return shape[:2] + unpool_output_hw(shape[2:], self.kernel_size, self.stride,
                                                 self.padding)
-        except ValueError as exc:
-            raise ValueError(f"{self!r} cannot take input of shape {shape}: {exc}") from None
 
     def forward(self, x, indices, output_size=None):
         x = self._input(x)
