@@ -171,13 +171,13 @@ def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, geo, lay_x, lay_o):
 @njit(nogil=True, cache=True)
 def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, taps, rows,
                      wt, dx_taps, dx_tap_start, dx_w_start, geo, lay_x, lay_g, lay_dx):
-    """Images [s0, s1): dwb (K/V, C/V, FH, FW, V in, V out) += each image's dW (from zero, in
-    ``part``, scratch of dwb's size),
-    db += each image's db, and, with ``need_dx``, dx from the forward tiles on the packed dout,
-    phase by phase: dx pixel (y, x) is in phase ``(y % sh, x % sw)``, at ``(y // sh, x // sw)``
-    of its plane, from the taps ``dx_taps[dx_tap_start[i]:dx_tap_start[i + 1]]`` and the
-    weights ``wt[dx_w_start[i]:...]`` of phase i. ``geo``:
-    :meth:`.blocked.Plan.backward_geometry`, with the layouts of x, dout and dx."""
+    """Images [s0, s1): dwb (K/V, C/V, FH, FW, V in, V out) += each image's dW (summed from
+    zero in ``part``, scratch of dwb's size), db += each image's db, and, with ``need_dx``, dx
+    from the forward tiles on the packed dout, phase by phase: dx pixel (y, x) is in phase
+    ``(y % sh, x % sw)``, at ``(y // sh, x // sw)`` of its plane, from the taps
+    ``dx_taps[dx_tap_start[i]:dx_tap_start[i + 1]]`` and the weights ``wt[dx_w_start[i]:...]``
+    of phase i. ``geo``: :meth:`.blocked.Plan.backward_geometry`, with the layouts of x, dout
+    and dx."""
     v, hg, wg, gy, gx, fh, fw, cpad, plane_dx, length_dx = geo[0], geo[1], geo[2], geo[3], \
         geo[4], geo[5], geo[6], geo[7], geo[8], geo[9]
     phases = lay_dx[0] * lay_dx[1]
