@@ -9,8 +9,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["integer", "positive_int", "pair", "number", "reduction", "generator", "manual_seed",
-           "in_layer"]
+__all__ = ["integer", "positive_int", "pair", "sizes", "number", "reduction", "generator",
+           "manual_seed", "in_layer"]
 
 #: What ``rng=None`` draws from: OS entropy until :func:`manual_seed` resets it.
 _default = {"rng": np.random.default_rng()}
@@ -46,6 +46,21 @@ def pair(v, name):
         return integer(v[0], name, _PAIR), integer(v[1], name, _PAIR)
     v = integer(v, name, _PAIR)
     return v, v
+
+
+def sizes(v, name):
+    """``v``, an int or a sequence of ints, as a non-empty tuple of positive ints (a shape such
+    as LayerNorm's ``normalized_shape``); TypeError for another type, ValueError for no size or
+    one below 1."""
+    want = "one or more positive ints"
+    dims = (v,) if isinstance(v, numbers.Integral) else v
+    try:
+        dims = tuple(integer(d, name, want) for d in dims)
+    except TypeError:
+        raise TypeError(f"{name} must be {want} (an int or a sequence of ints), got {v!r}") from None
+    if not dims or min(dims) < 1:
+        raise ValueError(f"{name} must be {want}, got {v!r}")
+    return dims
 
 
 def number(v, name, minimum=None, maximum=None):

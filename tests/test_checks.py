@@ -29,6 +29,10 @@ def test_the_checks_return_plain_python_values():
         _checks.pair((1, 2, 3), "stride")
     with pytest.raises(TypeError, match="stride must be an int or a pair of ints, got 1.0"):
         _checks.pair((1.0, 2), "stride")
+    assert _checks.sizes(4, "normalized_shape") == (4,) and _checks.sizes([2, 3], "s") == (2, 3)
+    for bad, error in (((3, 0), ValueError), ((), ValueError), ((2.0,), TypeError), (None, TypeError)):
+        with pytest.raises(error, match="normalized_shape must be one or more positive ints"):
+            _checks.sizes(bad, "normalized_shape")
     assert _checks.number(np.float32(0.5), "p", 0, 1) == 0.5
     for bad, error in ((float("nan"), ValueError), (1.5, ValueError), ("0.1", TypeError),
                        (False, TypeError)):

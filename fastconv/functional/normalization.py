@@ -4,13 +4,12 @@ Each forward returns ``(out, cache)``; each backward takes the cache and returns
 dweight, dbias)``, where a gradient is None for a weight or bias the forward was not given
 (``weight=None`` is the identity scale, ``bias=None`` no shift, as in PyTorch).
 """
-import numbers
 from collections import namedtuple
 
 import numpy as np
 
 from .._backend import check_host, is_device_array, kernels, resolve, tier_of
-from .._checks import integer, number
+from .._checks import integer, number, sizes
 from ._common import _array, _same_shape
 
 __all__ = ["batch_norm", "batch_norm_backward", "BatchNormCache", "group_norm", "group_norm_backward",
@@ -130,7 +129,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, backend=No
     """
     name = resolve(backend, x, weight, bias)
     x = _array(x, "x")
-    shape = _normalized_shape(normalized_shape)
+    shape = sizes(normalized_shape, "normalized_shape")
     k = len(shape)
     if tuple(x.shape[len(x.shape) - k:]) != shape or len(x.shape) < k:
         raise ValueError(f"layer_norm: given normalized_shape={list(shape)}, expected input with shape "
@@ -138,20 +137,6 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, backend=No
     d = int(np.prod(shape, dtype=np.int64))
     x3 = x.reshape(int(np.prod(x.shape[:len(x.shape) - k], dtype=np.int64)), 1, d)
     return _norm(name, x, x3, 1, weight, bias, shape, _eps(eps))
-
-
-def _normalized_shape(normalized_shape):
-    """``normalized_shape`` (an int or a sequence of ints) as a tuple of positive ints."""
-    dims = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else normalized_shape
-    try:
-        dims = tuple(dims)
-    except TypeError:
-        raise TypeError(f"normalized_shape must be an int or a sequence of ints, "
-                        f"got {normalized_shape!r}") from None
-    if not dims or any(isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral) or d < 1
-                       for d in dims):
-        raise ValueError(f"normalized_shape must be one or more positive ints, got {normalized_shape!r}")
-    return tuple(int(d) for d in dims)
 
 
 def _norm(name, x, x3, inner, weight, bias, param_shape, eps):

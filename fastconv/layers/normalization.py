@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import functional as F
 from .._backend import is_device_array, to_device
-from .._checks import in_layer, number, positive_int
+from .._checks import in_layer, number, positive_int, sizes
 from .module import Module, Parameter, _accumulate, _float_dtype
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm"]
@@ -221,7 +221,7 @@ class LayerNorm(_PerSampleNorm):
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32):
         super().__init__()
-        self.normalized_shape = F.normalization._normalized_shape(normalized_shape)
+        self.normalized_shape = sizes(normalized_shape, "normalized_shape")
         self.eps, self.elementwise_affine = number(eps, "eps", minimum=0), bool(elementwise_affine)
         self._make_affine(self.normalized_shape, self.elementwise_affine, bias, _float_dtype(dtype))
 
