@@ -139,17 +139,23 @@ def test_blocked_nonfinite_like_naive(which, stride):
 
 
 def _threaded_results(counts):
-    """Forward and gradients of one blocked conv at each thread count in ``counts``."""
+    """Forward and gradients of two blocked convs (stride 1, and stride 2 with dilation) at
+    each thread count in ``counts``."""
     rng = np.random.default_rng(5)
-    x, w, b, dout = arrays(rng, (9, 20, 6, 7), (18, 20, 3, 3), (1, 1, 1, 1), (1, 1),
-                           np.float32)
     cpu = _backend.kernels("cpu")
-    with forced(True):
-        return at_thread_counts(lambda: run(cpu, x, w, b, (1, 1, 1, 1), dout), counts)
+    results = []
+    for stride, dilation in (((1, 1), (1, 1)), ((2, 2), (1, 2))):
+        x, w, b, dout = arrays(rng, (9, 20, 6, 7), (18, 20, 3, 3), (1, 1, 1, 1), dilation,
+                               np.float32, stride=stride)
+        with forced(True):
+            results.append(at_thread_counts(
+                lambda: run(cpu, x, w, b, (1, 1, 1, 1), dout, True, dilation, stride), counts))
+    return [a + b for a, b in zip(*results)]
 
 
 def test_blocked_is_bitwise_identical_for_every_thread_count():
-    assert_bitwise_same(_threaded_results(range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1)))
+    assert_bitwise_same(_threaded_results(range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1)),
+                        names=("out", "dx", "dw", "db") * 2)
 
 
 def test_blocked_is_bitwise_identical_for_1_to_4_threads_in_a_subprocess():
