@@ -125,8 +125,8 @@ def test_train_eval_predict_restore_modes():
     np.testing.assert_allclose(p1, p2, rtol=1e-5, atol=1e-6)  # eval: no dropout, no batch statistics
     assert [m.training for m in model.modules()] == [True, True, False] + [True] * 8
     assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())  # no stats update
-    for bad in (0, -1, 2.5):
-        with pytest.raises(ValueError, match="batch_size"):
+    for bad, error in ((0, ValueError), (-1, ValueError), (2.5, TypeError)):
+        with pytest.raises(error, match="batch_size"):
             model.predict(x, batch_size=bad)
     with pytest.raises(ValueError, match="non-empty"):
         model.predict(x[:0])
