@@ -123,6 +123,7 @@ class in_layer:
     def __exit__(self, kind, exc, tb):
         if kind is ValueError:
             name = self.layer if isinstance(self.layer, str) else repr(self.layer)
+            # the traceback still reaches the line that raised; the message is said once
             raise ValueError(f"{name} cannot take input of shape {tuple(self.shape)}: "
-                             f"{exc}") from None
+                             f"{exc}").with_traceback(tb) from None
         return False
