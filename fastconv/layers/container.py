@@ -2,49 +2,8 @@
 save/load, ``predict`` and a CS231n-style memory ``summary``; :class:`Residual` (``body(x) +
 shortcut(x)``) and :class:`Concat` (branch outputs concatenated), which nest inside it.
 
-Writing your own module
------------------------
-There is no autograd: a module computes its own gradients. Subclass :class:`fastconv.Module` and
-
-* name the parameters in ``_param_names`` (and state-dict arrays that are not trained, such as
-  running statistics, in ``_buffer_names``); they are attributes holding :class:`fastconv.Parameter`
-  objects (buffers: arrays), which ``parameters()``, ``state_dict()``, ``to()`` and optimizers find;
-* in ``forward(x)``, pass ``x`` through ``self._input(x)`` (the parameters' dtype and device), keep
-  what the backward needs with ``self._save(...)`` (one cache per call; nothing is kept under
-  :func:`fastconv.no_grad`) and return the output;
-* in ``_backward(dy, need_dx)``, take the cache back with ``self._restore()``, add each parameter's
-  gradient to ``p.grad`` (``p.grad = g`` when it is None, else ``p.grad += g``; skip parameters with
-  ``p.requires_grad`` False) and return dL/dx, or None when ``need_dx`` is False;
-* give ``output_shape(shape)`` (for :meth:`Sequential.summary`; the default keeps the shape) and,
-  if the module holds other modules, ``named_children()``.
-
-For example, a learnable per-channel scale ``y = x * weight[c]`` of (N, C, H, W)::
-
-    class ChannelScale(fc.Module):
-        _param_names = ("weight",)
-
-        def __init__(self, channels):
-            super().__init__()
-            self.weight = fc.Parameter(np.ones(channels, np.float32))
-
-        def forward(self, x):
-            x = self._input(x)
-            self._save(x)
-            return x * self.weight.data[None, :, None, None]
-
-        def _backward(self, dy, need_dx):
-            x = self._restore()
-            w = self.weight
-            if w.requires_grad:
-                g = (dy * x).sum(axis=(0, 2, 3))
-                w.grad = g if w.grad is None else w.grad + g
-            return dy * w.data[None, :, None, None] if need_dx else None
-
-It nests in :class:`Sequential`, :class:`Residual` and :class:`Concat`, trains with every optimizer
-and saves and loads with the model (key ``"<index>.weight"``). Written with NumPy as here it runs
-on host arrays; for a model moved with ``to("cuda")`` write the arithmetic with
-:mod:`fastconv.functional`, whose functions take device arrays too. ``tests/test_containers.py``
-checks this module's gradients by finite differences.
+Writing your own module: the recipe (``_param_names``, ``forward``, ``_backward``,
+``output_shape``) with a worked example is in ``docs/extending.md``.
 
 PyTorch twins
 -------------
