@@ -11,19 +11,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numba import njit
 
-from fastconv.kernels.cpu import blocked
+from fastconv.kernels.cpu import blocked, blocked_kernels
 from fastconv.kernels.cpu import microkernel as mk
 
 from helpers import HYPOTHESIS
 
-#: (rows, nvec, a_rs, a_ls, b_ls, unroll): two shapes of the tests' own and the two kernels the
-#: blocked convolution uses (every generated kernel in use is checked).
+#: (rows, nvec, a_rs, a_ls, b_ls, unroll): two shapes of the tests' own and the three kernels
+#: the blocked convolution uses (every generated kernel in use is checked).
 SHAPES = {"3x2": (3, 2, 5, 2, "lanes", 4),
           "lanes": ("lanes", 1, 1, ("lanes", 2), ("lanes", 1), 3)}
 KERNELS = {name: mk.kernel(*shape) for name, shape in SHAPES.items()}
 KERNELS["forward"], KERNELS["weights"] = blocked._FORWARD, blocked._WEIGHTS
+KERNELS["weights_wide"] = blocked_kernels._WEIGHTS_WIDE
 SHAPES["forward"] = (blocked.ROWS, blocked.NVEC, "lanes", 1, "lanes", 4)
 SHAPES["weights"] = ("lanes", 1, 1, "lanes", "lanes", 4)
+SHAPES["weights_wide"] = (blocked_kernels.WIDE_ROWS, blocked_kernels.WIDE_VEC, 1, "lanes",
+                          "lanes", 4)
 
 
 def _caller(kern):
