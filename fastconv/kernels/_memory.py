@@ -1,8 +1,9 @@
 """Reused memory for the cpu tier's large arrays: a cache of blocks that the arrays gave back.
 
 With glibc's default settings a large NumPy array is mapped fresh from the kernel and faults in
-page by page (1.5-2.4 us per 4 KiB in these VMs): a conv forward + backward on 64x32x14x14
-spent more time in page faults than in its GEMMs. :func:`empty` hands out arrays whose memory
+page by page, which on some machines cost a conv forward + backward more than its GEMMs
+(``python -m benchmarks.overheads`` measures it; figures in
+``benchmarks/results-2026-12-cpu-overheads.md``). :func:`empty` hands out arrays whose memory
 comes from this cache, and gives a block back when the last view of its array is gone, so the
 next call of the same size (the next training step) reuses memory that is already mapped.
 

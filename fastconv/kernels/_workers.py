@@ -11,8 +11,10 @@ the cpu tier (pooling, ReLU, batch norm too) runs this way. BLAS is held at one 
 any split runs, in any Python thread (:func:`one_blas_thread` counts them), then given back its
 own setting.
 
-A split costs about 0.15 ms on these VMs, nearly all of it waking the other vCPU (a bare
-``threading.Event`` round trip takes 0.115 ms), so callers split only work worth more than that.
+A split costs the wake-up of the other threads (a tenth of a millisecond or so; ``python -m
+benchmarks.overheads`` measures it, past figures are in
+``benchmarks/results-2026-12-cpu-overheads.md``), so callers split only work worth more than
+that: the ``SPLIT_*`` thresholds of :mod:`fastconv.kernels.cpu._common`.
 
 The thread count is read in one place, :func:`threads`: :func:`set_num_threads` (PyTorch's
 name), else Numba's setting (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``). Any count works;

@@ -22,11 +22,9 @@ Conventions
 * Initialisation: PyTorch's defaults, so a model starts where its PyTorch twin would: Conv2d and
   Linear weights ``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with
   ``fan_in = in * FH * FW`` (conv) or ``in`` (linear), and biases from the same distribution.
-  (He normal, ``std = sqrt(2 / fan_in)``, started the lenet MNIST net at a loss of 7 instead of
-  2.3 and trained it worse.) Every layer that
-  draws random numbers takes ``rng`` (a ``np.random.Generator`` or an int seed); without one it
-  draws from the module's default generator, which :func:`manual_seed` resets, so
-  ``manual_seed(0)`` followed by building a model gives the same weights every time.
+  Every layer that draws random numbers takes ``rng`` (a ``np.random.Generator`` or an int
+  seed); without one it draws from the module's default generator, which :func:`manual_seed`
+  resets, so ``manual_seed(0)`` followed by building a model gives the same weights every time.
 * ``input_grad``: when False, ``backward`` skips the input gradient and returns None (Conv2d and
   Linear pass ``need_dx=False`` to F, saving the largest product of a network's first layer).
   Set it only on a network's first layer; :class:`fastconv.Sequential` decides this by itself

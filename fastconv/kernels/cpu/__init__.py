@@ -10,10 +10,11 @@ BLAS and ``nogil`` kernels on a block of images at a time (see :mod:`fastconv.ke
 so the block stays in cache from im2col to GEMM to layout and BLAS never spins against Numba;
 Linear shares the blocks of its products the same way. The other kernels run on the same
 threads, each on a range of images, channels or elements. The blocks depend only on the shapes
-and partial sums are added in block order, so every thread count gives the same bits. (They were ``parallel=True`` kernels; Numba's OpenMP workers then
-busy-wait after each kernel on the core a pool thread needs next, and the lenet training step
-took 50 ms instead of 33.) Large outputs come from :mod:`fastconv.kernels._memory`, so repeated
-calls reuse memory that is already mapped instead of faulting in fresh pages.
+and partial sums are added in block order, so every thread count gives the same bits. No kernel
+is ``parallel=True``: Numba's OpenMP workers busy-wait after each kernel on the core a pool
+thread needs next (what that cost: ``benchmarks/results-2026-12-cpu-overheads.md``). Large
+outputs come from :mod:`fastconv.kernels._memory`, so repeated calls reuse memory that is
+already mapped instead of faulting in fresh pages.
 """
 from ..contract import NAMES
 from .._host import axpby, clamp, full, scale_rows, zeros_like

@@ -81,8 +81,8 @@ def _first_max3(row, x0, base, best, arg, nan):
 
 @njit(nogil=True, cache=True)
 def _max_pool_3x3_kernel(x, sh, sw, out, switches):
-    """3x3 windows inside the input, any stride, unrolled (3x faster than the general loop); same
-    rules."""
+    """3x3 windows inside the input, any stride, unrolled (faster than the general loop:
+    ``python -m benchmarks.overheads``); same rules."""
     n_img, c_in, h, wd = x.shape
     _, _, ho, wo = out.shape
     for t in range(n_img * c_in):
@@ -115,7 +115,8 @@ def _max_pool_3x3_kernel(x, sh, sw, out, switches):
 
 @njit(nogil=True, cache=True)
 def _max_pool_2x2_kernel(x, out, switches):
-    """The common 2x2, stride-2 window unrolled (4.5x faster than the general loop); same rules."""
+    """The common 2x2, stride-2 window unrolled (faster than the general loop:
+    ``python -m benchmarks.overheads``); same rules."""
     n_img, c_in, h, wd = x.shape
     _, _, ho, wo = out.shape
     for t in range(n_img * c_in):
