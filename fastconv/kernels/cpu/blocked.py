@@ -55,15 +55,18 @@ layout edges, which took 1.1 ms off B. 3x3 pad 1 unless said:
     12->24 14x14                     4.5 /  6.2    4.8 /  4.8   im2col
     E: 20->40 5x5 12x12, 10 images   2.6 /  2.3    2.8 /  2.2   im2col (kept: width 12/8)
     6->16 5x5 14x14                  3.7 /  3.1    4.3 /  4.1   im2col (kept: C < 8)
-    1x1 16->32 28x28                 6.7 /  6.7    7.1 /  6.3   im2col (kept: one tap)
-    1x1 64->64 14x14                 6.9 /  8.1    8.4 /  8.1   im2col (kept)
-    1x1 128->128 7x7                 5.9 /  6.1    6.5 /  6.9   im2col (kept)
+    1x1 16->32 28x28                 4.3 /  6.3    5.3 /  6.1   im2col (*)
+    1x1 64->64 14x14                 6.4 /  7.3    6.5 /  6.7   im2col (*)
+    1x1 128->128 7x7                 5.7 /  5.6    5.7 /  5.5   im2col (*)
     stride 2, 16->32 28x28           6.2 / 10.6    6.9 /  8.9   im2col
     stride 2, 32->64 14x14           6.3 /  7.2    6.4 /  6.6   im2col
     stride 2, 8->16 28x28            3.2 /  4.2    3.1 /  3.7   im2col
     stride 2, 64->128 14x14         22.1 / 23.0   21.2 / 20.4   im2col
     stride 2, 1x1 16->32 28x28       2.5 /  2.0    3.1 /  1.8   im2col (kept)
     stride 2, E with pad 2           1.5 /  1.3    1.4 /  1.0   im2col (kept: width 8/6)
+
+(*) measured after the wide dW tiles (see :mod:`.blocked_kernels`), which moved stride-1 1x1
+layers here: before them the blocked path tied im2col there (6.7, 6.9, 5.9 native).
 
 Threads: the forward pass splits the images in contiguous runs (nothing to add up). Backward
 cuts the batch into ``chunks`` that depend on the shapes only; each sums its images' dW (each
@@ -77,8 +80,8 @@ from .._memory import empty
 from .._workers import split
 from . import _common
 from ._common import _buffer, _zeroed_buffer
-from .blocked_kernels import (_FORWARD, _WEIGHTS, NVEC, ROWS, WIDE_VEC,  # noqa: F401
-                              _backward_images, _forward_images)
+from .blocked_kernels import (_FORWARD, _WEIGHTS, NVEC, ROWS, WIDE_ROWS,  # noqa: F401
+                              WIDE_VEC, _backward_images, _forward_images)
 from .microkernel import lanes
 
 __all__ = ["conv2d", "conv2d_backward", "memory", "Plan"]
@@ -118,7 +121,6 @@ class Plan:
         self.hd, self.wd = -(-hp // self.sh), -(-wp // self.sw)  # phase planes of x
         self.cb, self.kb = -(-self.c // v), -(-self.k // v)
         self.kbp, self.cbp = _round_up(self.kb, NVEC), _round_up(self.cb, NVEC)
-        self.kbw = _round_up(self.kb, WIDE_VEC)  # blocks of packed dout and of the dW sums
         self.length = (self.ho - 1) * self.wd + self.wo
         self.plane_o = self.ho * self.wd + ROWS  # slack: a run shorter than ROWS writes past
         self.x_size = self.cb * self.sh * self.sw * self.hd * self.wd * v + (ROWS + 1) * v
@@ -127,7 +129,7 @@ class Plan:
         self.wq, self.gx, self.wg, self.xtaps = _dx_axis(self.w, self.left, self.fw, self.dw,
                                                          self.sw, self.wo)
         self.plane_dx = self.hq * self.wg + ROWS
-        self.g_size = self.kbw * self.hg * self.wg * v + (ROWS + 1) * v
+        self.g_size = self.kb * self.hg * self.wg * v + (ROWS + 1) * v
         self.macs = self.n * self.k * self.c * self.fh * self.fw * self.ho * self.wo
         self.parts = _common.conv_parts(self.macs, self.n, self.n)
         split_work = 2 * self.macs >= _common.SPLIT_FLOPS
@@ -142,9 +144,11 @@ class Plan:
     def backward_geometry(self):
         """The backward loops' sizes, and the layouts of x, dout and dx."""
         v = self.v
-        adjacent = self.sw == 1 and self.dw == 1  # tap fx + 1 is the next pixel of x
+        # dW's wide tiles: tap fx + 1 is the next pixel of x, and whole groups of output blocks
+        wide = self.sw == 1 and self.dw == 1 and self.fw * v >= WIDE_ROWS and \
+            self.kb % WIDE_VEC == 0
         geo = np.array([v, self.hg, self.wg, self.gy, self.gx, self.fh, self.fw, self.cbp,
-                        self.plane_dx, (self.hq - 1) * self.wg + self.wq, adjacent],
+                        self.plane_dx, (self.hq - 1) * self.wg + self.wq, wide],
                        dtype=np.int64)
         lay_g = np.array([1, 1, self.hg * self.wg * v, self.wg, self.gy, self.gx], np.int64)
         lay_dx = np.array([self.sh, self.sw, self.cbp * self.plane_dx * v, self.wg, 0, 0],
@@ -217,7 +221,7 @@ def memory(x_shape, w_shape, stride, pads, dilation, itemsize):
     dtype = np.float32 if itemsize == 4 else np.float64
     p = Plan(x_shape, w_shape, stride, pads, dilation, dtype)
     v = p.v
-    dw_block = p.kbw * p.cb * p.fh * p.fw * v * v
+    dw_block = p.kb * p.cb * p.fh * p.fw * v * v
     per_share = (p.x_size + p.g_size + max(p.kbp * p.plane_o,
                                            p.sh * p.sw * p.cbp * p.plane_dx) * v + dw_block)
     weights = (p.kbp * p.cb + p.cbp * p.kb) * p.fh * p.fw * v * v
@@ -249,7 +253,7 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, need_dx=True, dilation=(
     dx_taps, tap_bounds, wt, w_bounds = p.dx_phases(w)
     taps, geo = p.taps(), p.backward_geometry()
     rows = (np.arange(p.ho) * p.wd * v).astype(np.int64)
-    dw_size = p.kbw * p.cb * p.fh * p.fw * v * v
+    dw_size = p.kb * p.cb * p.fh * p.fw * v * v
 
     def share(c0, c1):
         xb, gb = p.x_buffer(), p.g_buffer()
@@ -271,6 +275,6 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, need_dx=True, dilation=(
     for part_dw, part_db in parts[1:]:  # chunk order
         dwb += part_dw
         db += part_db
-    dw = (dwb.reshape(p.kbw, p.cb, p.fh, p.fw, v, v).transpose(0, 5, 1, 4, 2, 3)
-          .reshape(p.kbw * v, p.cb * v, p.fh, p.fw)[:p.k, :p.c])
+    dw = (dwb.reshape(p.kb, p.cb, p.fh, p.fw, v, v).transpose(0, 5, 1, 4, 2, 3)
+          .reshape(p.kb * v, p.cb * v, p.fh, p.fw)[:p.k, :p.c])
     return (dx if need_dx else None), np.ascontiguousarray(dw), (db if has_bias else None)

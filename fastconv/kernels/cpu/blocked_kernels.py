@@ -32,9 +32,9 @@ _FORWARD = kernel(ROWS, NVEC, "lanes", 1, "lanes", 4)
 _WEIGHTS = kernel("lanes", 1, 1, "lanes", "lanes", 4)
 #: dW at unit stride and dilation: rows run on through the next pixels' channels, which are the
 #: next taps of the kernel row (tap fx + 1 is one pixel on), so a tile covers WIDE_ROWS of the
-#: FW*V (tap, channel) pairs of a kernel row, for WIDE_VEC blocks of output channels (packed
-#: dout and the dW sums hold whole groups of WIDE_VEC blocks, the extra ones zero): each
-#: broadcast of x serves WIDE_VEC FMAs. The V x 1 tile of the general case ran at 0.72-0.76 of
+#: FW*V (tap, channel) pairs of a kernel row, for WIDE_VEC blocks of output channels (layers
+#: whose output blocks come in whole groups of WIDE_VEC): each broadcast of x serves WIDE_VEC
+#: FMAs. The V x 1 tile of the general case ran at 0.72-0.76 of
 #: SGEMM with AVX2 (9 loads per 8 FMAs), this at 0.95 (B and D, one Zen 4 thread).
 WIDE_ROWS, WIDE_VEC = (12, 2) if target()[1] >= 32 else (6, 2)
 _WEIGHTS_WIDE = kernel(WIDE_ROWS, WIDE_VEC, 1, "lanes", "lanes", 4)
@@ -186,9 +186,8 @@ def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, t
     ``dx_taps[dx_tap_start[i]:dx_tap_start[i + 1]]`` and the weights ``wt[dx_w_start[i]:...]``
     of phase i. ``geo``: :meth:`.blocked.Plan.backward_geometry`, with the layouts of x, dout
     and dx."""
-    v, hg, wg, gy, gx, fh, fw, cpad, plane_dx, length_dx, adjacent = geo[0], geo[1], geo[2], \
+    v, hg, wg, gy, gx, fh, fw, cpad, plane_dx, length_dx, wide = geo[0], geo[1], geo[2], \
         geo[3], geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10]
-    wide = adjacent != 0 and fw * v >= WIDE_ROWS
     phases = lay_dx[0] * lay_dx[1]
     c_in, k_out = x.shape[1], dout.shape[1]
     ho, wo = dout.shape[2], dout.shape[3]
@@ -207,9 +206,9 @@ def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, t
         for kb in range(kblocks):
             g_off = kb * plane_g + (gy * wg + gx) * v
             for cb in range(cblocks):
-                if wide and kb % WIDE_VEC != 0:
+                if wide != 0 and kb % WIDE_VEC != 0:
                     continue
-                if wide:  # (tap, channel) rows of each kernel row, the last tile overlapping
+                if wide != 0:  # (tap, channel) rows of each kernel row, the last tile overlapping
                     for fy in range(fh):
                         a0 = taps[(cb * fh + fy) * fw]
                         c0 = ((kb * cblocks + cb) * fh + fy) * fw * tile

@@ -215,9 +215,9 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     ``"blocked"`` or ``"im2col"``, in this order: direct (few taps, below); Winograd for 3x3
     layers of at least WINO_BIG_C input and WINO_BIG_K output channels; the blocked path
     (:mod:`.blocked`) for layers of stride 1 or 2 with at least BLOCKED_C input and BLOCKED_K
-    output channels, a kernel of more than one tap and a padded width (over the stride) under
-    4/3 of the output width (the blocked forward computes rows of that width); then Winograd
-    under its older, wider condition (below); else im2col.
+    output channels, a kernel of more than one tap unless the stride is 1, and a padded width
+    (over the stride) under 4/3 of the output width (the blocked forward computes rows of that
+    width); then Winograd under its older, wider condition (below); else im2col.
 
     The measurements behind the blocked path's place (native and AVX2) are in :mod:`.blocked`'s
     docstring.
@@ -260,7 +260,8 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
         return "direct"
     if fits and c >= WINO_BIG_C and k >= WINO_BIG_K:
         return "winograd"
-    if max(stride) <= 2 and c >= BLOCKED_C and k >= BLOCKED_K and fh * fw > 1 and \
+    if max(stride) <= 2 and c >= BLOCKED_C and k >= BLOCKED_K and \
+            (fh * fw > 1 or max(stride) == 1) and \
             3 * -(-(wd + pads[2] + pads[3]) // stride[1]) < 4 * wo:
         return "blocked"
     return "winograd" if fits and min(c, k) >= WINO_CHANNELS else "im2col"
