@@ -1,0 +1,299 @@
+"""A compiled inference plan: :func:`compile` walks a model once for one input shape and dtype and
+turns it into a flat list of steps that call the host tier's kernels directly.
+
+Why: at batch 1 most of a forward pass is Python: each layer checks its input, F validates the
+arguments again, resolves the tier and wraps the result in a cache. A plan does all of that once,
+at compile time (every shape is known then, so every check has been made), and each call checks
+only that the input has the compiled shape and dtype.
+
+What a plan does to the network (results equal the model's in eval mode; exactly without
+folding, up to rounding in the model's dtype with it):
+
+- Conv2d + BatchNorm2d and Linear + BatchNorm1d are folded (:mod:`fastconv.fuse`) when ``fold``
+  is true; other BatchNorms in eval mode run the tier's kernel with the running statistics.
+- ReLU after a step whose output the plan owns (made in this call, read by nothing else) is
+  applied in place on that output, and so is a residual add (into the body's output); the
+  kernels have no fused store yet, so this saves the allocation, not the pass.
+- Dropout, Dropout2d and Identity are no steps (eval mode); Flatten is a reshape (a view).
+- The weights are copied at compile time: compile again after training or loading weights.
+- A module the plan does not know (a user's Module, PReLU, softmax, pads, ...) runs its own
+  ``forward`` under :func:`fastconv.layers.module.eval_mode` and :func:`fastconv.no_grad` (still
+  correct, with the usual per-layer checks).
+"""
+import math
+
+import numpy as np
+
+from ._backend import get_backend, is_device_array, kernels
+from ._grad import no_grad
+from .fuse import fold, foldable, uses
+from .functional.conv import _conv_kernels
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
+                     Flatten, Identity, Linear, MaxPool2d, ReLU, Residual, Sequential, Sigmoid, Tanh)
+from .layers.activation import _InputActivation
+from .layers.conv import _PAD_MODES
+from .layers.module import Module, eval_mode
+
+__all__ = ["compile", "Plan"]
+
+
+class Plan:
+    """A compiled inference pass of a model for one input shape and dtype (see :func:`compile`).
+
+    ``plan(x)`` returns the model's output for x as a new array. ``plan.steps`` names the steps
+    (``"conv2d 1->32 3x3 +bn +relu"``, ...); ``input_shape``, ``output_shape`` and ``dtype``
+    are what it was compiled for.
+    """
+
+    def __init__(self, run, steps, input_shape, output_shape, dtype):
+        self._run = run
+        self.steps = steps
+        self.input_shape, self.output_shape, self.dtype = input_shape, output_shape, dtype
+
+    def __call__(self, x):
+        if not isinstance(x, np.ndarray):
+            if is_device_array(x):
+                raise TypeError("plan: x is a CUDA device array; a plan runs on host (NumPy) arrays")
+            x = np.asarray(x)
+        if x.shape != self.input_shape or x.dtype != self.dtype:
+            raise ValueError(f"plan: compiled for input shape {self.input_shape} {self.dtype}, "
+                             f"got shape {tuple(x.shape)} {x.dtype}; compile the model again for "
+                             "that shape")
+        return self._run(x if x.flags.c_contiguous else np.ascontiguousarray(x))
+
+    def __repr__(self):
+        body = "".join(f"\n  {s}" for s in self.steps)
+        return f"Plan(input {self.input_shape} {self.dtype} -> {self.output_shape}:{body}\n)"
+
+
+def _chain(fns):
+    """One callable running ``fns`` in order (no loop for one or two steps)."""
+    if not fns:
+        return lambda x: x
+    if len(fns) == 1:
+        return fns[0]
+    if len(fns) == 2:
+        f, g = fns
+        return lambda x: g(f(x))
+
+    def run(x):
+        for f in fns:
+            x = f(x)
+        return x
+    return run
+
+
+class _Builder:
+    """Turns modules into steps: each ``_compile`` returns (callables, output shape, owned), where
+    ``owned`` says whether the output is an array this call made and nothing else reads (so a
+    later in-place step may overwrite it)."""
+
+    def __init__(self, tier, dtype, fold_norms, counts):
+        self.tier, self.dtype, self.fold, self.counts = tier, dtype, fold_norms, counts
+        self.names = []
+
+    def array(self, a):
+        return None if a is None else np.array(a, dtype=self.dtype, order="C")  # a copy
+
+    def compile(self, m, shape, owned):
+        if isinstance(m, Sequential):
+            return self.sequence(m.layers, shape, owned)
+        if isinstance(m, Residual):
+            return self.residual(m, shape, owned)
+        if isinstance(m, (Dropout, Identity)):  # Dropout2d is a Dropout: identity in eval
+            return [], shape, owned
+        out_shape = tuple(m.output_shape(shape))
+        step = self.step(m, shape, out_shape, owned)
+        if step is None:
+            return self.fallback(m, shape, out_shape)
+        fn, name, fresh = step
+        self.names.append(name)
+        return [fn], out_shape, fresh
+
+    def sequence(self, layers, shape, owned):
+        fns, i = [], 0
+        while i < len(layers):
+            m = layers[i]
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if self.fold and nxt is not None and foldable(m, nxt) and \
+                    self.counts[id(m)] == 1 and self.counts[id(nxt)] == 1:
+                weight, bias = (self.array(a) for a in fold(m, nxt))
+                out_shape = tuple(m.output_shape(shape))
+                fn, name = (self.conv if isinstance(m, Conv2d) else self.linear)(m, shape, weight,
+                                                                                 bias)
+                self.names.append(name + " +bn")
+                fns.append(fn)
+                shape, owned, i = out_shape, True, i + 2
+                continue
+            part, shape, owned = self.compile(m, shape, owned)
+            fns += part
+            i += 1
+        return fns, shape, owned
+
+    def residual(self, m, shape, owned):
+        self.names.append("residual {")
+        body, out_shape, body_owned = self.sequence([m.body], shape, False)
+        if m.shortcut is not None:
+            self.names.append("} shortcut {")
+            short, short_shape, _ = self.sequence([m.shortcut], shape, False)
+            m._check(out_shape, short_shape)
+        else:
+            short = []
+            m._check(out_shape, shape)
+        self.names.append("} add" + (" in place" if body_owned else ""))
+        run_body, run_short = _chain(body), _chain(short)
+        if body_owned:
+            def add(x):
+                y = run_body(x)
+                return np.add(y, run_short(x), out=y)
+        else:
+            def add(x):
+                return run_body(x) + run_short(x)
+        return [add], out_shape, True
+
+    def fallback(self, m, shape, out_shape):
+        self.names.append(f"{m._label()} (its own forward)")
+
+        def run(x):
+            with eval_mode(), no_grad():
+                return m.forward(x)
+        return [run], out_shape, False  # it may hand back its input or an array it keeps
+
+    def conv(self, m, shape, weight, bias):
+        """A Conv2d with these weights: the tier's dense, depthwise or grouped kernel (the rule
+        of :func:`fastconv.functional.conv2d`), after an explicit pad for padding modes other
+        than zeros."""
+        forward, _, extra = _conv_kernels(self.tier, shape[1], m.groups)
+        stride, dilation, pads = m.stride, m.dilation, m._pads
+        pad = m._explicit_pad()
+        name = (f"conv2d {m.in_channels}->{m.out_channels} {m.kernel_size[0]}x{m.kernel_size[1]}"
+                + (f" stride {stride[0]}" if max(stride) > 1 else "")
+                + (f" groups {m.groups}" if m.groups > 1 else ""))
+        if pad is not None:
+            mode, tier_pad, pads = _PAD_MODES[m.padding_mode], self.tier.pad, (0, 0, 0, 0)
+
+            def run(x):
+                return forward(tier_pad(x, pad, mode, 0.0), weight, bias, stride, pads, dilation,
+                               **extra)[0]
+            return run, name
+        if extra:
+            groups = extra["groups"]
+            return (lambda x: forward(x, weight, bias, stride, pads, dilation, groups)[0]), name
+        return (lambda x: forward(x, weight, bias, stride, pads, dilation)[0]), name
+
+    def linear(self, m, shape, weight, bias):
+        linear = self.tier.linear
+        return (lambda x: linear(x, weight, bias)), f"linear {m.in_features}->{m.out_features}"
+
+    def step(self, m, shape, out_shape, owned):
+        """``(callable, name, output owned)`` for a module the plan runs itself, else None."""
+        tier = self.tier
+        if isinstance(m, Conv2d):
+            return self.conv(m, shape, self.array(m.weight.data), self.array(
+                None if m.bias is None else m.bias.data)) + (True,)
+        if isinstance(m, Linear) and len(shape) == 2:
+            return self.linear(m, shape, self.array(m.weight.data), self.array(
+                None if m.bias is None else m.bias.data)) + (True,)
+        if isinstance(m, ReLU):
+            if owned:
+                return (lambda x: np.maximum(x, 0, out=x)), "relu in place", True
+            return tier.relu, "relu", True
+        if type(m) in (Sigmoid, Tanh):
+            fn = tier.sigmoid if type(m) is Sigmoid else tier.tanh
+            return fn, type(m).__name__.lower(), True
+        if isinstance(m, _InputActivation):
+            fn, args = type(m)._fn, m._args()
+            return (lambda x: fn(x, *args)), m._label(), True
+        if type(m) in (BatchNorm1d, BatchNorm2d) and m.running_mean is not None:
+            return self.batch_norm(m, shape)
+        if type(m) is MaxPool2d and not m.return_indices:
+            pool, args = tier.max_pool2d, (m._kernel, m._stride, m._padding, m._dilation,
+                                           bool(m.ceil_mode))
+            return (lambda x: pool(x, *args)[0]), m._label(), True
+        if type(m) is AvgPool2d:
+            kernel, stride, padding, ceil, count, div = m._options()
+            pool, args = tier.avg_pool2d, (kernel, stride, padding, bool(ceil), bool(count), div)
+            return (lambda x: pool(x, *args)), m._label(), True
+        if type(m) is AdaptiveAvgPool2d:
+            pool, hw = tier.adaptive_avg_pool2d, tuple(out_shape[2:])
+            return (lambda x: pool(x, hw)), f"adaptive_avg_pool2d {hw}", True
+        if type(m) is Flatten:
+            return (lambda x: x.reshape(out_shape)), "flatten", owned
+        return None
+
+    def batch_norm(self, m, shape):
+        """An unfolded BatchNorm in eval mode: the tier's kernel with the running statistics."""
+        c = shape[1]
+        weight = self.array(m.weight.data) if m.weight is not None else np.ones(c, self.dtype)
+        bias = self.array(m.bias.data) if m.bias is not None else np.zeros(c, self.dtype)
+        mean, var, eps = self.array(m.running_mean), self.array(m.running_var), m.eps
+        bn, flat = self.tier.batch_norm, (shape[0], c, math.prod(shape[2:]))
+
+        def run(x):
+            return bn(x.reshape(flat), weight, bias, mean, var, False, eps)[0].reshape(shape)
+        return run, m._label(), True
+
+
+def _shape(input_shape):
+    if isinstance(input_shape, (int, np.integer)) or not hasattr(input_shape, "__iter__"):
+        raise TypeError(f"compile: input_shape must be a tuple of ints such as (1, 1, 28, 28), "
+                        f"got {input_shape!r}")
+    shape = tuple(input_shape)
+    if not shape or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
+                        for s in shape):
+        raise ValueError(f"compile: input_shape must be positive ints (batch first), got "
+                         f"{input_shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def compile(model, input_shape, dtype=None, fold=True):  # noqa: A001 - PyTorch's name
+    """Compile ``model`` into a :class:`Plan`: inference on inputs of exactly ``input_shape``.
+
+    Parameters
+    ----------
+    model : Module
+        Any fastconv model (usually a :class:`fastconv.Sequential`); its parameters must be on
+        the host. It is not changed; the plan copies its weights (compile again after training).
+    input_shape : tuple of ints
+        The input's shape, batch first, e.g. ``(1, 1, 28, 28)``; checked against the model now
+        (a ValueError naming the layer and shape), and each call checks the input against it.
+    dtype : NumPy float dtype or None
+        The input's dtype; None is the model's parameter dtype (float32 unless ``model.to``
+        changed it).
+    fold : bool, default True
+        Fold each Conv2d + BatchNorm2d and Linear + BatchNorm1d into one layer (see
+        :mod:`fastconv.fuse`): the results then match the unfused model up to rounding in the
+        model's dtype, not bit for bit.
+
+    Returns
+    -------
+    Plan
+        ``plan(x)`` is ``model(x)`` in eval mode (dropout off, running statistics) without
+        gradients: x must have the compiled shape and dtype (else a ValueError naming both).
+        It runs the host tier's kernels (cpu, or naive when that is the default backend) from a
+        list of steps made now, with no per-layer checks.
+
+    Example
+    -------
+    >>> plan = fastconv.compile(model, (1, 1, 28, 28))
+    >>> logits = plan(image[None])  # one image, float32, shape (1, 1, 28, 28)
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"compile: model is a {type(model).__name__}, not a fastconv Module")
+    shape = _shape(input_shape)
+    params = model.parameters()
+    if any(p.device == "cuda" for p in params):
+        raise ValueError("compile: the model's parameters are on the GPU; a plan runs on the host "
+                         "tiers (model.to('cpu') first)")
+    if dtype is None:
+        dtype = params[0].dtype if params else np.float32
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"compile: dtype must be float32 or float64, got {dtype}")
+    name = get_backend()
+    builder = _Builder(kernels("cpu" if name == "cuda" else name), dtype, bool(fold), uses(model))
+    try:
+        fns, out_shape, _ = builder.sequence([model], shape, False)
+    except ValueError as exc:  # a layer's own message, naming it and the shape it was handed
+        raise ValueError(f"compile: input_shape {shape} does not fit the model: {exc}") from exc
+    return Plan(_chain(fns), builder.names, shape, tuple(out_shape), dtype)

@@ -1,0 +1,109 @@
+"""fastconv.compile: a plan computes what the model computes in eval mode (bit for bit without
+folding, to rounding with it), for the five example networks and every layer kind it runs
+itself or hands back to the layer's own forward; it refuses another shape or dtype, and it
+changes neither the model nor the caller's input."""
+import numpy as np
+import pytest
+
+import fastconv as fc
+
+from helpers import rel_error
+from test_fuse import networks, randomise_norms
+
+
+@pytest.mark.parametrize("arch", networks.ARCHS)
+def test_plan_computes_the_example_networks(arch):
+    rng = np.random.default_rng(7)
+    model = randomise_norms(networks.build(arch, seed=3), rng)
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    with fc.layers.module.eval_mode():
+        ref = model(x)
+    exact = fc.compile(model, x.shape, fold=False)
+    folded = fc.compile(model, x.shape)
+    assert model.training  # compiling looks at the model, it does not set its mode
+    np.testing.assert_array_equal(exact(x), ref)
+    out = folded(x)
+    assert out.dtype == np.float32 and out.shape == folded.output_shape == (2, 10)
+    assert rel_error(out, ref) < 1e-5
+    has_norm = any(isinstance(m, fc.BatchNorm2d) for m in model.modules())
+    assert any(s.endswith("+bn") for s in folded.steps) == has_norm
+
+
+def test_plan_float64_folded_to_1e10():
+    rng = np.random.default_rng(8)
+    model = randomise_norms(networks.build("best", seed=4), rng).to(np.float64).eval()
+    x = rng.standard_normal((2, 1, 28, 28))
+    plan = fc.compile(model, x.shape)
+    assert plan.dtype == np.float64
+    assert rel_error(plan(x), model(x)) < 1e-10
+
+
+class Double(fc.Module):
+    """A user's module the plan does not know: it runs its own forward."""
+
+    def forward(self, x):
+        return x * 2
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+
+def every_kind():
+    fc.manual_seed(5)
+    block = fc.Sequential(fc.ReLU(), fc.Conv2d(6, 6, 3, padding=1), fc.BatchNorm2d(6))
+    return fc.Sequential(
+        fc.ReLU(),  # on the caller's input: not in place
+        fc.Conv2d(3, 6, 3, padding=1, padding_mode="reflect"), fc.LeakyReLU(0.1),
+        fc.Residual(block), fc.ReLU(),  # identity shortcut: the body must not overwrite x
+        fc.Residual(fc.Sequential(fc.Conv2d(6, 6, 1), fc.Tanh()),
+                    fc.Sequential(fc.Conv2d(6, 6, 1, groups=3), fc.BatchNorm2d(6))),
+        fc.Dropout2d(0.5), Double(), fc.ReLU(),
+        fc.AvgPool2d(2), fc.Sigmoid(), fc.BatchNorm2d(6), fc.MaxPool2d(2, ceil_mode=True),
+        fc.PReLU(6), fc.AdaptiveAvgPool2d((2, 1)), fc.Flatten(), fc.Dropout(0.3),
+        fc.Linear(12, 4, bias=False), fc.BatchNorm1d(4), fc.GELU(), fc.Identity(), fc.Linear(4, 3))
+
+
+def test_plan_runs_every_layer_kind():
+    rng = np.random.default_rng(9)
+    model = randomise_norms(every_kind(), rng)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    x_before = x.copy()
+    with fc.layers.module.eval_mode():
+        ref = model(x)
+    exact = fc.compile(model, x.shape, fold=False)
+    first = exact(x)
+    np.testing.assert_array_equal(first, ref)
+    np.testing.assert_array_equal(x, x_before)  # the caller's input is never written
+    again = exact(x)
+    np.testing.assert_array_equal(first, ref)  # each call's output is its own array
+    np.testing.assert_array_equal(again, ref)
+    assert "relu" in exact.steps and "relu in place" in exact.steps
+    assert any("its own forward" in s for s in exact.steps)  # Double, PReLU
+    folded = fc.compile(model, x.shape)
+    assert sum(s.endswith("+bn") for s in folded.steps) == 3  # the norm after Sigmoid stays
+    assert rel_error(folded(x), ref) < 1e-5
+    np.testing.assert_array_equal(x, x_before)
+
+
+def test_plan_refuses_another_shape_or_dtype():
+    model = networks.build("tutorial", seed=0)
+    plan = fc.compile(model, (1, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"\(1, 1, 28, 28\) float32, got shape \(2, 1, 28, 28\)"):
+        plan(np.zeros((2, 1, 28, 28), np.float32))
+    with pytest.raises(ValueError, match="float32, got shape \\(1, 1, 28, 28\\) float64"):
+        plan(np.zeros((1, 1, 28, 28)))
+    x = np.arange(28 * 28, dtype=np.float32).reshape(1, 1, 28, 28)[..., ::-1]  # not contiguous
+    np.testing.assert_array_equal(plan(x), model.eval()(x))
+
+
+def test_compile_checks_its_arguments():
+    model = networks.build("tutorial", seed=0)
+    with pytest.raises(ValueError, match=r"input_shape \(1, 1, 20, 20\) does not fit the model: "
+                                         r"Linear\(1352, 10\) expects 1352 input features"):
+        fc.compile(model, (1, 1, 20, 20))
+    with pytest.raises(TypeError, match="input_shape"):
+        fc.compile(model, 28)
+    with pytest.raises(ValueError, match="positive ints"):
+        fc.compile(model, (0, 1, 28, 28))
+    with pytest.raises(TypeError, match="not a fastconv Module"):
+        fc.compile(lambda x: x, (1, 1, 28, 28))
