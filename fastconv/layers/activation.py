@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import functional as F
 from .._checks import in_layer, integer, number, positive_int
-from .module import Module, Parameter, _accumulate, _float_dtype
+from .module import Module, Parameter, _float_dtype
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU", "Softplus",
            "Hardtanh", "PReLU", "Softmax", "LogSoftmax", "Identity"]
@@ -208,12 +208,7 @@ class PReLU(Module):
         return out
 
     def _backward(self, dy, need_dx):
-        x = self._restore()
-        if not (need_dx or self._trainable()):
-            return None
-        dx, dweight = F.prelu_backward(dy, x, self.weight.data, need_dx=need_dx)
-        _accumulate(self.weight, dweight)
-        return dx
+        return self._param_backward(dy, need_dx, F.prelu_backward, self.weight.data)
 
     def __repr__(self):
         return f"PReLU(num_parameters={self.num_parameters})"

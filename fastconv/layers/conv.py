@@ -218,12 +218,7 @@ class ConvTranspose2d(_ConvNd):
         return out
 
     def _backward(self, dy, need_dx):
-        cache = self._restore()
-        if not (need_dx or self._trainable()):
-            return None
-        dx, dw, db = F.conv_transpose2d_backward(dy, cache, need_dx=need_dx)
-        self._gradients(dw, db)
-        return dx
+        return self._param_backward(dy, need_dx, F.conv_transpose2d_backward)
 
     def _memory(self, in_shape, out_shape, itemsize):
         fh, fw = self.kernel_size

@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import functional as F
 from .._checks import generator, in_layer, positive_int
-from .module import Module, Parameter, _accumulate, _float_dtype, _uniform_init
+from .module import Module, Parameter, _float_dtype, _uniform_init
 
 __all__ = ["Linear"]
 
@@ -49,14 +49,7 @@ class Linear(Module):
         return out
 
     def _backward(self, dy, need_dx):
-        cache = self._restore()
-        if not (need_dx or self._trainable()):
-            return None
-        dx, dw, db = F.linear_backward(dy, cache, need_dx=need_dx)
-        _accumulate(self.weight, dw)
-        if self.bias is not None:
-            _accumulate(self.bias, db)
-        return dx
+        return self._param_backward(dy, need_dx, F.linear_backward)
 
     def __repr__(self):
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "

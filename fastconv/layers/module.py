@@ -238,6 +238,20 @@ class Module:
         return any(getattr(self, a) is not None and getattr(self, a).requires_grad
                    for a in self._param_names)
 
+    def _param_backward(self, dy, need_dx, backward, *args):
+        """The backward of a layer whose F pair returns ``(dx, *grads)``: runs
+        ``backward(dy, cache, *args, need_dx=need_dx)`` on the latest cache and accumulates each
+        grad into the parameter named at the same place in ``_param_names`` (None ones skipped).
+        Returns None without computing anything when neither dx nor a parameter gradient is wanted."""
+        cache = self._restore()
+        if not (need_dx or self._trainable()):
+            return None
+        dx, *grads = backward(dy, cache, *args, need_dx=need_dx)
+        for name, g in zip(self._param_names, grads):
+            if getattr(self, name) is not None:
+                _accumulate(getattr(self, name), g)
+        return dx
+
     def _input(self, x):
         """x as a real array in this layer's parameter dtype, on its device (device arrays pass
         through; a host input to a layer on the device is copied there once). Layers without

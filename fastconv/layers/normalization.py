@@ -162,12 +162,7 @@ class _PerSampleNorm(_Normalization):
         return out
 
     def _backward(self, dy, need_dx):
-        cache = self._restore()
-        if not (need_dx or self._trainable()):
-            return None
-        dx, dweight, dbias = self._normalize_backward(dy, cache, need_dx)
-        self._grads(dweight, dbias)
-        return dx
+        return self._param_backward(dy, need_dx, self._normalize_backward)
 
 
 class GroupNorm(_PerSampleNorm):
