@@ -72,22 +72,9 @@ class AdamW(Adam):
 
     Each step first decays ``p *= 1 - lr * weight_decay``, then applies Adam's
     rule to the gradient without an L2 term: the decay is the parameter's
-    tier's ``axpby``, the rest its ``adam_update``.
-
-    Parameters
-    ----------
-    params : iterable
-        Parameters or parameter-group dicts (see :class:`Optimizer`).
-    lr : float, optional
-    betas : (float, float), optional
-    eps : float, optional
-    weight_decay : float, optional
-        Decoupled decay rate (default 1e-2, as torch).
-    amsgrad : bool, optional
-    l1 : float, optional
-        fastconv extension: L1 penalty, ``l1 * sign(p)`` added to the gradient.
-    max_norm : float or None, optional
-        fastconv extension: per-output-unit L2 norm bound applied after the step.
+    tier's ``axpby``, the rest its ``adam_update``. The parameters are :class:`Adam`'s, except
+    that ``weight_decay`` is the decoupled decay rate (default 1e-2, as torch) and
+    ``decoupled_weight_decay`` is always True.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
