@@ -8,7 +8,10 @@ the rank or unpacked into a bare Python error.
 import numpy as np
 from onnx import helper
 
-__all__ = ["Unsupported", "attributes", "axis", "hw_pads", "pair", "square", "scalar", "decimal"]
+from .tensors import np_dtype
+
+__all__ = ["Unsupported", "attributes", "axis", "cast_dtype", "hw_pads", "pair", "square", "scalar",
+           "decimal"]
 
 
 class Unsupported(Exception):
@@ -30,6 +33,16 @@ def attributes(node, **defaults):
     if unknown:
         raise Unsupported(f"attribute{'s' * (len(unknown) > 1)} {', '.join(unknown)} not supported")
     return {**defaults, **values}
+
+
+def cast_dtype(node):
+    """The NumPy dtype a Cast ``node`` converts to (its ``to`` attribute); Unsupported for an
+    unknown ONNX data type."""
+    a = attributes(node, to=None, saturate=1)
+    try:
+        return np_dtype(a["to"], "attribute 'to'")
+    except ValueError as exc:
+        raise Unsupported(str(exc)) from None
 
 
 def axis(value, rank, name="axis", end=False):

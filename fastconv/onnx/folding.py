@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 
-from .attrs import Unsupported, attributes, axis, scalar
+from .attrs import Unsupported, attributes, axis, cast_dtype, scalar
 from .importers import BATCH, Symbol
-from .tensors import np_dtype, to_array
+from .tensors import to_array
 
 __all__ = ["FOLDERS", "FOLD_LIMIT", "folder", "reserve", "shape_vector"]
 
@@ -131,11 +131,7 @@ def _fold_identity(ctx, node, inputs):
 
 @folder("Cast")
 def _fold_cast(ctx, node, inputs):
-    a = attributes(node, to=None, saturate=1)
-    try:
-        dtype = np_dtype(a["to"], "attribute 'to'")
-    except ValueError as exc:
-        raise Unsupported(str(exc)) from None
+    dtype = cast_dtype(node)
     x = inputs[0]
     if x.dtype == object:  # a shape vector with symbols stays symbolic through an integer cast
         if dtype.kind not in "iu":

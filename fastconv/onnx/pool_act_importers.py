@@ -7,9 +7,8 @@ import math
 
 from .. import layers as nn
 
-from .attrs import Unsupported, attributes, axis, decimal, hw_pads, pair, scalar, square
+from .attrs import Unsupported, attributes, axis, cast_dtype, decimal, hw_pads, pair, scalar, square
 from .importers import Spec, importer, _require, _done
-from .tensors import np_dtype
 
 __all__ = []
 
@@ -159,11 +158,7 @@ def _identity(ctx, node, x):
 
 @importer("Cast")
 def _cast(ctx, node, x):
-    a = attributes(node, to=None, saturate=1)
-    try:
-        dtype = np_dtype(a["to"], "attribute 'to'")
-    except ValueError as exc:
-        raise Unsupported(str(exc)) from None
+    dtype = cast_dtype(node)
     if dtype.kind != "f":
         raise Unsupported(f"cast of an activation to {dtype}")
     return None  # fastconv computes in float32 throughout
