@@ -14,6 +14,7 @@ folding, up to rounding in the model's dtype with it):
 - ReLU after a step whose output the plan owns (made in this call, read by nothing else) is
   applied in place on that output, and so is a residual add (into the body's output); the
   kernels have no fused store yet, so this saves the allocation, not the pass.
+- Concat runs its branches and joins their outputs.
 - Dropout, Dropout2d and Identity are no steps (eval mode); Flatten is a reshape (a view).
 - The weights are copied at compile time: compile again after training or loading weights.
 - A module the plan does not know (a user's Module, PReLU, softmax, pads, ...) runs its own
@@ -28,8 +29,9 @@ from ._backend import get_backend, is_device_array, kernels
 from ._grad import no_grad
 from .fuse import fold, foldable, uses
 from .functional.conv import _conv_kernels
-from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
-                     Flatten, Identity, Linear, MaxPool2d, ReLU, Residual, Sequential, Sigmoid, Tanh)
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d,
+                     Dropout, Flatten, Identity, Linear, MaxPool2d, ReLU, Residual, Sequential,
+                     Sigmoid, Tanh)
 from .layers.activation import _InputActivation
 from .layers.conv import _PAD_MODES
 from .layers.module import Module, eval_mode
@@ -100,6 +102,8 @@ class _Builder:
             return self.sequence(m.layers, shape, owned)
         if isinstance(m, Residual):
             return self.residual(m, shape, owned)
+        if isinstance(m, Concat):
+            return self.concat(m, shape)
         if isinstance(m, (Dropout, Identity)):  # Dropout2d is a Dropout: identity in eval
             return [], shape, owned
         out_shape = tuple(m.output_shape(shape))
@@ -150,6 +154,18 @@ class _Builder:
             def add(x):
                 return run_body(x) + run_short(x)
         return [add], out_shape, True
+
+    def concat(self, m, shape):
+        runs, shapes = [], []
+        for i, branch in enumerate(m.branches):
+            self.names.append(("concat {" if i == 0 else "} branch {"))
+            fns, out_shape, _ = self.sequence([branch], shape, False)
+            runs.append(_chain(fns))
+            shapes.append(out_shape)
+        axis = m._check(shapes)
+        self.names.append(f"}} concat dim {axis}")
+        out_shape = tuple(m.output_shape(shape))
+        return [lambda x: np.concatenate([run(x) for run in runs], axis)], out_shape, True
 
     def fallback(self, m, shape, out_shape):
         self.names.append(f"{m._label()} (its own forward)")

@@ -58,6 +58,8 @@ def every_kind():
         fc.Residual(fc.Sequential(fc.Conv2d(6, 6, 1), fc.Tanh()),
                     fc.Sequential(fc.Conv2d(6, 6, 1, groups=3), fc.BatchNorm2d(6))),
         fc.Dropout2d(0.5), Double(), fc.ReLU(),
+        fc.Concat(fc.Identity(), fc.Sequential(fc.Conv2d(6, 2, 1), fc.ReLU())),
+        fc.Conv2d(8, 6, 1),
         fc.AvgPool2d(2), fc.Sigmoid(), fc.BatchNorm2d(6), fc.MaxPool2d(2, ceil_mode=True),
         fc.PReLU(6), fc.AdaptiveAvgPool2d((2, 1)), fc.Flatten(), fc.Dropout(0.3),
         fc.Linear(12, 4, bias=False), fc.BatchNorm1d(4), fc.GELU(), fc.Identity(), fc.Linear(4, 3))
@@ -79,6 +81,7 @@ def test_plan_runs_every_layer_kind():
     np.testing.assert_array_equal(again, ref)
     assert "relu" in exact.steps and "relu in place" in exact.steps
     assert any("its own forward" in s for s in exact.steps)  # Double, PReLU
+    assert "} concat dim 1" in exact.steps
     folded = fc.compile(model, x.shape)
     assert sum(s.endswith("+bn") for s in folded.steps) == 3  # the norm after Sigmoid stays
     assert rel_error(folded(x), ref) < 1e-5
