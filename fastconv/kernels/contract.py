@@ -17,7 +17,7 @@ where they already live: callers reach them through :func:`fastconv._backend.tie
 ``tests/test_contract.py`` checks each tier's signatures against the parameters here.
 """
 
-__all__ = ["CONTRACT", "NAMES", "FAMILIES", "signature"]
+__all__ = ["CONTRACT", "NAMES", "FAMILIES", "signature", "bind"]
 
 CONTRACT = {
     "conv": {
@@ -183,3 +183,19 @@ def signature(name):
         if name in functions:
             return f"({functions[name][0]})"
     raise KeyError(f"{name!r} is not a function of the kernel contract")
+
+
+def bind(namespace, **shared):
+    """Put every contract function into ``namespace`` (a tier package's ``globals()``), each from
+    the tier's file of its family (``<tier>.<family>``) or, for a family named in ``shared``, from
+    that module of ``fastconv.kernels`` (``elementwise="_host"``): the tiers' export lists are this
+    contract, never copies of it. ImportError names a function the tier lacks."""
+    from importlib import import_module
+    for family, functions in CONTRACT.items():
+        where = f"{__package__}.{shared[family]}" if family in shared else \
+            f"{namespace['__name__']}.{family}"
+        module = import_module(where)
+        for name in functions:
+            if not hasattr(module, name):
+                raise ImportError(f"{where} lacks {name!r}, a function of the kernel contract")
+            namespace[name] = getattr(module, name)

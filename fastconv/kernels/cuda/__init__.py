@@ -93,25 +93,10 @@ if not _AVAILABLE:
         "numba-cuda on a machine with a GPU; other backends: 'cpu', 'naive'.")
 
 # the GPU (or the simulator) is there: now the family files may define their kernels
-from ..contract import NAMES
-from .activation import (activate, activate_backward, prelu, prelu_backward, relu, relu_backward,
-                         sigmoid, sigmoid_backward, softmax, softmax_backward, tanh, tanh_backward)
-from .combine import add, concat, split
-from .conv import col2im, conv2d, conv2d_backward, conv2d_memory, im2col
-from .conv_transpose import conv_transpose2d, conv_transpose2d_backward
-from .dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
-from .elementwise import axpby, clamp, full, scale_rows, zeros_like
-from .grouped import (depthwise_conv2d, depthwise_conv2d_backward, grouped_conv2d,
-                      grouped_conv2d_backward)
-from .linear import linear, linear_backward
-from .loss import (binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss,
-                   softmax_cross_entropy)
-from .normalization import batch_norm, batch_norm_backward, group_norm, group_norm_backward
-from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update
-from .padding import pad, pad_backward
-from .pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
-                      avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, max_unpool2d,
-                      max_unpool2d_backward)
+from ..contract import NAMES, bind
+
+# every contract function, from this tier's file of its family
+bind(globals())
 
 __all__ = list(NAMES) + ["KERNELS"]
 
