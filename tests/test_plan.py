@@ -110,3 +110,15 @@ def test_compile_checks_its_arguments():
         fc.compile(model, (0, 1, 28, 28))
     with pytest.raises(TypeError, match="not a fastconv Module"):
         fc.compile(lambda x: x, (1, 1, 28, 28))
+
+
+def test_relu_before_max_pool_runs_after_it_with_the_same_bits():
+    """ReLU then MaxPool2d runs as pool then ReLU (they commute): the same output, NaN, inf and
+    windows that are all negative included."""
+    model = fc.Sequential(fc.ReLU(), fc.MaxPool2d(3, stride=2, padding=1, ceil_mode=True))
+    x = np.random.default_rng(10).standard_normal((2, 3, 8, 7)).astype(np.float32)
+    x[0, 0, :4, :4] = -np.abs(x[0, 0, :4, :4])
+    x[0, 1, 2, 3], x[1, 2, 5, 5], x[1, 0, 0, 0] = np.nan, np.inf, -np.inf
+    plan = fc.compile(model, x.shape)
+    assert plan.steps == ["MaxPool2d(3, stride=2)", "relu in place"]
+    np.testing.assert_array_equal(plan(x), model.eval()(x))
