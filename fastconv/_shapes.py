@@ -110,6 +110,28 @@ def conv_transpose_output_hw(in_hw, kernel_hw, stride_hw, padding_hw, output_pad
 
 #: The padding modes of :func:`fastconv.functional.pad`, as the tiers number them.
 PAD_MODES = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
+# the numbers above as plain ints, which a compiled kernel reads as constants
+_REFLECT, _REPLICATE, _CIRCULAR = (PAD_MODES[m] for m in ("reflect", "replicate", "circular"))
+
+
+def pad_source(i, size, before, n_out, mode):
+    """The input index that output index ``i`` (of ``n_out``) copies along a dimension of
+    ``size`` padded by ``before`` at its start; -1 for the constant. Plain Python, compiled by
+    each tier into its kernels (``njit(inline="always")`` on cpu, a cuda device function)."""
+    if mode == _CIRCULAR:  # wrap around the kept indices, those that negative amounts leave
+        kept = n_out - max(before, 0) - max(n_out - size - before, 0)
+        return max(-before, 0) + (i - max(before, 0)) % max(kept, 1)
+    s = i - before
+    if mode == _REFLECT:
+        if s < 0:
+            s = -s
+        if s >= size:
+            s = 2 * (size - 1) - s
+    elif mode == _REPLICATE:
+        s = min(max(s, 0), size - 1)
+    elif s < 0 or s >= size:
+        s = -1
+    return s
 
 
 def pad_output_hw(in_hw, pad, mode):

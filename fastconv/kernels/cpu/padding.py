@@ -9,32 +9,12 @@ threads of :mod:`fastconv.kernels._workers` when the arrays are large.
 import numpy as np
 from numba import njit
 
-from ..._shapes import PAD_MODES, pad_output_hw
+from ..._shapes import PAD_MODES, pad_output_hw, pad_source
 from .._memory import empty
 from .._workers import split
 from . import _common
 
-CONSTANT, REFLECT, REPLICATE, CIRCULAR = (PAD_MODES[m] for m in ("constant", "reflect",
-                                                                   "replicate", "circular"))
-
-
-@njit(inline="always")
-def _source(i, size, before, n_out, mode):
-    """The input index that output index ``i`` (of ``n_out``) copies; -1 for the constant."""
-    if mode == CIRCULAR:  # wrap around the kept indices, those that negative amounts leave
-        kept = n_out - max(before, 0) - max(n_out - size - before, 0)
-        return max(-before, 0) + (i - max(before, 0)) % max(kept, 1)
-    s = i - before
-    if mode == REFLECT:
-        if s < 0:
-            s = -s
-        if s >= size:
-            s = 2 * (size - 1) - s
-    elif mode == REPLICATE:
-        s = min(max(s, 0), size - 1)
-    elif s < 0 or s >= size:
-        s = -1
-    return s
+_source = njit(inline="always")(pad_source)
 
 
 @njit(inline="always")

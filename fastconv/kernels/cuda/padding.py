@@ -8,30 +8,14 @@ for "replicate" the whole run of the edge; for "circular" every ``kept``-th inde
 """
 from numba import cuda, float32
 
-from ..._shapes import PAD_MODES, pad_output_hw
+from ..._shapes import PAD_MODES, pad_output_hw, pad_source
 from ._launch import _A4, _I, _dev, _empty, _launch, _scalar, _sigs
 
 CONSTANT, REFLECT, REPLICATE, CIRCULAR = (PAD_MODES[m] for m in ("constant", "reflect",
                                                                    "replicate", "circular"))
 
 
-@cuda.jit(device=True, cache=True)
-def _source(i, size, before, n_out, mode):
-    """The input index that output index ``i`` (of ``n_out``) copies; -1 for the constant."""
-    if mode == CIRCULAR:  # wrap around the kept indices, those that negative amounts leave
-        kept = n_out - max(before, 0) - max(n_out - size - before, 0)
-        return max(-before, 0) + (i - max(before, 0)) % max(kept, 1)
-    s = i - before
-    if mode == REFLECT:
-        if s < 0:
-            s = -s
-        if s >= size:
-            s = 2 * (size - 1) - s
-    elif mode == REPLICATE:
-        s = min(max(s, 0), size - 1)
-    elif s < 0 or s >= size:
-        s = -1
-    return s
+_source = cuda.jit(device=True, cache=True)(pad_source)
 
 
 @cuda.jit(device=True, cache=True)
