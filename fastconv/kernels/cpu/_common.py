@@ -1,6 +1,9 @@
-"""What every op family of the cpu tier shares: the tunable thresholds (the ONE place they live),
-the products through BLAS, the splits of elementwise and per-plane work across the threads of
-:mod:`fastconv.kernels._workers`, and per-thread temporaries.
+"""What every op family of the cpu tier shares: the tunable block and thread-split thresholds
+(the ONE place they live; the thresholds that pick a convolution path live with
+:func:`.conv.algorithm`, and the measurements behind both in
+``benchmarks/results-2026-12-thresholds.md``), the products through BLAS, the splits of
+elementwise and per-plane work across the threads of :mod:`fastconv.kernels._workers`, and
+per-thread temporaries.
 
 Family modules read the thresholds as attributes of this module at call time
 (``_common.BLOCK_BYTES``), so setting one here (a test forcing every path) changes every family.
@@ -26,12 +29,10 @@ BLOCK_BYTES = 2 * 2**20
 PARTIAL_BYTES = 64 * 2**20
 
 #: A convolution is split across the threads only with at least this many forward FLOPs and
-#: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread (a split costs
-#: ~0.15 ms). Measured 2026-12-02 (Zen 4, 2 threads): E, 10x20x12x12 -> 40, 5x5, fwd+bwd in
-#: 1.50 ms in one block on one thread, 1.33 in 2 blocks of 5 and 1.25 in 4 blocks of 3 on
-#: two; on a loaded machine later, 1.91 on one thread against 2.33 on two, then over 25 rounds
-#: 1.72 against 1.39 (it had been 1.9 against 2.9 before the thread pool: that set
-#: SPLIT_IMAGES = 8).
+#: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread, since a split has a
+#: fixed cost (``python -m benchmarks.overheads``) that smaller layers do not win back. Shape E
+#: (``benchmarks/cases.py``) sits near the line; its timings on one and two threads:
+#: ``benchmarks/results-2026-12-thresholds.md``.
 SPLIT_FLOPS = 2e7
 SPLIT_IMAGES = 2
 
@@ -54,25 +55,26 @@ def block_count(n, most, split):
         blocks = min(n, -(-blocks // 4) * 4)
     return max(blocks, 1)
 
-#: Elementwise kernels on fewer elements run in the calling thread: one thread streams about
-#: 2**21 float32 values (ReLU) in the ~0.3 ms that a split must save to pay for itself.
+#: Elementwise kernels on fewer elements run in the calling thread: one thread streams them
+#: (ReLU, float32) in less time than a split must save to pay for itself
+#: (``benchmarks/results-2026-12-thresholds.md``).
 SPLIT_ELEMENTS = 2**21
 
 #: Pooling and batch-norm kernels (more work per element) split from this many input elements.
 SPLIT_PLANE_ELEMENTS = 2**18
 
 #: GEMMs of fewer multiply-adds than this run in the calling thread as one product; bigger ones
-#: are cut into blocks that the threads share (a split costs ~0.15 ms).
+#: are cut into blocks that the threads share (a split has a fixed cost, see SPLIT_FLOPS).
 SPLIT_GEMM = 2**23
 
 #: The blocks of a cut GEMM hold about this many multiply-adds each, their count rounded up to a
 #: multiple of 4 (even runs for 1, 2 and 4 threads). The cut depends only on the shapes. Each
-#: block costs a repack of one operand: on one thread, lenet's 64x800 @ 800x500 took 0.49 ms in
-#: one product, +8% in 4 blocks, +20% in 8, +40% in 16 (thread CPU time).
+#: block costs a repack of one operand, so blocks are no smaller than this (what more blocks
+#: cost on lenet's 800 -> 500 product: ``benchmarks/results-2026-12-thresholds.md``).
 GEMM_BLOCK_MACS = 2**23
 
 #: OpenBLAS runs products of at least this many multiply-adds on all its threads, whose workers
-#: then busy-spin for ~0.1 s against ours: below SPLIT_GEMM they run with BLAS at one thread.
+#: then busy-spin against ours: below SPLIT_GEMM they run with BLAS at one thread.
 BLAS_THREADED_GEMM = 2**18
 
 _local = threading.local()

@@ -8,9 +8,8 @@ channels innermost; at stride ``(sh, sw)`` each block holds ``sh*sw`` phase plan
 ``(Y, X)`` in plane ``(Y % sh, X % sw)`` at ``(Y // sh, X // sw)``, so that every tap reads its
 plane at unit stride. Each image is packed into that layout once per call (V x V transposes in
 registers), in the thread that uses it, so it stays in cache; the weights are reordered once per
-call, in NumPy. On B (32 -> 64 channels, 14x14, batch 64, one Zen 4 thread) packing x and dout
-and unpacking the output and dx take 0.2, 0.35 (with db's sums), 0.3 and 0.2 ms of the 16.6 ms
-forward + backward (scalar loops took 0.4, 0.7, 0.7 and 0.4).
+call, in NumPy. Packing and unpacking are a small part of a forward + backward (the shares on
+B: ``benchmarks/results-2026-12-thresholds.md``).
 
 - Forward: a tile of ``R`` output pixels x ``NB`` blocks of ``V`` output channels is one call of
   the ``R x NB`` kernel over every (input channel block, tap) ``t`` and input channel ``l`` of
@@ -31,42 +30,14 @@ forward + backward (scalar loops took 0.4, 0.7, 0.7 and 0.4).
   valid pixels, so inf or NaN in x never meets a dropped column), ``a`` the packed input
   (broadcast channel by channel), ``b`` the packed dout.
 
-Where :func:`.conv.algorithm` sends layers here (it keeps Winograd for 3x3 layers of 32+ input
-and 64+ output channels, where F(2x2, 3x3)'s 2.25x fewer multiplications beat kernels that run
-at the FMA ceiling, and im2col for 1x1 layers, few channels and wide padding).
-Measured 2026-12-07 on an AMD EPYC family 25 model 17 (Zen 4, AVX-512), one thread,
-thread CPU time (the machine was shared, load 5-12 on 2 cores: wall times were noise),
-float32, batch 64, fwd+bwd ms, medians of 5 interleaved rounds, blocked / the path the rule
-took before; native and AVX2 (``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=
-OPENBLAS_CORETYPE=Haswell``). The blocked figures predate its register transposes at the
-layout edges, which took 1.1 ms off B. 3x3 pad 1 unless said:
-
-    layer                           native        AVX2          other path
-    32->64 14x14 (B)                18.9 / 17.6   18.1 / 16.0   winograd (kept)
-    64->64 14x14                    32.7 / 31.4   33.6 / 29.4   winograd (kept)
-    64->128 16x16 (D)               81.3 / 72.9   107  / 77.0   winograd (kept)
-    64->64 7x7                      10.2 / 12.1   10.4 /  9.9   winograd (kept)
-    32->32 28x28                    34.5 / 39.0   37.5 / 44.1   winograd
-    16->32 28x28                    19.8 / 29.2   20.5 / 27.2   winograd
-    16->16 28x28                    10.6 / 15.4   11.1 / 17.9   winograd
-    32->32 14x14                     9.5 / 10.0    9.6 / 10.8   winograd
-    32->64 5x5 pad 2 14x14          46.8 / 67.7   53.3 / 64.3   im2col
-    8->16 28x28                      8.4 / 10.8    7.8 /  9.3   im2col
-    12->24 14x14                     4.5 /  6.2    4.8 /  4.8   im2col
-    E: 20->40 5x5 12x12, 10 images   2.6 /  2.3    2.8 /  2.2   im2col (kept: width 12/8)
-    6->16 5x5 14x14                  3.7 /  3.1    4.3 /  4.1   im2col (kept: C < 8)
-    1x1 16->32 28x28                 4.3 /  6.3    5.3 /  6.1   im2col (*)
-    1x1 64->64 14x14                 6.4 /  7.3    6.5 /  6.7   im2col (*)
-    1x1 128->128 7x7                 5.7 /  5.6    5.7 /  5.5   im2col (*)
-    stride 2, 16->32 28x28           6.2 / 10.6    6.9 /  8.9   im2col
-    stride 2, 32->64 14x14           6.3 /  7.2    6.4 /  6.6   im2col
-    stride 2, 8->16 28x28            3.2 /  4.2    3.1 /  3.7   im2col
-    stride 2, 64->128 14x14         22.1 / 23.0   21.2 / 20.4   im2col
-    stride 2, 1x1 16->32 28x28       2.5 /  2.0    3.1 /  1.8   im2col (kept)
-    stride 2, E with pad 2           1.5 /  1.3    1.4 /  1.0   im2col (kept: width 8/6)
-
-(*) measured after the wide dW tiles (see :mod:`.blocked_kernels`), which moved stride-1 1x1
-layers here: before them the blocked path tied im2col there (6.7, 6.9, 5.9 native).
+Where :func:`.conv.algorithm` sends layers here: stride 1 or 2 with enough channels to fill
+whole channel blocks, and a padded width close to the output width (these kernels compute rows
+of that width). It keeps Winograd for 3x3 layers of 32+ input and 64+ output channels, where
+F(2x2, 3x3)'s 2.25x fewer multiplications beat kernels that run at the FMA ceiling, and im2col
+for few channels, strided 1x1 layers and wide padding. The per-layer timings (native and AVX2)
+that set the rule: ``benchmarks/results-2026-12-thresholds.md``; the passes section of
+``python -m benchmarks.report`` (``benchmarks/passes.py``) measures forward, dx and dW of B and
+D on one thread beside SGEMM.
 
 Threads: the forward pass splits the images in contiguous runs (nothing to add up). Backward
 cuts the batch into ``chunks`` that depend on the shapes only; each sums its images' dW (each

@@ -16,11 +16,10 @@ from .microkernel import kernel, target, transpose
 
 def _tile():
     """``(R, NB)`` of the forward tile for the target: R output pixels x NB channel blocks,
-    ``R*NB`` accumulators plus ``NB`` weight vectors and a broadcast within the registers.
-    Measured on Zen 4 (B, D and 16 -> 32 channels on 28x28, one thread): with AVX-512, 12x2,
-    14x2, 16x1, 24x1 and 28x1 within 3% (24x1 pads no output channels to a multiple of 2
-    blocks: 16 -> 32 channels ran 19.8 ms against 24.8 with 12x2); with AVX2 6x2 at 91 GFLOP/s
-    against 12x1 at 69."""
+    ``R*NB`` accumulators plus ``NB`` weight vectors and a broadcast within the registers. With
+    AVX-512 the tall tiles run about as fast as each other, and 24x1 pads no output channels to
+    a multiple of 2 blocks; with AVX2 6x2 beats 12x1 (``benchmarks/results-2026-12-thresholds.md``;
+    ``benchmarks/passes.py`` measures the passes)."""
     return (24, 1) if target()[1] >= 32 else (6, 2)
 
 
@@ -34,8 +33,8 @@ _WEIGHTS = kernel("lanes", 1, 1, "lanes", "lanes", 4)
 #: next taps of the kernel row (tap fx + 1 is one pixel on), so a tile covers WIDE_ROWS of the
 #: FW*V (tap, channel) pairs of a kernel row, for WIDE_VEC blocks of output channels (layers
 #: whose output blocks come in whole groups of WIDE_VEC): each broadcast of x serves WIDE_VEC
-#: FMAs. The V x 1 tile of the general case ran at 0.72-0.76 of
-#: SGEMM with AVX2 (9 loads per 8 FMAs), this at 0.95 (B and D, one Zen 4 thread).
+#: FMAs, where the V x 1 tile of the general case needs 9 loads per 8 FMAs with AVX2 (the dW
+#: rates beside SGEMM: ``benchmarks/results-2026-12-thresholds.md``, ``benchmarks/passes.py``).
 WIDE_ROWS, WIDE_VEC = (12, 2) if target()[1] >= 32 else (6, 2)
 _WEIGHTS_WIDE = kernel(WIDE_ROWS, WIDE_VEC, 1, "lanes", "lanes", 4)
 
@@ -50,7 +49,7 @@ def _offsets(p, w, v, lay, base, offs):
     y, x = p // w, p % w
     yy, xx = y + oy, x + ox
     ym, yd, xm, xd, xm0, xd0 = 0, yy, 0, xx, 0, ox
-    if sh != 1:  # integer divisions cost as much as the rest (unpacking took 1.5x as long)
+    if sh != 1:  # integer divisions cost as much as the rest of the offset
         ym, yd = yy % sh, yy // sh
     if sw != 1:
         xm, xd, xm0, xd0 = xx % sw, xx // sw, ox % sw, ox // sw

@@ -18,8 +18,9 @@ flipped, run over dout's planes after ``(FH-1)*Wp + FW-1`` leading zeros, then c
 or w holds inf or NaN the zeros of the dropped columns would meet them (``0 * inf``), so those
 calls take the same sums row by row over the valid columns.
 
-Measured (2026-12-02, Zen 4, 2 threads, float32, batch 64): shape A (1 -> 32 channels, 3x3,
-28x28) forward 1.08 ms and backward 1.54 ms, against 1.89 and 5.47 ms through im2col + GEMM.
+Which layers come here is :func:`.conv.algorithm`'s rule; the timings against im2col + GEMM
+that set it are in ``benchmarks/results-2026-12-thresholds.md`` (shape A of
+``python -m benchmarks.report`` runs this path).
 
 Threads: the images are split across the threads in contiguous runs; every image writes its own
 partial dW and db, which are added in image order afterwards, so the gradients are bitwise the
@@ -46,7 +47,7 @@ def _pad_image(x, n, top, left, wp, xpad):
         for y in range(h):
             src = x[n, c, y]
             dst = xpad[c, (y + top) * wp + left:(y + top) * wp + left + wd]
-            for xx in range(wd):  # rows as slices: 4-D indexing per value cost 3x as much
+            for xx in range(wd):  # rows as slices: 4-D indexing per value is much slower
                 v = src[xx]
                 dst[xx] = v
                 probe += v * zero
@@ -57,7 +58,8 @@ def _pad_image(x, n, top, left, wp, xpad):
 def _taps(acc, src, s, step, w, k, c, fy, fx, count, length):
     """``acc[p] += sum_i w[k, c, fy, fx + i] * src[s + i*step + p]`` for ``i < count <= 3``:
     up to three taps in one pass, so acc is loaded and stored once per three multiply-adds
-    (one tap per pass ran at half the speed: 13 against 25 GFMA/s on one Zen 4 core)."""
+    (one tap per pass runs at about half the speed:
+    ``benchmarks/results-2026-12-thresholds.md``)."""
     a = src[s:s + length]
     w0 = w[k, c, fy, fx]
     if count == 1:

@@ -34,8 +34,8 @@ emitted instructions, in order:
 
 Every address inside a step is the step's base pointer plus a constant (the strides are
 compile-time), so x86 folds them into the instructions' displacements: with the strides as
-runtime values LLVM kept a pointer per row, ran out of registers and spilled accumulators
-(B's forward ran at a quarter of the speed).
+runtime values LLVM kept a pointer per row, ran out of registers and spilled accumulators, a
+several-fold slowdown (``benchmarks/results-2026-12-thresholds.md``).
 
 Convolution passes use it with different strides (see :mod:`.blocked`): forward has r = output
 pixels, l = input channels of a block, t = (channel block, tap); the weight gradient has r =
@@ -46,7 +46,8 @@ that Numba's own target machine emits for a probe (so ``NUMBA_CPU_NAME`` / ``NUM
 are respected, e.g. ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=`` gives 256-bit ymm code), and
 the register count from its ISA (32 vector registers with AVX-512, 16 with AVX/AVX2). Numba's
 cache keys a compiled function by its own file and the target (CPU name and features), not
-by this file: after a change here, touch the files whose kernels call these (``blocked.py``).
+by this file: after a change here, touch the files whose kernels call these
+(``blocked_kernels.py``).
 """
 import functools
 
@@ -259,7 +260,8 @@ def transpose(typingctx, a, aoffs, nload, c, coffs, nstore, bias, b_off):
     registers between layouts. Row i (i < V) is the vector ``a[aoffs[i]:aoffs[i] + V]`` where
     ``i < nload``, else zeros; for ``j < nstore``, ``c[coffs[j]:coffs[j] + V]`` = column j of
     those rows + ``bias[b_off + j]``. The blocked convolution moves pixels between NCHW planes
-    and the channel-innermost blocks with it (a scalar loop took 3 cycles a value)."""
+    and the channel-innermost blocks with it (a scalar loop is several times slower:
+    ``benchmarks/results-2026-12-thresholds.md``)."""
     arrays = (a, c, bias)
     if not all(isinstance(x, types.Array) and x.dtype in (types.float32, types.float64)
                for x in arrays) or len({x.dtype for x in arrays}) != 1:

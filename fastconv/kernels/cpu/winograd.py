@@ -18,12 +18,11 @@ sums db), ``dU[xi] = dM[xi] @ V[xi].T`` (inner dimension T, the tiles of a whole
 back into a padded plane and crops it (no atomics); ``dw = G^T dU G``. All of it is exact in
 exact arithmetic; the transforms of F(2x2, 3x3) only add, subtract and halve, so float32 stays
 within a few ulps of the direct sum (the tests check 2e-5 relative at C, K = 256). Backward
-transforms x again rather than keeping V from forward: keeping it (6.4 MB on B, 16.8 on D) made
-no measurable difference (B fwd+bwd 10.8 against 10.6 ms, D 36.1 against 35.7, 2 threads, Zen
-4), since forward then writes V to memory that is not in cache. Inputs or weights holding inf
-or NaN give NaN where the
-direct sum may give inf: the transforms subtract (inf - inf), and the weight transform, one GEMM
-with ``G (x) G``, multiplies zeros by every tap.
+transforms x again rather than keeping V from forward: keeping it saved nothing measurable
+(``benchmarks/results-2026-12-thresholds.md``), since forward then writes V to memory that is
+not in cache. Inputs or weights holding inf or NaN give NaN where the direct sum may give inf:
+the transforms subtract (inf - inf), and the weight transform, one GEMM with ``G (x) G``,
+multiplies zeros by every tap.
 
 Threads: the batch is cut into blocks of :func:`_Plan` ``block`` images, a number that depends on
 the layer's sizes only; :func:`fastconv.kernels._workers.split` hands contiguous runs of blocks
@@ -54,10 +53,10 @@ GG = np.kron(G, G)
 
 def _weight_transform(w):
     """w (K, C, 3, 3) -> u (16, K, C): ``u[4*a + b, k, c] = (G w[k, c] G^T)[a, b]``, one GEMM
-    ``(16, 9) @ (9, K*C)`` (a Numba kernel here cost 0.6 s of first-call compile; 8192 small
-    products through NumPy's batched matmul took 1.7 ms on D's weights, this 0.1). On one BLAS
-    thread: on two, OpenBLAS's idle worker spun against the conv's threads and D's fwd+bwd took
-    91 ms instead of 48."""
+    ``(16, 9) @ (9, K*C)`` (a Numba kernel here compiles slowly on first call, and many small
+    products through NumPy's batched matmul run slower). On one BLAS thread: on two, OpenBLAS's
+    idle worker spins against the conv's threads (figures:
+    ``benchmarks/results-2026-12-thresholds.md``)."""
     k_out, c_in = w.shape[:2]
     with one_blas_thread():  # a threaded OpenBLAS call leaves its workers spinning against ours
         u = GG.astype(w.dtype) @ np.ascontiguousarray(w).reshape(k_out * c_in, 9).T
@@ -170,8 +169,8 @@ def _output_transform(mm, plane, bias, th, tw, out):
     the 16 streams), then ``(A^T m) A`` into two buffers that hold the even and the odd output
     rows of every tile row side by side, then one contiguous copy per output row. Every loop reads
     at most four streams and writes one, so LLVM vectorises it (a loop over the 16 streams at
-    once needs more run-time alias checks than it makes and stayed scalar: 3.0 ms against 0.8 on
-    B's forward, one Zen 4 core).
+    once needs more run-time alias checks than it makes and stays scalar, several times slower:
+    ``benchmarks/results-2026-12-thresholds.md``).
     """
     n_img, k_out, ho, wo = out.shape
     n_t = n_img * th * tw
@@ -319,8 +318,8 @@ def memory(x_shape, w_shape, pads, itemsize):
 def _stack(slot, rows, t, dtype):
     """A per-thread ``(flat, plane, view)``: 16 matrices ``view[xi]`` (rows, t), C-contiguous each,
     ``plane`` elements apart in ``flat``. The plane stride is padded past a multiple of 4 KiB, so
-    the 16 streams that a transform reads or writes at once do not share the same L1 sets (at
-    D's sizes, 16*128*320 floats, unpadded planes made the dout transform 13x slower)."""
+    the 16 streams that a transform reads or writes at once do not share the same L1 sets
+    (unpadded planes at D's sizes: ``benchmarks/results-2026-12-thresholds.md``)."""
     itemsize = np.dtype(dtype).itemsize
     page = 4096 // itemsize
     plane = -(-rows * t // page) * page + 64 // itemsize
