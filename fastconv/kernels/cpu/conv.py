@@ -67,7 +67,6 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     return "winograd" if fits and min(c, k) >= WINO_CHANNELS else "im2col"
 
 
-
 #: Fewest input and output channels for which :func:`algorithm` picks Winograd where the
 #: blocked path does not apply.
 WINO_CHANNELS = 16
