@@ -12,16 +12,15 @@ import numpy as np
 from numba import njit
 
 from .._memory import empty
-from ..naive.activation import (INV_SQRT_2PI, KAPPA, OPS, SQRT1_2, SQRT_2_PI, sigmoid,
-                                sigmoid_backward, tanh, tanh_backward)
+from .._activation_ops import CODES as _CODES, activation, activation_grad
+from ..naive.activation import (INV_SQRT_2PI, KAPPA, SQRT1_2, SQRT_2_PI, sigmoid, sigmoid_backward,
+                                tanh, tanh_backward)
 from ._common import _elements, _planes
 
 __all__ = ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
            "activate", "activate_backward", "prelu", "prelu_backward", "softmax",
            "softmax_backward"]
 
-_LEAKY, _ELU, _GELU, _GELU_TANH, _SILU, _SOFTPLUS, _HARDTANH = range(len(OPS))
-_CODES = {name: i for i, name in enumerate(OPS)}
 _consts = {}
 
 
@@ -54,33 +53,17 @@ def relu_backward(dout, out):
     return dx
 
 
+_activation = njit(inline="always")(activation)
+_activation_grad = njit(inline="always")(activation_grad)
+
+
 @njit(nogil=True, cache=True)
 def _act_kernel(x, op, a, b, k, out):
-    """out = op(x) over flat arrays; ``a``, ``b`` the op's parameters and ``k`` = (1/sqrt(2),
-    1/sqrt(2 pi), sqrt(2/pi), kappa, 1/2, 1), all in x's dtype."""
+    """out = op(x) over flat arrays (parameters as :mod:`fastconv.kernels._activation_ops`)."""
     half = k[4]
     one = k[5]
     for i in range(x.size):
-        v = x[i]
-        if op == _LEAKY:
-            out[i] = v if v > 0 else v * a
-        elif op == _ELU:
-            out[i] = math.expm1(v) * (a * b) if v <= 0 else v * b
-        elif op == _GELU:
-            out[i] = half * v * (one + math.erf(v * k[0]))
-        elif op == _GELU_TANH:
-            out[i] = half * v * (one + math.tanh(k[2] * (v + k[3] * v * v * v)))
-        elif op == _SILU:
-            e = math.exp(-abs(v))
-            out[i] = v * (one / (one + e) if v >= 0 else e / (one + e))
-        elif op == _SOFTPLUS:
-            out[i] = v if v * a > b else math.log1p(math.exp(v * a)) / a
-        elif v < a:
-            out[i] = a
-        elif v > b:
-            out[i] = b
-        else:
-            out[i] = v
+        out[i] = _activation(x[i], op, a, b, k, half, one)
 
 
 @njit(nogil=True, cache=True)
@@ -89,33 +72,7 @@ def _act_backward_kernel(dout, x, op, a, b, k, dx):
     half = k[4]
     one = k[5]
     for i in range(x.size):
-        v = x[i]
-        g = dout[i]
-        if op == _LEAKY:
-            dx[i] = g if v > 0 else g * a
-        elif op == _ELU:
-            dx[i] = g * (a * b) * math.exp(v) if v <= 0 else g * b
-        elif op == _GELU:
-            cdf = half * (one + math.erf(v * k[0]))
-            dx[i] = g * (cdf + v * k[1] * math.exp(-half * v * v))
-        elif op == _GELU_TANH:
-            th = math.tanh(k[2] * (v + k[3] * v * v * v))
-            dx[i] = g * (half * (one + th)
-                         + half * v * (one - th * th) * k[2] * (one + (one + one + one) * k[3] * v * v))
-        elif op == _SILU:
-            e = math.exp(-abs(v))
-            s = one / (one + e) if v >= 0 else e / (one + e)
-            dx[i] = g * s * (one + v * (one - s))
-        elif op == _SOFTPLUS:
-            if v * a > b:
-                dx[i] = g
-            else:
-                z = math.exp(v * a)
-                dx[i] = g * z / (z + one)
-        elif v <= a or v >= b:
-            dx[i] = 0
-        else:
-            dx[i] = g
+        dx[i] = _activation_grad(dout[i], x[i], op, a, b, k, half, one)
 
 
 def _constants(dtype):

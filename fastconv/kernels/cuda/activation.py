@@ -11,14 +11,13 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from ..naive.activation import INV_SQRT_2PI, KAPPA, OPS, SQRT1_2, SQRT_2_PI
+from .._activation_ops import CODES as _CODES, activation, activation_grad
+from ..naive.activation import INV_SQRT_2PI, KAPPA, SQRT1_2, SQRT_2_PI
 from ._launch import (REDUCE_THREADS, _A1, _A3, _block_sum, _cache, _dev, _empty, _flat, _launch,
                       _reduce_launch, _scalar, _sigs)
 from .elementwise import (_RELU, _RELU_BACK, _SIGMOID, _SIGMOID_BACK, _TANH, _TANH_BACK, _binary,
                           _unary)
 
-_LEAKY, _ELU, _GELU, _GELU_TANH, _SILU, _SOFTPLUS, _HARDTANH = range(len(OPS))
-_CODES = {name: i for i, name in enumerate(OPS)}
 
 
 def relu(x):
@@ -48,45 +47,17 @@ def tanh_backward(dout, out):
     return _binary(dout, out, _TANH_BACK)
 
 
+_activation = cuda.jit(device=True, cache=True)(activation)
+_activation_grad = cuda.jit(device=True, cache=True)(activation_grad)
+
+
 @cuda.jit(cache=True)
 def _act_kernel(x, op, a, b, k, out):
-    """out = op(x) over flat arrays; ``a``, ``b`` the op's parameters and ``k`` = (1/sqrt(2),
-    1/sqrt(2 pi), sqrt(2/pi), kappa, 1/2, 1), all in x's dtype."""
+    """out = op(x) over flat arrays (parameters as :mod:`fastconv.kernels._activation_ops`)."""
     half = k[4]
     one = k[5]
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = x[i]
-        if op == _LEAKY:
-            if v > 0:
-                out[i] = v
-            else:
-                out[i] = v * a
-        elif op == _ELU:
-            if v <= 0:
-                out[i] = math.expm1(v) * (a * b)
-            else:
-                out[i] = v * b
-        elif op == _GELU:
-            out[i] = half * v * (one + math.erf(v * k[0]))
-        elif op == _GELU_TANH:
-            out[i] = half * v * (one + math.tanh(k[2] * (v + k[3] * v * v * v)))
-        elif op == _SILU:
-            e = math.exp(-abs(v))
-            if v >= 0:
-                out[i] = v * (one / (one + e))
-            else:
-                out[i] = v * (e / (one + e))
-        elif op == _SOFTPLUS:
-            if v * a > b:
-                out[i] = v
-            else:
-                out[i] = math.log1p(math.exp(v * a)) / a
-        elif v < a:
-            out[i] = a
-        elif v > b:
-            out[i] = b
-        else:
-            out[i] = v
+        out[i] = _activation(x[i], op, a, b, k, half, one)
 
 
 @cuda.jit(cache=True)
@@ -95,42 +66,7 @@ def _act_backward_kernel(dout, x, op, a, b, k, dx):
     half = k[4]
     one = k[5]
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = x[i]
-        g = dout[i]
-        if op == _LEAKY:
-            if v > 0:
-                dx[i] = g
-            else:
-                dx[i] = g * a
-        elif op == _ELU:
-            if v <= 0:
-                dx[i] = g * (a * b) * math.exp(v)
-            else:
-                dx[i] = g * b
-        elif op == _GELU:
-            cdf = half * (one + math.erf(v * k[0]))
-            dx[i] = g * (cdf + v * k[1] * math.exp(-half * v * v))
-        elif op == _GELU_TANH:
-            th = math.tanh(k[2] * (v + k[3] * v * v * v))
-            dx[i] = g * (half * (one + th)
-                         + half * v * (one - th * th) * k[2] * (one + (one + one + one) * k[3] * v * v))
-        elif op == _SILU:
-            e = math.exp(-abs(v))
-            if v >= 0:
-                s = one / (one + e)
-            else:
-                s = e / (one + e)
-            dx[i] = g * s * (one + v * (one - s))
-        elif op == _SOFTPLUS:
-            if v * a > b:
-                dx[i] = g
-            else:
-                z = math.exp(v * a)
-                dx[i] = g * z / (z + one)
-        elif v <= a or v >= b:
-            dx[i] = 0
-        else:
-            dx[i] = g
+        dx[i] = _activation_grad(dout[i], x[i], op, a, b, k, half, one)
 
 
 def _constants(dtype):
