@@ -32,11 +32,11 @@ __all__ = ["fuse", "foldable", "fold", "uses"]
 def foldable(layer, norm):
     """Whether ``norm`` right after ``layer`` folds into it: a Conv2d then a BatchNorm2d, or a
     Linear then a BatchNorm1d, of the same channels, the norm keeping running statistics."""
-    pair = ((isinstance(layer, Conv2d) and type(norm) is BatchNorm2d)
-            or (isinstance(layer, Linear) and type(norm) is BatchNorm1d))
+    pair = ((type(layer) is Conv2d and type(norm) is BatchNorm2d)  # a subclass may override
+            or (type(layer) is Linear and type(norm) is BatchNorm1d))  # forward: not folded
     if not pair or norm.running_mean is None:
         return False
-    channels = layer.out_channels if isinstance(layer, Conv2d) else layer.out_features
+    channels = layer.out_channels if type(layer) is Conv2d else layer.out_features
     return channels == norm.num_features
 
 
@@ -125,6 +125,6 @@ def fuse(model):
     fused.eval()
     counts = uses(fused)
     for m in list(fused.modules()):
-        if isinstance(m, Sequential):
+        if type(m) is Sequential:  # a subclass's forward may not run its layers in order
             _fold_sequence(m, counts)
     return fused

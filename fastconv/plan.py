@@ -31,21 +31,23 @@ from ._backend import get_backend, is_device_array, kernels
 from ._grad import no_grad
 from .fuse import fold, foldable, uses
 from .functional.conv import _conv_kernels
-from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d,
-                     Dropout, Flatten, Identity, Linear, MaxPool2d, ReLU, Residual, Sequential,
-                     Sigmoid, Tanh)
-from .layers.activation import _InputActivation
+from .layers import (ELU, GELU, SELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
+                     Concat, Conv2d, Dropout, Dropout2d, Flatten, Hardtanh, Identity, LeakyReLU,
+                     Linear, MaxPool2d, ReLU, Residual, Sequential, Sigmoid, SiLU, Softplus, Tanh)
 from .layers.conv import _PAD_MODES
 from .layers.module import Module, eval_mode
 
 __all__ = ["compile", "Plan"]
+
+#: Activations whose layer calls ``F.<name>(x, *layer._args())``: the plan calls the same.
+_INPUT_ACTIVATIONS = (LeakyReLU, ELU, SELU, GELU, SiLU, Softplus, Hardtanh)
 
 
 class Plan:
     """A compiled inference pass of a model for one input shape and dtype (see :func:`compile`).
 
     ``plan(x)`` returns the model's output for x as a new array. ``plan.steps`` names the steps
-    (``"conv2d 1->32 3x3 +bn +relu"``, ...); ``input_shape``, ``output_shape`` and ``dtype``
+    (``"conv2d 1->32 3x3 +bn"``, ``"relu in place"``, ...); ``input_shape``, ``output_shape`` and ``dtype``
     are what it was compiled for.
     """
 
@@ -88,9 +90,10 @@ def _chain(fns):
 
 
 class _Builder:
-    """Turns modules into steps: each ``_compile`` returns (callables, output shape, owned), where
+    """Turns modules into steps: each ``compile`` returns (callables, output shape, owned), where
     ``owned`` says whether the output is an array this call made and nothing else reads (so a
-    later in-place step may overwrite it)."""
+    later in-place step may overwrite it). Classes are matched exactly: a subclass may override
+    ``forward``, so it runs its own (:meth:`fallback`)."""
 
     def __init__(self, tier, dtype, fold_norms, counts):
         self.tier, self.dtype, self.fold, self.counts = tier, dtype, fold_norms, counts
@@ -100,13 +103,14 @@ class _Builder:
         return None if a is None else np.array(a, dtype=self.dtype, order="C")  # a copy
 
     def compile(self, m, shape, owned):
-        if isinstance(m, Sequential):
+        kind = type(m)
+        if kind is Sequential:
             return self.sequence(m.layers, shape, owned)
-        if isinstance(m, Residual):
+        if kind is Residual:
             return self.residual(m, shape, owned)
-        if isinstance(m, Concat):
+        if kind is Concat:
             return self.concat(m, shape)
-        if isinstance(m, (Dropout, Identity)):  # Dropout2d is a Dropout: identity in eval
+        if kind in (Dropout, Dropout2d, Identity):  # identities in eval mode
             return [], shape, owned
         out_shape = tuple(m.output_shape(shape))
         step = self.step(m, shape, out_shape, owned)
@@ -213,36 +217,36 @@ class _Builder:
     def step(self, m, shape, out_shape, owned):
         """``(callable, name, output owned)`` for a module the plan runs itself, else None."""
         tier = self.tier
-        if isinstance(m, Conv2d):
+        kind = type(m)
+        if kind is Conv2d:
             return self.conv(m, shape, self.array(m.weight.data), self.array(
                 None if m.bias is None else m.bias.data)) + (True,)
-        if isinstance(m, Linear) and len(shape) == 2:
+        if kind is Linear:
             return self.linear(m, shape, self.array(m.weight.data), self.array(
                 None if m.bias is None else m.bias.data)) + (True,)
-        if isinstance(m, ReLU):
+        if kind is ReLU:
             if owned:
                 return (lambda x: np.maximum(x, 0, out=x)), "relu in place", True
             return tier.relu, "relu", True
-        if type(m) in (Sigmoid, Tanh):
-            fn = tier.sigmoid if type(m) is Sigmoid else tier.tanh
-            return fn, type(m).__name__.lower(), True
-        if isinstance(m, _InputActivation):
+        if kind in (Sigmoid, Tanh):
+            return (tier.sigmoid if kind is Sigmoid else tier.tanh), kind.__name__.lower(), True
+        if kind in _INPUT_ACTIVATIONS:
             fn, args = type(m)._fn, m._args()
             return (lambda x: fn(x, *args)), m._label(), True
-        if type(m) in (BatchNorm1d, BatchNorm2d) and m.running_mean is not None:
+        if kind in (BatchNorm1d, BatchNorm2d) and m.running_mean is not None:
             return self.batch_norm(m, shape)
-        if type(m) is MaxPool2d and not m.return_indices:
+        if kind is MaxPool2d and not m.return_indices:
             pool, args = tier.max_pool2d, (m._kernel, m._stride, m._padding, m._dilation,
                                            bool(m.ceil_mode))
             return (lambda x: pool(x, *args)[0]), m._label(), True
-        if type(m) is AvgPool2d:
+        if kind is AvgPool2d:
             kernel, stride, padding, ceil, count, div = m._options()
             pool, args = tier.avg_pool2d, (kernel, stride, padding, bool(ceil), bool(count), div)
             return (lambda x: pool(x, *args)), m._label(), True
-        if type(m) is AdaptiveAvgPool2d:
+        if kind is AdaptiveAvgPool2d:
             pool, hw = tier.adaptive_avg_pool2d, tuple(out_shape[2:])
             return (lambda x: pool(x, hw)), f"adaptive_avg_pool2d {hw}", True
-        if type(m) is Flatten:
+        if kind is Flatten:
             return (lambda x: x.reshape(out_shape)), "flatten", owned
         return None
 

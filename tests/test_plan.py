@@ -122,3 +122,21 @@ def test_relu_before_max_pool_runs_after_it_with_the_same_bits():
     plan = fc.compile(model, x.shape)
     assert plan.steps == ["MaxPool2d(3, stride=2)", "relu in place"]
     np.testing.assert_array_equal(plan(x), model.eval()(x))
+
+
+class ShiftedConv(fc.Conv2d):
+    """A subclass that overrides forward: neither folded nor run as a plain Conv2d."""
+
+    def forward(self, x):
+        return super().forward(x) + 1
+
+
+def test_subclasses_run_their_own_forward():
+    fc.manual_seed(6)
+    model = randomise_norms(fc.Sequential(ShiftedConv(2, 4, 3), fc.BatchNorm2d(4), fc.ReLU()),
+                            np.random.default_rng(11))
+    x = np.random.default_rng(12).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    plan = fc.compile(model, x.shape)
+    assert plan.steps[0] == "ShiftedConv(2, 4, kernel_size=(3, 3), stride=(1, 1)) (its own forward)"
+    np.testing.assert_array_equal(plan(x), model.eval()(x))
+    assert len([m for m in fc.fuse(model).modules() if isinstance(m, fc.BatchNorm2d)]) == 1
