@@ -16,23 +16,32 @@ from ._launch import (REDUCE_THREADS, _A1, _A2, _block_sum, _dev, _dummy, _empty
                       _reduce_launch, _scalar, _sigs)
 
 
+@cuda.jit(device=True, cache=True)
+def _exp_row(logits, i, dlogits):
+    """``(m, total)``: the max m of row i of logits (a NaN wins) and the sum of exp(logits[i] - m),
+    whose terms are written to dlogits[i]. The sum starts from its first term: from float32(0),
+    the simulator (whose math functions return Python floats) would add float64 data in float32."""
+    m = logits[i, 0]
+    for j in range(1, logits.shape[1]):
+        v = logits[i, j]
+        if v > m or v != v:
+            m = v
+    total = math.exp(logits[i, 0] - m)
+    dlogits[i, 0] = total
+    for j in range(1, logits.shape[1]):
+        e = math.exp(logits[i, j] - m)
+        dlogits[i, j] = e
+        total += e
+    return m, total
+
+
 @cuda.jit(cache=True)
 def _softmax_xent_kernel(logits, labels, inv_n, dlogits, rows):
     """One thread per row: dlogits = (softmax - onehot) * inv_n; rows[0, i] = the row's loss,
     rows[1, i] = 1 if labels[i] is outside [0, classes)."""
     n, ncls = logits.shape
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        m = logits[i, 0]
-        for j in range(1, ncls):
-            v = logits[i, j]
-            if v > m or v != v:
-                m = v
-        total = math.exp(logits[i, 0] - m)
-        dlogits[i, 0] = total
-        for j in range(1, ncls):
-            e = math.exp(logits[i, j] - m)
-            dlogits[i, j] = e
-            total += e
+        m, total = _exp_row(logits, i, dlogits)
         lab = labels[i]
         ok = lab >= 0 and lab < ncls
         for j in range(ncls):
@@ -118,19 +127,7 @@ def _xent_kernel(logits, labels, weight, has_weight, ignore_index, smoothing, ke
                 dlogits[i, j] = 0
             losses[i] = 0
             continue
-        m = logits[i, 0]
-        for j in range(1, ncls):
-            v = logits[i, j]
-            if v > m or v != v:
-                m = v
-        # the sum starts from its first term: from float32(0), the simulator (whose math
-        # functions return Python floats) would add float64 data in float32
-        total = math.exp(logits[i, 0] - m)
-        dlogits[i, 0] = total
-        for j in range(1, ncls):
-            e = math.exp(logits[i, j] - m)
-            dlogits[i, j] = e
-            total += e
+        m, total = _exp_row(logits, i, dlogits)
         lse = math.log(total)
         wy = one
         if has_weight:
