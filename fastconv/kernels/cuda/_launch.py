@@ -37,6 +37,18 @@ def _block_sum(part, v):
     return total
 
 
+@cuda.jit(device=True, inline="always", cache=True)
+def _unravel(t, c, h, w):
+    """``(n, ci, y, x)``: flat index ``t`` of a C-contiguous (N, c, h, w) array."""
+    x = t % w
+    r = t // w
+    y = r % h
+    r = r // h
+    ci = r % c
+    n = r // c
+    return n, ci, y, x
+
+
 def _sigs(*templates):
     return [t.format(f=f) for f in ("float32", "float64") for t in templates]
 

@@ -10,7 +10,7 @@ from numba import cuda, float32
 
 from ..._shapes import conv_output_hw
 from ._gemm import _channel_sum, _gemm
-from ._launch import _A1, _A2, _A4, _I, _dev, _empty, _flat, _launch, _sigs
+from ._launch import _A1, _A2, _A4, _I, _dev, _empty, _flat, _launch, _sigs, _unravel
 
 
 @cuda.jit(cache=True)
@@ -45,12 +45,7 @@ def _col2im_kernel(cols, c0, fh, fw, sh, sw, dh, dw, top, left, ho, wo, dx):
     n_img, _, h, wd = dx.shape
     cg = cols.shape[0] // (fh * fw)
     for t in range(cuda.grid(1), n_img * cg * h * wd, cuda.gridsize(1)):
-        xx = t % wd
-        r = t // wd
-        y = r % h
-        r = r // h
-        c = r % cg
-        n = r // cg
+        n, c, y, xx = _unravel(t, cg, h, wd)
         acc = float32(0)
         for fy in range(fh):
             ty = y + top - fy * dh

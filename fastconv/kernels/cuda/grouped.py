@@ -16,7 +16,7 @@ from numba import cuda, float32
 from ..._shapes import conv_output_hw
 from ._gemm import _channel_sum, _gemm
 from ._launch import (REDUCE_THREADS, _A1, _A3, _A4, _I, _block_sum, _dev, _dummy, _empty, _launch,
-                      _reduce_launch, _sigs)
+                      _reduce_launch, _sigs, _unravel)
 from .conv import _col2im_dev, _im2col_dev
 
 
@@ -94,12 +94,7 @@ def _depthwise_kernel(x, w, b, has_bias, sh, sw, dh, dw, top, left, out):
     _, fh, fw = w.shape
     m = k_out // c_in
     for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        ow = t % wo
-        r = t // wo
-        oh = r % ho
-        r = r // ho
-        k = r % k_out
-        n = r // k_out
+        n, k, oh, ow = _unravel(t, k_out, ho, wo)
         c = k // m
         acc = float32(0)
         for fy in range(fh):
@@ -123,12 +118,7 @@ def _depthwise_dx_kernel(dout, w, sh, sw, dh, dw, top, left, dx):
     _, fh, fw = w.shape
     m = k_out // c_in
     for t in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        xx = t % wd
-        r = t // wd
-        y = r % h
-        r = r // h
-        c = r % c_in
-        n = r // c_in
+        n, c, y, xx = _unravel(t, c_in, h, wd)
         acc = float32(0)
         for k in range(c * m, c * m + m):
             for fy in range(fh):

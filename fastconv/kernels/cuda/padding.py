@@ -9,7 +9,7 @@ for "replicate" the whole run of the edge; for "circular" every ``kept``-th inde
 from numba import cuda, float32
 
 from ..._shapes import PAD_MODES, pad_output_hw, pad_source
-from ._launch import _A4, _I, _dev, _empty, _launch, _scalar, _sigs
+from ._launch import _A4, _I, _dev, _empty, _launch, _scalar, _sigs, _unravel
 
 CONSTANT, REFLECT, REPLICATE, CIRCULAR = (PAD_MODES[m] for m in ("constant", "reflect",
                                                                    "replicate", "circular"))
@@ -47,12 +47,7 @@ def _pad_kernel(x, top, left, mode, value, out):
     _, c_in, h, wd = x.shape
     ho, wo = out.shape[2], out.shape[3]
     for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        xx = t % wo
-        r = t // wo
-        y = r % ho
-        r = r // ho
-        c = r % c_in
-        n = r // c_in
+        n, c, y, xx = _unravel(t, c_in, ho, wo)
         sy = _source(y, h, top, ho, mode)
         sx = _source(xx, wd, left, wo, mode)
         if sy >= 0 and sx >= 0:
@@ -67,12 +62,7 @@ def _pad_backward_kernel(dout, top, left, mode, dx):
     _, c_in, h, wd = dx.shape
     ho, wo = dout.shape[2], dout.shape[3]
     for t in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        sx = t % wd
-        r = t // wd
-        sy = r % h
-        r = r // h
-        c = r % c_in
-        n = r // c_in
+        n, c, sy, sx = _unravel(t, c_in, h, wd)
         acc = float32(0)
         for a in range(3):
             ylo, yhi, ystep = _preimage(a, sy, h, top, ho, mode)

@@ -14,7 +14,7 @@ from numba import cuda, float32, int64
 from ..._shapes import (adaptive_divisors, adaptive_output_hw, adaptive_windows, avg_pool_divisors,
                         pool_windows)
 from ._launch import (REDUCE_THREADS, _A2, _A3, _A4, _block_sum, _dev, _empty, _launch,
-                      _reduce_launch, _scalar, _sigs)
+                      _reduce_launch, _scalar, _sigs, _unravel)
 
 
 @cuda.jit(cache=True)
@@ -26,12 +26,7 @@ def _max_pool_kernel(x, rows, cols, dh, dw, out, switches):
     n_img, c_in, h, wd = x.shape
     _, _, ho, wo = out.shape
     for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        ow = t % wo
-        r = t // wo
-        oh = r % ho
-        r = r // ho
-        c = r % c_in
-        n = r // c_in
+        n, c, oh, ow = _unravel(t, c_in, ho, wo)
         y0 = rows[oh, 0]
         x0 = cols[ow, 0]
         best = x[n, c, y0, x0]
@@ -205,12 +200,7 @@ def _avg_pool_kernel(x, rows, cols, div, out):
     n_img, c_in, h, wd = x.shape
     _, _, ho, wo = out.shape
     for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        ow = t % wo
-        r = t // wo
-        oh = r % ho
-        r = r // ho
-        c = r % c_in
-        n = r // c_in
+        n, c, oh, ow = _unravel(t, c_in, ho, wo)
         y0 = rows[oh, 0]
         x0 = cols[ow, 0]
         acc = x[n, c, y0, x0]
@@ -228,12 +218,7 @@ def _avg_pool_backward_kernel(dout, inv_rows, inv_cols, div, dx):
     ``inv_cols[x, 0] <= ow < inv_cols[x, 1]``, in row-major order (the cpu tier's order)."""
     n_img, c_in, h, wd = dx.shape
     for t in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        xx = t % wd
-        r = t // wd
-        y = r % h
-        r = r // h
-        c = r % c_in
-        n = r // c_in
+        n, c, y, xx = _unravel(t, c_in, h, wd)
         acc = float32(0)
         for oh in range(inv_rows[y, 0], inv_rows[y, 1]):
             for ow in range(inv_cols[xx, 0], inv_cols[xx, 1]):
