@@ -47,8 +47,8 @@ def tanh_backward(dout, out):
     return _binary(dout, out, _TANH_BACK)
 
 
-_activation = cuda.jit(device=True, cache=True)(activation)
-_activation_grad = cuda.jit(device=True, cache=True)(activation_grad)
+_activation = cuda.jit(device=True, inline="always", cache=True)(activation)
+_activation_grad = cuda.jit(device=True, inline="always", cache=True)(activation_grad)
 
 
 @cuda.jit(cache=True)
