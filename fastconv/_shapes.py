@@ -361,3 +361,22 @@ def adaptive_divisors(in_hw, out_hw, dtype):
     """The size of every adaptive-pooling bin: a read-only (Hout, Wout) array of ``dtype``."""
     rows, cols = (adaptive_windows(n, o) for n, o in zip(in_hw, out_hw))
     return _divisors(rows, cols, 1, None, dtype)
+
+
+def pool_tables(in_hw, kernel, stride, padding, dilation, ceil_mode):
+    """``(rows, cols)``: the :func:`pool_windows` table of each axis, as the kernels read them."""
+    return tuple(pool_windows(n, k, s, p, d, bool(ceil_mode)) for n, k, s, p, d in
+                 zip(in_hw, kernel, stride, padding, dilation))
+
+
+def adaptive_tables(in_hw, out_hw):
+    """``(rows, cols)``: the :func:`adaptive_windows` table of each axis."""
+    return tuple(adaptive_windows(n, o) for n, o in zip(in_hw, out_hw))
+
+
+def avg_pool_geometry(in_hw, kernel, stride, padding, ceil_mode, count_include_pad,
+                      divisor_override, dtype):
+    """``(rows, cols, div)`` of an average pooling: its window tables and divisors."""
+    key = (tuple(in_hw), tuple(kernel), tuple(stride), tuple(padding), bool(ceil_mode))
+    return pool_tables(in_hw, kernel, stride, padding, (1, 1), ceil_mode) + (
+        avg_pool_divisors(*key, bool(count_include_pad), divisor_override, np.dtype(dtype)),)

@@ -11,8 +11,10 @@ pools are a plain reduction over each plane.
 import numpy as np
 from numba import njit
 
-from ..._shapes import (adaptive_divisors, adaptive_output_hw, adaptive_windows, avg_pool_divisors,
-                        pool_output_hw, pool_windows)
+from ..._shapes import adaptive_divisors, adaptive_output_hw, pool_output_hw
+from ..._shapes import adaptive_tables as _adaptive_tables
+from ..._shapes import avg_pool_geometry as _avg_geometry
+from ..._shapes import pool_tables as _tables
 from .._memory import empty
 from ._common import _planes
 
@@ -283,15 +285,6 @@ def _avg_pool_backward_kernel(dout, rows, cols, div, dx):
                         dx[n, c, y0 + i, x0 + j] += g
 
 
-def _tables(in_hw, kernel, stride, padding, dilation, ceil_mode):
-    return tuple(pool_windows(n, k, s, p, d, bool(ceil_mode)) for n, k, s, p, d in
-                 zip(in_hw, kernel, stride, padding, dilation))
-
-
-def _adaptive_tables(in_hw, out_hw):
-    return tuple(adaptive_windows(n, o) for n, o in zip(in_hw, out_hw))
-
-
 def _max_over(x, rows, cols, dilation):
     """The generic max-pool kernel over the windows ``rows x cols`` -> (out, switches)."""
     n_img, c = x.shape[:2]
@@ -381,13 +374,6 @@ def _avg_backward(dout, input_shape, rows, cols, div):
     dx = empty(tuple(input_shape), dtype=dout.dtype)
     _planes(lambda a, b: _avg_pool_backward_kernel(dout[a:b], rows, cols, div, dx[a:b]), dx)
     return dx
-
-
-def _avg_geometry(in_hw, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override,
-                  dtype):
-    key = (tuple(in_hw), tuple(kernel), tuple(stride), tuple(padding), bool(ceil_mode))
-    return _tables(in_hw, kernel, stride, padding, (1, 1), ceil_mode) + (
-        avg_pool_divisors(*key, bool(count_include_pad), divisor_override, np.dtype(dtype)),)
 
 
 def avg_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,

@@ -11,8 +11,10 @@ pools run one block per plane (a tree reduction) instead of one thread per plane
 import numpy as np
 from numba import cuda, float32, int64
 
-from ..._shapes import (adaptive_divisors, adaptive_output_hw, adaptive_windows, avg_pool_divisors,
-                        pool_windows)
+from ..._shapes import adaptive_divisors, adaptive_output_hw
+from ..._shapes import adaptive_tables as _adaptive_tables
+from ..._shapes import avg_pool_geometry as _avg_geometry
+from ..._shapes import pool_tables as _pool_tables
 from ._launch import (REDUCE_THREADS, _A2, _A3, _A4, _block_sum, _dev, _empty, _launch,
                       _reduce_launch, _scalar, _sigs, _unravel)
 
@@ -248,15 +250,6 @@ def _on_device(table, kind="table", size=0):
     return hit[1]
 
 
-def _pool_tables(in_hw, kernel, stride, padding, dilation, ceil_mode):
-    return tuple(pool_windows(n, k, s, p, d, bool(ceil_mode)) for n, k, s, p, d in
-                 zip(in_hw, kernel, stride, padding, dilation))
-
-
-def _adaptive_tables(in_hw, out_hw):
-    return tuple(adaptive_windows(n, o) for n, o in zip(in_hw, out_hw))
-
-
 def _max_over(x, rows, cols, dilation):
     out = _empty(tuple(x.shape[:2]) + (len(rows), len(cols)), x.dtype)
     switches = _empty(tuple(out.shape), np.int64)
@@ -347,13 +340,6 @@ def _avg_backward(dout, input_shape, rows, cols, div):
                                                 _on_device(cols, "inverse", input_shape[3]),
                                                 _on_device(div), dx)
     return dx
-
-
-def _avg_geometry(in_hw, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override,
-                  dtype):
-    key = (tuple(in_hw), tuple(kernel), tuple(stride), tuple(padding), bool(ceil_mode))
-    return _pool_tables(in_hw, kernel, stride, padding, (1, 1), ceil_mode) + (
-        avg_pool_divisors(*key, bool(count_include_pad), divisor_override, np.dtype(dtype)),)
 
 
 def avg_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,
