@@ -49,6 +49,16 @@ def _unravel(t, c, h, w):
     return n, ci, y, x
 
 
+@cuda.jit(device=True, inline="always", cache=True)
+def _unravel3(t, g, m):
+    """``(n, gi, j)``: flat index ``t`` of a C-contiguous (N, g, m) array."""
+    j = t % m
+    r = t // m
+    gi = r % g
+    n = r // g
+    return n, gi, j
+
+
 def _sigs(*templates):
     return [t.format(f=f) for f in ("float32", "float64") for t in templates]
 

@@ -8,7 +8,7 @@ import numpy as np
 from numba import cuda, float32
 
 from ._launch import (REDUCE_THREADS, _A1, _A2, _A3, _block_sum, _dev, _empty, _launch,
-                      _reduce_launch, _scalar, _sigs)
+                      _reduce_launch, _scalar, _sigs, _unravel3)
 
 
 @cuda.jit(cache=True)
@@ -169,10 +169,7 @@ def _gn_affine_kernel(x, weight, bias, mean, rstd, inner, out):
     _, groups, m = x.shape
     cpg = m // inner
     for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        j = t % m
-        r = t // m
-        g = r % groups
-        n = r // groups
+        n, g, j = _unravel3(t, groups, m)
         c = g * cpg + j // inner
         scale = weight[c] * rstd[n, g]
         out[n, g, j] = x[n, g, j] * scale + (bias[c] - mean[n, g] * scale)
@@ -208,10 +205,7 @@ def _gn_dx_kernel(dout, x, weight, mean, rstd, sg, sgx, inner, inv_m, dx):
     _, groups, m = x.shape
     cpg = m // inner
     for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        j = t % m
-        r = t // m
-        g = r % groups
-        n = r // groups
+        n, g, j = _unravel3(t, groups, m)
         rs = rstd[n, g]
         b = sgx[n, g] * rs * rs * inv_m
         gw = dout[n, g, j] * weight[g * cpg + j // inner]
