@@ -55,9 +55,10 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _constants(dtype):
+def _constants(dtype, a, b):
+    """``a, b, 1/2, 1, 1/sqrt(2), 1/sqrt(2 pi), sqrt(2/pi), kappa``, all in ``dtype``."""
     t = np.dtype(dtype).type
-    return t(SQRT1_2), t(INV_SQRT_2PI), t(SQRT_2_PI), t(KAPPA)
+    return t(a), t(b), t(0.5), t(1), t(SQRT1_2), t(INV_SQRT_2PI), t(SQRT_2_PI), t(KAPPA)
 
 
 def activate(x, op, a, b):
@@ -65,10 +66,7 @@ def activate(x, op, a, b):
 
     ``a`` and ``b`` are the op's two parameters (see :data:`OPS`; ignored where it has none).
     """
-    t = x.dtype.type
-    a, b = t(a), t(b)
-    half, one = t(0.5), t(1)
-    r2, _, k0, k1 = _constants(x.dtype)
+    a, b, half, one, r2, _, k0, k1 = _constants(x.dtype, a, b)
     if op == "leaky_relu":
         out = np.where(x > 0, x, x * a)
     elif op == "elu":
@@ -91,9 +89,7 @@ def activate(x, op, a, b):
 def activate_backward(dout, x, op, a, b):
     """Gradient of :func:`activate` with respect to its input ``x`` (the forward's input)."""
     t = x.dtype.type
-    a, b = t(a), t(b)
-    half, one = t(0.5), t(1)
-    r2, inv, k0, k1 = _constants(x.dtype)
+    a, b, half, one, r2, inv, k0, k1 = _constants(x.dtype, a, b)
     if op == "leaky_relu":
         dx = np.where(x > 0, dout, dout * a)
     elif op == "elu":
