@@ -1,5 +1,6 @@
-"""Shared test utilities: the tier lists, tolerances, error measures and a numerical gradient."""
+"""Shared test utilities: the tier lists, tolerances, error measures, a numerical gradient and PNG checks."""
 import contextlib
+import os
 
 import numpy as np
 from hypothesis import settings
@@ -201,3 +202,18 @@ def patched(settings):
     finally:
         for mod, name, value in saved:
             setattr(mod, name, value)
+
+
+def pixels(path):
+    """The PNG at ``path`` as an (H, W, channels) float array."""
+    import matplotlib.image
+    return matplotlib.image.imread(os.fspath(path))
+
+
+def assert_png(path, height, width):
+    """The PNG at ``path`` has that size, is not blank, and no temporary file is left beside it."""
+    assert not [p for p in os.listdir(os.path.dirname(path)) if p.endswith(".tmp")], "temporary file left"
+    img = pixels(path)
+    assert img.shape[:2] == (height, width)
+    assert img[..., :3].std() > 0.01, "blank picture"
+    return img

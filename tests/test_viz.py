@@ -22,6 +22,7 @@ import torch
 import fastconv as fc
 from fastconv import viz
 from fastconv.datasets import load_mnist
+from helpers import assert_png, pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results-2026-12-01.md"
@@ -33,12 +34,6 @@ def _chart():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def pixels(path):
-    """The PNG at ``path`` as an (H, W, channels) float array."""
-    import matplotlib.image
-    return matplotlib.image.imread(os.fspath(path))
 
 
 def tiny_model(seed=0):
@@ -63,14 +58,6 @@ needs_mpl = pytest.mark.usefixtures("matplotlib")
 @pytest.fixture
 def matplotlib():
     return pytest.importorskip("matplotlib")
-
-
-def assert_png(path, height, width):
-    assert not [p for p in os.listdir(os.path.dirname(path)) if p.endswith(".tmp")], "temporary file left"
-    img = pixels(path)
-    assert img.shape[:2] == (height, width)
-    assert img[..., :3].std() > 0.01, "blank picture"
-    return img
 
 
 # --- filters -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from fastconv import viz
 from fastconv.datasets import load_mnist, normalize
 from fastconv.losses import CrossEntropyLoss
 from fastconv.viz._backprop import find_layer, input_gradient, private_copy, tapped_prefix
-from helpers import numeric_grad
+from helpers import assert_png, numeric_grad, pixels
 
 
 def conv_net(seed=0, dtype=np.float64):
@@ -223,19 +223,6 @@ def test_saliency_needs_class_scores():
 
 
 # --- the pictures ---------------------------------------------------------------------------
-
-def pixels(path):
-    import matplotlib.image
-    return matplotlib.image.imread(os.fspath(path))
-
-
-def assert_png(path, height, width):
-    assert not [p for p in os.listdir(os.path.dirname(path)) if p.endswith(".tmp")], "temporary file left"
-    img = pixels(path)
-    assert img.shape[:2] == (height, width)
-    assert img[..., :3].std() > 0.01, "blank picture"
-    return img
-
 
 PICTURES = {
     "plot_filter_patterns": lambda m, p, **kw: viz.plot_filter_patterns(m, 4, p, channels=3, steps=3,
