@@ -1,6 +1,7 @@
 """Shared test utilities: the tier lists, tolerances, error measures, a numerical gradient and PNG checks."""
 import contextlib
 import os
+from pathlib import Path
 
 import numpy as np
 from hypothesis import settings
@@ -217,3 +218,18 @@ def assert_png(path, height, width):
     assert img.shape[:2] == (height, width)
     assert img[..., :3].std() > 0.01, "blank picture"
     return img
+
+
+#: Real MNIST: ``FASTCONV_DATA``, else ``shared/mnist`` beside the project (tests never download).
+MNIST_DIR = Path(os.environ.get("FASTCONV_DATA") or Path(__file__).resolve().parents[2] / "shared" / "mnist")
+
+
+def mnist_folder():
+    """:data:`MNIST_DIR`, or skip the test (a missing-file skip: CI fails on it) without the files."""
+    import pytest
+    from fastconv.datasets import load_mnist
+    try:
+        load_mnist(MNIST_DIR, download=False)
+    except FileNotFoundError:
+        pytest.skip(f"MNIST files not found in {MNIST_DIR} (set FASTCONV_DATA)")
+    return MNIST_DIR

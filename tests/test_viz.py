@@ -21,8 +21,7 @@ import torch
 
 import fastconv as fc
 from fastconv import viz
-from fastconv.datasets import load_mnist
-from helpers import assert_png, pixels
+from helpers import assert_png, mnist_folder, pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results-2026-12-01.md"
@@ -373,11 +372,7 @@ def test_report_draws_the_chart_from_a_saved_markdown_report(tmp_path, monkeypat
 
 @needs_mpl
 def test_the_visualize_example_writes_every_picture(tmp_path, monkeypatch, capsys):
-    data = Path(os.environ.get("FASTCONV_DATA") or ROOT.parent / "shared" / "mnist")
-    try:
-        load_mnist(data, download=False)
-    except FileNotFoundError:
-        pytest.skip(f"MNIST files not found in {data} (set FASTCONV_DATA)")
+    data = mnist_folder()
     monkeypatch.syspath_prepend(str(ROOT / "examples"))  # the example imports train_mnist's builders
     example = runpy.run_path(str(ROOT / "examples" / "visualize.py"))
     fc.manual_seed(1)

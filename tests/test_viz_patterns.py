@@ -16,7 +16,7 @@ from fastconv import viz
 from fastconv.datasets import load_mnist, normalize
 from fastconv.losses import CrossEntropyLoss
 from fastconv.viz._backprop import find_layer, input_gradient, private_copy, tapped_prefix
-from helpers import assert_png, numeric_grad, pixels
+from helpers import assert_png, mnist_folder, numeric_grad, pixels
 
 
 def conv_net(seed=0, dtype=np.float64):
@@ -283,11 +283,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def example(monkeypatch):
     """examples/visualize.py's globals and the MNIST folder (skipped without the files)."""
     pytest.importorskip("matplotlib")
-    data = Path(os.environ.get("FASTCONV_DATA") or ROOT.parent / "shared" / "mnist")
-    try:
-        load_mnist(data, download=False)
-    except FileNotFoundError:
-        pytest.skip(f"MNIST files not found in {data} (set FASTCONV_DATA)")
+    data = mnist_folder()
     monkeypatch.syspath_prepend(str(ROOT / "examples"))  # the example imports train_mnist's builders
     return runpy.run_path(str(ROOT / "examples" / "visualize.py")), data
 
