@@ -82,12 +82,12 @@ def test_ensemble_mnist_refuses_bad_arguments_before_loading(example, capsys, ar
 
 @pytest.fixture
 def offline(tmp_path):
-    """``(env, data, cwd)``: an empty FASTCONV_DATA, proxies on a closed port, an empty cwd."""
+    """``(env, data, cwd)``: an empty FASTCONV_DATA, proxies on a reserved host name that resolves nowhere, an empty cwd."""
     data, cwd = tmp_path / "data", tmp_path / "cwd"
     data.mkdir()
     cwd.mkdir()
     env = dict(os.environ, FASTCONV_DATA=str(data), PYTHONPATH=str(EXAMPLES.parent), no_proxy="",
-               NO_PROXY="", **{k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy",
+               NO_PROXY="", **{k: "http://proxy.invalid:9" for k in ("http_proxy", "https_proxy",
                                                                  "HTTP_PROXY", "HTTPS_PROXY")})
     return env, data, cwd
 
