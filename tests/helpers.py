@@ -233,3 +233,88 @@ def mnist_folder():
     except FileNotFoundError:
         pytest.skip(f"MNIST files not found in {MNIST_DIR} (set FASTCONV_DATA)")
     return MNIST_DIR
+
+
+# --- layers: finite-difference gradients of a module (float64) -----------------------------
+
+def rel_err(a, b, floor=1e-8):
+    """``||a - b|| / (||a|| + ||b||)``; 0 when both are below ``floor`` (a true zero gradient,
+    e.g. a conv bias followed by batch norm, against finite-difference rounding noise)."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / denom) if denom > floor else 0.0
+
+
+def num_grad(loss, arr, h=1e-6):
+    """Central differences of the scalar ``loss()`` with respect to ``arr`` (perturbed in place)."""
+    grad = np.zeros(arr.shape)
+    flat, g = arr.reshape(-1), grad.reshape(-1)
+    assert np.shares_memory(flat, arr)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        plus = loss()
+        flat[i] = old - h
+        minus = loss()
+        flat[i] = old
+        g[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+def check_gradients(module, x, seed=0, tol=1e-6):
+    """Assert backward's input and parameter gradients match finite differences of sum(out * dout)."""
+    x = np.array(x, dtype=np.float64)
+    dout = np.random.default_rng(seed).standard_normal(module.forward(x).shape)
+
+    def loss():
+        return float(np.sum(module.forward(x) * dout))
+
+    module.zero_grad()
+    module.forward(x)
+    dx = module._backward(dout, True)
+    analytic = {name: p.grad.copy() for name, p in module.named_parameters()}
+    assert dx.shape == x.shape and dx.dtype == np.float64
+    assert rel_err(dx, num_grad(loss, x)) < tol, "input gradient"
+    for name, p in module.named_parameters():
+        assert p.grad.dtype == np.float64
+        assert rel_err(analytic[name], num_grad(loss, p.data)) < tol, name
+    return dx
+
+
+def spaced(shape, seed=0):
+    """Distinct values at least 0.01 apart and away from 0 (no ties or kinks for max/relu)."""
+    rng = np.random.default_rng(seed)
+    vals = (rng.permutation(int(np.prod(shape))) - np.prod(shape) / 2 + 0.5) * 0.01
+    return vals.reshape(shape)
+
+
+#: A script printing a Conv2d layer's summary() memory figure and what tracemalloc saw, as JSON
+#: (argv: n, c, h, k, f, padding); each layer runs in a fresh process (tests/layers/test_summary_memory.py).
+SUMMARY_MEMORY_SCRIPT = r"""
+import json, sys, tracemalloc
+import numpy as np
+import fastconv as fc
+n, c, h, k, f, p = (int(v) for v in sys.argv[1:7])
+fc.manual_seed(0)
+layer = fc.Conv2d(c, k, f, padding=p)
+x = np.random.default_rng(0).standard_normal((n, c, h, h)).astype(np.float32)
+# compile on one image one row and column smaller: the same kernels, but none of the buffers
+# kept for this layer's shapes (one thread's scratch would otherwise be there before the count)
+warm = fc.Conv2d(c, k, f, padding=p)
+small = x[:1, :, 1:, 1:].copy()
+warm(small)
+warm.backward(np.ones(warm.output_shape(small.shape), np.float32))
+# the process's one-time state is not the layer's memory: the worker pool and threadpoolctl's
+# handles on BLAS (its import and library scan took 0.3 MB here and about 2 MB in a CI run)
+from fastconv.kernels import _workers
+_workers.split(lambda a, z: None, 2, 2)
+out_shape = layer.output_shape(x.shape)
+_, kept, work = layer._memory(x.shape, out_shape, 4)
+dy = np.ones(out_shape, np.float32)
+tracemalloc.start()
+base = tracemalloc.get_traced_memory()[0]
+out = layer(x)
+dx = layer.backward(dy)
+peak = tracemalloc.get_traced_memory()[1] - base
+print(json.dumps({"estimate": kept + work, "measured": peak - out.nbytes - dx.nbytes - layer.weight.grad.nbytes}))
+"""

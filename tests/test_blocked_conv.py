@@ -207,11 +207,11 @@ def test_the_rule_at_stride_2(x_shape, w_shape, stride, pads, expected):
 
 def test_blocked_memory_estimate_matches_tracemalloc():
     """summary()'s figure for a layer the rule sends to the blocked path, within 25% of what
-    tracemalloc sees (the measurement of tests/test_summary_memory.py)."""
+    tracemalloc sees (the measurement of tests/layers/test_summary_memory.py)."""
     import json
     import subprocess
     import sys
-    from test_summary_memory import SCRIPT
+    from helpers import SUMMARY_MEMORY_SCRIPT as SCRIPT
     shape = (128, 16, 28, 32, 3, 1)
     assert cpu_conv.algorithm((128, 16, 28, 28), (32, 16, 3, 3), (1, 1), (1,) * 4) == "blocked"
     done = subprocess.run([sys.executable, "-c", SCRIPT, *map(str, shape)], capture_output=True,

@@ -5,56 +5,7 @@ import pytest
 import fastconv as fc
 from fastconv import layers as L
 
-
-def rel_err(a, b, floor=1e-8):
-    """``||a - b|| / (||a|| + ||b||)``; 0 when both are below ``floor`` (a true zero gradient,
-    e.g. a conv bias followed by batch norm, against finite-difference rounding noise)."""
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    denom = np.linalg.norm(a) + np.linalg.norm(b)
-    return float(np.linalg.norm(a - b) / denom) if denom > floor else 0.0
-
-
-def num_grad(loss, arr, h=1e-6):
-    """Central differences of the scalar ``loss()`` with respect to ``arr`` (perturbed in place)."""
-    grad = np.zeros(arr.shape)
-    flat, g = arr.reshape(-1), grad.reshape(-1)
-    assert np.shares_memory(flat, arr)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        plus = loss()
-        flat[i] = old - h
-        minus = loss()
-        flat[i] = old
-        g[i] = (plus - minus) / (2 * h)
-    return grad
-
-
-def check_gradients(module, x, seed=0, tol=1e-6):
-    """Assert backward's input and parameter gradients match finite differences of sum(out * dout)."""
-    x = np.array(x, dtype=np.float64)
-    dout = np.random.default_rng(seed).standard_normal(module.forward(x).shape)
-
-    def loss():
-        return float(np.sum(module.forward(x) * dout))
-
-    module.zero_grad()
-    module.forward(x)
-    dx = module._backward(dout, True)
-    analytic = {name: p.grad.copy() for name, p in module.named_parameters()}
-    assert dx.shape == x.shape and dx.dtype == np.float64
-    assert rel_err(dx, num_grad(loss, x)) < tol, "input gradient"
-    for name, p in module.named_parameters():
-        assert p.grad.dtype == np.float64
-        assert rel_err(analytic[name], num_grad(loss, p.data)) < tol, name
-    return dx
-
-
-def spaced(shape, seed=0):
-    """Distinct values at least 0.01 apart and away from 0 (no ties or kinks for max/relu)."""
-    rng = np.random.default_rng(seed)
-    vals = (rng.permutation(int(np.prod(shape))) - np.prod(shape) / 2 + 0.5) * 0.01
-    return vals.reshape(shape)
+from helpers import check_gradients, num_grad, rel_err, spaced
 
 
 LAYERS = {

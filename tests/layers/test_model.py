@@ -7,7 +7,7 @@ import pytest
 import fastconv
 import fastconv as fc
 import fastconv.kernels.cpu
-from test_layers import check_gradients, spaced
+from helpers import check_gradients, spaced
 
 
 def small_net(seed=0, dropout=False):

@@ -396,7 +396,7 @@ def test_zz_report_largest_errors_against_torch(capsys):
 def test_the_examples_resnet_and_mobilenet_build_and_backpropagate():
     import runpy
     from pathlib import Path
-    example = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"))
+    example = runpy.run_path(str(Path(__file__).resolve().parents[2] / "examples" / "train_mnist.py"))
     fc.manual_seed(0)
     model = example["resnet"]()
     assert model.output_shape((2, 1, 28, 28)) == (2, 10)
