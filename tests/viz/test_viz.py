@@ -23,7 +23,7 @@ import fastconv as fc
 from fastconv import viz
 from helpers import assert_png, mnist_folder, pixels
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results-2026-12-01.md"
 
 

@@ -276,7 +276,7 @@ def test_missing_matplotlib_names_the_plot_extra(monkeypatch, tmp_path):
 
 # --- the example ------------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
