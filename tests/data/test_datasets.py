@@ -5,7 +5,6 @@ Never touches the network: downloads go through a fake opener or file:// URLs.
 
 import gzip
 import io
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,14 +14,13 @@ import pytest
 
 from fastconv import datasets as ds
 
+from helpers import MNIST_DIR as DATA
+
 NAMES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
-)
-DATA = Path(
-    os.environ.get("FASTCONV_DATA") or Path(__file__).resolve().parents[2] / "shared" / "mnist"
 )
 HAVE_DATA = all((DATA / f"{n}.gz").is_file() or (DATA / n).is_file() for n in NAMES)
 needs_data = pytest.mark.skipif(

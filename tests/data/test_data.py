@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":  # run by mpiexec: import this checkout's fastconv
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tests"))
