@@ -30,11 +30,11 @@ import numpy as np
 from ._backend import get_backend, is_device_array, kernels
 from ._grad import no_grad
 from .fuse import fold, foldable, uses
-from .functional.conv import _conv_kernels
+from .functional.conv import conv_kernels
 from .layers import (ELU, GELU, SELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
                      Concat, Conv2d, Dropout, Dropout2d, Flatten, Hardtanh, Identity, LeakyReLU,
                      Linear, MaxPool2d, ReLU, Residual, Sequential, Sigmoid, SiLU, Softplus, Tanh)
-from .layers.conv import _PAD_MODES
+from .layers.conv import PAD_MODES
 from .layers.module import Module, eval_mode
 
 __all__ = ["compile", "Plan"]
@@ -107,7 +107,7 @@ class _Builder:
         if kind is Sequential:
             return self.sequence(m.layers, shape, owned)
         if kind is Residual:
-            return self.residual(m, shape, owned)
+            return self.residual(m, shape, False) + (True,)
         if kind is Concat:
             return self.concat(m, shape)
         if kind in (Dropout, Dropout2d, Identity):  # identities in eval mode
@@ -125,15 +125,19 @@ class _Builder:
         while i < len(layers):
             m = layers[i]
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if self.fold and nxt is not None and foldable(m, nxt) and \
-                    self.counts[id(m)] == 1 and self.counts[id(nxt)] == 1:
-                weight, bias = (self.array(a) for a in fold(m, nxt))
-                out_shape = tuple(m.output_shape(shape))
-                fn, name = (self.conv if isinstance(m, Conv2d) else self.linear)(m, shape, weight,
-                                                                                 bias)
-                self.names.append(name + " +bn")
-                fns.append(fn)
-                shape, owned, i = out_shape, True, i + 2
+            conv = self.conv_step(layers, i, shape)
+            if conv is not None:  # a conv, its folded norm and a following ReLU: one step
+                run, name, used, shape = conv
+                relu = i + used < len(layers) and self.fusable_relu(layers[i + used])
+                self.names.append(name + (" +relu" if relu else ""))
+                fns.append((lambda x, run=run: run(x, None, True)) if relu else run)
+                owned, i = True, i + used + relu
+                continue
+            if type(m) is Residual:
+                relu = nxt is not None and self.fusable_relu(nxt)
+                part, shape = self.residual(m, shape, relu)
+                fns += part
+                owned, i = True, i + 1 + relu
                 continue
             if type(m) is ReLU and type(nxt) is MaxPool2d and not nxt.return_indices:
                 # max and ReLU commute exactly (ReLU is monotone): ReLU the pooled, smaller array
@@ -147,26 +151,63 @@ class _Builder:
             i += 1
         return fns, shape, owned
 
-    def residual(self, m, shape, owned):
+    def fusable_relu(self, m):
+        return type(m) is ReLU and self.counts[id(m)] == 1
+
+    def folds(self, layers, i):
+        """Whether ``layers[i + 1]`` is a norm the plan folds into ``layers[i]``."""
+        return self.fold and i + 1 < len(layers) and foldable(layers[i], layers[i + 1]) and \
+            self.counts[id(layers[i])] == 1 and self.counts[id(layers[i + 1])] == 1
+
+    def conv_step(self, layers, i, shape):
+        """``(run, name, layers used, output shape)`` for a Conv2d or Linear at ``layers[i]``
+        (with the norm after it folded in where :meth:`folds`), else None; for a conv,
+        ``run(x, residual, relu)`` is the conv with its fused store (:meth:`conv`)."""
+        m = layers[i]
+        if type(m) not in (Conv2d, Linear):
+            return None
+        out_shape = tuple(m.output_shape(shape))
+        used = 2 if self.folds(layers, i) else 1
+        if used == 2:
+            weight, bias = (self.array(a) for a in fold(m, layers[i + 1]))
+        else:
+            weight, bias = self.array(m.weight.data), self.array(
+                None if m.bias is None else m.bias.data)
+        run, name = (self.conv if type(m) is Conv2d else self.linear)(m, shape, weight, bias)
+        return run, name + (" +bn" if used == 2 else ""), used, out_shape
+
+    def residual(self, m, shape, relu):
+        """``(steps, output shape)`` of a Residual (and of the ReLU after it, with ``relu``):
+        the shortcut runs first, then the body, whose last conv adds the shortcut's output (and
+        applies the ReLU) in its store; a body that does not end in a conv adds after it."""
         self.names.append("residual {")
-        body, out_shape, body_owned = self.sequence([m.body], shape, False)
+        layers = list(m.body.layers) if type(m.body) is Sequential else [m.body]
+        start = next((i for i in (len(layers) - 2, len(layers) - 1) if i >= 0 and
+                      type(layers[i]) is Conv2d and i + 1 + self.folds(layers, i) == len(layers)),
+                     None)
+        if start is None:
+            body, out_shape, body_owned = self.sequence([m.body], shape, False)
+        else:
+            body, head_shape, _ = self.sequence(layers[:start], shape, False)
+            run_tail, tail_name, _, out_shape = self.conv_step(layers, start, head_shape)
         if m.shortcut is not None:
             self.names.append("} shortcut {")
             short, short_shape, _ = self.sequence([m.shortcut], shape, False)
-            m._check(out_shape, short_shape)
         else:
-            short = []
-            m._check(out_shape, shape)
-        self.names.append("} add" + (" in place" if body_owned else ""))
+            short, short_shape = [], shape
+        m._check(out_shape, short_shape)
         run_body, run_short = _chain(body), _chain(short)
-        if body_owned:
-            def add(x):
-                y = run_body(x)
-                return np.add(y, run_short(x), out=y)
-        else:
-            def add(x):
-                return run_body(x) + run_short(x)
-        return [add], out_shape, True
+        fused = " +add" + (" +relu" if relu else "")
+        if start is not None:
+            self.names.append(f"}} {tail_name}{fused}")
+            return [lambda x: run_tail(run_body(x), run_short(x), relu)], out_shape
+        self.names.append(f"}} add{' +relu' if relu else ''}{' in place' if body_owned else ''}")
+
+        def add(x):
+            y = run_body(x)
+            y = np.add(y, run_short(x), out=y) if body_owned else y + run_short(x)
+            return np.maximum(y, 0, out=y) if relu else y
+        return [add], out_shape
 
     def concat(self, m, shape):
         runs, shapes = [], []
@@ -189,41 +230,58 @@ class _Builder:
         return [run], out_shape, False  # it may hand back its input or an array it keeps
 
     def conv(self, m, shape, weight, bias):
-        """A Conv2d with these weights: the tier's dense, depthwise or grouped kernel (the rule
-        of :func:`fastconv.functional.conv2d`), after an explicit pad for padding modes other
-        than zeros."""
-        forward, _, extra = _conv_kernels(self.tier, shape[1], m.groups)
+        """A Conv2d with these weights as ``(run, name)``: ``run(x, residual=None, relu=False)``
+        is the convolution, plus ``residual`` and then ReLU. Layers the cpu tier's rule sends to
+        the blocked path are prepared once (:class:`~fastconv.kernels.cpu.blocked.Forward`:
+        weights reordered now, residual and ReLU applied to each image as it is stored); the
+        others call the tier's dense, depthwise or grouped kernel (the rule of
+        :func:`fastconv.functional.conv2d`), after an explicit pad for padding modes other than
+        zeros, and add and clamp afterwards."""
         stride, dilation, pads = m.stride, m.dilation, m._pads
         pad = m._explicit_pad()
         name = (f"conv2d {m.in_channels}->{m.out_channels} {m.kernel_size[0]}x{m.kernel_size[1]}"
                 + (f" stride {stride[0]}" if max(stride) > 1 else "")
                 + (f" groups {m.groups}" if m.groups > 1 else ""))
+        if self.tier.__name__ == "fastconv.kernels.cpu" and m.groups == 1 and pad is None:
+            from .kernels.cpu import blocked, conv as cpu_conv
+            if cpu_conv.algorithm(shape, weight.shape, stride, pads, dilation) == "blocked":
+                return (blocked.Forward(shape, weight, bias, stride, pads, dilation),
+                        name + " blocked")
+        forward, _, extra = conv_kernels(self.tier, shape[1], m.groups)
         if pad is not None:
-            mode, tier_pad, pads = _PAD_MODES[m.padding_mode], self.tier.pad, (0, 0, 0, 0)
+            mode, tier_pad, pads = PAD_MODES[m.padding_mode], self.tier.pad, (0, 0, 0, 0)
 
-            def run(x):
+            def conv(x):
                 return forward(tier_pad(x, pad, mode, 0.0), weight, bias, stride, pads, dilation,
                                **extra)[0]
-            return run, name
-        if extra:
-            groups = extra["groups"]
-            return (lambda x: forward(x, weight, bias, stride, pads, dilation, groups)[0]), name
-        return (lambda x: forward(x, weight, bias, stride, pads, dilation)[0]), name
+        else:
+            def conv(x):
+                return forward(x, weight, bias, stride, pads, dilation, **extra)[0]
+
+        def run(x, residual=None, relu=False):
+            y = conv(x)
+            if residual is not None:
+                y += residual
+            return np.maximum(y, 0, out=y) if relu else y
+        return run, name
 
     def linear(self, m, shape, weight, bias):
+        """A Linear with these weights as ``(run, name)``, ``run`` as :meth:`conv`'s."""
         linear = self.tier.linear
-        return (lambda x: linear(x, weight, bias)), f"linear {m.in_features}->{m.out_features}"
+
+        def run(x, residual=None, relu=False):
+            y = linear(x, weight, bias)
+            if residual is not None:
+                y += residual
+            return np.maximum(y, 0, out=y) if relu else y
+        return run, f"linear {m.in_features}->{m.out_features}"
 
     def step(self, m, shape, out_shape, owned):
         """``(callable, name, output owned)`` for a module the plan runs itself, else None."""
         tier = self.tier
         kind = type(m)
-        if kind is Conv2d:
-            return self.conv(m, shape, self.array(m.weight.data), self.array(
-                None if m.bias is None else m.bias.data)) + (True,)
-        if kind is Linear:
-            return self.linear(m, shape, self.array(m.weight.data), self.array(
-                None if m.bias is None else m.bias.data)) + (True,)
+        if kind in (Conv2d, Linear):
+            return self.conv_step([m], 0, shape)[:2] + (True,)
         if kind is ReLU:
             if owned:
                 return (lambda x: np.maximum(x, 0, out=x)), "relu in place", True

@@ -62,8 +62,9 @@ def _weights(x, w, b, groups, transposed):
     return x, w, b, groups
 
 
-def _conv_kernels(tier, channels, groups):
-    """The tier's (forward, backward, extra keyword arguments) for this grouping."""
+def conv_kernels(tier, channels, groups):
+    """The tier's (forward, backward, extra keyword arguments) for this grouping (also what
+    :func:`fastconv.compile`'s plans call)."""
     if groups == 1:
         return tier.conv2d, tier.conv2d_backward, {}
     if groups == channels:
@@ -95,7 +96,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, backend=None
     x, w, b, groups = _weights(x, w, b, groups, transposed=False)
     stride, pads, dilation, _ = _conv_geometry(x.shape, tuple(w.shape[2:]), stride, padding,
                                                dilation)
-    forward, _, extra = _conv_kernels(kernels(name), x.shape[1], groups)
+    forward, _, extra = conv_kernels(kernels(name), x.shape[1], groups)
     out, saved = forward(x, w, b, stride, pads, dilation, **extra)
     return out, ConvCache(x, w, b is not None, stride, pads, dilation, groups, saved, name)
 
@@ -111,7 +112,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     check_host(cache.backend, dout)
     dout = _array(dout, "dout", x.dtype)
     _same_shape(dout, (x.shape[0], w.shape[0]) + hw, "dout")
-    _, backward, extra = _conv_kernels(kernels(cache.backend), x.shape[1], cache.groups)
+    _, backward, extra = conv_kernels(kernels(cache.backend), x.shape[1], cache.groups)
     return backward(dout, x, w, cache.has_bias, cache.stride, cache.pads, dilation=cache.dilation,
                     saved=cache.saved, need_dx=need_dx, **extra)
 

@@ -14,8 +14,8 @@ from .module import Module, Parameter, _accumulate, _float_dtype, _uniform_init
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
 #: Conv2d's padding modes and the :func:`fastconv.functional.pad` mode each one uses.
-_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
-              "circular": "circular"}
+PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+             "circular": "circular"}
 
 
 def _groups(groups, in_channels, out_channels):
@@ -105,8 +105,8 @@ class Conv2d(_ConvNd):
                  groups=1, bias=True, padding_mode="zeros", rng=None, dtype=np.float32):
         super().__init__(in_channels, out_channels, kernel_size, stride, dilation, groups, bias,
                          False, rng, dtype)
-        if not isinstance(padding_mode, str) or padding_mode not in _PAD_MODES:
-            raise ValueError(f"padding_mode must be one of {sorted(_PAD_MODES)}, but got "
+        if not isinstance(padding_mode, str) or padding_mode not in PAD_MODES:
+            raise ValueError(f"padding_mode must be one of {sorted(PAD_MODES)}, but got "
                              f"padding_mode={padding_mode!r}")
         self.padding_mode = padding_mode
         # (top, bottom, left, right); validates the padding against stride and dilation
@@ -124,7 +124,7 @@ class Conv2d(_ConvNd):
         shape = self._check_input(shape)
         with in_layer(self, shape):
             if self._explicit_pad() is not None:
-                pad_output_hw(shape[2:], self._explicit_pad(), _PAD_MODES[self.padding_mode])
+                pad_output_hw(shape[2:], self._explicit_pad(), PAD_MODES[self.padding_mode])
             hw = conv_output_hw(shape[2:], self.kernel_size, self.stride, self._pads, self.dilation)
         return (shape[0], self.out_channels) + hw
 
@@ -137,7 +137,7 @@ class Conv2d(_ConvNd):
                 out, cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding,
                                       self.dilation, self.groups)
             else:
-                xp = F.pad(x, pad, _PAD_MODES[self.padding_mode])
+                xp = F.pad(x, pad, PAD_MODES[self.padding_mode])
                 out, cache = F.conv2d(xp, self.weight.data, b, self.stride, 0, self.dilation,
                                       self.groups)
         self._save((cache, tuple(x.shape)))
@@ -151,7 +151,7 @@ class Conv2d(_ConvNd):
         self._gradients(dw, db)
         pad = self._explicit_pad()
         if dx is not None and pad is not None:
-            dx = F.pad_backward(dx, shape, pad, _PAD_MODES[self.padding_mode])
+            dx = F.pad_backward(dx, shape, pad, PAD_MODES[self.padding_mode])
         return dx
 
     def _memory(self, in_shape, out_shape, itemsize):

@@ -55,7 +55,7 @@ from .blocked_kernels import (_FORWARD, _WEIGHTS, NVEC, ROWS, WIDE_ROWS,  # noqa
                               WIDE_VEC, _backward_images, _forward_images)
 from .microkernel import lanes
 
-__all__ = ["conv2d", "conv2d_backward", "memory", "Plan"]
+__all__ = ["conv2d", "conv2d_backward", "memory", "Forward", "Plan"]
 
 
 def _round_up(a, b):
@@ -199,20 +199,42 @@ def memory(x_shape, w_shape, stride, pads, dilation, itemsize):
     return 0, (max(p.parts, 1) * per_share + weights + (p.chunks + 1) * dw_block) * itemsize
 
 
+class Forward:
+    """A forward convolution prepared once for one input shape: the weights reordered, the taps
+    and loop sizes computed (what :func:`conv2d` does on every call), for callers that run the
+    same layer many times (:func:`fastconv.compile`'s plans).
+
+    ``forward(x, residual=None, relu=False)`` -> out (N, K, Hout, Wout): the convolution plus
+    bias, then ``residual`` (same shape as out) added and ReLU applied, each image as soon as it
+    is stored (the fused store of a residual block's last conv). x must have the prepared shape
+    and dtype (the caller checks it once).
+    """
+
+    def __init__(self, x_shape, w, b, stride, pads, dilation=(1, 1)):
+        self.plan = p = Plan(x_shape, w.shape, stride, pads, dilation, w.dtype)
+        self.wts, self.taps, self.geo = p.weights(w), p.taps(), p.forward_geometry()
+        self.bias = np.ascontiguousarray(b) if b is not None else np.zeros(p.k, dtype=w.dtype)
+        self.none = np.empty((0, 1, 1, 1), dtype=w.dtype)
+
+    def __call__(self, x, residual=None, relu=False):
+        p = self.plan
+        x = np.ascontiguousarray(x)  # the packing reads planes as flat runs
+        out = empty((p.n, p.k, p.ho, p.wo), dtype=x.dtype)
+        res = self.none if residual is None else np.ascontiguousarray(residual)
+        relu = bool(relu)
+
+        def share(s0, s1):
+            ob = _buffer("blocked_out", (p.kbp * p.plane_o * p.v,), x.dtype)
+            _forward_images(x, s0, s1, self.wts, self.bias, out, p.x_buffer(), ob, self.taps,
+                            *self.geo, res, relu)
+
+        split(share, p.n, p.parts)
+        return out
+
+
 def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     """x (N, C, H, W), w (K, C, FH, FW), b (K,) or None -> (out (N, K, Hout, Wout), None)."""
-    x = np.ascontiguousarray(x)  # the packing reads planes as flat runs
-    p = Plan(x.shape, w.shape, stride, pads, dilation, x.dtype)
-    out = empty((p.n, p.k, p.ho, p.wo), dtype=x.dtype)
-    bias = np.ascontiguousarray(b) if b is not None else np.zeros(p.k, dtype=x.dtype)
-    wts, taps, geo = p.weights(w), p.taps(), p.forward_geometry()
-
-    def share(s0, s1):
-        ob = _buffer("blocked_out", (p.kbp * p.plane_o * p.v,), x.dtype)
-        _forward_images(x, s0, s1, wts, bias, out, p.x_buffer(), ob, taps, *geo)
-
-    split(share, p.n, p.parts)
-    return out, None
+    return Forward(x.shape, w, b, stride, pads, dilation)(x), None
 
 
 def conv2d_backward(dout, x, w, has_bias, stride, pads, need_dx=True, dilation=(1, 1)):

@@ -162,9 +162,26 @@ def _tiles(src, wts, out, taps, kblocks, plane_o, length, v, rem, block_taps):
 
 
 @njit(nogil=True, cache=True)
-def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, geo, lay_x, lay_o):
-    """Images [s0, s1) of x -> out (NCHW, bias added). ``geo``: (v, kblocks, plane_o, length)
-    and the layouts of x and out, of :meth:`.blocked.Plan.forward_geometry`."""
+def _epilogue(out, res, n, relu):
+    """out += res[n] (when res has images), then max(out, 0) with ``relu``: image n, right
+    after its store, while it is still in cache (NaN stays NaN, as in :func:`fastconv.relu`)."""
+    flat = out.reshape(out.size)
+    if res.shape[0]:
+        other = res[n].reshape(flat.size)
+        for i in range(flat.shape[0]):
+            flat[i] += other[i]
+    if relu:
+        for i in range(flat.shape[0]):
+            if flat[i] < 0:
+                flat[i] = 0
+
+
+@njit(nogil=True, cache=True)
+def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, geo, lay_x, lay_o, res, relu):
+    """Images [s0, s1) of x -> out (NCHW, bias added), then ``res`` (N, K, Hout, Wout) added
+    where it has images and ReLU applied with ``relu`` (:func:`_epilogue`). ``geo``: (v,
+    kblocks, plane_o, length) and the layouts of x and out, of
+    :meth:`.blocked.Plan.forward_geometry`."""
     v, kblocks, plane_o, length = geo[0], geo[1], geo[2], geo[3]
     c_in = x.shape[1]
     cblocks = -(-c_in // v)
@@ -173,6 +190,8 @@ def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, geo, lay_x, lay_o):
         _tiles(xb, wts, ob, taps, kblocks, plane_o * v, length, v, c_in - (cblocks - 1) * v,
                taps.shape[0] // cblocks)
         _unpack(ob, plane_o * v, v, lay_o, bias, out[n])
+        if relu or res.shape[0]:
+            _epilogue(out[n], res, n, relu)
 
 
 @njit(nogil=True, cache=True)
