@@ -29,7 +29,7 @@ from fastconv.optim import SGD
 
 from helpers import rel_error
 
-EXAMPLES = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"))
+EXAMPLES = runpy.run_path(str(Path(__file__).resolve().parents[2] / "examples" / "train_mnist.py"))
 TOL = 1e-5
 
 
@@ -324,3 +324,22 @@ def test_torch_exports_of_the_normalisations_and_softplus_import(tmp_path):
                                                         "Softplus", "LayerNorm", "Flatten", "Linear"]
         assert outputs_match(model, imported) < TOL
     one_training_step(imported)
+
+
+def test_a_torch_export_with_reflect_padding_leaky_relu_adaptive_pool_and_softmax_imports(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect"), nn.LeakyReLU(0.1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3), nn.Softmax(dim=1)).eval()
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and folding notes
+        torch.onnx.export(model, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "N"}})
+    imported = fo.load(path)
+    assert [type(m).__name__ for m in imported] == ["Conv2d", "LeakyReLU", "AdaptiveAvgPool2d", "Flatten",
+                                                     "Linear", "Softmax"]
+    assert imported[0].padding_mode == "reflect"
+    x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert rel_error(imported.forward(x), want) < TOL
