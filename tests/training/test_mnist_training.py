@@ -4,7 +4,6 @@ The files are read from ``FASTCONV_DATA`` (default: ``shared/mnist`` beside the 
 the test is skipped when they are absent and never downloads. About 24,000 training steps' worth of
 images (12,000 images x 2 epochs), a few seconds on 2 idle cores.
 """
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from fastconv.datasets import load_mnist, normalize
 from fastconv.optim import SGD, StepLR
 from fastconv.trainer import Trainer
 
-DATA = Path(os.environ.get("FASTCONV_DATA") or Path(__file__).resolve().parents[2] / "shared" / "mnist")
+from helpers import MNIST_DIR as DATA
 
 #: Test accuracy the run must reach on the full 10,000-image test set. Seeds 0-2 give 0.971-0.978
 #: (PyTorch-style default initialisation; 0.965-0.974 with He-normal init).
@@ -55,7 +54,7 @@ def test_small_cnn_on_12000_images_for_2_epochs_beats_95_percent(mnist):
 @pytest.mark.slow
 def test_the_example_script_runs_end_to_end(mnist, tmp_path, capsys):
     import runpy
-    script = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
+    script = Path(__file__).resolve().parents[2] / "examples" / "train_mnist.py"
     example = runpy.run_path(str(script))  # defines main() without running it
     saved = tmp_path / "tutorial.npz"
     result = example["main"](["--arch", "tutorial", "--limit", "3000", "--epochs", "1", "--data-dir", str(DATA),
