@@ -7,7 +7,6 @@ import gzip
 import io
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
