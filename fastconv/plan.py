@@ -6,14 +6,17 @@ arguments again, resolves the tier and wraps the result in a cache. A plan does 
 at compile time (every shape is known then, so every check has been made), and each call checks
 only that the input has the compiled shape and dtype.
 
-What a plan does to the network (results equal the model's in eval mode; exactly without
-folding, up to rounding in the model's dtype with it):
+What a plan does to the network (results equal the model's in eval mode up to rounding in the
+model's dtype; exactly, without folding, where the model's convs took the same path):
 
+- On the cpu tier every dense Conv2d runs the blocked path (:mod:`fastconv.kernels.cpu.blocked`)
+  with its weights reordered once, at compile time, and a ReLU after it (and, for the last conv
+  of a Residual's body, the shortcut's output) applied to each image as it is stored.
 - Conv2d + BatchNorm2d and Linear + BatchNorm1d are folded (:mod:`fastconv.fuse`) when ``fold``
   is true; other BatchNorms in eval mode run the tier's kernel with the running statistics.
-- ReLU after a step whose output the plan owns (made in this call, read by nothing else) is
-  applied in place on that output, and so is a residual add (into the body's output); the
-  kernels have no fused store yet, so this saves the allocation, not the pass.
+- Other ReLUs after a step whose output the plan owns (made in this call, read by nothing else)
+  are applied in place on that output, and so is a residual add after a body that does not end
+  in a conv (into the body's output).
 - Concat runs its branches and joins their outputs.
 - A ReLU right before a MaxPool2d runs after it, on the pooled array (max and ReLU commute, so
   the result is the same to the bit, with a quarter of the ReLU's work at a 2x2 pool).
@@ -231,22 +234,22 @@ class _Builder:
 
     def conv(self, m, shape, weight, bias):
         """A Conv2d with these weights as ``(run, name)``: ``run(x, residual=None, relu=False)``
-        is the convolution, plus ``residual`` and then ReLU. Layers the cpu tier's rule sends to
-        the blocked path are prepared once (:class:`~fastconv.kernels.cpu.blocked.Forward`:
-        weights reordered now, residual and ReLU applied to each image as it is stored); the
-        others call the tier's dense, depthwise or grouped kernel (the rule of
-        :func:`fastconv.functional.conv2d`), after an explicit pad for padding modes other than
-        zeros, and add and clamp afterwards."""
+        is the convolution, plus ``residual``, then ReLU. On the cpu tier every dense conv takes
+        the blocked path, prepared once (:class:`~fastconv.kernels.cpu.blocked.Forward`: the
+        weights reordered now, the residual and ReLU applied to each image as it is stored),
+        whatever the tier's rule picks per call: the rule weighs per-call costs (packing the
+        weights, Winograd's weight transform) that a plan pays once. Other convs call the tier's
+        depthwise or grouped kernel (the rule of :func:`fastconv.functional.conv2d`), after an
+        explicit pad for padding modes other than zeros, and add and clamp afterwards."""
         stride, dilation, pads = m.stride, m.dilation, m._pads
         pad = m._explicit_pad()
         name = (f"conv2d {m.in_channels}->{m.out_channels} {m.kernel_size[0]}x{m.kernel_size[1]}"
                 + (f" stride {stride[0]}" if max(stride) > 1 else "")
                 + (f" groups {m.groups}" if m.groups > 1 else ""))
-        if self.tier.__name__ == "fastconv.kernels.cpu" and m.groups == 1 and pad is None:
-            from .kernels.cpu import blocked, conv as cpu_conv
-            if cpu_conv.algorithm(shape, weight.shape, stride, pads, dilation) == "blocked":
-                return (blocked.Forward(shape, weight, bias, stride, pads, dilation),
-                        name + " blocked")
+        if self.tier.__name__ == "fastconv.kernels.cpu" and m.groups == 1 and pad is None and \
+                shape[1] > 0:
+            from .kernels.cpu.blocked import Forward
+            return Forward(shape, weight, bias, stride, pads, dilation), name + " blocked"
         forward, _, extra = conv_kernels(self.tier, shape[1], m.groups)
         if pad is not None:
             mode, tier_pad, pads = PAD_MODES[m.padding_mode], self.tier.pad, (0, 0, 0, 0)
@@ -356,9 +359,9 @@ def compile(model, input_shape, dtype=None, fold=True):  # noqa: A001 - PyTorch'
     -------
     Plan
         ``plan(x)`` is ``model(x)`` in eval mode (dropout off, running statistics) without
-        gradients: x must have the compiled shape and dtype (else a ValueError naming both).
-        It runs the host tier's kernels (cpu, or naive when that is the default backend) from a
-        list of steps made now, with no per-layer checks.
+        gradients, up to rounding: x must have the compiled shape and dtype (else a ValueError
+        naming both). It runs the host tier's kernels (cpu, or naive when that is the default
+        backend) from a list of steps made now, with no per-layer checks.
 
     Example
     -------

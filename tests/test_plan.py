@@ -1,13 +1,25 @@
 """fastconv.compile: a plan computes what the model computes in eval mode (bit for bit without
-folding, to rounding with it), for the five example networks and every layer kind it runs
-itself or hands back to the layer's own forward; it refuses another shape or dtype, and it
-changes neither the model nor the caller's input."""
+folding, against the model with its convs on the blocked path as the plan's are; to rounding
+with folding), for the five example networks and every layer kind it runs itself or hands back
+to the layer's own forward; it refuses another shape or dtype, and it changes neither the model
+nor the caller's input."""
 import numpy as np
 import pytest
 
 import fastconv as fc
+from fastconv.kernels.cpu import conv as cpu_conv
 
-from helpers import rel_error
+from helpers import patched, rel_error
+
+
+def blocked_model():
+    """The model's convs on the blocked path, the one a plan runs dense convs on."""
+    return patched([(cpu_conv, "ALGORITHM", "blocked")])
+
+
+def reference(model, x):
+    with fc.layers.module.eval_mode(), blocked_model():
+        return model(x)
 from test_fuse import networks, randomise_norms
 
 
@@ -16,8 +28,7 @@ def test_plan_computes_the_example_networks(arch):
     rng = np.random.default_rng(7)
     model = randomise_norms(networks.build(arch, seed=3), rng)
     x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
-    with fc.layers.module.eval_mode():
-        ref = model(x)
+    ref = reference(model, x)
     exact = fc.compile(model, x.shape, fold=False)
     folded = fc.compile(model, x.shape)
     assert model.training  # compiling looks at the model, it does not set its mode
@@ -70,8 +81,7 @@ def test_plan_runs_every_layer_kind():
     model = randomise_norms(every_kind(), rng)
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     x_before = x.copy()
-    with fc.layers.module.eval_mode():
-        ref = model(x)
+    ref = reference(model, x)
     exact = fc.compile(model, x.shape, fold=False)
     first = exact(x)
     np.testing.assert_array_equal(first, ref)
@@ -80,12 +90,12 @@ def test_plan_runs_every_layer_kind():
     np.testing.assert_array_equal(first, ref)  # each call's output is its own array
     np.testing.assert_array_equal(again, ref)
     assert "relu" in exact.steps  # after Double: its output is not the plan's to overwrite
-    assert "conv2d 6->2 1x1 +relu" in exact.steps  # fused into the conv's store
+    assert "conv2d 6->2 1x1 blocked +relu" in exact.steps  # fused into the conv's store
     assert any("its own forward" in s for s in exact.steps)  # Double, PReLU
     assert "} concat dim 1" in exact.steps
     folded = fc.compile(model, x.shape)
     assert sum("+bn" in s for s in folded.steps) == 3  # the norm after Sigmoid stays
-    assert "} conv2d 6->6 3x3 +bn +add +relu" in folded.steps
+    assert "} conv2d 6->6 3x3 blocked +bn +add +relu" in folded.steps
     assert rel_error(folded(x), ref) < 1e-5
     np.testing.assert_array_equal(x, x_before)
 
@@ -98,7 +108,7 @@ def test_plan_refuses_another_shape_or_dtype():
     with pytest.raises(ValueError, match="float32, got shape \\(1, 1, 28, 28\\) float64"):
         plan(np.zeros((1, 1, 28, 28)))
     x = np.arange(28 * 28, dtype=np.float32).reshape(1, 1, 28, 28)[..., ::-1]  # not contiguous
-    np.testing.assert_array_equal(plan(x), model.eval()(x))
+    np.testing.assert_array_equal(plan(x), reference(model, x))
 
 
 def test_compile_checks_its_arguments():
@@ -159,7 +169,7 @@ def test_fused_store_of_the_blocked_path_matches_the_model_bit_for_bit(dtype):
     plan = fc.compile(model, x.shape)
     assert plan.steps == ["conv2d 8->16 3x3 blocked +relu", "residual {",
                           "conv2d 16->16 3x3 blocked +relu", "} conv2d 16->16 3x3 blocked +add +relu",
-                          "residual {", "} shortcut {", "conv2d 16->32 1x1 stride 2",
+                          "residual {", "} shortcut {", "conv2d 16->32 1x1 stride 2 blocked",
                           "} conv2d 16->32 3x3 stride 2 blocked +add +relu"]
-    np.testing.assert_array_equal(plan(x), model.eval()(x))
+    np.testing.assert_array_equal(plan(x), reference(model, x))
     np.testing.assert_array_equal(x, x_before)
