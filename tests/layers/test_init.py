@@ -174,3 +174,16 @@ def test_zero_element_kaiming_warns_and_is_a_no_op():
         assert init.kaiming_uniform_(w) is w
     assert "zero-element" in str(caught[0].message)
     assert init.orthogonal_(np.zeros((0, 4))).shape == (0, 4)
+
+
+# --- the cuda tier (Numba's simulator) -----------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.filterwarnings("ignore:The keyword argument 'nopython=False'")
+def test_init_fills_a_device_parameter(G):
+    p = fc.Parameter(fc.to_device(np.zeros((4, 6), np.float32)))
+    data = p.data
+    assert init.orthogonal_(p, generator=2) is p and p.data is data
+    w = fc.to_numpy(p.data)
+    np.testing.assert_allclose(w @ w.T, np.eye(4), atol=1e-6)
+    np.testing.assert_array_equal(w, init.orthogonal_(np.zeros((4, 6), np.float32), generator=2))

@@ -15,6 +15,8 @@ import torch
 import fastconv as fc
 from fastconv.utils import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
+from test_optim import device_grads, device_params
+
 SHAPES = [(3, 4), (5,), (2, 2, 3), (4,)]
 
 
@@ -129,3 +131,21 @@ def test_clip_grad_value_matches_torch(dtype, clip_value):
             assert p.grad.dtype == dtype
             np.testing.assert_array_equal(p.grad, t.grad.numpy())
     assert np.nanmax(np.abs(params[1].grad)) <= clip_value
+
+
+# --- the cuda tier (Numba's simulator): device gradients against host ones -------------------
+
+@pytest.mark.cuda
+@pytest.mark.filterwarnings("ignore:The keyword argument 'nopython=False'")
+def test_clipping_device_gradients(G, close):
+    rng, host, dev = device_params(G, np.float32, seed=3)
+    device_grads(rng, host, dev)
+    total, dtotal = clip_grad_norm_(host, 0.5), clip_grad_norm_(dev, 0.5)
+    assert dtotal == pytest.approx(total, rel=1e-6)
+    for p, q in zip(host, dev):
+        assert fc._backend.is_device_array(q.grad)
+        close("clipped grad", q.grad, p.grad)
+    clip_grad_value_(host, 0.01)
+    clip_grad_value_(dev, 0.01)
+    for p, q in zip(host, dev):
+        close("clamped grad", q.grad, p.grad, exact=True)
