@@ -1,7 +1,12 @@
 """Every tier implements exactly the kernel contract (fastconv.kernels.contract): the same names,
 each with the contract's signature, and nothing else public. The cuda tier imports only on a GPU
 or the simulator; where it does not import here, a subprocess imports it with
-NUMBA_ENABLE_CUDASIM=1 (skipped only when numba-cuda itself is missing)."""
+NUMBA_ENABLE_CUDASIM=1 (skipped only when numba-cuda itself is missing).
+
+Also how a tier is chosen: ``set_backend`` / ``get_backend`` and ``FASTCONV_BACKEND``,
+``to_numpy``, ``backend="cuda"`` through the functional API (device arrays out), and the clear
+error when the cuda tier has neither a GPU nor the simulator.
+"""
 import inspect
 import json
 import os
@@ -11,8 +16,14 @@ import sys
 import numpy as np
 import pytest
 
+import fastconv
+import fastconv.functional as F
+from fastconv import _backend
 from fastconv._backend import is_device_array, to_numpy
 from fastconv.kernels import contract
+
+from helpers import ALL_TIERS, cuda_test, random
+
 
 #: Prints {"__all__": [...], name: signature} for the tier named in argv[1].
 _LIST = """
@@ -116,3 +127,88 @@ def test_host_axpby_skips_trivial_terms_exactly():
     assert np.signbit(g[1])
     with pytest.raises(ValueError, match="axpby: x has shape"):
         cpu.axpby(g, np.zeros(2, np.float32), 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a tier
+
+def test_to_numpy_returns_numpy_input_unchanged():
+    x = np.arange(6.0).reshape(2, 3)
+    assert fastconv.to_numpy(x) is x
+    out, _ = F.conv2d(np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 2, 2), np.float32), backend="cpu")
+    assert fastconv.to_numpy(out) is out
+    listed = fastconv.to_numpy([[1.0, 2.0]])
+    assert isinstance(listed, np.ndarray) and listed.shape == (1, 2)
+
+
+def test_set_backend_get_backend_round_trip(monkeypatch):
+    monkeypatch.setitem(_backend._state, "name", _backend._state["name"])  # restored afterwards
+    monkeypatch.delenv("FASTCONV_BACKEND", raising=False)
+    _backend._state["name"] = None
+    assert fastconv.get_backend() == "cpu"  # the default
+    for name in ALL_TIERS:
+        fastconv.set_backend(name)
+        assert fastconv.get_backend() == name
+        _, cache = F.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))
+        assert cache.backend == name  # the default is what F uses
+        explicit = F.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)), backend="naive")[1].backend
+        assert explicit == "naive"  # an explicit backend beats the default
+    monkeypatch.setenv("FASTCONV_BACKEND", "naive")
+    _backend._state["name"] = None
+    assert fastconv.get_backend() == "naive"  # the environment variable is honoured
+
+
+@cuda_test
+def test_functional_backend_cuda_returns_device_arrays(G, close):
+    rng = np.random.default_rng(4)
+    x, w = random(rng, (2, 2, 5, 5), np.float32), random(rng, (3, 2, 3, 3), np.float32)
+    out, cache = F.conv2d(x, w, None, padding="same", backend="cuda")
+    assert hasattr(out, "copy_to_host") and cache.backend == "cuda"
+    close("F.conv2d", fastconv.to_numpy(out), F.conv2d(x, w, None, padding="same",
+                                                         backend="cpu")[0])
+    close("F.conv2d (vs naive)", fastconv.to_numpy(out),
+          F.conv2d(x, w, None, padding="same", backend="naive")[0])
+    pooled, switches = F.max_pool2d(out, 2, backend="cuda")
+    assert hasattr(switches, "copy_to_host")
+    dx = F.max_pool2d_backward(np.ones(pooled.shape, np.float32), switches, out.shape,
+                               backend="cuda")
+    assert fastconv.to_numpy(dx).sum() == pooled.size
+    with pytest.raises(ValueError, match="switches hold indices outside"):
+        F.max_pool2d_backward(np.ones(pooled.shape, np.float32), np.full(pooled.shape, 99),
+                              out.shape, backend="cuda")
+
+
+NO_GPU_SCRIPT = r"""
+import json, sys
+import numpy as np
+import fastconv, fastconv.functional as F
+report = {"numba_cuda_on_import": sorted(m for m in sys.modules if m.startswith("numba.cuda"))}
+for label, call in [("set_backend", lambda: fastconv.set_backend("cuda")),
+                    ("functional", lambda: F.relu(np.ones(3), backend="cuda"))]:
+    try:
+        call()
+        report[label] = None
+    except Exception as exc:
+        report[label] = [type(exc).__name__, str(exc)]
+report["backend_after"] = fastconv.get_backend()
+import numba.cuda
+report["gpu"] = numba.cuda.is_available()
+print(json.dumps(report))
+"""
+
+
+def test_asking_for_cuda_without_gpu_or_simulator_fails_clearly():
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "FASTCONV_BACKEND")}
+    done = subprocess.run([sys.executable, "-c", NO_GPU_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["numba_cuda_on_import"] == []  # importing fastconv never touches numba.cuda
+    if report["gpu"]:
+        pytest.skip("a real GPU is present: there is no missing-GPU error to check")
+    for label in ("set_backend", "functional"):
+        kind, message = report[label]
+        assert kind == "RuntimeError", report[label]
+        assert "NUMBA_ENABLE_CUDASIM=1" in message and "GPU" in message
+        assert "pip install fastconv[cuda]" in message
+    assert report["backend_after"] == "cpu"

@@ -3,6 +3,8 @@ micro-kernels): against the naive tier on random stride-1 geometries (odd sizes,
 that are not a multiple of the block, 1x1 planes, dilation, uneven padding), float32 accuracy
 against float64 at 256 channels, inf and NaN as in the naive tier, and bitwise-identical results
 for 1-4 threads."""
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from helpers import (DTYPES, HYPOTHESIS, assert_bitwise_same, assert_close_to_or
                      assert_float32_accuracy, assert_same_digests_for_1_to_4_threads,
                      at_thread_counts, patched, random)
 
+#: This folder: the bitwise subprocess imports this module from it.
+HERE = os.path.dirname(os.path.abspath(__file__))
 ints = st.integers
 
 
@@ -159,7 +163,8 @@ def test_blocked_is_bitwise_identical_for_every_thread_count():
 
 
 def test_blocked_is_bitwise_identical_for_1_to_4_threads_in_a_subprocess():
-    assert_same_digests_for_1_to_4_threads("", "__import__('test_blocked_conv')._threaded_results")
+    assert_same_digests_for_1_to_4_threads(f"sys.path.insert(0, {HERE!r})",
+                                           "__import__('test_blocked')._threaded_results")
 
 
 def test_blocked_memory_is_what_the_rule_reports():

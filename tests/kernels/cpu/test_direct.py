@@ -3,6 +3,8 @@ that picks it: against the naive tier on random stride-1 geometries (any kernel 
 padding, 1x1 planes), float32 accuracy against float64 at realistic sizes, and bitwise-identical
 results for 1-4 threads."""
 
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from helpers import (DTYPES, HYPOTHESIS, assert_bitwise_same, assert_close_to_or
                      assert_float32_accuracy, assert_same_digests_for_1_to_4_threads,
                      at_thread_counts, padded_3x3_conv_arrays, patched, random)
 
+#: This folder: the bitwise subprocess imports this module from it.
+HERE = os.path.dirname(os.path.abspath(__file__))
 ints = st.integers
 
 
@@ -122,6 +126,7 @@ def test_direct_is_bitwise_identical_for_every_thread_count(monkeypatch):
 
 def test_direct_is_bitwise_identical_for_1_to_4_threads_in_a_subprocess():
     assert_same_digests_for_1_to_4_threads(
+        f"sys.path.insert(0, {HERE!r}); "
         "from fastconv.kernels.cpu import _common; _common.SPLIT_FLOPS, _common.SPLIT_IMAGES = 0, 1",
         "__import__('test_direct')._threaded_results")
 

@@ -22,9 +22,7 @@ from fastconv.kernels.cpu import conv as cpu_conv
 from fastconv.losses import CrossEntropyLoss
 from fastconv.optim import SGD
 
-from helpers import DTYPES, HYPOTHESIS, random
-from test_cpu_tier import forced_splits
-from test_functional import conv_arrays, conv_cases
+from helpers import DTYPES, HYPOTHESIS, conv_arrays, conv_cases, forced_splits, random
 
 COUNTS = (1, 2, 3, 4)
 

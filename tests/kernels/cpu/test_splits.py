@@ -1,6 +1,6 @@
 """The cpu tier's own machinery: thread splits, the wide stride-1 layout, reused output memory.
 
-The randomised shapes of test_functional are small, so there each convolution runs in one share
+The randomised shapes of tests/ops/test_conv.py are small, so there each convolution runs in one share
 and one block; here the split thresholds and block size are forced down so that every path
 (several shares of uneven size, one image per block, the per-thread buffers) meets the oracle.
 """
@@ -18,8 +18,8 @@ from fastconv.kernels import _memory, _workers
 from fastconv.kernels.cpu import _common as cpu_common
 from fastconv.kernels.cpu import conv as cpu_conv
 
-from helpers import DTYPES, HYPOTHESIS, assert_close_to_oracle, random
-from test_functional import check_conv_against_naive, conv_arrays, conv_cases
+from helpers import (DTYPES, HYPOTHESIS, assert_close_to_oracle, check_conv_against_naive, conv_arrays,
+                     conv_cases, forced_splits, random)
 
 
 @contextlib.contextmanager
@@ -33,17 +33,6 @@ def patched(module, **values):
     finally:
         for name, value in old.items():
             setattr(module, name, value)
-
-
-@contextlib.contextmanager
-def forced_splits(shares=3, block_bytes=1, partial_bytes=2**30):
-    """Every conv and linear split into ``shares`` thread shares (None: the thread count as set),
-    convs one image per block (by default), GEMMs cut into blocks of one row or column."""
-    threads = {} if shares is None else {"threads": lambda: shares}
-    with patched(cpu_common, SPLIT_FLOPS=0, SPLIT_IMAGES=0, SPLIT_GEMM=1, BLAS_THREADED_GEMM=1,
-                 GEMM_BLOCK_MACS=1, SPLIT_ELEMENTS=0, SPLIT_PLANE_ELEMENTS=0,
-                 BLOCK_BYTES=block_bytes, PARTIAL_BYTES=partial_bytes), patched(_workers, **threads):
-        yield
 
 
 def blas_threads(libraries=None):

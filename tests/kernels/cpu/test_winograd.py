@@ -2,6 +2,8 @@
 picks it (fastconv.kernels.cpu.conv.algorithm): against the naive tier on random shapes, float32
 accuracy against float64 at realistic sizes, and bitwise-identical results for 1-4 threads."""
 
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ from helpers import (DTYPES, HYPOTHESIS, assert_bitwise_same, assert_close_to_or
                      assert_float32_accuracy, assert_same_digests_for_1_to_4_threads,
                      at_thread_counts, padded_3x3_conv_arrays, patched, random)
 
+#: This folder: the bitwise subprocess imports this module from it.
+HERE = os.path.dirname(os.path.abspath(__file__))
 ints = st.integers
 
 
@@ -100,6 +104,7 @@ def test_winograd_is_bitwise_identical_for_every_thread_count():
 
 def test_winograd_is_bitwise_identical_for_1_to_4_threads_in_a_subprocess():
     assert_same_digests_for_1_to_4_threads(
+        f"sys.path.insert(0, {HERE!r}); "
         "from fastconv.kernels.cpu import _common, conv, winograd; conv.ALGORITHM = 'winograd'; "
         "_common.SPLIT_FLOPS, _common.SPLIT_IMAGES, winograd.BLOCK_BYTES = 0, 1, 4096",
         "__import__('test_winograd')._threaded_results")
