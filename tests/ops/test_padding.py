@@ -1,5 +1,6 @@
 """F.pad / F.pad_backward and the padding layers: against PyTorch (negative amounts included),
-the cpu tier against the naive oracle, finite differences, reprs and the error contract.
+the cpu tier against the naive oracle, the cuda tier against the cpu tier on Numba's simulator,
+finite differences, reprs and the error contract.
 
 Run with ``-s`` to see the largest error against PyTorch per layer and dtype.
 """
@@ -17,15 +18,22 @@ from hypothesis import strategies as st
 
 import fastconv as fc
 import fastconv.functional as F
+from fastconv.kernels import cpu
 
-from helpers import (BACKENDS, DTYPES, HYPOTHESIS, assert_close_to_oracle, grad_rel_error,
-                     numeric_grad, random, rel_error)
-from test_conv_variants import threads
+from helpers import (BACKENDS, DTYPES, HYPOTHESIS, assert_close_to_oracle, cuda_test, grad_rel_error,
+                     numeric_grad, random, rel_error, split_into)
+
 
 ints = st.integers
+
+
 MODES = ["constant", "reflect", "replicate", "circular"]
+
+
 LAYERS = {"constant": "ConstantPad2d", "reflect": "ReflectionPad2d",
           "replicate": "ReplicationPad2d", "circular": "CircularPad2d"}
+
+
 TORCH_WORST = {}
 
 
@@ -110,7 +118,7 @@ def test_split_pad_matches_unsplit(mode):
     pad = (2, -1, 3, 1)
     out = F.pad(x, pad, mode, backend="cpu")
     dx = F.pad_backward(out, x.shape, pad, mode, backend="cpu")
-    with threads(3):
+    with split_into(3):
         np.testing.assert_array_equal(F.pad(x, pad, mode, backend="cpu"), out)
         np.testing.assert_array_equal(F.pad_backward(out, x.shape, pad, mode, backend="cpu"), dx)
 
@@ -190,3 +198,18 @@ def test_padding_errors(call, error, words):
         call(x)
     for word in words:
         assert word in str(info.value), (word, str(info.value))
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("pads", [(1, 2, 2, 0), (-1, 2, 1, -1), (3, 3, 2, 2)])
+def test_pad_matches_cpu(G, close, dtype, mode, pads):
+    rng = np.random.default_rng(0)
+    x = random(rng, (1, 2, 3, 4), dtype)
+    out = G.pad(x, pads, mode, 1.5 if mode == "constant" else 0.0)
+    want = cpu.pad(x, pads, mode, 1.5 if mode == "constant" else 0.0)
+    close("pad", out, want, exact=True)
+    dout = random(rng, want.shape, dtype)
+    close("pad_backward", G.pad_backward(dout, x.shape, pads, mode),
+          cpu.pad_backward(dout, x.shape, pads, mode))
