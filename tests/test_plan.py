@@ -173,3 +173,18 @@ def test_fused_store_of_the_blocked_path_matches_the_model_bit_for_bit(dtype):
                           "} conv2d 16->32 3x3 stride 2 blocked +add +relu"]
     np.testing.assert_array_equal(plan(x), reference(model, x))
     np.testing.assert_array_equal(x, x_before)
+
+
+@pytest.mark.parametrize("arch", networks.ARCHS)
+def test_plan_matches_pytorch_eval(arch):
+    """The plan (folded norms, fused stores, every dense conv on the blocked path) against the
+    PyTorch twin in eval mode, at batch 1 and at a batch of 5."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(15)
+    model = randomise_norms(networks.build(arch, seed=6), rng)
+    twin = networks.torch_twin(model).eval()
+    for batch in (1, 5):
+        x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+        with torch.no_grad():
+            ref = twin(torch.from_numpy(x)).numpy()
+        assert rel_error(fc.compile(model, x.shape)(x), ref) < 1e-4
