@@ -3,14 +3,17 @@
 Called on the tier functions directly (the functional layer validates separately): each result
 has the shape and dtype the contract gives it, gradients of parameters are zeros (a sum over no
 images), and a conv or Linear with no input channels is its bias. The cpu tier raised
-ZeroDivisionError for a conv with C = 0 and pooling backward rejected N = 0.
+ZeroDivisionError for a conv with C = 0 and pooling backward rejected N = 0. The last tests go
+through the functional layer (naive and cpu) and a whole network.
 """
 import numpy as np
 import pytest
 
+import fastconv as fc
+import fastconv.functional as F
 from fastconv import _backend
 
-from helpers import DTYPES, host, random
+from helpers import ALL_TIERS, DTYPES, host, random
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's mean of nothing
 
@@ -198,3 +201,32 @@ def test_batch_norm_training_on_nothing_has_nan_statistics_and_zero_gradients(ti
     same(dweight, np.zeros(c, dtype), "dweight")
     same(dbias, np.zeros(c, dtype), "dbias")
     same(dx, np.zeros(shape, dtype), "dx")
+
+
+# --- through the functional layer and a whole network -----------------------------------------
+
+@pytest.mark.parametrize("backend", ALL_TIERS)
+def test_cross_entropy_of_an_empty_batch_is_nan(backend):
+    loss, dlogits = F.cross_entropy(np.zeros((0, 10), np.float32), np.zeros(0, np.int64), backend=backend)
+    assert np.isnan(loss) and host(dlogits).shape == (0, 10)
+
+
+@pytest.mark.parametrize("backend", ALL_TIERS)
+def test_pooling_backward_accepts_an_empty_batch(backend):
+    x = np.zeros((0, 2, 4, 4), np.float32)
+    out, switches = F.max_pool2d(x, 2, backend=backend)
+    assert host(F.max_pool2d_backward(out, switches, x.shape, backend=backend)).shape == x.shape
+    assert host(F.avg_pool2d_backward(F.avg_pool2d(x, 2, backend=backend), x.shape, 2,
+                                      backend=backend)).shape == x.shape
+
+
+def test_empty_batch_through_a_network_both_ways():
+    fc.manual_seed(0)
+    model = fc.Sequential(fc.Conv2d(1, 2, 3, padding=1), fc.ReLU(), fc.MaxPool2d(2), fc.AvgPool2d(1),
+                          fc.Flatten(), fc.Linear(8, 3), input_grad=True)
+    x = np.zeros((0, 1, 4, 4), np.float32)
+    out = model(x)
+    assert out.shape == (0, 3)
+    dx = model.backward(np.zeros((0, 3), np.float32))
+    assert dx.shape == (0, 1, 4, 4)
+    assert np.all(model[0].weight.grad == 0)
