@@ -2,7 +2,7 @@
 Dataset input giving the same run as arrays (one process, two MPI ranks, resumed), and
 ``Module.reseed``.
 
-The two-rank run is this file run as a script under ``mpiexec`` (as tests/test_distributed.py
+The two-rank run is this file run as a script under ``mpiexec`` (as tests/training/test_distributed.py
 does); everything else runs on tiny synthetic data in this process.
 """
 import gzip

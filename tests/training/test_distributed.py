@@ -1,7 +1,7 @@
 """Data-parallel training on MPI: equivalence with one process, sharding, resume on other rank
 counts, faults, SyncBatchNorm.
 
-The MPI runs are this file run as a script under ``mpiexec`` (``python tests/test_distributed.py
+The MPI runs are this file run as a script under ``mpiexec`` (``python tests/training/test_distributed.py
 <scenario> <json arguments>``, each rank single-threaded); the pytest process itself never
 initialises MPI and computes the single-process references. Everything is small: each run takes
 a few seconds, most of it starting Python.
