@@ -1,7 +1,8 @@
 """GroupNorm, LayerNorm and the BatchNorm variants (affine=False, bias=False,
 track_running_stats=False, momentum=None): against PyTorch (forward, input and parameter gradients,
 running statistics; float32 and float64, random configurations), the cpu tier against the naive
-one, finite differences in float64, state dicts to and from PyTorch, errors."""
+one, finite differences in float64, state dicts to and from PyTorch, errors (the kernels of
+every tier: test_normalization.py)."""
 import pytest
 
 # Oracles and optional features: without them (a plain `pip install -e ".[test]"`) this

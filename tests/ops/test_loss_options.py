@@ -3,7 +3,7 @@
 CrossEntropyLoss(weight, ignore_index, reduction, label_smoothing) in every combination, NLLLoss,
 BCEWithLogitsLoss(weight, pos_weight) and MSELoss(reduction), in float32 and float64, on fixed
 cases and on hypothesis-drawn shapes and options; finite differences in float64; the error
-contract; class_weights. (The cuda tier: tests/cuda/test_cuda_losses.py.)
+contract; class_weights. (The cuda tier: test_loss.py.)
 """
 import pytest
 

@@ -1,4 +1,5 @@
-"""Layer API: finite-difference gradients (float64), accumulation, dropout, init, errors, torch parity."""
+"""Layer API: finite-difference gradients (float64), accumulation, init, errors, torch parity
+(the Dropout layer: tests/ops/test_dropout.py)."""
 import numpy as np
 import pytest
 
@@ -40,50 +41,6 @@ def test_gradients_match_finite_differences(name, mode):
         layer.running_mean[...] = rng.standard_normal(layer.num_features) * 0.1
         layer.running_var[...] = rng.uniform(0.5, 2.0, layer.num_features)
     check_gradients(layer, spaced(shape) * (20 if name.startswith("bn") else 1))
-
-
-def test_dropout_mask_scaling_eval_and_gradient():
-    layer = fc.Dropout(0.25, rng=0)
-    x = np.ones((200, 50), dtype=np.float32)
-    out = layer(x)
-    assert out.dtype == np.float32
-    kept = out != 0
-    assert np.allclose(out[kept], 1 / 0.75) and 0.22 < 1 - kept.mean() < 0.28
-    assert abs(out.mean() - 1) < 0.03  # inverted dropout preserves the mean
-    dy = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
-    assert np.allclose(layer.backward(dy), dy * kept / 0.75)
-    assert not np.array_equal(layer(x) != 0, kept)  # a fresh mask per forward
-    layer.eval()
-    assert np.array_equal(layer(x), x) and np.array_equal(layer.backward(dy), dy)
-    # the same seed gives the same sequence of masks
-    a, b = fc.Dropout(0.5, rng=3), fc.Dropout(0.5, rng=3)
-    assert np.array_equal(a(x), b(x)) and np.array_equal(a(x), b(x))
-    a.rng, b.rng = np.random.default_rng(8), np.random.default_rng(8)  # a trainer may reseed
-    assert np.array_equal(a(x), b(x))
-    with pytest.raises(TypeError, match="Generator"):
-        a.rng = 8
-
-
-def test_dropout_gradient_with_fixed_mask():
-    layer = fc.Dropout(0.4)
-    x = spaced((3, 4, 2))
-
-    class Fixed(L.Module):  # re-seed before each forward so finite differences see one mask
-        def forward(self, x):
-            layer._rng = np.random.default_rng(5)
-            return layer.forward(x)
-
-        def _backward(self, dy, need_dx):
-            return layer._backward(dy, need_dx)
-
-    dx = check_gradients(Fixed(), x)
-    assert 0 < np.count_nonzero(dx) < dx.size
-
-
-def test_dropout_rejects_bad_p():
-    for p in (-0.1, 1.0, 1.5):
-        with pytest.raises(ValueError, match="dropout probability"):
-            fc.Dropout(p)
 
 
 def test_backward_accumulates_and_zero_grad_resets():

@@ -1,6 +1,8 @@
 """Activation layers and their functional ops: against PyTorch (forward, input gradient, PReLU's
 slope gradient; float32 and float64, random shapes and parameters), cpu against the naive tier,
-finite differences in float64, state dicts to and from PyTorch, special values, errors."""
+finite differences in float64, state dicts to and from PyTorch, special values, errors; and the
+cuda tier against the cpu tier and the oracle on Numba's simulator (tiny shapes), with the layers
+on the device."""
 import pytest
 
 # Oracles and optional features: without them (a plain `pip install -e ".[test]"`) this
@@ -17,11 +19,18 @@ from hypothesis import strategies as st
 
 import fastconv as fc
 import fastconv.functional as F
-from helpers import BACKENDS, DTYPES, HYPOTHESIS, RTOL, grad_rel_error, numeric_grad, rel_error
+from fastconv.kernels import cpu, naive
+from fastconv.kernels.naive.activation import OPS as KERNEL_OPS
+
+from helpers import (BACKENDS, DTYPES, HYPOTHESIS, RTOL, cuda_test, grad_rel_error, numeric_grad, on_simulator,
+                     random, rel_error, share_on_simulator)
+from helpers import both  # noqa: F401  (a fixture)
+
 
 #: Relative tolerance against PyTorch (max |a - b| / max |b|): both round in the data's dtype,
 #: each with its own formulas (erf, tanh, exp implementations).
 TORCH_RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
 
 #: name -> (strategy of constructor kwargs, fastconv class, torch class, minimum ndim)
 LAYERS = {
@@ -39,6 +48,7 @@ LAYERS = {
     "LogSoftmax": (st.just({}), "LogSoftmax", 1),
     "Identity": (st.just({}), "Identity", 1),
 }
+
 
 #: the largest error against PyTorch seen, per (layer, dtype): printed by the last test of the file
 WORST = {}
@@ -356,6 +366,128 @@ def test_errors_name_the_problem():
         F.silu(np.zeros(3, np.complex64))
     with pytest.raises(TypeError, match="beta"):
         F.softplus(x, beta=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cuda tier against the cpu tier and the oracle (Numba's simulator, tiny shapes)
+
+#: The simulator runs each GPU thread as Python: a seventh of the profile's examples (at least
+#: 6) for the base activations, 4 fixed ones for PReLU.
+SOME = share_on_simulator(7, 6)
+FEW = on_simulator(4)
+
+
+PARAMS = {"leaky_relu": (0.2, 0.0), "elu": (1.3, 1.05), "gelu": (0, 0), "gelu_tanh": (0, 0),
+          "silu": (0, 0), "softplus": (2.0, 3.0), "hardtanh": (-0.5, 1.5)}
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
+@SOME
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4), seed=st.integers(0, 2**16))
+def test_activations_match_cpu_and_naive(G, both, dtype, name, shape, seed):
+    rng = np.random.default_rng(seed)
+    x = (random(rng, shape, dtype) * 30).astype(dtype)  # large enough to saturate sigmoid / tanh
+    x.flat[0] = 0
+    y = getattr(G, name)(x)
+    want = getattr(cpu, name)(x)
+    both(name, y, want, getattr(naive, name)(x), exact=name == "relu")
+    dout = random(rng, shape, dtype)
+    both(f"{name}_backward", getattr(G, f"{name}_backward")(dout, want),
+         getattr(cpu, f"{name}_backward")(dout, want),
+         getattr(naive, f"{name}_backward")(dout, want), exact=name == "relu")
+
+
+@cuda_test
+def test_relu_propagates_nan_and_inputs_may_live_on_the_device(G):
+    from numba import cuda
+    x = cuda.to_device(np.array([np.nan, -1.0, 2.0], np.float32))
+    y = G.relu(x)
+    assert hasattr(y, "copy_to_host")
+    np.testing.assert_array_equal(y.copy_to_host(), [np.nan, 0.0, 2.0])
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        G.relu(cuda.to_device(np.ones((3, 4), np.float32)).T)
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", KERNEL_OPS)
+def test_activation_forward_backward_match_cpu(G, close, op, dtype):
+    rng = np.random.default_rng(KERNEL_OPS.index(op))
+    x = (rng.standard_normal(40) * 3).astype(dtype)
+    x[:4] = [0, -0.0, 1e4, -1e4]
+    dout = rng.standard_normal(40).astype(dtype)
+    a, b = PARAMS[op]
+    close(op, G.activate(x, op, a, b), cpu.activate(x, op, a, b))
+    close(f"{op} backward", G.activate_backward(dout, x, op, a, b),
+          cpu.activate_backward(dout, x, op, a, b))
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", DTYPES)
+@FEW
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4)), shared=st.booleans(),
+       need_dx=st.booleans(), seed=st.integers(0, 2**16))
+def test_prelu_matches_cpu(G, close, dtype, shape, shared, need_dx, seed):
+    rng = np.random.default_rng(seed)
+    x, dout = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    x3 = x.reshape(1, 1, -1) if shared else x
+    w = rng.uniform(-0.5, 1.0, x3.shape[1]).astype(dtype)
+    close("prelu", G.prelu(x3, w), cpu.prelu(x3, w), exact=True)
+    dx, dw = G.prelu_backward(dout.reshape(x3.shape), x3, w, need_dx)
+    want_dx, want_dw = cpu.prelu_backward(dout.reshape(x3.shape), x3, w, need_dx)
+    assert (dx is None) == (not need_dx)
+    if need_dx:
+        close("prelu dx", dx, want_dx, exact=True)
+    close("prelu dweight", dw, want_dw)
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("shape", [(3, 5, 1), (1, 4, 3), (2, 3, 2), (2, 1, 3), (2, 0, 3)])
+def test_softmax_matches_cpu(G, close, dtype, log, shape):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    out = close("softmax", G.softmax(x, log), cpu.softmax(x, log))
+    close("softmax backward", G.softmax_backward(dout, out, log), cpu.softmax_backward(dout, out, log))
+
+
+@cuda_test
+def test_functional_ops_keep_device_arrays_on_the_device(G, close):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 2)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    dx_dev, dy_dev = fc.to_device(x), fc.to_device(dy)
+    for fwd, bwd, kwargs in ((F.elu, F.elu_backward, {"alpha": 0.5}), (F.selu, F.selu_backward, {}),
+                             (F.gelu, F.gelu_backward, {"approximate": "tanh"})):
+        out = fwd(dx_dev, **kwargs)
+        assert fc._backend.is_device_array(out) and out.shape == x.shape
+        close(fwd.__name__, out, fwd(x, **kwargs, backend="cpu"))
+        args = list(kwargs.values())
+        close(bwd.__name__, bwd(dy_dev, dx_dev, *args), bwd(dy, x, *args, backend="cpu"))
+    out = F.log_softmax(dx_dev, dim=-1)
+    close("log_softmax dim -1", out, F.log_softmax(x, dim=-1, backend="cpu"))
+    close("log_softmax backward", F.log_softmax_backward(dy_dev, out, -1),
+          F.log_softmax_backward(dy, fc.to_numpy(out), -1, backend="cpu"))
+
+
+@cuda_test
+def test_layers_on_the_device_match_the_host(G, close):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    for make in (lambda: fc.PReLU(3, init=0.1), lambda: fc.Softmax(dim=1), lambda: fc.SiLU(),
+                 lambda: fc.Hardtanh(-0.5, 0.5)):
+        host, dev = make(), make().to("cuda")
+        want, got = host(x), dev(fc.to_device(x))
+        close(repr(host), got, want)
+        close(f"{host!r} dx", dev.backward(fc.to_device(dy)), host.backward(dy))
+        for p, q in zip(host.parameters(), dev.parameters()):
+            assert q.device == "cuda"
+            close(f"{host!r} dweight", q.grad, p.grad)
 
 
 def test_zz_report_largest_errors_against_torch(capsys):

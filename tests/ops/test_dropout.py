@@ -1,20 +1,15 @@
-"""Dropout2d and F.dropout2d on the host tiers: whole channels, torch.nn.Dropout2d's semantics
-(zero a channel with probability p, scale the rest by 1/(1-p), identity in eval), statistics,
-seeds, the gradient and the error contract. (The cuda tier: tests/cuda/test_cuda_losses.py.)"""
-import pytest
-
-# Oracles and optional features: without them (a plain `pip install -e ".[test]"`) this
-# module is skipped with the reason; CI installs them and fails on such a skip.
-pytest.importorskip("torch")
-
+"""Dropout and Dropout2d on every tier. Dropout2d and F.dropout2d on the host tiers: whole
+channels, torch.nn.Dropout2d's semantics (zero a channel with probability p, scale the rest by
+1/(1-p), identity in eval), statistics, seeds, the gradient and the error contract; the Dropout
+layer's mask, scaling, eval mode and gradient; the cuda tier's masks on Numba's simulator."""
 import numpy as np
 import pytest
-import torch
 
 import fastconv as fc
 import fastconv.functional as F
+from fastconv import layers as L
 
-from helpers import ALL_TIERS
+from helpers import ALL_TIERS, DTYPES, check_gradients, cuda_test, random, spaced
 
 
 def _x(shape=(6, 5, 3, 4), dtype=np.float32, seed=0):
@@ -60,6 +55,7 @@ def test_statistics_drop_rate_and_preserved_mean(p):
 
 
 def test_statistics_match_torch_dropout2d():
+    torch = pytest.importorskip("torch")  # the oracle (a missing-package skip: CI fails on it)
     """Both drop a fraction p of the channels of ones and scale the rest to 1/(1-p)."""
     p, shape = 0.3, (100, 64, 2, 2)
     torch.manual_seed(0)
@@ -74,6 +70,7 @@ def test_statistics_match_torch_dropout2d():
 
 @pytest.mark.parametrize("tier", ALL_TIERS)
 def test_backward_is_the_gradient_of_the_masked_product(tier):
+    torch = pytest.importorskip("torch")  # the oracle (a missing-package skip: CI fails on it)
     x, dout = _x(dtype=np.float64), _x(dtype=np.float64, seed=1)
     out, mask = F.dropout2d(x, 0.4, 5, backend=tier)
     t = torch.from_numpy(x.copy()).requires_grad_(True)
@@ -82,6 +79,7 @@ def test_backward_is_the_gradient_of_the_masked_product(tier):
 
 
 def test_layer_training_eval_and_repeatability():
+    torch = pytest.importorskip("torch")  # the oracle (a missing-package skip: CI fails on it)
     x = _x()
     layer = fc.Dropout2d(0.5, rng=1)
     first, second = layer(x), layer(x)
@@ -133,3 +131,103 @@ def test_non_contiguous_and_integer_inputs():
 def test_errors_name_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# The Dropout layer
+
+def test_dropout_mask_scaling_eval_and_gradient():
+    layer = fc.Dropout(0.25, rng=0)
+    x = np.ones((200, 50), dtype=np.float32)
+    out = layer(x)
+    assert out.dtype == np.float32
+    kept = out != 0
+    assert np.allclose(out[kept], 1 / 0.75) and 0.22 < 1 - kept.mean() < 0.28
+    assert abs(out.mean() - 1) < 0.03  # inverted dropout preserves the mean
+    dy = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    assert np.allclose(layer.backward(dy), dy * kept / 0.75)
+    assert not np.array_equal(layer(x) != 0, kept)  # a fresh mask per forward
+    layer.eval()
+    assert np.array_equal(layer(x), x) and np.array_equal(layer.backward(dy), dy)
+    # the same seed gives the same sequence of masks
+    a, b = fc.Dropout(0.5, rng=3), fc.Dropout(0.5, rng=3)
+    assert np.array_equal(a(x), b(x)) and np.array_equal(a(x), b(x))
+    a.rng, b.rng = np.random.default_rng(8), np.random.default_rng(8)  # a trainer may reseed
+    assert np.array_equal(a(x), b(x))
+    with pytest.raises(TypeError, match="Generator"):
+        a.rng = 8
+
+
+def test_dropout_gradient_with_fixed_mask():
+    layer = fc.Dropout(0.4)
+    x = spaced((3, 4, 2))
+
+    class Fixed(L.Module):  # re-seed before each forward so finite differences see one mask
+        def forward(self, x):
+            layer._rng = np.random.default_rng(5)
+            return layer.forward(x)
+
+        def _backward(self, dy, need_dx):
+            return layer._backward(dy, need_dx)
+
+    dx = check_gradients(Fixed(), x)
+    assert 0 < np.count_nonzero(dx) < dx.size
+
+
+def test_dropout_rejects_bad_p():
+    for p in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="dropout probability"):
+            fc.Dropout(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cuda tier (Numba's simulator)
+
+def _dev(a):
+    return fc.to_device(np.ascontiguousarray(a))
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_mask_is_inverted_seeded_and_keeps_1_minus_p(G, close, dtype):
+    rng = np.random.default_rng(0)
+    x = random(rng, (2, 8, 8, 8), dtype)  # 1024 elements, 4 blocks
+    out, mask = G.dropout(x, 0.25, 7)
+    m = mask.copy_to_host()
+    assert m.dtype == dtype and set(np.unique(m)) <= {0.0, dtype(1 / 0.75)}
+    close("dropout", out, x * m, exact=True)
+    assert abs((m == 0).mean() - 0.25) < 0.055  # 4 sigma of a binomial(1024, 0.25) fraction
+    np.testing.assert_array_equal(G.dropout(x, 0.25, 7)[1].copy_to_host(), m)
+    assert (G.dropout(x, 0.25, 8)[1].copy_to_host() != m).any()
+    assert (G.dropout(x[:1, :1], 0.0, 7)[1].copy_to_host() == 1).all()
+    dout = random(rng, x.shape, dtype)
+    close("dropout_backward", G.dropout_backward(dout, mask), dout * m, exact=True)
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_dropout2d_zeroes_whole_channels(G, close, dtype, p):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 8, 2, 3)).astype(dtype)
+    out, mask = F.dropout2d(_dev(x), p, 9)
+    m = fc.to_numpy(mask)
+    assert m.shape == (4, 8) and m.dtype == dtype
+    assert set(np.unique(m)) <= {0.0, dtype(0.0 if p == 1 else 1 / (1 - p))}
+    if p == 0.5:
+        assert 0 < (m == 0).sum() < m.size
+    close("dropout2d out", out, x * m[:, :, None, None], exact=True)
+    np.testing.assert_array_equal(fc.to_numpy(F.dropout2d(_dev(x), p, 9)[1]), m)  # repeatable
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    close("dropout2d_backward", F.dropout2d_backward(_dev(dout), mask), dout * m[:, :, None, None],
+          exact=True)
+
+
+@cuda_test
+def test_dropout2d_layer_on_the_device(G):
+    layer = fc.Dropout2d(0.5, rng=0)
+    x = np.ones((3, 16, 2, 2), np.float32)
+    out = fc.to_numpy(layer(_dev(x)))
+    assert np.all(out == out[:, :, :1, :1]) and set(np.unique(out)) <= {0.0, 2.0}
+    dx = fc.to_numpy(layer.backward(_dev(np.ones_like(x))))
+    np.testing.assert_array_equal(dx, out)

@@ -1,0 +1,174 @@
+"""Normalisation kernels on every tier: F.batch_norm (cpu against the naive oracle, finite
+differences, running statistics), and the cuda tier's batch, group and layer normalisation
+against the cpu tier and the oracle on Numba's simulator (tiny shapes), with the normalisation
+layers on the device. The layers against PyTorch: test_normalization_layers.py."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv as fc
+import fastconv.functional as F
+from fastconv.kernels import cpu, naive
+
+from helpers import (ALL_TIERS, BACKENDS, DTYPES, RTOL, cuda_test, grad_rel_error, numeric_grad, on_simulator,
+                     random, rel_error, share_on_simulator)
+from helpers import both  # noqa: F401  (a fixture)
+
+
+SHAPES = [(4, 3), (3, 2, 5), (2, 3, 4, 5)]
+
+
+def _inputs(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    w = rng.uniform(0.5, 1.5, c).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_matches_naive(backend, dtype, shape, training):
+    x, w, b = _inputs(shape, dtype)
+    dout = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    results = {}
+    for tier in ("naive", backend):
+        rm, rv = np.full(shape[1], 0.5, dtype), np.full(shape[1], 2.0, dtype)
+        out, cache = F.batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5, backend=tier)
+        results[tier] = (out, rm, rv) + F.batch_norm_backward(dout, cache)
+    for got, ref in zip(results[backend], results["naive"]):
+        assert got.dtype == np.dtype(dtype)
+        assert rel_error(got, ref) < RTOL[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("backend", ALL_TIERS)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_finite_differences(backend, training):
+    x, w, b = _inputs((3, 2, 4, 3), np.float64, seed=2)
+    rm, rv = np.array([0.3, -0.2]), np.array([1.5, 0.7])
+    dout = np.random.default_rng(3).standard_normal(x.shape)
+
+    def forward():
+        return F.batch_norm(x, w, b, rm.copy(), rv.copy(), training, backend=backend)[0]
+
+    _, cache = F.batch_norm(x, w, b, rm.copy(), rv.copy(), training, backend=backend)
+    dx, dw, db = F.batch_norm_backward(dout, cache)
+    for got, arg in ((dx, x), (dw, w), (db, b)):
+        assert grad_rel_error(got, numeric_grad(forward, arg, dout)) < 1e-6
+
+
+@pytest.mark.parametrize("backend", ALL_TIERS)
+def test_running_statistics_follow_pytorch_rule(backend):
+    x, w, b = _inputs((4, 3, 2, 2), np.float64)
+    rm, rv = np.zeros(3), np.ones(3)
+    F.batch_norm(x, w, b, rm, rv, True, momentum=0.25, backend=backend)
+    mean = x.mean(axis=(0, 2, 3))
+    var = x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(rm, 0.25 * mean, rtol=1e-12)
+    np.testing.assert_allclose(rv, 0.75 + 0.25 * var, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ALL_TIERS)
+def test_batch_norm_errors_name_shapes(backend):
+    x, w, b = _inputs((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"\(4,\)"):
+        F.batch_norm(x, np.ones(4, np.float32), b, backend=backend)
+    with pytest.raises(ValueError, match="more than 1 value"):
+        F.batch_norm(x[:1, :, :1], w, b, backend=backend)
+    with pytest.raises(ValueError, match="running"):
+        F.batch_norm(x, w, b, training=False, backend=backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cuda tier against the cpu tier and the oracle (Numba's simulator, tiny shapes)
+
+#: The simulator runs each GPU thread as Python: a tenth of the profile's examples (at least 4)
+#: for batch norm, 5 fixed ones for group norm.
+FEW_BN = share_on_simulator(10, 4)
+FEW = on_simulator(5)
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", DTYPES)
+@FEW_BN
+@given(n=st.integers(1, 3), c=st.integers(1, 3), length=st.integers(1, 6), training=st.booleans(),
+       need_dx=st.booleans(), seed=st.integers(0, 2**16))
+def test_batch_norm_matches_cpu_and_naive(G, both, dtype, n, c, length, training, need_dx, seed):
+    rng = np.random.default_rng(seed)
+    if training and n * length < 2:
+        length = 2
+    x = (random(rng, (n, c, length), dtype) * 3 + 1).astype(dtype)
+    weight, bias = random(rng, c, dtype), random(rng, c, dtype)
+    mean, var = random(rng, c, dtype), (rng.random(c) + 0.5).astype(dtype)
+    got = G.batch_norm(x, weight, bias, mean, var, training, 1e-5)
+    want = cpu.batch_norm(x, weight, bias, mean, var, training, 1e-5)
+    oracle = naive.batch_norm(x, weight, bias, mean, var, training, 1e-5)
+    for name, g, r, o in zip(("out", "batch_mean", "batch_var"), got[:3], want[:3], oracle[:3]):
+        assert (g is None) == (r is None) == (o is None), name
+        if r is not None:
+            both(f"batch_norm {name}", g, r, o)
+    for name, g, r, o in zip(("mean", "inv_std"), got[3], want[3], oracle[3]):
+        both(f"batch_norm saved {name}", g, r, o)
+    dout = random(rng, x.shape, dtype)
+    grads = G.batch_norm_backward(dout, x, weight, got[3], training, need_dx)
+    ref = cpu.batch_norm_backward(dout, x, weight, want[3], training, need_dx)
+    ref_naive = naive.batch_norm_backward(dout, x, weight, oracle[3], training, need_dx)
+    for name, g, r, o in zip(("dx", "dweight", "dbias"), grads, ref, ref_naive):
+        assert (g is None) == (r is None) == (o is None), name
+        if r is not None:
+            both(f"batch_norm_backward {name}", g, r, o)
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", DTYPES)
+@FEW
+@given(n=st.integers(0, 2), groups=st.integers(1, 3), per_group=st.integers(1, 2), inner=st.integers(1, 3),
+       need_dx=st.booleans(), seed=st.integers(0, 2**16))
+def test_group_norm_matches_cpu(G, close, dtype, n, groups, per_group, inner, need_dx, seed):
+    rng = np.random.default_rng(seed)
+    m, c = per_group * inner, groups * per_group
+    x = (rng.standard_normal((n, groups, m)) * 2 + 1).astype(dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    out, mean, rstd = G.group_norm(x, w, b, inner, 0.1)
+    want = cpu.group_norm(x, w, b, inner, 0.1)
+    for name, got, ref in zip(("out", "mean", "rstd"), (out, mean, rstd), want):
+        close(f"group_norm {name}", got, ref)
+    got = G.group_norm_backward(dout, x, w, mean, rstd, inner, need_dx)
+    ref = cpu.group_norm_backward(dout, x, w, want[1], want[2], inner, need_dx)
+    for name, g, r in zip(("dx", "dweight", "dbias"), got, ref):
+        assert (g is None) == (r is None), name
+        if r is not None:
+            close(f"group_norm_backward {name}", g, r)
+
+
+@cuda_test
+@pytest.mark.parametrize("make, shape", [
+    (lambda: fc.GroupNorm(2, 4), (2, 4, 3)),
+    (lambda: fc.LayerNorm((2, 3), bias=False), (2, 2, 3)),
+    (lambda: fc.BatchNorm2d(3, affine=False), (2, 3, 2, 2)),
+    (lambda: fc.BatchNorm1d(3, track_running_stats=False), (4, 3)),
+])
+def test_layers_on_the_device_match_the_host(G, close, make, shape):
+    rng = np.random.default_rng(3)
+    x, dy = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    host, dev = make(), make().to("cuda")
+    for training in (True, False):
+        host.train(training), dev.train(training)
+        got = dev(fc.to_device(x))
+        assert fc._backend.is_device_array(got)
+        close(f"{host!r} out", got, host(x))
+        close(f"{host!r} dx", dev.backward(fc.to_device(dy)), host.backward(dy))
+        for (name, p), q in zip(host.named_parameters(), dev.parameters()):
+            close(f"{host!r} {name}", q.grad, p.grad)
+    dev_state = dev.state_dict()
+    assert list(dev_state) == list(host.state_dict())
+    for key, value in host.state_dict().items():
+        if value.dtype.kind == "f":
+            close(f"{host!r} {key}", dev_state[key], value)
+        else:
+            assert np.array_equal(dev_state[key], value), key
