@@ -12,12 +12,14 @@ norm and projection shortcuts) and ``mobilenet`` (depthwise-separable blocks), e
 optimizer in train_mnist.py's ARCHS (SGD with Nesterov momentum 0.9 and weight decay, or Adam), and
 ``lenet_sgd``: lenet with plain SGD momentum 0.9.
 
-:data:`E2E`, the rows timed in images/s:
+:data:`E2E`, the rows timed per call:
 
-* ``lenet_infer_b256``, ``lenet_infer_b1``, ``resnet_infer_b256``, ``resnet_infer_b1``: eval mode,
-  forward only, batch :data:`INFER_BATCH` and one image; ONNX Runtime (CPU provider, the
-  benchmark's thread count, no spinning) runs these rows too, on the fastconv model exported with
-  :func:`fastconv.onnx.to_onnx`.
+* ``<arch>_infer_b256`` and ``<arch>_infer_b1`` for every arch of :data:`ARCHS`: eval mode,
+  forward only, batch :data:`INFER_BATCH` and one image. Four implementations (:data:`E2E_IMPLS`):
+  the fastconv model under ``fastconv.no_grad`` (``fastconv``), the plan
+  ``fastconv.compile(model, x.shape)`` made once (``plan``), the PyTorch twin under
+  ``torch.no_grad`` and ONNX Runtime (CPU provider, the benchmark's thread count, no spinning)
+  running the fastconv model exported with :func:`fastconv.onnx.to_onnx`.
 * ``tutorial_train_b1``: the tutorial network trained one image at a time with plain SGD.
 
 Inputs are seeded random MNIST-sized images and labels (the time does not depend on the data).
@@ -34,18 +36,15 @@ TRAIN_MNIST = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py
 INFER_BATCH = 256
 TRAIN_BATCH = 64
 #: row -> (arch, mode, batch, optimizer): ``(class name, kwargs)``, or None for the arch's own.
-E2E = {
-    "lenet_infer_b256": ("lenet", "infer", INFER_BATCH, None),
-    "lenet_infer_b1": ("lenet", "infer", 1, None),
-    "resnet_infer_b256": ("resnet", "infer", INFER_BATCH, None),
-    "resnet_infer_b1": ("resnet", "infer", 1, None),
-    "tutorial_train_b1": ("tutorial", "train", 1, ("SGD", {"lr": 0.005})),
-}
 ARCHS = ("tutorial", "lenet", "best", "resnet", "mobilenet")
+#: row -> (arch, mode, batch, optimizer): ``(class name, kwargs)``, or None for the arch's own.
+E2E = {f"{a}_infer_b{b}": (a, "infer", b, None) for a in ARCHS for b in (INFER_BATCH, 1)}
+E2E["tutorial_train_b1"] = ("tutorial", "train", 1, ("SGD", {"lr": 0.005}))
 TRAIN = {a: (a, "train", TRAIN_BATCH, None) for a in ARCHS}
 TRAIN["lenet_sgd"] = ("lenet", "train", TRAIN_BATCH, ("SGD", {"lr": 0.01, "momentum": 0.9}))
 ROWS = {**E2E, **TRAIN}
-E2E_IMPLS = ("fastconv", "torch", "onnxruntime")
+E2E_IMPLS = ("fastconv", "plan", "torch", "onnxruntime")
+INFER_ONLY = ("plan", "onnxruntime")
 
 E2ECase = namedtuple("E2ECase", "fn images")
 E2ECase.__doc__ = "One timed call ``fn()`` that processes ``images`` images."
@@ -74,9 +73,11 @@ def e2e_status(impl):
         except ImportError as e:
             return False, f"ONNX Runtime rows need onnx and onnxruntime: {e}"
     try:
-        fastconv_api()
+        fastconv = fastconv_api()[0]
     except ImportError as e:
         return False, f"fastconv layer API not available: {e}"
+    if impl == "plan" and not hasattr(fastconv, "compile"):
+        return False, "fastconv.compile is not there yet"
     return True, ""
 
 
@@ -194,12 +195,16 @@ def _stepper(batch, x, y, step_once):
 
 def _fastconv_case(name):
     net, mode, batch, _ = ROWS[name]
-    _, _, losses, optim = fastconv_api()
+    fastconv, _, losses, optim = fastconv_api()
     model = build(net)
     x, y = _data(batch)
     if mode == "infer":
         model.eval()
-        return E2ECase(lambda: model.forward(x[:batch]), batch)
+
+        def infer():
+            with fastconv.no_grad():
+                return model.forward(x[:batch])
+        return E2ECase(infer, batch)
     model.train()
     loss_fn = losses.CrossEntropyLoss()
     kind, kwargs = optimizer_spec(name)
@@ -237,8 +242,15 @@ def _torch_case(name):
 
 
 def runs(impl, name):
-    """Whether ``impl`` has a case for row ``name`` (ONNX Runtime only infers)."""
-    return impl != "onnxruntime" or ROWS[name][1] == "infer"
+    """Whether ``impl`` has a case for row ``name`` (the plan and ONNX Runtime only infer)."""
+    return impl not in INFER_ONLY or ROWS[name][1] == "infer"
+
+
+def _plan_case(name):
+    net, _, batch, _ = ROWS[name]
+    x = _data(batch)[0][:batch]
+    plan = fastconv_api()[0].compile(build(net), x.shape)
+    return E2ECase(lambda: plan(x), batch)
 
 
 def _onnxruntime_case(name):
@@ -255,7 +267,7 @@ def _onnxruntime_case(name):
     return E2ECase(lambda: session.run(None, {"input": x}), batch)
 
 
-_CASES = {"fastconv": _fastconv_case, "torch": _torch_case, "onnxruntime": _onnxruntime_case}
+_CASES = {"fastconv": _fastconv_case, "plan": _plan_case, "torch": _torch_case, "onnxruntime": _onnxruntime_case}
 
 
 def e2e_case(impl, name):

@@ -12,7 +12,11 @@ batch and is scaled linearly to the full batch (marked †), for fewer rounds.
 Sections (``--skip`` any): ``conv`` (shapes A-F, every implementation), ``passes`` (forward, dx
 and dW of B and D on one thread beside SGEMM: :mod:`benchmarks.passes`), ``train`` (a training
 step at batch 64 of each example architecture against its PyTorch twin: :mod:`benchmarks.networks`),
-``pool``, ``e2e`` (inference and batch-1 rows), ``memory``, ``compile``; then the targets.
+``pool``, ``e2e`` (inference at batches 256 and 1 of each example network, in fastconv, its compiled
+plan, PyTorch and ONNX Runtime: :mod:`benchmarks.networks`), ``memory`` (a conv's workspace),
+``netmem`` (peak memory of each example network's training step and inference, fastconv beside
+PyTorch: :mod:`benchmarks.net_memory`; measured in the first configuration only), ``compile``;
+then the targets.
 
 By default the report runs twice, each time in a fresh subprocess: once on the machine's native
 ISA (``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` removed, so OpenBLAS picks its own kernel) and
@@ -39,16 +43,17 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from . import cases, chart, compile_time, isa, memory, networks, passes, tables
+from . import cases, chart, compile_time, isa, memory, net_memory, networks, passes, tables
 from .tables import ms, ratio_cell
 
-SECTIONS = ("conv", "passes", "train", "pool", "e2e", "memory", "compile")
+SECTIONS = ("conv", "passes", "train", "pool", "e2e", "memory", "netmem", "compile")
 ISA_ENV = isa.ISA_ENV  # the environment of each CPU configuration (see benchmarks/isa.py)
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
 Stat = namedtuple("Stat", "median q1 q3 lo hi n")
-Row = namedtuple("Row", "kind op shape pass_ flops images times ratio")
-Row.__doc__ = "times: impl -> Stat (seconds, full batch); ratio: Stat of (ours / torch) per round."
+Row = namedtuple("Row", "kind op shape pass_ flops images times ratio ratios", defaults=(None,))
+Row.__doc__ = ("times: impl -> Stat (seconds, full batch); ratio: Stat of (ours / torch) per round; "
+               "ratios (whole networks): name -> Stat of per-round time ratios (tables.E2E_RATIOS).")
 
 
 def stat(values):
@@ -142,8 +147,9 @@ def run_pool(args, impls):
 
 
 def run_e2e(args, names=networks.E2E, kind="e2e"):
-    """Rows of whole networks: ``kind`` "e2e" (the :data:`networks.E2E` rows, ratio torch/fastconv
-    time, i.e. of images/s) or "train" (:data:`networks.TRAIN`, ratio fastconv/torch time)."""
+    """Rows of whole networks: ``kind`` "e2e" (the :data:`networks.E2E` rows) or "train"
+    (:data:`networks.TRAIN`); ratio: fastconv/torch time, ratios: every pair of
+    :data:`tables.E2E_RATIOS` that ran."""
     rows, notes = [], []
     impls = []
     for impl in networks.E2E_IMPLS:
@@ -154,12 +160,17 @@ def run_e2e(args, names=networks.E2E, kind="e2e"):
         fns = {i: cases.Case(c.fn, 1.0) for i, c in fns.items()}
         times = interleave(fns, args.rounds, args.min_time, args.settle) if fns else {}
         net, mode, batch, _ = networks.ROWS[name]
-        ratio = (paired_ratio(times, "fastconv", "torch") if kind == "train"
-                 else paired_ratio(times, "torch", "fastconv"))
+        ratios = {tables.ratio_name(a, b): paired_ratio(times, a, b) for a, b in tables.E2E_RATIOS}
         op = networks.optimizer_label(name) if mode == "train" else mode
-        rows.append(Row(kind, op, name, net, None, batch, {i: stat(t) for i, t in times.items()}, ratio))
+        rows.append(Row(kind, op, name, net, None, batch, {i: stat(t) for i, t in times.items()},
+                        ratios["fastconv/torch"], {k: v for k, v in ratios.items() if v is not None}))
         _progress(rows[-1])
     return rows, notes
+
+
+def _progress_memory(m):
+    print(f"  peak memory {m['impl']} {m['net']} {m['mode']} b{m['batch']}: {m['peak'] / memory.MIB:.1f} MiB",
+          file=sys.stderr, flush=True)
 
 
 def _progress(row):
@@ -187,12 +198,19 @@ def rows_from_json(path):
         g = groups.setdefault(key, {"flops": info.get("flops"), "images": info.get("images"), "times": {}})
         g["times"][info["impl"]] = _json_stat(b["stats"], info.get("time_scale", 1.0))
     rows = {"conv": [], "pool": [], "e2e": [], "train": []}
-    ratios = {"e2e": ("torch", "fastconv"), "train": ("fastconv", "torch")}
+
+    def ratio(t, num, den):  # no per-round pairs in the JSON: the spread from the quartiles
+        a, b = t.get(num), t.get(den)
+        return Stat(a.median / b.median, a.q1 / b.q3, a.q3 / b.q1, a.lo / b.hi, a.hi / b.lo, 2) if a and b else None
     for (kind, op, shape, pass_), g in groups.items():
-        num, den = ratios.get(kind, ("cpu", "torch"))
-        a, b = g["times"].get(num), g["times"].get(den)
-        ratio = Stat(a.median / b.median, a.q1 / b.q3, a.q3 / b.q1, a.lo / b.hi, a.hi / b.lo, 2) if a and b else None
-        rows[kind].append(Row(kind, op, shape, pass_, g["flops"], g["images"], g["times"], ratio))
+        t = g["times"]
+        if kind in ("e2e", "train"):
+            both = {tables.ratio_name(n, d): ratio(t, n, d) for n, d in tables.E2E_RATIOS}
+            row = Row(kind, op, shape, pass_, g["flops"], g["images"], t, both["fastconv/torch"],
+                      {k: v for k, v in both.items() if v is not None})
+        else:
+            row = Row(kind, op, shape, pass_, g["flops"], g["images"], t, ratio(t, "cpu", "torch"))
+        rows[kind].append(row)
     return rows["conv"], rows["pool"], rows["e2e"], rows["train"], data.get("machine_info", {})
 
 
@@ -219,6 +237,7 @@ def parse_args(argv):
     ap.add_argument("--isa", default="native,avx2",
                     help="CPU configurations to measure, each in its own subprocess: native, avx2")
     ap.add_argument("--isa-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--isa-later", action="store_true", help=argparse.SUPPRESS)  # not the first one
     ap.add_argument("--plot", help="also draw the conv2d cpu/torch ratios as a bar chart to this PNG "
                     "(needs matplotlib)")
     ap.add_argument("--from-markdown", help="with --plot: draw the chart from this saved report and exit")
@@ -270,13 +289,14 @@ def run_configurations(argv, isas):
             continue
         rest.append(a)
     plot = rest.index("--plot") + 1 if "--plot" in rest else None
-    for config in isas:
+    for n, config in enumerate(isas):
         if plot is not None and len(isas) > 1:  # one chart per configuration: speed-native.png, ...
             stem, ext = os.path.splitext(argv[argv.index("--plot") + 1])
             rest[plot] = f"{stem}-{config}{ext}"
         print(f"# configuration: {config} ({isa.shown(config)})\n", flush=True)
+        later = ["--isa-later"] if n else []
         done = subprocess.run([sys.executable, "-m", "benchmarks.report", *rest, "--isa", config,
-                               "--isa-child"], env=isa.child_env(config))
+                               "--isa-child", *later], env=isa.child_env(config))
         if done.returncode:
             raise SystemExit(f"the {config} configuration failed (exit {done.returncode})")
         print(flush=True)
@@ -346,6 +366,13 @@ def main(argv=None):
         res["mem"] = [memory.measure_in_subprocess(i, "B", 1024) for i in ("cpu", "numpy")]
         res.setdefault("took", {})["memory"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    res["netmem"] = []
+    if args.isa_later and "netmem" not in args.skip:
+        notes.append("network peak memory: measured in the first configuration only")
+    elif "netmem" not in args.skip and not args.from_json:
+        res["netmem"] = net_memory.run(progress=_progress_memory)
+        res.setdefault("took", {})["netmem"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if "compile" not in args.skip:
         res["comp"] = compile_time.measure()
         res.setdefault("took", {})["compile"] = time.perf_counter() - t0
@@ -371,12 +398,13 @@ def main(argv=None):
         with open(args.json_out, "w") as fh:
             json.dump({"env": env, "rows": [r._asdict() | {"times": {i: s._asdict() if s else None
                                                                     for i, s in r.times.items()},
-                                                           "ratio": r.ratio._asdict() if r.ratio else None}
+                                                           "ratio": r.ratio._asdict() if r.ratio else None,
+                                                           "ratios": {k: v._asdict() for k, v in (r.ratios or {}).items()}}
                                             for r in rows],
                        "passes": [r._asdict() | {k: getattr(r, k)._asdict() if getattr(r, k) else None
                                                  for k in ("conv", "ratio", "square_ratio")}
                                   for r in res["passes"]],
-                       "memory": res["mem"], "compile": res["comp"]}, fh, indent=1)
+                       "memory": res["mem"], "netmem": res["netmem"], "compile": res["comp"]}, fh, indent=1)
     if args.plot:
         chart.plot_speed(chart.from_rows(res["conv"]), args.plot, env["machine"], env["torch"], stamp, shape_desc)
 
@@ -405,17 +433,23 @@ def print_tables(res, impls):
         print(f"\n### pooling ({pools}; maxpool keeps switches / indices)\n")
         print("\n".join(tables.pool_table(pool, impls)))
     if res["e2e"]:
-        print(f"\n### end to end (inference batches {networks.INFER_BATCH} and 1, eval mode, also in ONNX "
-              "Runtime (CPU provider); tutorial net: plain SGD, one image a step)\n")
+        print(f"\n### end to end (inference batches {networks.INFER_BATCH} and 1, eval mode: the fastconv model, "
+              "its compiled plan, the PyTorch twin and ONNX Runtime (CPU provider) on fastconv's export; time "
+              "ratios below 1: fastconv faster; tutorial net: plain SGD, one image a step)\n")
         print("\n".join(tables.e2e_table(res["e2e"])))
+    if res.get("netmem"):
+        print(f"\n### peak memory of the example networks: train step b{networks.TRAIN_BATCH}, inference "
+              f"b{networks.INFER_BATCH} ({net_memory.WHAT})\n")
+        print("\n".join(net_memory.table(res["netmem"])))
     if res["mem"]:
         print("\n### conv workspace beyond activations (tracemalloc, fresh process)\n")
         print("\n".join(tables.memory_table(res["mem"])))
     if res["comp"]:
         print("\n### JIT compile time (fresh processes, NUMBA_CACHE_DIR cold then warm)\n")
         print("\n".join(compile_time.markdown(res["comp"])))
-    print("\n### targets (issue 22; issue 10's marked)\n")
-    print("\n".join(tables.targets(conv, pool, res["e2e"], res["train"], res["passes"], res["mem"], res["comp"])))
+    print("\n### targets (issue 22; issue 23's and issue 10's marked)\n")
+    print("\n".join(tables.targets(conv, pool, res["e2e"], res["train"], res["passes"], res["mem"], res["comp"],
+                                   res.get("netmem", ()), net_memory.baseline())))
     return shape_desc
 
 

@@ -1,5 +1,7 @@
 """The parts of ``python -m benchmarks.report`` that time nothing: the AVX2 configuration and the
-vector-width probe, the PyTorch twins of the example networks, and the FLOP counts of each pass.
+vector-width probe, the PyTorch twins of the example networks, the FLOP counts of each pass, the
+inference rows (every implementation computes the same logits), the peak-memory probe, and the
+tables and targets the whole-network rows render (from made-up timings).
 
 The benchmarks folder is not an installed package: it is imported from the repository root.
 """
@@ -20,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import baselines, cases, isa, networks, passes  # noqa: E402
+from benchmarks import baselines, cases, isa, net_memory, networks, passes, report, tables  # noqa: E402
 
-SECTIONS = "conv,passes,train,pool,e2e,memory,compile"
+SECTIONS = ",".join(report.SECTIONS)
 
 
 def host_has_avx512():
@@ -174,3 +176,105 @@ def test_train_rows_use_the_example_optimizers():
         assert kind == {"sgd": "SGD", "adam": "Adam"}[archs[arch]["optimizer"]]
         assert kwargs["lr"] == archs[arch]["lr"] and kwargs["weight_decay"] == archs[arch]["weight_decay"]
         assert networks.TRAIN[arch][2] == 64
+
+
+# --- inference rows, peak memory and their tables -------------------------------------------
+
+def test_inference_rows_cover_every_example_network_at_both_batches():
+    infer = {(net, batch) for net, mode, batch, _ in networks.E2E.values() if mode == "infer"}
+    assert infer == {(a, b) for a in networks.ARCHS for b in (networks.INFER_BATCH, 1)}
+    assert networks.E2E_IMPLS == ("fastconv", "plan", "torch", "onnxruntime")
+    assert not networks.runs("plan", "tutorial_train_b1") and not networks.runs("onnxruntime", "lenet")
+    assert networks.runs("plan", "mobilenet_infer_b1") and networks.runs("torch", "lenet")
+
+
+def _logits(out):
+    out = out[0] if isinstance(out, list) else out  # ONNX Runtime: a list of outputs
+    return out.detach().numpy() if hasattr(out, "detach") else np.asarray(out)
+
+
+@pytest.mark.parametrize("arch", networks.ARCHS)
+def test_every_implementation_of_an_inference_row_computes_the_same_logits(arch):
+    """What each column times: the model, its compiled plan, the PyTorch twin and ONNX Runtime
+    on fastconv's export give one image the same logits (batch norm folded in the plan: float32
+    rounding)."""
+    name = f"{arch}_infer_b1"
+    impls = [i for i in networks.E2E_IMPLS if networks.e2e_status(i)[0]]
+    assert "fastconv" in impls and "plan" in impls
+    out = {i: _logits(networks.e2e_case(i, name).fn()) for i in impls}
+    assert out["fastconv"].shape == (1, 10)
+    for impl in impls:
+        assert rel_error(out[impl], out["fastconv"]) < 1e-4, impl
+
+
+def test_peak_memory_sees_the_steps_allocations():
+    """The tutorial network's inference at batch 256 in a fresh process: the peak above the
+    resident set before the steps holds at least the pooled activations feeding the Linear
+    (256 x 8 x 13 x 13 float32), although fastconv's block cache and glibc kept the warm-up's."""
+    m = net_memory.measure_in_subprocess("fastconv", "tutorial", "infer")
+    assert m["batch"] == networks.INFER_BATCH and m["steps"] == net_memory.STEPS and m["trimmed"]
+    assert m["peak"] >= 256 * 8 * 13 * 13 * 4, m
+    assert m["base"] > m["peak"], m  # the interpreter, NumPy, Numba and the model sit in the base
+
+
+def _stat(v):
+    return report.Stat(v, v * 0.9, v * 1.1, v * 0.8, v * 1.2, 5)
+
+
+def _infer_row(arch, batch, ratios):
+    times = {i: _stat(1e-3) for i in networks.E2E_IMPLS}
+    return report.Row("e2e", "infer", f"{arch}_infer_b{batch}", arch, None, batch, times,
+                      _stat(ratios["fastconv/torch"]), {k: _stat(v) for k, v in ratios.items()})
+
+
+def _mem(impl, net, mode, mib):
+    return {"impl": impl, "net": net, "mode": mode, "batch": 64 if mode == "train" else 256,
+            "steps": 3, "base": 300 * net_memory.MIB, "peak": mib * net_memory.MIB, "trimmed": True}
+
+
+def test_whole_network_tables_and_issue_23_targets_render(tmp_path, capsys):
+    """Made-up timings through the report's printer: the plan and ONNX Runtime columns, the four
+    time ratios, the memory table, and each issue-23 target met or not by its limit."""
+    e2e = [_infer_row("mobilenet", 256, {"fastconv/torch": 0.6, "plan/torch": 0.5, "fastconv/ORT": 1.3,
+                                         "plan/ORT": 1.1}),
+           _infer_row("mobilenet", 1, {"fastconv/torch": 1.2, "plan/torch": 0.7, "fastconv/ORT": 4.0,
+                                       "plan/ORT": 2.5})]
+    train = [report.Row("train", "SGD(lr=0.05)", "resnet", "resnet", None, 64,
+                        {"fastconv": _stat(0.04), "torch": _stat(0.05)}, _stat(0.85), {"fastconv/torch": _stat(0.85)})]
+    netmem = [_mem("fastconv", "resnet", "train", 60), _mem("torch", "resnet", "train", 40),
+              _mem("fastconv", "resnet", "infer", 100), _mem("torch", "resnet", "infer", 125)]
+    baseline = tmp_path / "baseline.md"
+    baseline.write_text(f"# before\n\n{net_memory.ALLOCATOR_HEADING}other settings\n\n"
+                        "| resnet | train | 64 | 1.0 | 1.0 | 1 | 1 | 1 |\n\n"
+                        f"{net_memory.ALLOCATOR_HEADING}{cases.allocator_settings()}\n\n"
+                        + "\n".join(net_memory.table([_mem("fastconv", "resnet", "train", 50),
+                                                      _mem("torch", "resnet", "train", 45)])) + "\n")
+    assert net_memory.baseline(baseline) == {("resnet", "train"): 50.0}
+
+    head = tables.e2e_table(e2e)[0]
+    assert "| plan ms |" in head and "| onnxruntime ms |" in head
+    assert all(f"| {n} time |" in head for n in ("fastconv/torch", "plan/torch", "fastconv/ORT", "plan/ORT"))
+    assert "| mobilenet_infer_b1 | 1 |" in tables.e2e_table(e2e)[3] and "| 2.50 (2.25-2.75) |" in tables.e2e_table(e2e)[3]
+    mem = net_memory.table(netmem)
+    assert mem[2] == "| resnet | train | 64 | 60.0 | 40.0 | 1.50 | 300.0 | 300.0 |", mem
+
+    met = {}
+    for what, _, ok in tables.issue23_targets(e2e, train, netmem, net_memory.baseline(baseline)):
+        met[what] = ok
+    assert met == {
+        "(issue 23) resnet train step b64: fastconv/torch time <= 0.8": False,
+        "(issue 23) mobilenet_infer_b256: fastconv/torch time <= 0.7": True,
+        "(issue 23) mobilenet_infer_b256: fastconv/ORT time <= 1.25": False,
+        "(issue 23) mobilenet_infer_b1: plan/torch time <= 0.8": True,
+        "(issue 23) mobilenet_infer_b1: plan/ORT time <= 2.0": False,
+        "(issue 23) resnet train peak memory: fastconv/torch (shown, no limit)": None,
+        "(issue 23) resnet train peak memory <= 1.25x the pre-blocked-layout 50.0 MiB": True,
+        "(issue 23) resnet infer peak memory: fastconv/torch (shown, no limit)": None,
+    }
+
+    res = dict(conv=[], passes=[], square=None, train=train, pool=[], e2e=e2e, mem=[], comp=None, netmem=netmem)
+    report.print_tables(res, [])
+    text = capsys.readouterr().out
+    assert "### peak memory of the example networks" in text and net_memory.WHAT in text
+    assert "| (issue 23) mobilenet_infer_b1: plan/ORT time <= 2.0 | 2.50 (2.25-2.75) | **no** |" in text
+    assert "| (issue 23) resnet infer peak memory: fastconv/torch (shown, no limit) | 0.80 (100.0 / 125.0 MiB) | - |" in text
