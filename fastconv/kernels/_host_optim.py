@@ -3,7 +3,7 @@ Adagrad rules, one in-place NumPy function each.
 
 These are the rules: :mod:`fastconv.optim` steps every parameter through its tier's function of
 the same name, and the cuda tier's kernels (:mod:`fastconv.kernels.cuda.optim`) apply the same
-formulas in the same order to device parameters (``tests/cuda/test_cuda_kernels.py`` and
+formulas in the same order to device parameters (``tests/kernels/cuda/test_updates.py`` and
 ``tests/optim/test_optim.py`` check them against these). Every operation is an in-place ufunc
 with Python-float hyper-parameters, so float32 parameters are updated in float32.
 """

@@ -14,7 +14,7 @@ where they already live: callers reach them through :func:`fastconv._backend.tie
 
 :data:`CONTRACT` maps each family to its functions: ``name -> (parameters, shapes)``; every tier's
 ``__all__`` is :data:`NAMES` (the cuda tier adds its ``KERNELS`` table), and
-``tests/test_contract.py`` checks each tier's signatures against the parameters here.
+``tests/kernels/test_contract.py`` checks each tier's signatures against the parameters here.
 """
 
 __all__ = ["CONTRACT", "NAMES", "FAMILIES", "signature", "bind"]

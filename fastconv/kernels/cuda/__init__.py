@@ -2,7 +2,7 @@
 
 Every function takes NumPy arrays or Numba device arrays (NumPy inputs are copied to the device
 once) and returns device arrays in the input's dtype (float32 or float64, never upcast: float32
-kernels contain no float64 instruction, which ``tests/cuda/test_ptx.py`` checks in the PTX).
+kernels contain no float64 instruction, which ``tests/kernels/cuda/test_ptx.py`` checks in the PTX).
 Caches, switches and optimizer state stay on the device; only what the contract returns as Python
 values comes back to the host: the loss of the losses (the per-row losses of the fused
 :func:`softmax_cross_entropy`; three numbers, the loss sum, the mean's denominator and the count of
