@@ -8,9 +8,10 @@ made). Before the baseline, one warm-up step compiles the kernels and fills the 
 fastconv's cache of large blocks (:mod:`fastconv.kernels._memory`) is emptied, ``gc.collect()``
 runs and glibc's ``malloc_trim(0)`` hands back the pages the warm-up freed. So the figure is the
 memory the steps need (activations, gradients, workspaces), with the blocks fastconv's cache and
-glibc keep from one step to the next counted once, as the steps grow them again. Writing "5" to ``/proc/self/clear_refs`` resets ``VmHWM`` to the current
-resident set, so the compile's own peak is not counted. The weights, optimizer state and input
-batch sit in the baseline, which the table shows beside the peak.
+glibc keep from one step to the next counted once, as the steps grow them again. Writing "5" to
+``/proc/self/clear_refs`` resets ``VmHWM`` to the current resident set, so the compile's own peak
+is not counted. The weights, optimizer state and input batch sit in the baseline, which the table
+shows beside the peak.
 
 :data:`BASELINE` holds the figures of fastconv before issue 23's blocked layout (issue 23: its
 peak must stay within :data:`GROWTH_LIMIT` of them).
@@ -39,6 +40,13 @@ ALLOCATOR_HEADING = "## allocator: "
 WHAT = (f"peak resident set during {STEPS} steps minus the resident set just before them (after "
         "one warm-up step, then fastconv's block cache emptied, gc and malloc_trim), a fresh process "
         "per cell; MiB")
+
+
+def status():
+    """``(available, reason)``: the measure needs Linux's /proc/self/status and clear_refs."""
+    if not (os.path.exists("/proc/self/status") and os.access("/proc/self/clear_refs", os.W_OK)):
+        return False, "needs Linux's /proc/self/status and a writable /proc/self/clear_refs"
+    return True, ""
 
 
 def row_name(net, mode):
@@ -107,6 +115,7 @@ def run(nets=None, modes=MODES, impls=IMPLS, progress=None, repeat=1, jobs=JOBS)
     time); a list of :func:`measure` dicts. With ``repeat`` > 1 each cell runs that many times
     and its dict holds the median peak and base, and the peaks' ``lo`` and ``hi``."""
     from . import networks
+    impls = [i for i in impls if networks.e2e_status(i)[0]]  # PyTorch is optional
     cells = [(impl, net, mode) for net in nets or networks.ARCHS for mode in modes for impl in impls]
     out = []
     with ThreadPoolExecutor(max(1, jobs)) as pool:

@@ -35,7 +35,6 @@ from .cases import bench_threads, torch
 TRAIN_MNIST = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
 INFER_BATCH = 256
 TRAIN_BATCH = 64
-#: row -> (arch, mode, batch, optimizer): ``(class name, kwargs)``, or None for the arch's own.
 ARCHS = ("tutorial", "lenet", "best", "resnet", "mobilenet")
 #: row -> (arch, mode, batch, optimizer): ``(class name, kwargs)``, or None for the arch's own.
 E2E = {f"{a}_infer_b{b}": (a, "infer", b, None) for a in ARCHS for b in (INFER_BATCH, 1)}

@@ -369,6 +369,8 @@ def main(argv=None):
     res["netmem"] = []
     if args.isa_later and "netmem" not in args.skip:
         notes.append("network peak memory: measured in the first configuration only")
+    elif "netmem" not in args.skip and not args.from_json and not net_memory.status()[0]:
+        notes.append(f"network peak memory skipped: {net_memory.status()[1]}")
     elif "netmem" not in args.skip and not args.from_json:
         res["netmem"] = net_memory.run(progress=_progress_memory)
         res.setdefault("took", {})["netmem"] = time.perf_counter() - t0

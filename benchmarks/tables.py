@@ -112,7 +112,7 @@ def issue23_targets(e2e, train, netmem=(), baseline=None):
     out = []
     for r in train:
         if r.shape in networks.ARCHS and r.ratio:
-            for name, limit in ISSUE23[("train", r.images)]:
+            for name, limit in ISSUE23.get(("train", r.images), []):
                 out.append((f"(issue 23) {r.shape} train step b{r.images}: {name} time <= {limit}",
                             ratio_cell(r.ratio), r.ratio.median <= limit))
     for r in e2e:

@@ -278,3 +278,14 @@ def test_whole_network_tables_and_issue_23_targets_render(tmp_path, capsys):
     assert "### peak memory of the example networks" in text and net_memory.WHAT in text
     assert "| (issue 23) mobilenet_infer_b1: plan/ORT time <= 2.0 | 2.50 (2.25-2.75) | **no** |" in text
     assert "| (issue 23) resnet infer peak memory: fastconv/torch (shown, no limit) | 0.80 (100.0 / 125.0 MiB) | - |" in text
+
+
+def test_later_configurations_leave_the_memory_cells_to_the_first():
+    """The second ISA configuration (``--isa-later``, as the parent passes it) says where the
+    network memory table is instead of spending 20 processes on it again."""
+    skip = ",".join(s for s in report.SECTIONS if s != "netmem")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.report", "--isa", "native", "--isa-child",
+                          "--isa-later", "--skip", skip], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "- network peak memory: measured in the first configuration only" in out.stdout
+    assert "### peak memory" not in out.stdout and "peak memory:" not in out.stderr
