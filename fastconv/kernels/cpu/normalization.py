@@ -11,7 +11,9 @@ from . import _common
 from ._common import _planes
 
 
-@njit(nogil=True, cache=True)
+# "reassoc" lets LLVM vectorise the per-plane sums of the batch-norm kernels (each a fixed order
+# per build, split by channel, so the bits do not depend on the thread count)
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
 def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, inv_count, out,
                        c0, c1):
     """x (N, C, L): per channel, batch statistics (two passes) when training, then the affine map.
@@ -48,7 +50,7 @@ def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, 
                 out[n, c, i] = (x[n, c, i] - mu) * scale + shift
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
 def _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_count, dweight, dbias,
                         dx, c0, c1):
     n_img, c_in, length = x.shape
