@@ -197,6 +197,7 @@ print(json.dumps(report))
 """
 
 
+@cuda_test
 def test_asking_for_cuda_without_gpu_or_simulator_fails_clearly():
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "FASTCONV_BACKEND")}
     done = subprocess.run([sys.executable, "-c", NO_GPU_SCRIPT], env=env, capture_output=True,

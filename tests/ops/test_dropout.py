@@ -55,8 +55,8 @@ def test_statistics_drop_rate_and_preserved_mean(p):
 
 
 def test_statistics_match_torch_dropout2d():
-    torch = pytest.importorskip("torch")  # the oracle (a missing-package skip: CI fails on it)
     """Both drop a fraction p of the channels of ones and scale the rest to 1/(1-p)."""
+    torch = pytest.importorskip("torch")  # the oracle (a missing-package skip: CI fails on it)
     p, shape = 0.3, (100, 64, 2, 2)
     torch.manual_seed(0)
     ref = torch.nn.Dropout2d(p)(torch.ones(shape, dtype=torch.float64)).numpy()
