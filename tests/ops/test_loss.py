@@ -3,7 +3,7 @@ PyTorch, huge logits, errors) and MSE on the host; the cuda tier's losses agains
 the naive tier and PyTorch on Numba's simulator (tiny shapes), with inputs as device arrays, the
 way the Trainer hands them over, so that the device-label paths (the fused kernel's fallback for
 ignored rows, the kernel's own label check) are the ones exercised. Every option against
-PyTorch on the host: test_loss_options.py."""
+PyTorch on the host: test_loss_torch.py."""
 import numpy as np
 import pytest
 from hypothesis import given
