@@ -180,10 +180,10 @@ def _parts(work):
 
 
 def _geometry(x_shape, w_shape, stride, pads, dilation):
-    """The layout of the path that applies: :class:`.depthwise_flat.Flat` (stride 1, output rows
-    as wide as the input's), else :class:`_Phases`."""
+    """The layout of the path that applies: :class:`.depthwise_flat.Flat` (output rows of W / sw),
+    else :class:`_Phases`."""
     if Flat.applies(x_shape, w_shape, stride, pads, dilation):
-        return Flat(x_shape, w_shape, pads, dilation, STACK_VALUES)
+        return Flat(x_shape, w_shape, stride, pads, dilation, STACK_VALUES)
     return _Phases(x_shape, w_shape, stride, pads, dilation)
 
 

@@ -1,45 +1,67 @@
-"""cpu depthwise convolution, stride 1 with output rows as wide as the input's (``left + right ==
-(FW-1) * dilation``, as 3x3 padding 1): planes copied whole, no per-row work.
+"""cpu depthwise convolution whose output rows are the input's rows split by the column stride
+(``Wout == W / sw``, as 3x3 padding 1 at stride 1, or stride 2 on an even width): planes are
+copied whole, with no per-row work.
 
-The planes of ``stack`` images of one channel lie one after another in one run, each with its
-``top`` and ``bottom`` padding rows (zero) around it but no padding columns, so an image plane is
-one contiguous copy in and out, and tap t = (fy, fx) of output i reads ``i + off[t]`` with
-``off[t] = fy*dh*W + fx*dw - left``. Rows wrap into their neighbours at the left and right
-edges; each column shift ``d != 0`` therefore reads its own copy of the run in which the columns
-that a wrapped read lands on are zero (``_zero_cols``), which gives exactly the zero padding.
-The input gradient gathers from copies of dout masked the same way (with the shift negated).
-:func:`_gather` is shared with the general path of :mod:`.depthwise`.
+Each input plane is split into its ``sw`` column phases (phase r holds columns ``r::sw``, rows of
+``wc = W / sw``: one long strided copy), and the planes of ``stack`` images of one channel lie one
+after another in one run, each with its ``top`` and ``bottom`` padding rows (zero) but no padding
+columns. The output is computed at every row (stride 1 down the plane; rows ``oh * sh`` kept), so
+tap t = (fy, fx) of output i reads phase ``(fx*dw - left) mod sw`` at ``i + off[t]``, one
+contiguous run. Rows wrap into their neighbours at the left and right edges; a tap whose column
+shift ``d = (fx*dw - left) // sw`` is not 0 therefore reads its own copy of the phase in which
+the columns that a wrapped read lands on are zero (``_copies``), which gives exactly the zero
+padding. The input gradient gathers each phase from copies of dout masked the same way (with the
+shift negated). :func:`_gather` is shared with the general path of :mod:`.depthwise`.
 """
 import numpy as np
 from numba import njit
 
 
+def _tables(keys):
+    """``(distinct keys in first-seen order, each key's index)`` as int64 arrays."""
+    seen = list(dict.fromkeys(keys))
+    return seen, np.array([seen.index(k) for k in keys], dtype=np.int64)
+
+
 class Flat:
-    """The run layout of a stride-1, same-width depthwise layer (see the module docstring):
-    ``shifts`` lists the distinct column shifts (0 first), ``sel[t]`` the copy tap t reads,
-    ``lead`` zeros open every run, and ``hq = top + H + bottom`` rows hold each image."""
+    """The run layout of a depthwise layer with ``Wout == W / sw`` (see the module docstring).
+    Copy r of the input run holds phase ``copy_rx[r]`` masked for column shift ``copy_cs[r]``
+    (the unmasked phases first), tap t reads copy ``sel[t]`` from ``off[t]``; copy r of dout is
+    masked for shift ``-g_cs[r]`` and tap t reads ``gsel[t]``; phase p of dx gathers the taps
+    ``order[starts[p]:starts[p + 1]]``. ``lead`` zeros open and close every run, and
+    ``hq = top + H + bottom`` rows hold each image."""
 
     @staticmethod
     def applies(x_shape, w_shape, stride, pads, dilation):
-        fw, dw, wd = w_shape[3], dilation[1], x_shape[3]
-        return tuple(stride) == (1, 1) and pads[2] + pads[3] == (fw - 1) * dw and \
-            max(pads[2], pads[3]) < wd
+        """Whether the layout fits: Wout == W / sw, every column shift inside a row, and a row
+        stride of at most 2 (every row is computed, so sh times the work of the rows kept)."""
+        fw, dw, wd, (sh, sw) = w_shape[3], dilation[1], x_shape[3], stride
+        wo = (wd + pads[2] + pads[3] - dw * (fw - 1) - 1) // sw + 1
+        shift = max(-(-pads[2] // sw), ((fw - 1) * dw - pads[2]) // sw)
+        return wd % sw == 0 and wo == wd // sw and shift < wd // sw and sh <= 2
 
-    def __init__(self, x_shape, w_shape, pads, dilation, stack_values):
+    def __init__(self, x_shape, w_shape, stride, pads, dilation, stack_values):
         n, _, h, wd = x_shape
         fh, fw = w_shape[2:]
-        dh, dw = dilation
+        (sh, sw), (dh, dw) = stride, dilation
+        wc = wd // sw
         self.hq = h + pads[0] + pads[1]
-        self.ho, self.wo = self.hq - (fh - 1) * dh, wd
-        col = [fx * dw - pads[2] for fy in range(fh) for fx in range(fw)]
-        off = np.array([fy * dh * wd + fx * dw - pads[2] for fy in range(fh) for fx in range(fw)],
-                       dtype=np.int64)
-        shifts = [0] + sorted({d for d in col if d})
-        sel = np.array([shifts.index(d) for d in col], dtype=np.int64)
-        lead = max(-int(off.min()), int(off.max()), 0)
+        self.ho, self.wo = (self.hq - (fh - 1) * dh - 1) // sh + 1, wc
+        taps = [(fy * dh, fx * dw - pads[2]) for fy in range(fh) for fx in range(fw)]
+        rx = [b % sw for _, b in taps]
+        cs = [b // sw for _, b in taps]
+        off = np.array([a * wc + d for (a, _), d in zip(taps, cs)], dtype=np.int64)
+        copies, sel = _tables([(r, 0) for r in range(sw)] + list(zip(rx, cs)))
+        g_cs, gsel = _tables([0] + cs)
+        order = np.argsort(rx, kind="stable")
+        starts = np.searchsorted(np.array(rx)[order], np.arange(sw + 1))
+        lead = int(np.abs(off).max())
         stack = max(1, min(n, stack_values // max(self.hq * wd, 1)))
         self.stacks = -(-n // stack) if n else 0
-        self.args = (pads[0], self.hq, stack, lead, np.array(shifts, dtype=np.int64), sel, off)
+        self.args = (sh, sw, pads[0], self.hq, stack, lead,
+                     np.array([r for r, _ in copies], dtype=np.int64),
+                     np.array([d for _, d in copies], dtype=np.int64), sel[sw:], off,
+                     np.array(g_cs, dtype=np.int64), gsel[1:], order, starts)
 
 
 @njit(inline="always")
@@ -111,98 +133,135 @@ def _tap_dots(g, n, src, rows, starts, out):
 
 
 @njit(inline="always")
-def _copies(q, start, count, wd, shifts, negate):
-    """Rows ``1..`` of q: copies of ``q[0, start:start + count]`` (whole rows of ``wd``) with
-    the columns zeroed that a read shifted by ``shifts[r]`` (``-shifts[r]`` when ``negate``)
-    lands on when it wraps: the last ``-d`` columns for d < 0, the first ``d`` for d > 0."""
+def _copies(q, first, start, count, wc, rx, cs, negate):
+    """Rows ``first..`` of q: copies of row ``rx[r]`` over ``q[., start:start + count]`` (whole
+    rows of ``wc``) with the columns zeroed that a read shifted by ``cs[r]`` (``-cs[r]`` when
+    ``negate``) lands on when it wraps: the last ``-d`` columns for d < 0, the first ``d`` for
+    d > 0."""
     zero = q.dtype.type(0)
-    for r in range(1, shifts.shape[0]):
-        d = -shifts[r] if negate else shifts[r]
-        src, dst = q[0, start:start + count], q[r, start:start + count]
+    for r in range(first, cs.shape[0]):
+        d = -cs[r] if negate else cs[r]
+        src, dst = q[rx[r], start:start + count], q[r, start:start + count]
         for i in range(count):
             dst[i] = src[i]
-        lo, hi = (wd + d, wd) if d < 0 else (0, d)
-        for y in range(count // wd):
+        lo, hi = (wc + d, wc) if d < 0 else (0, d)
+        for y in range(count // wc):
             for j in range(lo, hi):
-                dst[y * wd + j] = zero
+                dst[y * wc + j] = zero
 
 
 @njit(inline="always")
-def _pack_stack(x, n0, n1, c, top, hq, lead, shifts, q):
-    """The planes x[n0:n1, c] into q's run (and its masked copies); padding rows stay zero."""
-    wd = x.shape[3]
-    plane = x.shape[2] * wd
+def _pack_stack(x, n0, n1, c, sw, top, hq, lead, copy_rx, copy_cs, q):
+    """The column phases of the planes x[n0:n1, c] into q's runs (rows 0..sw-1), then their
+    masked copies; padding rows stay zero."""
+    h, wd = x.shape[2], x.shape[3]
+    count = h * (wd // sw)
     for n in range(n0, n1):
-        start = lead + ((n - n0) * hq + top) * wd
-        src, dst = x[n, c].reshape(plane), q[0, start:start + plane]
-        for i in range(plane):
-            dst[i] = src[i]
-        _copies(q, start, plane, wd, shifts, False)
+        start = lead + ((n - n0) * hq + top) * (wd // sw)
+        src = x[n, c].reshape(h * wd)
+        for r in range(sw):
+            dst = q[r, start:start + count]
+            if sw == 1:
+                for i in range(count):
+                    dst[i] = src[i]
+            elif sw == 2:  # constant strides, which LLVM vectorises
+                for i in range(count):
+                    dst[i] = src[2 * i + r]
+            else:
+                for i in range(count):
+                    dst[i] = src[sw * i + r]
+        _copies(q, sw, start, count, wd // sw, copy_rx, copy_cs, False)
+
+
+@njit(inline="always")
+def _rows(src, sh, wc, dst, to_run):
+    """Output rows ``oh`` of dst (Ho, wc) and run rows ``oh * sh`` of src, one way or the other
+    (``to_run``): one contiguous copy when sh == 1."""
+    ho = dst.shape[0]
+    flat = dst.reshape(ho * wc)
+    step = ho if sh == 1 else 1
+    for oh in range(0, ho, step):
+        count = wc * (ho if sh == 1 else 1)
+        a, b = src[oh * sh * wc:oh * sh * wc + count], flat[oh * wc:oh * wc + count]
+        if to_run:
+            for i in range(count):
+                a[i] = b[i]
+        else:
+            for i in range(count):
+                b[i] = a[i]
 
 
 @njit(nogil=True, cache=True)
-def flat_forward_kernel(x, w, b, top, hq, stack, lead, shifts, sel, off, out, u0, u1):
+def flat_forward_kernel(x, w, b, sh, sw, top, hq, stack, lead, copy_rx, copy_cs, sel, off, g_cs,
+                        gsel, order, starts, out, u0, u1):
     """Units ``u0 <= c*S + s < u1`` (S stacks of ``stack`` images): out[n, c*m:(c+1)*m] of the
-    stack's images n from x[n, c]. x (N, C, H, W), w (m*C, T), b (m*C,), out (N, m*C, Hout, W)."""
+    stack's images n from x[n, c]. x (N, C, H, W), w (m*C, T), b (m*C,), out (N, m*C, Hout, W/sw)."""
     n_img, c_in, _, wd = x.shape
     k_out, n_taps = w.shape
-    plane_out = out.shape[2] * wd
     m = k_out // c_in
     stacks = -(-n_img // stack)
-    run = stack * hq * wd
-    q = np.zeros((shifts.shape[0], 2 * lead + run), dtype=x.dtype)
+    wc = wd // sw
+    run = stack * hq * wc
+    q = np.zeros((copy_rx.shape[0], 2 * lead + run), dtype=x.dtype)
     acc = np.empty(run, dtype=x.dtype)
     taps = np.arange(n_taps)
-    starts = off + lead
+    begin = off + lead
     for u in range(u0, u1):
         c, _, n0, n1 = _unit(u, stacks, stack, n_img)
-        _pack_stack(x, n0, n1, c, top, hq, lead, shifts, q)
+        _pack_stack(x, n0, n1, c, sw, top, hq, lead, copy_rx, copy_cs, q)
         for k in range(c * m, c * m + m):
-            _gather(acc, (n1 - n0) * hq * wd, q, sel, starts, w[k], taps, False, b[k])
+            _gather(acc, (n1 - n0) * hq * wc, q, sel, begin, w[k], taps, False, b[k])
             for n in range(n0, n1):
-                src, dst = acc[(n - n0) * hq * wd:], out[n, k].reshape(plane_out)
-                for i in range(plane_out):
-                    dst[i] = src[i]
+                _rows(acc[(n - n0) * hq * wc:], sh, wc, out[n, k], False)
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
-def flat_backward_kernel(dout, x, w, top, hq, stack, lead, shifts, sel, off, need_dx, dx, dwp, dbp,
-                         u0, u1):
+def flat_backward_kernel(dout, x, w, sh, sw, top, hq, stack, lead, copy_rx, copy_cs, sel, off,
+                         g_cs, gsel, order, starts, need_dx, dx, dwp, dbp, u0, u1):
     """Units as :func:`flat_forward_kernel`: dx[n, c] (when ``need_dx``) and the stack's partial
     gradients dwp[s, k] (T,) and dbp[s, k]. dout is laid out as the output in a zeroed run g
-    (spare rows zero), so each tap's dW is one dot product with the masked x copy it read, and
-    dx one :func:`_gather` of g's masked copies. "reassoc" lets LLVM vectorise the dot products
-    (a fixed order per build, whatever the thread count)."""
+    (the rows between kept rows zero), so each tap's dW is one dot product with the masked x copy
+    it read, and each phase of dx one :func:`_gather` of g's masked copies. "reassoc" lets LLVM
+    vectorise the dot products (a fixed order per build, whatever the thread count)."""
     n_img, c_in, h, wd = x.shape
     k_out, n_taps = w.shape
-    plane_out, plane = dout.shape[2] * wd, h * wd
     m = k_out // c_in
     stacks = -(-n_img // stack)
-    run = stack * hq * wd
+    wc = wd // sw
+    run = stack * hq * wc
     zero = dwp.dtype.type(0)
-    q = np.zeros((shifts.shape[0], 2 * lead + run), dtype=x.dtype)
-    g = np.zeros((shifts.shape[0], 2 * lead + run), dtype=x.dtype)
-    dq = np.empty(run, dtype=x.dtype)
-    taps = np.arange(n_taps)
-    starts, back = off + lead, lead - off
+    q = np.zeros((copy_rx.shape[0], 2 * lead + run), dtype=x.dtype)
+    g = np.zeros((g_cs.shape[0], 2 * lead + run), dtype=x.dtype)
+    dq = np.empty((sw, run), dtype=x.dtype)
+    g_rx = np.zeros(g_cs.shape[0], dtype=np.int64)
+    begin, back = off + lead, lead - off
     for u in range(u0, u1):
         c, s, n0, n1 = _unit(u, stacks, stack, n_img)
-        length = (n1 - n0) * hq * wd
-        _pack_stack(x, n0, n1, c, top, hq, lead, shifts, q)
+        length = (n1 - n0) * hq * wc
+        _pack_stack(x, n0, n1, c, sw, top, hq, lead, copy_rx, copy_cs, q)
         for k in range(c * m, c * m + m):
             for n in range(n0, n1):
-                start = lead + (n - n0) * hq * wd
-                src, dst = dout[n, k].reshape(plane_out), g[0, start:start + plane_out]
-                for i in range(plane_out):
-                    dst[i] = src[i]
+                start = lead + (n - n0) * hq * wc
+                _rows(g[0, start:], sh, wc, dout[n, k], True)
                 if need_dx:
-                    _copies(g, start, plane_out, wd, shifts, True)
+                    _copies(g, 1, start, hq * wc, wc, g_rx, g_cs, True)
             gk = g[0, lead:lead + length]
-            dbp[s, k] = _tap_dots(gk, length, q, sel, starts, dwp[s, k])
+            dbp[s, k] = _tap_dots(gk, length, q, sel, begin, dwp[s, k])
             if need_dx:
-                _gather(dq, length, g, sel, back, w[k], taps, k > c * m, zero)
+                for r in range(sw):
+                    _gather(dq[r], length, g, gsel, back, w[k], order[starts[r]:starts[r + 1]],
+                            k > c * m, zero)
         if need_dx:
             for n in range(n0, n1):
-                src, dst = dq[((n - n0) * hq + top) * wd:], dx[n, c].reshape(plane)
-                for i in range(plane):
-                    dst[i] = src[i]
+                dst = dx[n, c].reshape(h * wd)
+                for r in range(sw):
+                    src = dq[r, ((n - n0) * hq + top) * wc:]
+                    if sw == 1:  # constant strides, which LLVM vectorises
+                        for i in range(h * wc):
+                            dst[i] = src[i]
+                    elif sw == 2:
+                        for i in range(h * wc):
+                            dst[2 * i + r] = src[i]
+                    else:
+                        for i in range(h * wc):
+                            dst[sw * i + r] = src[i]

@@ -105,7 +105,7 @@ ODD = [
 ]
 
 
-FLAT = [True, False, True, False, True, False, False]  # the layout each case takes
+FLAT = [True, True, True, False, True, False, False]  # the layout each case takes
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -119,9 +119,10 @@ def test_depthwise_cases_take_both_paths(dtype, case, flat):
         check(case, dtype, need_dx=False)
 
 
-def test_flat_layout_is_chosen_for_same_width_stride_one():
+def test_flat_layout_is_chosen_where_output_rows_are_w_over_sw():
     assert depthwise.Flat.applies((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
     assert depthwise.Flat.applies((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (0, 0, 2, 0), (1, 1))
+    assert depthwise.Flat.applies((1, 1, 6, 6), (1, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1))
     assert not depthwise.Flat.applies((1, 1, 5, 5), (1, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1))
     assert not depthwise.Flat.applies((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1, 0, 0), (1, 1))
 
