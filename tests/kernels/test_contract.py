@@ -22,7 +22,8 @@ from fastconv import _backend
 from fastconv._backend import is_device_array, to_numpy
 from fastconv.kernels import contract
 
-from helpers import ALL_TIERS, cuda_test, random
+from helpers import ALL_TIERS, random
+from op_helpers import cuda_test
 
 
 #: Prints {"__all__": [...], name: signature} for the tier named in argv[1].

@@ -6,7 +6,7 @@ import pytest
 import fastconv as fc
 from fastconv import layers as L
 
-from helpers import check_gradients, num_grad, rel_err, spaced
+from helpers import check_gradients, spaced
 
 
 LAYERS = {

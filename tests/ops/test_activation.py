@@ -22,9 +22,10 @@ import fastconv.functional as F
 from fastconv.kernels import cpu, naive
 from fastconv.kernels.naive.activation import OPS as KERNEL_OPS
 
-from helpers import (BACKENDS, DTYPES, HYPOTHESIS, RTOL, cuda_test, grad_rel_error, numeric_grad, on_simulator,
-                     random, rel_error, share_on_simulator)
-from helpers import both  # noqa: F401  (a fixture)
+from helpers import (BACKENDS, DTYPES, HYPOTHESIS, RTOL, grad_rel_error, numeric_grad, random,
+                     rel_error)
+from op_helpers import cuda_test, on_simulator, share_on_simulator
+from op_helpers import both  # noqa: F401  (a fixture)
 
 
 #: Relative tolerance against PyTorch (max |a - b| / max |b|): both round in the data's dtype,

@@ -19,11 +19,11 @@ from fastconv.kernels import cpu, naive
 from fastconv.kernels.cpu import _common as cpu_common
 from fastconv.kernels.cpu import conv as cpu_conv
 
-from helpers import (ALL_TIERS, BACKENDS, DTYPES, HF, HYPOTHESIS, RTOL, WORST, assert_close_to_oracle,
-                     check_conv_against_naive, conv_all, conv_arrays, conv_cases, cuda_test,
-                     grad_rel_error, numeric_grad, random, rel_error, rtol_torch,
-                     share_on_simulator, torch_and_functional)
-from helpers import both  # noqa: F401  (a fixture)
+from helpers import (ALL_TIERS, BACKENDS, DTYPES, HF, HYPOTHESIS, RTOL, WORST,
+                     assert_close_to_oracle, grad_rel_error, numeric_grad, random, rel_error)
+from op_helpers import (check_conv_against_naive, conv_all, conv_arrays, conv_cases, cuda_test,
+                        rtol_torch, share_on_simulator, torch_and_functional)
+from op_helpers import both  # noqa: F401  (a fixture)
 
 ints = st.integers
 #: Finite differences: the largest relative error of an analytic gradient.

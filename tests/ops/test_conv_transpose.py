@@ -21,9 +21,9 @@ import fastconv as fc
 import fastconv.functional as F
 from fastconv.kernels import cpu
 
-from helpers import (BACKENDS, DTYPES, HYPOTHESIS, assert_close_to_oracle, check_fd, check_layer_against_torch,
-                     close_to_torch, cuda_test, random)
-from helpers import torch_error_summary  # noqa: F401  (a fixture)
+from helpers import BACKENDS, DTYPES, HYPOTHESIS, assert_close_to_oracle, random
+from op_helpers import check_fd, check_layer_against_torch, close_to_torch, cuda_test
+from op_helpers import torch_error_summary  # noqa: F401  (a fixture)
 
 ints = st.integers
 

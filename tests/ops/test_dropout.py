@@ -9,7 +9,8 @@ import fastconv as fc
 import fastconv.functional as F
 from fastconv import layers as L
 
-from helpers import ALL_TIERS, DTYPES, check_gradients, cuda_test, random, spaced
+from helpers import ALL_TIERS, DTYPES, check_gradients, random, spaced
+from op_helpers import cuda_test
 
 
 def _x(shape=(6, 5, 3, 4), dtype=np.float32, seed=0):

@@ -25,9 +25,9 @@ import fastconv.functional as F
 from fastconv._shapes import conv_output_hw
 from fastconv.kernels import cpu, naive
 
-from helpers import (BACKENDS, DTYPES, HYPOTHESIS, assert_close_to_oracle, check_fd, check_layer_against_torch,
-                     cuda_test, on_simulator, random, split_into)
-from helpers import torch_error_summary  # noqa: F401  (a fixture)
+from helpers import BACKENDS, DTYPES, HYPOTHESIS, assert_close_to_oracle, random
+from op_helpers import check_fd, check_layer_against_torch, cuda_test, on_simulator, split_into
+from op_helpers import torch_error_summary  # noqa: F401  (a fixture)
 
 ints = st.integers
 #: The cuda tier on the simulator, which runs each GPU thread as Python: 4 fixed examples.

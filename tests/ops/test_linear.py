@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from fastconv.kernels import cpu, naive
 
-from helpers import DTYPES, cuda_test, random, share_on_simulator
-from helpers import both  # noqa: F401  (a fixture)
+from helpers import DTYPES, random
+from op_helpers import cuda_test, share_on_simulator
+from op_helpers import both  # noqa: F401  (a fixture)
 
 #: A tenth of the profile's examples (at least 4): the simulator runs each GPU thread as Python.
 FEW = share_on_simulator(10, 4)

@@ -15,8 +15,9 @@ from fastconv.kernels import cpu, naive
 from fastconv.losses import (BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss, log_softmax,
                              softmax_cross_entropy)
 
-from helpers import DTYPES, cuda_test, on_simulator, random, share_on_simulator
-from helpers import both  # noqa: F401  (a fixture)
+from helpers import DTYPES, random
+from op_helpers import cuda_test, on_simulator, share_on_simulator
+from op_helpers import both  # noqa: F401  (a fixture)
 
 
 def _data(n=5, c=4, dtype=np.float64, seed=0):

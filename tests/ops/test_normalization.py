@@ -11,9 +11,10 @@ import fastconv as fc
 import fastconv.functional as F
 from fastconv.kernels import cpu, naive
 
-from helpers import (ALL_TIERS, BACKENDS, DTYPES, RTOL, cuda_test, grad_rel_error, numeric_grad, on_simulator,
-                     random, rel_error, share_on_simulator)
-from helpers import both  # noqa: F401  (a fixture)
+from helpers import (ALL_TIERS, BACKENDS, DTYPES, RTOL, grad_rel_error, numeric_grad, random,
+                     rel_error)
+from op_helpers import cuda_test, on_simulator, share_on_simulator
+from op_helpers import both  # noqa: F401  (a fixture)
 
 
 SHAPES = [(4, 3), (3, 2, 5), (2, 3, 4, 5)]

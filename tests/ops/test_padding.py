@@ -20,8 +20,9 @@ import fastconv as fc
 import fastconv.functional as F
 from fastconv.kernels import cpu
 
-from helpers import (BACKENDS, DTYPES, HYPOTHESIS, assert_close_to_oracle, cuda_test, grad_rel_error,
-                     numeric_grad, random, rel_error, split_into)
+from helpers import (BACKENDS, DTYPES, HYPOTHESIS, assert_close_to_oracle, grad_rel_error,
+                     numeric_grad, random, rel_error)
+from op_helpers import cuda_test, split_into
 
 
 ints = st.integers

@@ -17,10 +17,10 @@ import fastconv.functional as F
 from fastconv._shapes import pool_output_hw
 from fastconv.kernels import cpu, naive
 
-from helpers import (ALL_TIERS, BACKENDS, DTYPES, HF, HYPOTHESIS, RTOL, assert_close_to_oracle, cuda_test,
-                     grad_rel_error, host, numeric_grad, on_simulator, random, rel_error, rtol_torch,
-                     share_on_simulator, tie_free, torch_and_functional)
-from helpers import both  # noqa: F401  (a fixture)
+from helpers import (ALL_TIERS, BACKENDS, DTYPES, HF, HYPOTHESIS, RTOL, assert_close_to_oracle,
+                     grad_rel_error, host, numeric_grad, random, rel_error, tie_free)
+from op_helpers import cuda_test, on_simulator, rtol_torch, share_on_simulator, torch_and_functional
+from op_helpers import both  # noqa: F401  (a fixture)
 
 ints = st.integers
 strides = st.one_of(ints(1, 3), st.tuples(ints(1, 3), ints(1, 3)))

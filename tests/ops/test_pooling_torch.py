@@ -28,7 +28,8 @@ import fastconv.functional as F
 from fastconv._shapes import pool_output_hw
 
 from helpers import (ALL_TIERS, BACKENDS, DTYPES, HF, HYPOTHESIS, assert_close_to_oracle,
-                     forced_splits, grad_rel_error, host, numeric_grad, random, rel_error, tie_free)
+                     grad_rel_error, host, numeric_grad, random, rel_error, tie_free)
+from op_helpers import forced_splits
 
 ints = st.integers
 #: Largest relative error against PyTorch, per (layer, dtype): (error, what).

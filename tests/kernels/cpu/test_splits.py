@@ -18,8 +18,8 @@ from fastconv.kernels import _memory, _workers
 from fastconv.kernels.cpu import _common as cpu_common
 from fastconv.kernels.cpu import conv as cpu_conv
 
-from helpers import (DTYPES, HYPOTHESIS, assert_close_to_oracle, check_conv_against_naive, conv_arrays,
-                     conv_cases, forced_splits, random)
+from helpers import DTYPES, HYPOTHESIS, assert_close_to_oracle, random
+from op_helpers import check_conv_against_naive, conv_arrays, conv_cases, forced_splits
 
 
 @contextlib.contextmanager

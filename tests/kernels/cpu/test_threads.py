@@ -22,7 +22,8 @@ from fastconv.kernels.cpu import conv as cpu_conv
 from fastconv.losses import CrossEntropyLoss
 from fastconv.optim import SGD
 
-from helpers import DTYPES, HYPOTHESIS, conv_arrays, conv_cases, forced_splits, random
+from helpers import DTYPES, HYPOTHESIS, random
+from op_helpers import conv_arrays, conv_cases, forced_splits
 
 COUNTS = (1, 2, 3, 4)
 

@@ -3,7 +3,8 @@ the bias and the NCHW epilogue that the convolutions use."""
 import numpy as np
 import pytest
 
-from helpers import cuda_test, random
+from helpers import random
+from op_helpers import cuda_test
 
 
 @cuda_test

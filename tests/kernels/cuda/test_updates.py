@@ -3,7 +3,8 @@ the NumPy rules of fastconv.optim and fastconv.kernels._host_optim, on Numba's s
 import numpy as np
 import pytest
 
-from helpers import DTYPES, cuda_test, random
+from helpers import DTYPES, random
+from op_helpers import cuda_test
 
 
 SGD_CASES = [dict(lr=0.1, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0),
