@@ -155,7 +155,7 @@ def _backward_kernel(dout, x, w, sh, sw, top, left, hq, wq, stack, pre, ph, off,
                     row, part = dout[n, k, oh], g[((n - n0) * hq + oh) * wq:]
                     for j in range(wo):
                         part[j] = row[j]
-            dbp[s, k] = _tap_dots(g, length, q, ph, off, dwp[s, k])
+            dbp[s, k] = _tap_dots(g2, rows, pre, length, q, ph, off, dwp[s, k])
             if need_dx:
                 for pp in range(sh * sw):
                     _gather(dq[pp], length, g2, rows, back, w[k], order[starts[pp]:starts[pp + 1]],

@@ -103,30 +103,32 @@ def _unit(u, stacks, stack, n_img):
 
 
 @njit(inline="always")
-def _tap_dots(g, n, src, rows, starts, out):
-    """``out[t] = sum of g[i] * src[rows[t], starts[t] + i]`` over i < n, for every tap t (the
-    dW of each tap), three taps a pass as :func:`_gather`; returns the sum of g[:n] (the db)."""
+def _tap_dots(g, grows, gstart, n, src, rows, starts, out):
+    """``out[t] = sum of g[grows[t], gstart + i] * src[rows[t], starts[t] + i]`` over i < n, for
+    every tap t (the dW of each tap), three taps a pass as :func:`_gather`; returns the sum of
+    ``g[0, gstart:gstart + n]`` (the db)."""
     zero = out.dtype.type(0)
     total = zero
+    g0 = g[0, gstart:]
     for i in range(n):
-        total += g[i]
+        total += g0[i]
     t, count = 0, out.shape[0]
     while t < count:
-        a = src[rows[t], starts[t]:]
+        a, ga = src[rows[t], starts[t]:], g[grows[t], gstart:]
         if t + 3 <= count:
             b, c = src[rows[t + 1], starts[t + 1]:], src[rows[t + 2], starts[t + 2]:]
+            gb, gc = g[grows[t + 1], gstart:], g[grows[t + 2], gstart:]
             sa = sb = sc = zero
             for i in range(n):
-                gi = g[i]
-                sa += gi * a[i]
-                sb += gi * b[i]
-                sc += gi * c[i]
+                sa += ga[i] * a[i]
+                sb += gb[i] * b[i]
+                sc += gc[i] * c[i]
             out[t], out[t + 1], out[t + 2] = sa, sb, sc
             t += 3
         else:
             sa = zero
             for i in range(n):
-                sa += g[i] * a[i]
+                sa += ga[i] * a[i]
             out[t] = sa
             t += 1
     return total
@@ -220,8 +222,9 @@ def flat_backward_kernel(dout, x, w, sh, sw, top, hq, stack, lead, copy_rx, copy
                          g_cs, gsel, order, starts, need_dx, dx, dwp, dbp, u0, u1):
     """Units as :func:`flat_forward_kernel`: dx[n, c] (when ``need_dx``) and the stack's partial
     gradients dwp[s, k] (T,) and dbp[s, k]. dout is laid out as the output in a zeroed run g
-    (the rows between kept rows zero), so each tap's dW is one dot product with the masked x copy
-    it read, and each phase of dx one :func:`_gather` of g's masked copies. "reassoc" lets LLVM
+    (the rows between kept rows zero) and masked per column shift as dx needs; the same masked
+    copy zeroes the outputs whose read of x wraps, so each tap's dW is one dot product of it with
+    the unmasked x phase, and each phase of dx one :func:`_gather` of the copies. "reassoc" lets LLVM
     vectorise the dot products (a fixed order per build, whatever the thread count)."""
     n_img, c_in, h, wd = x.shape
     k_out, n_taps = w.shape
@@ -230,23 +233,22 @@ def flat_backward_kernel(dout, x, w, sh, sw, top, hq, stack, lead, copy_rx, copy
     wc = wd // sw
     run = stack * hq * wc
     zero = dwp.dtype.type(0)
-    q = np.zeros((copy_rx.shape[0], 2 * lead + run), dtype=x.dtype)
+    q = np.zeros((sw, 2 * lead + run), dtype=x.dtype)
     g = np.zeros((g_cs.shape[0], 2 * lead + run), dtype=x.dtype)
     dq = np.empty((sw, run), dtype=x.dtype)
     g_rx = np.zeros(g_cs.shape[0], dtype=np.int64)
+    x_rx = copy_rx[sel]
     begin, back = off + lead, lead - off
     for u in range(u0, u1):
         c, s, n0, n1 = _unit(u, stacks, stack, n_img)
         length = (n1 - n0) * hq * wc
-        _pack_stack(x, n0, n1, c, sw, top, hq, lead, copy_rx, copy_cs, q)
+        _pack_stack(x, n0, n1, c, sw, top, hq, lead, copy_rx[:sw], copy_cs[:sw], q)
         for k in range(c * m, c * m + m):
             for n in range(n0, n1):
                 start = lead + (n - n0) * hq * wc
                 _rows(g[0, start:], sh, wc, dout[n, k], True)
-                if need_dx:
-                    _copies(g, 1, start, hq * wc, wc, g_rx, g_cs, True)
-            gk = g[0, lead:lead + length]
-            dbp[s, k] = _tap_dots(gk, length, q, sel, begin, dwp[s, k])
+                _copies(g, 1, start, hq * wc, wc, g_rx, g_cs, True)
+            dbp[s, k] = _tap_dots(g, gsel, lead, length, q, x_rx, begin, dwp[s, k])
             if need_dx:
                 for r in range(sw):
                     _gather(dq[r], length, g, gsel, back, w[k], order[starts[r]:starts[r + 1]],
