@@ -1,6 +1,6 @@
 """Per-layer profile of one training step: each layer's forward and backward in fastconv beside
 the same layer of the PyTorch twin (:func:`benchmarks.networks.torch_twin`), same shapes and
-weights, plus the loss, the optimizer's update and the whole step.
+weights, plus the optimizer's update and the whole step.
 
 Every leaf layer is timed on its own, on the input it gets in the network at batch
 :data:`benchmarks.networks.TRAIN_BATCH` (recorded from one forward of the whole model);
@@ -106,8 +106,7 @@ def _torch_pair(layer, name, x):
 def _torch_module(twin, name):
     mod = twin
     for part in name.split("."):
-        mod = getattr(mod, "body" if part == "body" else "shortcut") if part in ("body", "shortcut") \
-            else mod[int(part)]
+        mod = getattr(mod, part) if part in ("body", "shortcut") else mod[int(part)]
     return mod
 
 
