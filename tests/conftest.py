@@ -59,8 +59,8 @@ settings.load_profile("ci")  # hypothesis's --hypothesis-profile option loads it
 
 
 # The cuda tier's fixtures: usable from any test file (a test parameterised over tiers asks for
-# ``G`` only in its cuda case).
-from helpers import host  # noqa: E402  (after NUMBA_ENABLE_CUDASIM is set)
+# ``G`` only in its cuda case). helpers is imported in the fixture, not here: importing it now
+# would build its Hypothesis settings before ``--hypothesis-profile`` is loaded.
 
 _GAPS = {}
 
@@ -90,6 +90,7 @@ def close():
     simulator, while a real GPU may fuse a multiply and an add into one FMA (one rounding fewer),
     so there it is checked to the dtype's rounding like the rest."""
     def check(name, got, want, exact=False, rtol=None, atol=None):
+        from helpers import host
         got, want = host(got), np.asarray(want)
         assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
         assert got.dtype == want.dtype, f"{name}: dtype {got.dtype} != {want.dtype}"
