@@ -5,7 +5,7 @@ A depthwise layer has only FH*FW multiply-adds per output, too few for a GEMM. E
 is copied once into zero-padded phase planes (one per stride phase, :class:`_Phases`), so every
 kernel tap reads one contiguous run for any stride, padding and dilation, and each pass is a
 long unit-stride loop that LLVM vectorises (rows of 7 to 28 outputs leave most lanes idle).
-Passes take three taps at a time, so the output run is loaded and stored once per three taps.
+Passes take up to six taps at a time, so the output run is loaded and stored once per pass.
 The input gradient is the same gather run backwards (a correlation of dout, laid out in the
 phase planes' width, with the taps of each phase), so it vectorises alike.
 

@@ -67,15 +67,25 @@ class Flat:
 @njit(inline="always")
 def _gather(dst, n, src, rows, starts, wk, taps, accumulate, init):
     """``dst[:n] = init`` unless ``accumulate``, then ``dst[:n] += wk[t] * src[rows[t],
-    starts[t] + i]`` for the taps listed in ``taps``, three taps a pass (the sum's order is fixed
-    by the list)."""
+    starts[t] + i]`` for the taps listed in ``taps``, six (else three, two, one) taps a pass, so
+    dst is loaded and stored once per pass (the sum's order is fixed by the list)."""
     if not accumulate:
         dst[:n] = init
     j, count = 0, taps.shape[0]
     while j < count:
         t0 = taps[j]
         a, wa = src[rows[t0], starts[t0]:], wk[t0]
-        if count - j >= 3:
+        if count - j >= 6:
+            t1, t2, t3, t4, t5 = taps[j + 1], taps[j + 2], taps[j + 3], taps[j + 4], taps[j + 5]
+            b, wb = src[rows[t1], starts[t1]:], wk[t1]
+            c, wc = src[rows[t2], starts[t2]:], wk[t2]
+            d, wd = src[rows[t3], starts[t3]:], wk[t3]
+            e, we = src[rows[t4], starts[t4]:], wk[t4]
+            f, wf = src[rows[t5], starts[t5]:], wk[t5]
+            for i in range(n):
+                dst[i] += (wa * a[i] + wb * b[i] + wc * c[i]) + (wd * d[i] + we * e[i] + wf * f[i])
+            j += 6
+        elif count - j >= 3:
             t1, t2 = taps[j + 1], taps[j + 2]
             b, wb = src[rows[t1], starts[t1]:], wk[t1]
             c, wc = src[rows[t2], starts[t2]:], wk[t2]
