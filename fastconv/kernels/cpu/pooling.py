@@ -20,8 +20,27 @@ from ._common import _planes
 
 
 def _planes_of(a):
-    """A 4-D array (N, C, H, W) as (N, C, H * W) (also for N = 0)."""
-    return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])
+    """A 4-D array (N, C, H, W) as (N * C, H * W) (also for N = 0): the kernels loop over planes."""
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2] * a.shape[3])
+
+
+def _stack(a):
+    """A 4-D array (N, C, H, W) as (N * C, H, W), a view where a is contiguous."""
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
+
+
+def _each_plane(kernel, ins, outs, *args):
+    """``kernel(*ins, *args, *outs)`` over the (N * C) planes of the 4-D ``ins`` and ``outs``
+    (outs contiguous), split across the threads when the largest of them is large."""
+    ins, outs = [_stack(a) for a in ins], [_stack(a) for a in outs]
+    return _planes(lambda a, b: kernel(*[v[a:b] for v in ins], *args, *[v[a:b] for v in outs]),
+                   max(ins + outs, key=lambda v: v.size))
+
+
+@njit(inline="always")
+def _window(rows, cols, oh, ow):
+    """Window (oh, ow) of the tables: its first row, how many rows, first column, how many."""
+    return rows[oh, 0], rows[oh, 1], cols[ow, 0], cols[ow, 1]
 
 
 @njit(nogil=True, cache=True)
@@ -33,24 +52,19 @@ def _max_pool_kernel(x, rows, cols, dh, dw, out, switches):
     ``v > best`` and notes whether a NaN went by; the rare window that held one is scanned again
     by the NaN rule (a NaN test inside the hot loop cost 3x).
     """
-    n_img, c_in, h, wd = x.shape
-    _, _, ho, wo = out.shape
-    for t in range(n_img * c_in):
-        n = t // c_in
-        c = t - n * c_in
+    planes, h, wd = x.shape
+    _, ho, wo = out.shape
+    for p in range(planes):
         for oh in range(ho):
-            y0 = rows[oh, 0]
-            nh = rows[oh, 1]
             for ow in range(wo):
-                x0 = cols[ow, 0]
-                nw = cols[ow, 1]
-                best = x[n, c, y0, x0]
+                y0, nh, x0, nw = _window(rows, cols, oh, ow)
+                best = x[p, y0, x0]
                 arg = y0 * wd + x0
                 nan = False
                 for i in range(nh):
                     y = y0 + i * dh
                     for j in range(nw):
-                        v = x[n, c, y, x0 + j * dw]
+                        v = x[p, y, x0 + j * dw]
                         nan |= v != v
                         if v > best:
                             best = v
@@ -59,12 +73,12 @@ def _max_pool_kernel(x, rows, cols, dh, dw, out, switches):
                     for i in range(nh):
                         y = y0 + i * dh
                         for j in range(nw):
-                            v = x[n, c, y, x0 + j * dw]
+                            v = x[p, y, x0 + j * dw]
                             if v != v and best == best:
                                 best = v
                                 arg = y * wd + x0 + j * dw
-                out[n, c, oh, ow] = best
-                switches[n, c, oh, ow] = arg
+                out[p, oh, ow] = best
+                switches[p, oh, ow] = arg
 
 
 @njit(inline="always")
@@ -85,12 +99,10 @@ def _first_max3(row, x0, base, best, arg, nan):
 def _max_pool_3x3_kernel(x, sh, sw, out, switches):
     """3x3 windows inside the input, any stride, unrolled (faster than the general loop:
     ``python -m benchmarks.overheads``); same rules."""
-    n_img, c_in, h, wd = x.shape
-    _, _, ho, wo = out.shape
-    for t in range(n_img * c_in):
-        n = t // c_in
-        c = t - n * c_in
-        plane = x[n, c]
+    planes, h, wd = x.shape
+    _, ho, wo = out.shape
+    for p in range(planes):
+        plane = x[p]
         for oh in range(ho):
             y0 = oh * sh
             r0, r1, r2 = plane[y0], plane[y0 + 1], plane[y0 + 2]
@@ -111,20 +123,18 @@ def _max_pool_3x3_kernel(x, sh, sw, out, switches):
                                 break
                         if best != best:
                             break
-                out[n, c, oh, ow] = best
-                switches[n, c, oh, ow] = arg
+                out[p, oh, ow] = best
+                switches[p, oh, ow] = arg
 
 
 @njit(nogil=True, cache=True)
 def _max_pool_2x2_kernel(x, out, switches):
     """The common 2x2, stride-2 window unrolled (faster than the general loop:
     ``python -m benchmarks.overheads``); same rules."""
-    n_img, c_in, h, wd = x.shape
-    _, _, ho, wo = out.shape
-    for t in range(n_img * c_in):
-        n = t // c_in
-        c = t - n * c_in
-        plane = x[n, c]
+    planes, h, wd = x.shape
+    _, ho, wo = out.shape
+    for p in range(planes):
+        plane = x[p]
         for oh in range(ho):
             top = plane[2 * oh]
             bottom = plane[2 * oh + 1]
@@ -148,8 +158,8 @@ def _max_pool_2x2_kernel(x, out, switches):
                         best, arg = d, base + wd + x0
                     else:
                         best, arg = e, base + wd + x0 + 1
-                out[n, c, oh, ow] = best
-                switches[n, c, oh, ow] = arg
+                out[p, oh, ow] = best
+                switches[p, oh, ow] = arg
 
 
 @njit(nogil=True, cache=True)
@@ -197,44 +207,40 @@ def _global_pool_kernel(x, want_max, count, out, switches):
 
 @njit(nogil=True, cache=True)
 def _route_kernel(values, indices, accumulate, out):
-    """out (N, C, M) gets values (N, C, L) scattered to the flat positions ``indices`` (N, C, L)
-    in row-major order, summed or the last kept; returns the count of out-of-range indices."""
-    n_img, c_in, m = out.shape
-    length = values.shape[2]
+    """out (P, M) gets values (P, L) scattered to the flat positions ``indices`` (P, L) in
+    row-major order, summed or the last kept; returns the count of out-of-range indices."""
+    planes, m = out.shape
+    length = values.shape[1]
     bad = 0
-    for t in range(n_img * c_in):
-        n = t // c_in
-        c = t - n * c_in
+    for p in range(planes):
         for j in range(m):
-            out[n, c, j] = 0
+            out[p, j] = 0
         for i in range(length):
-            j = indices[n, c, i]
+            j = indices[p, i]
             if j < 0 or j >= m:
                 bad += 1
             elif accumulate:
-                out[n, c, j] += values[n, c, i]
+                out[p, j] += values[p, i]
             else:
-                out[n, c, j] = values[n, c, i]
+                out[p, j] = values[p, i]
     return bad
 
 
 @njit(nogil=True, cache=True)
 def _gather_kernel(src, indices, out):
-    """out (N, C, L) = src (N, C, M) at the flat positions ``indices`` (N, C, L) (0 where an
-    index is out of range); returns the count of out-of-range indices."""
-    n_img, c_in, length = out.shape
-    m = src.shape[2]
+    """out (P, L) = src (P, M) at the flat positions ``indices`` (P, L) (0 where an index is
+    out of range); returns the count of out-of-range indices."""
+    planes, length = out.shape
+    m = src.shape[1]
     bad = 0
-    for t in range(n_img * c_in):
-        n = t // c_in
-        c = t - n * c_in
+    for p in range(planes):
         for i in range(length):
-            j = indices[n, c, i]
+            j = indices[p, i]
             if j < 0 or j >= m:
                 bad += 1
-                out[n, c, i] = 0
+                out[p, i] = 0
             else:
-                out[n, c, i] = src[n, c, j]
+                out[p, i] = src[p, j]
     return bad
 
 
@@ -242,47 +248,37 @@ def _gather_kernel(src, indices, out):
 def _avg_pool_kernel(x, rows, cols, div, out):
     """Each window's sum (row-major, from its first tap) over ``div[oh, ow]``; windows as in
     :func:`_max_pool_kernel` with dilation 1."""
-    n_img, c_in, _, _ = x.shape
-    _, _, ho, wo = out.shape
-    for t in range(n_img * c_in):
-        n = t // c_in
-        c = t - n * c_in
+    planes = x.shape[0]
+    _, ho, wo = out.shape
+    for p in range(planes):
         for oh in range(ho):
-            y0 = rows[oh, 0]
-            nh = rows[oh, 1]
             for ow in range(wo):
-                x0 = cols[ow, 0]
-                nw = cols[ow, 1]
-                acc = x[n, c, y0, x0]
+                y0, nh, x0, nw = _window(rows, cols, oh, ow)
+                acc = x[p, y0, x0]
                 for i in range(nh):
                     for j in range(nw):
                         if i > 0 or j > 0:
-                            acc += x[n, c, y0 + i, x0 + j]
-                out[n, c, oh, ow] = acc / div[oh, ow]
+                            acc += x[p, y0 + i, x0 + j]
+                out[p, oh, ow] = acc / div[oh, ow]
 
 
 @njit(nogil=True, cache=True)
 def _avg_pool_backward_kernel(dout, rows, cols, div, dx):
-    """dx (N, C, H, W) gets ``dout[oh, ow] / div[oh, ow]`` added over each window, windows in
+    """dx (P, H, W) gets ``dout[oh, ow] / div[oh, ow]`` added over each window, windows in
     row-major order."""
-    n_img, c_in, h, wd = dx.shape
-    _, _, ho, wo = dout.shape
-    for t in range(n_img * c_in):
-        n = t // c_in
-        c = t - n * c_in
+    planes, h, wd = dx.shape
+    _, ho, wo = dout.shape
+    for p in range(planes):
         for y in range(h):
             for xx in range(wd):
-                dx[n, c, y, xx] = 0
+                dx[p, y, xx] = 0
         for oh in range(ho):
-            y0 = rows[oh, 0]
-            nh = rows[oh, 1]
             for ow in range(wo):
-                x0 = cols[ow, 0]
-                nw = cols[ow, 1]
-                g = dout[n, c, oh, ow] / div[oh, ow]
+                y0, nh, x0, nw = _window(rows, cols, oh, ow)
+                g = dout[p, oh, ow] / div[oh, ow]
                 for i in range(nh):
                     for j in range(nw):
-                        dx[n, c, y0 + i, x0 + j] += g
+                        dx[p, y0 + i, x0 + j] += g
 
 
 def _max_over(x, rows, cols, dilation):
@@ -290,8 +286,7 @@ def _max_over(x, rows, cols, dilation):
     n_img, c = x.shape[:2]
     out = empty((n_img, c, len(rows), len(cols)), dtype=x.dtype)
     switches = empty(out.shape, dtype=np.int64)
-    dh, dw = dilation
-    _planes(lambda a, b: _max_pool_kernel(x[a:b], rows, cols, dh, dw, out[a:b], switches[a:b]), x)
+    _each_plane(_max_pool_kernel, [x], [out, switches], rows, cols, *dilation)
     return out, switches
 
 
@@ -319,9 +314,9 @@ def max_pool2d(x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=Fal
         out = empty((n_img, c, ho, wo), dtype=x.dtype)
         switches = empty((n_img, c, ho, wo), dtype=np.int64)
         if kh == 2:
-            _planes(lambda a, b: _max_pool_2x2_kernel(x[a:b], out[a:b], switches[a:b]), x)
+            _each_plane(_max_pool_2x2_kernel, [x], [out, switches])
         else:
-            _planes(lambda a, b: _max_pool_3x3_kernel(x[a:b], sh, sw, out[a:b], switches[a:b]), x)
+            _each_plane(_max_pool_3x3_kernel, [x], [out, switches], sh, sw)
         return out, switches
     return _max_over(x, *_tables((h, wd), kernel, stride, padding, dilation, ceil_mode), dilation)
 
@@ -337,9 +332,9 @@ def adaptive_max_pool2d(x, output_hw):
 
 def _route(values, indices, plane_shape, accumulate):
     n_img, c = values.shape[:2]
-    out = empty((n_img, c, plane_shape[0] * plane_shape[1]), dtype=values.dtype)
-    v3, i3 = _planes_of(values), _planes_of(indices)
-    bad = _planes(lambda a, b: _route_kernel(v3[a:b], i3[a:b], accumulate, out[a:b]), out)
+    out = empty((n_img * c, plane_shape[0] * plane_shape[1]), dtype=values.dtype)
+    v2, i2 = _planes_of(values), _planes_of(indices)
+    bad = _planes(lambda a, b: _route_kernel(v2[a:b], i2[a:b], accumulate, out[a:b]), out)
     return out.reshape((n_img, c) + tuple(plane_shape)), sum(bad) == 0
 
 
@@ -357,22 +352,21 @@ def max_unpool2d(x, indices, output_hw):
 
 def max_unpool2d_backward(dout, indices):
     """dout (N, C, Hout, Wout) -> (dx of indices' shape, ok): dout read at ``indices``."""
-    n_img, c = dout.shape[:2]
     dx = empty(tuple(indices.shape), dtype=dout.dtype)
-    d3, i3, x3 = _planes_of(dout), _planes_of(indices), _planes_of(dx)
-    bad = _planes(lambda a, b: _gather_kernel(d3[a:b], i3[a:b], x3[a:b]), dx)
+    d2, i2, x2 = _planes_of(dout), _planes_of(indices), _planes_of(dx)
+    bad = _planes(lambda a, b: _gather_kernel(d2[a:b], i2[a:b], x2[a:b]), x2)
     return dx, sum(bad) == 0
 
 
 def _avg(x, rows, cols, div):
     out = empty(x.shape[:2] + (len(rows), len(cols)), dtype=x.dtype)
-    _planes(lambda a, b: _avg_pool_kernel(x[a:b], rows, cols, div, out[a:b]), x)
+    _each_plane(_avg_pool_kernel, [x], [out], rows, cols, div)
     return out
 
 
 def _avg_backward(dout, input_shape, rows, cols, div):
     dx = empty(tuple(input_shape), dtype=dout.dtype)
-    _planes(lambda a, b: _avg_pool_backward_kernel(dout[a:b], rows, cols, div, dx[a:b]), dx)
+    _each_plane(_avg_pool_backward_kernel, [dout], [dx], rows, cols, div)
     return dx
 
 
