@@ -374,6 +374,13 @@ def adaptive_tables(in_hw, out_hw):
     return tuple(adaptive_windows(n, o) for n, o in zip(in_hw, out_hw))
 
 
+def adaptive_avg_geometry(in_hw, out_hw, dtype):
+    """``(rows, cols, divisors)`` of adaptive average pooling: what the tiers' average-pool
+    kernels take (the adaptive counterpart of :func:`avg_pool_geometry`)."""
+    in_hw, out_hw = tuple(in_hw), tuple(out_hw)
+    return adaptive_tables(in_hw, out_hw) + (adaptive_divisors(in_hw, out_hw, np.dtype(dtype)),)
+
+
 def avg_pool_geometry(in_hw, kernel, stride, padding, ceil_mode, count_include_pad,
                       divisor_override, dtype):
     """``(rows, cols, div)`` of an average pooling: its window tables and divisors."""

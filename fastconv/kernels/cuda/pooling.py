@@ -11,7 +11,7 @@ pools run one block per plane (a tree reduction) instead of one thread per plane
 import numpy as np
 from numba import cuda, float32, int64
 
-from ..._shapes import adaptive_divisors, adaptive_output_hw
+from ..._shapes import adaptive_avg_geometry, adaptive_output_hw
 from ..._shapes import adaptive_tables as _adaptive_tables
 from ..._shapes import avg_pool_geometry as _avg_geometry
 from ..._shapes import pool_tables as _pool_tables
@@ -364,20 +364,18 @@ def adaptive_avg_pool2d(x, output_hw):
     """x (N, C, H, W) -> (N, C, Hout, Wout), the mean of each adaptive bin; (1, 1) is a block
     reduction per plane."""
     x = _dev(x)
-    in_hw = tuple(x.shape[2:])
-    out_hw = adaptive_output_hw(in_hw, output_hw)
+    out_hw = adaptive_output_hw(x.shape[2:], output_hw)
     if out_hw == (1, 1):
         return _global(x, False)[0]
-    return _avg(x, *_adaptive_tables(in_hw, out_hw), adaptive_divisors(in_hw, out_hw, x.dtype))
+    return _avg(x, *adaptive_avg_geometry(x.shape[2:], out_hw, x.dtype))
 
 
 def adaptive_avg_pool2d_backward(dout, input_shape):
     """dout (N, C, Hout, Wout) -> dx (input_shape): each bin's gradient over its size, spread
     over the bin."""
     dout = _dev(dout)
-    in_hw, out_hw = tuple(input_shape[2:]), tuple(dout.shape[2:])
-    return _avg_backward(dout, input_shape, *_adaptive_tables(in_hw, out_hw),
-                         adaptive_divisors(in_hw, out_hw, np.dtype(dout.dtype)))
+    return _avg_backward(dout, input_shape,
+                         *adaptive_avg_geometry(input_shape[2:], dout.shape[2:], dout.dtype))
 
 
 _I2, _I3, _I4 = "int64[:, ::1]", "int64[:, :, ::1]", "int64[:, :, :, ::1]"
