@@ -13,6 +13,8 @@ The planes are split across the threads of :mod:`fastconv.kernels._workers`; bac
 each plane its own partial dW and db, summed over the images in a fixed order afterwards, so
 results do not depend on the thread count.
 """
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -43,7 +45,7 @@ class _Phases:
     phase ``p`` gathers the taps ``order[starts[p]:starts[p + 1]]`` from ``back[t] = pre - off[t]``.
     """
 
-    def __init__(self, x_shape, w_shape, stride, pads, dilation):
+    def __init__(self, x_shape, w_shape, stride, pads, dilation, stack_values):
         n, _, h, wd = x_shape
         fh, fw = w_shape[2:]
         (sh, sw), (dh, dw) = stride, dilation
@@ -56,7 +58,7 @@ class _Phases:
         order = np.argsort(ph, kind="stable")
         starts = np.searchsorted(ph[order], np.arange(sh * sw + 1))
         pre = int(off.max())
-        stack = max(1, min(n, STACK_VALUES // max(sh * sw * hq * wq, 1)))
+        stack = max(1, min(n, stack_values // max(sh * sw * hq * wq, 1)))
         self.stacks = -(-n // stack) if n else 0
         self.args = (sh, sw, pads[0], pads[2], hq, wq, stack, pre, ph, off)
         self.back = (pre - off, order, starts)
@@ -181,10 +183,17 @@ def _parts(work):
 
 def _geometry(x_shape, w_shape, stride, pads, dilation):
     """The layout of the path that applies: :class:`.depthwise_flat.Flat` (output rows of W / sw),
-    else :class:`_Phases`."""
+    else :class:`_Phases`; kept per geometry (building one costs about 0.1 ms of NumPy, a
+    training step asks twice per layer)."""
+    return _layout(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(pads), tuple(dilation),
+                   STACK_VALUES)
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(x_shape, w_shape, stride, pads, dilation, stack_values):
     if Flat.applies(x_shape, w_shape, stride, pads, dilation):
-        return Flat(x_shape, w_shape, stride, pads, dilation, STACK_VALUES)
-    return _Phases(x_shape, w_shape, stride, pads, dilation)
+        return Flat(x_shape, w_shape, stride, pads, dilation, stack_values)
+    return _Phases(x_shape, w_shape, stride, pads, dilation, stack_values)
 
 
 def depthwise_conv2d(x, w, b, stride, pads, dilation):
