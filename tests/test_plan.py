@@ -188,3 +188,24 @@ def test_plan_matches_pytorch_eval(arch):
         with torch.no_grad():
             ref = twin(torch.from_numpy(x)).numpy()
         assert rel_error(fc.compile(model, x.shape)(x), ref) < 1e-4
+
+
+def test_a_plan_on_the_naive_tier_runs_its_kernels_and_the_fused_steps_in_numpy():
+    """With the naive tier as the default backend, a plan calls that tier's kernels and applies
+    the fused ReLU and residual add after them: the same bits as the model on that tier."""
+    fc.manual_seed(16)
+    model = fc.Sequential(fc.Conv2d(2, 4, 3, padding=1), fc.ReLU(),
+                          fc.Residual(fc.Sequential(fc.Conv2d(4, 4, 3, padding=1), fc.ReLU(),
+                                                    fc.Conv2d(4, 4, 3, padding=1))), fc.ReLU(),
+                          fc.Flatten(), fc.Linear(4 * 5 * 5, 3))
+    x = np.random.default_rng(17).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    before = fc.get_backend()
+    fc.set_backend("naive")
+    try:
+        plan = fc.compile(model, x.shape)
+        got, want = plan(x), model.eval()(x)
+    finally:
+        fc.set_backend(before)
+    assert not any("blocked" in s for s in plan.steps)
+    assert "} conv2d 4->4 3x3 +add +relu" in plan.steps
+    np.testing.assert_array_equal(got, want)
