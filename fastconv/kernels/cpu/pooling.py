@@ -129,8 +129,8 @@ def _max_pool_3x3_kernel(x, sh, sw, out, switches):
 
 @njit(nogil=True, cache=True)
 def _max_pool_2x2_kernel(x, out, switches):
-    """The common 2x2, stride-2 window unrolled (faster than the general loop:
-    ``python -m benchmarks.overheads``); same rules."""
+    """The common 2x2, stride-2 window, unrolled as :func:`_max_pool_3x3_kernel` is and for the
+    same reason; the same rules."""
     planes, h, wd = x.shape
     _, ho, wo = out.shape
     for p in range(planes):
@@ -248,12 +248,12 @@ def _gather_kernel(src, indices, out):
 def _avg_pool_kernel(x, rows, cols, div, out):
     """Each window's sum (row-major, from its first tap) over ``div[oh, ow]``; windows as in
     :func:`_max_pool_kernel` with dilation 1."""
-    planes = x.shape[0]
-    _, ho, wo = out.shape
+    planes, ho, wo = out.shape
     for p in range(planes):
         for oh in range(ho):
+            y0, nh = rows[oh, 0], rows[oh, 1]
             for ow in range(wo):
-                y0, nh, x0, nw = _window(rows, cols, oh, ow)
+                x0, nw = cols[ow, 0], cols[ow, 1]
                 acc = x[p, y0, x0]
                 for i in range(nh):
                     for j in range(nw):

@@ -199,12 +199,11 @@ def _gather_kernel(src, indices, out, bad):
 def _avg_pool_kernel(x, rows, cols, div, out):
     """x (N, C, H, W) -> out (N, C, Ho, Wo): each window's sum (row-major, from its first tap)
     over ``div[oh, ow]``; windows as in :func:`_max_pool_kernel` with dilation 1."""
-    n_img, c_in, h, wd = x.shape
+    c_in = x.shape[1]
     _, _, ho, wo = out.shape
     for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         n, c, oh, ow = _unravel(t, c_in, ho, wo)
-        y0 = rows[oh, 0]
-        x0 = cols[ow, 0]
+        y0, x0 = rows[oh, 0], cols[ow, 0]
         acc = x[n, c, y0, x0]
         for i in range(rows[oh, 1]):
             for j in range(cols[ow, 1]):
@@ -361,8 +360,8 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride, padding=(0, 0), ceil_
 
 
 def adaptive_avg_pool2d(x, output_hw):
-    """x (N, C, H, W) -> (N, C, Hout, Wout), the mean of each adaptive bin; (1, 1) is a block
-    reduction per plane."""
+    """The cpu tier's adaptive average pooling on device arrays; (1, 1) is a block reduction per
+    plane."""
     x = _dev(x)
     out_hw = adaptive_output_hw(x.shape[2:], output_hw)
     if out_hw == (1, 1):
@@ -371,8 +370,7 @@ def adaptive_avg_pool2d(x, output_hw):
 
 
 def adaptive_avg_pool2d_backward(dout, input_shape):
-    """dout (N, C, Hout, Wout) -> dx (input_shape): each bin's gradient over its size, spread
-    over the bin."""
+    """The gradient of :func:`adaptive_avg_pool2d` on device arrays."""
     dout = _dev(dout)
     return _avg_backward(dout, input_shape,
                          *adaptive_avg_geometry(input_shape[2:], dout.shape[2:], dout.dtype))
