@@ -74,10 +74,10 @@ def _grads(rng, params, tparams, step, tgrad=lambda g, tp: g):
         tp.grad = tgrad(torch.tensor(g.copy()), tp)
 
 
-def _compare(params, tparams, dtype, step):
+def _compare(params, tparams, dtype, step, tol=None):
     for i, (p, tp) in enumerate(zip(params, tparams)):
         assert p.data.dtype == dtype
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOL[dtype],
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), **(tol or TOL[dtype]),
                                    err_msg=f"param {i} after step {step}")
 
 
@@ -374,8 +374,13 @@ def _settings(draw):
         kw.update(betas=(draw(unit), draw(unit)), eps=draw(st.sampled_from([1e-8, 1e-3])),
                   amsgrad=draw(st.booleans()))
     elif name == "RMSprop":
-        kw.update(alpha=draw(unit), momentum=draw(st.sampled_from([0.0, draw(unit)])),
-                  centered=draw(st.booleans()), eps=draw(st.sampled_from([1e-8, 1e-2])))
+        # Centered RMSprop divides by sqrt(E[g^2] - E[g]^2): with alpha near 0 both terms are
+        # g^2 and the difference is rounding noise (torch gets NaN, fastconv 0, or either a
+        # random 1e7 step), so the centered draws keep alpha where the variance is well defined.
+        centered = draw(st.booleans())
+        kw.update(alpha=draw(st.floats(0.1, 0.99) if centered else unit), centered=centered,
+                  momentum=draw(st.sampled_from([0.0, draw(unit)])),
+                  eps=draw(st.sampled_from([1e-8, 1e-2])))
     else:
         kw.update(lr_decay=draw(st.sampled_from([0.0, 0.1])),
                   eps=draw(st.sampled_from([1e-10, 1e-2])),
@@ -383,6 +388,12 @@ def _settings(draw):
     shapes = draw(st.lists(st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
                            min_size=2, max_size=3))
     return name, kw, shapes, draw(st.integers(0, 2**16))
+
+
+#: Random settings reach ill-conditioned steps (a centered RMSprop variance that is small next to
+#: E[g^2] amplifies the last-bit differences of the two orders of operations ~1e3 times), so
+#: this test allows 1e-10: still far below any wrong formula's error.
+RANDOM_TOL = dict(rtol=1e-10, atol=1e-12)
 
 
 @HYPOTHESIS
@@ -394,4 +405,4 @@ def test_random_settings_match_torch(setting):
         _grads(rng, params, tparams, step)
         opt.step()
         topt.step()
-        _compare(params, tparams, np.float64, step)
+        _compare(params, tparams, np.float64, step, RANDOM_TOL)
