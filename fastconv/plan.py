@@ -14,9 +14,10 @@ model's dtype; exactly, without folding, where the model's convs took the same p
   of a Residual's body, the shortcut's output) applied to each image as it is stored.
 - Conv2d + BatchNorm2d and Linear + BatchNorm1d are folded (:mod:`fastconv.fuse`) when ``fold``
   is true; other BatchNorms in eval mode run the tier's kernel with the running statistics.
-- Other ReLUs after a step whose output the plan owns (made in this call, read by nothing else)
-  are applied in place on that output, and so is a residual add after a body that does not end
-  in a conv (into the body's output).
+- On the cpu tier a depthwise conv's ReLU is applied as it stores each plane; other ReLUs run the
+  tier's ReLU kernel (one pass on all threads). A residual add after a body that does not end in
+  a conv goes into the body's output when the plan owns it (made in this call, read by nothing
+  else).
 - Concat runs its branches and joins their outputs.
 - A ReLU right before a MaxPool2d runs after it, on the pooled array (max and ReLU commute, so
   the result is the same to the bit, with a quarter of the ReLU's work at a 2x2 pool).
@@ -50,7 +51,7 @@ class Plan:
     """A compiled inference pass of a model for one input shape and dtype (see :func:`compile`).
 
     ``plan(x)`` returns the model's output for x as a new array. ``plan.steps`` names the steps
-    (``"conv2d 1->32 3x3 +bn"``, ``"relu in place"``, ...); ``input_shape``, ``output_shape`` and ``dtype``
+    (``"conv2d 1->32 3x3 +bn"``, ``"relu"``, ...); ``input_shape``, ``output_shape`` and ``dtype``
     are what it was compiled for.
     """
 
@@ -100,6 +101,7 @@ class _Builder:
 
     def __init__(self, tier, dtype, fold_norms, counts):
         self.tier, self.dtype, self.fold, self.counts = tier, dtype, fold_norms, counts
+        self.relu = tier.relu  # the model's ReLU: one pass (the cpu tier's on all threads)
         self.names = []
 
     def array(self, a):
@@ -209,7 +211,7 @@ class _Builder:
         def add(x):
             y = run_body(x)
             y = np.add(y, run_short(x), out=y) if body_owned else y + run_short(x)
-            return np.maximum(y, 0, out=y) if relu else y
+            return self.relu(y) if relu else y
         return [add], out_shape
 
     def concat(self, m, shape):
@@ -246,11 +248,21 @@ class _Builder:
         name = (f"conv2d {m.in_channels}->{m.out_channels} {m.kernel_size[0]}x{m.kernel_size[1]}"
                 + (f" stride {stride[0]}" if max(stride) > 1 else "")
                 + (f" groups {m.groups}" if m.groups > 1 else ""))
-        if self.tier.__name__ == "fastconv.kernels.cpu" and m.groups == 1 and pad is None and \
-                shape[1] > 0:
+        cpu = self.tier.__name__ == "fastconv.kernels.cpu" and pad is None and shape[1] > 0
+        if cpu and m.groups == 1:
             from .kernels.cpu.blocked import Forward
             return Forward(shape, weight, bias, stride, pads, dilation), name + " blocked"
         forward, _, extra = conv_kernels(self.tier, shape[1], m.groups)
+        if cpu and forward is self.tier.depthwise_conv2d:  # ReLU in the depthwise store
+            from .kernels.cpu.depthwise import forward as depthwise
+
+            def run(x, residual=None, relu=False):
+                if residual is None:
+                    return depthwise(x, weight, bias, stride, pads, dilation, relu)
+                y = depthwise(x, weight, bias, stride, pads, dilation)
+                y += residual
+                return self.relu(y) if relu else y
+            return run, name
         if pad is not None:
             mode, tier_pad, pads = PAD_MODES[m.padding_mode], self.tier.pad, (0, 0, 0, 0)
 
@@ -265,7 +277,7 @@ class _Builder:
             y = conv(x)
             if residual is not None:
                 y += residual
-            return np.maximum(y, 0, out=y) if relu else y
+            return self.relu(y) if relu else y
         return run, name
 
     def linear(self, m, shape, weight, bias):
@@ -276,7 +288,7 @@ class _Builder:
             y = linear(x, weight, bias)
             if residual is not None:
                 y += residual
-            return np.maximum(y, 0, out=y) if relu else y
+            return self.relu(y) if relu else y
         return run, f"linear {m.in_features}->{m.out_features}"
 
     def step(self, m, shape, out_shape, owned):
@@ -286,8 +298,6 @@ class _Builder:
         if kind in (Conv2d, Linear):
             return self.conv_step([m], 0, shape)[:2] + (True,)
         if kind is ReLU:
-            if owned:
-                return (lambda x: np.maximum(x, 0, out=x)), "relu in place", True
             return tier.relu, "relu", True
         if kind in (Sigmoid, Tanh):
             return (tier.sigmoid if kind is Sigmoid else tier.tanh), kind.__name__.lower(), True

@@ -28,7 +28,7 @@ from .depthwise_flat import Flat, _gather, _tap_dots, _unit, flat_backward_kerne
 
 #: Images of one channel are stacked into one run of about this many values, so that each pass
 #: runs long (planes of 7x7 are 63 values a phase) and its setup is paid once per stack.
-STACK_VALUES = 2**14
+STACK_VALUES = 2**13
 
 
 class _Phases:
@@ -88,23 +88,29 @@ def _pack(x, n0, n1, c, sh, sw, top, left, hq, wq, q):
 
 
 @njit(inline="always")
-def _unpack_rows(src, wq, dst):
-    """dst (Ho, Wo) = the first Wo values of each row of ``wq`` in src. Every row but the last
-    copies all ``wq`` values (a full vector for LLVM, no scalar tail): the spare ones land on the
-    start of the next row, which its own copy then overwrites."""
+def _unpack_rows(src, wq, dst, relu):
+    """dst (Ho, Wo) = the first Wo values of each row of ``wq`` in src (ReLU applied when
+    ``relu``). Every row but the last copies all ``wq`` values (a full vector for LLVM, no scalar
+    tail): the spare ones land on the start of the next row, which its own copy then overwrites."""
     ho, wo = dst.shape
     flat = dst.reshape(ho * wo)
+    zero = dst.dtype.type(0)
     for oh in range(ho):
         count = wq if oh < ho - 1 and wq <= 2 * wo else wo
         d, s = flat[oh * wo:oh * wo + count], src[oh * wq:oh * wq + count]
-        for j in range(count):
-            d[j] = s[j]
+        if relu:
+            for j in range(count):
+                v = s[j]
+                d[j] = zero if v < zero else v
+        else:
+            for j in range(count):
+                d[j] = s[j]
 
 
-@njit(nogil=True, cache=True)
-def _forward_kernel(x, w, b, sh, sw, top, left, hq, wq, stack, pre, ph, off, out, u0, u1):
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _forward_kernel(x, w, b, sh, sw, top, left, hq, wq, stack, pre, ph, off, relu, out, u0, u1):
     """Units ``u0 <= c*S + s < u1`` (S stacks of ``stack`` images): out[n, c*m:(c+1)*m] of the
-    stack's images n from x[n, c] (see :class:`_Phases`).
+    stack's images n from x[n, c] (see :class:`_Phases`), then ReLU when ``relu``.
 
     x (N, C, H, W), w (m*C, T) with T = FH*FW taps, b (m*C,), out (N, m*C, Hout, Wout).
     """
@@ -122,7 +128,7 @@ def _forward_kernel(x, w, b, sh, sw, top, left, hq, wq, stack, pre, ph, off, out
         for k in range(c * m, c * m + m):
             _gather(acc, (n1 - n0) * hq * wq, q, ph, off, w[k], taps, False, b[k])
             for n in range(n0, n1):
-                _unpack_rows(acc[(n - n0) * hq * wq:], wq, out[n, k])
+                _unpack_rows(acc[(n - n0) * hq * wq:], wq, out[n, k], relu)
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
@@ -198,18 +204,25 @@ def _layout(x_shape, w_shape, stride, pads, dilation, stack_values):
 
 def depthwise_conv2d(x, w, b, stride, pads, dilation):
     """x (N, C, H, W), w (m*C, 1, FH, FW), b (m*C,) or None -> (out (N, m*C, Hout, Wout), None)."""
+    return forward(x, w, b, stride, pads, dilation), None
+
+
+def forward(x, w, b, stride, pads, dilation, relu=False):
+    """:func:`depthwise_conv2d`'s output, with ReLU applied as each plane is stored when ``relu``
+    (the fused store of :func:`fastconv.compile`'s plans)."""
     n_img, c = x.shape[:2]
     k, _, fh, fw = w.shape
     geo = _geometry(x.shape, w.shape, stride, pads, dilation)
     out = empty((n_img, k, geo.ho, geo.wo), dtype=x.dtype)
     if out.size == 0:
-        return out, None
+        return out
     x, w2 = np.ascontiguousarray(x), np.ascontiguousarray(w.reshape(k, fh * fw))
     bias = b if b is not None else np.zeros(k, dtype=x.dtype)
     kernel = flat_forward_kernel if isinstance(geo, Flat) else _forward_kernel
-    split(lambda u0, u1: kernel(x, w2, bias, *geo.args, out, u0, u1),
+    relu = bool(relu)
+    split(lambda u0, u1: kernel(x, w2, bias, *geo.args, relu, out, u0, u1),
           c * geo.stacks, _parts(out.size * fh * fw))
-    return out, None
+    return out
 
 
 def depthwise_conv2d_backward(dout, x, w, has_bias, stride, pads, dilation, saved, need_dx):

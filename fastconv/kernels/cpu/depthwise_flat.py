@@ -68,10 +68,14 @@ class Flat:
 def _gather(dst, n, src, rows, starts, wk, taps, accumulate, init):
     """``dst[:n] = init`` unless ``accumulate``, then ``dst[:n] += wk[t] * src[rows[t],
     starts[t] + i]`` for the taps listed in ``taps``, six (else three, two, one) taps a pass, so
-    dst is loaded and stored once per pass (the sum's order is fixed by the list)."""
+    dst is loaded and stored once per pass (the sum's order is fixed by the list). Nine taps
+    into a new dst (a 3x3 kernel) are one pass that also adds ``init``: dst is stored once."""
+    j, count = 0, taps.shape[0]
+    if count == 9 and not accumulate:
+        _nine(dst, n, src, rows, starts, wk, taps, init)
+        return
     if not accumulate:
         dst[:n] = init
-    j, count = 0, taps.shape[0]
     while j < count:
         t0 = taps[j]
         a, wa = src[rows[t0], starts[t0]:], wk[t0]
@@ -102,6 +106,24 @@ def _gather(dst, n, src, rows, starts, wk, taps, accumulate, init):
             for i in range(n):
                 dst[i] += wa * a[i]
             j += 1
+
+
+@njit(inline="always")
+def _nine(dst, n, src, rows, starts, wk, taps, init):
+    """``dst[:n] = init + sum of wk[t] * src[rows[t], starts[t] + i]`` over nine taps, in three
+    sums of three (the ILP of three independent chains)."""
+    t = taps
+    a, b, c = src[rows[t[0]], starts[t[0]]:], src[rows[t[1]], starts[t[1]]:], \
+        src[rows[t[2]], starts[t[2]]:]
+    d, e, f = src[rows[t[3]], starts[t[3]]:], src[rows[t[4]], starts[t[4]]:], \
+        src[rows[t[5]], starts[t[5]]:]
+    g, h, k = src[rows[t[6]], starts[t[6]]:], src[rows[t[7]], starts[t[7]]:], \
+        src[rows[t[8]], starts[t[8]]:]
+    wa, wb, wc, wd, we, wf = wk[t[0]], wk[t[1]], wk[t[2]], wk[t[3]], wk[t[4]], wk[t[5]]
+    wg, wh, wi = wk[t[6]], wk[t[7]], wk[t[8]]
+    for i in range(n):
+        dst[i] = init + ((wa * a[i] + wb * b[i] + wc * c[i]) + (wd * d[i] + we * e[i] + wf * f[i])
+                         + (wg * g[i] + wh * h[i] + wi * k[i]))
 
 
 @njit(inline="always")
@@ -186,9 +208,10 @@ def _pack_stack(x, n0, n1, c, sw, top, hq, lead, copy_rx, copy_cs, q):
 
 
 @njit(inline="always")
-def _rows(src, sh, wc, dst, to_run):
+def _rows(src, sh, wc, dst, to_run, relu=False):
     """Output rows ``oh`` of dst (Ho, wc) and run rows ``oh * sh`` of src, one way or the other
-    (``to_run``): one contiguous copy when sh == 1."""
+    (``to_run``): one contiguous copy when sh == 1; into dst with ReLU applied when ``relu``
+    (NaN kept, as :func:`fastconv.kernels.cpu.relu`)."""
     ho = dst.shape[0]
     flat = dst.reshape(ho * wc)
     step = ho if sh == 1 else 1
@@ -198,16 +221,22 @@ def _rows(src, sh, wc, dst, to_run):
         if to_run:
             for i in range(count):
                 a[i] = b[i]
+        elif relu:
+            zero = a.dtype.type(0)
+            for i in range(count):
+                v = a[i]
+                b[i] = zero if v < zero else v
         else:
             for i in range(count):
                 b[i] = a[i]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract"})
 def flat_forward_kernel(x, w, b, sh, sw, top, hq, stack, lead, copy_rx, copy_cs, sel, off, g_cs,
-                        gsel, order, starts, out, u0, u1):
+                        gsel, order, starts, relu, out, u0, u1):
     """Units ``u0 <= c*S + s < u1`` (S stacks of ``stack`` images): out[n, c*m:(c+1)*m] of the
-    stack's images n from x[n, c]. x (N, C, H, W), w (m*C, T), b (m*C,), out (N, m*C, Hout, W/sw)."""
+    stack's images n from x[n, c], then ReLU when ``relu``. x (N, C, H, W), w (m*C, T), b (m*C,),
+    out (N, m*C, Hout, W/sw)."""
     n_img, c_in, _, wd = x.shape
     k_out, n_taps = w.shape
     m = k_out // c_in
@@ -224,7 +253,7 @@ def flat_forward_kernel(x, w, b, sh, sw, top, hq, stack, lead, copy_rx, copy_cs,
         for k in range(c * m, c * m + m):
             _gather(acc, (n1 - n0) * hq * wc, q, sel, begin, w[k], taps, False, b[k])
             for n in range(n0, n1):
-                _rows(acc[(n - n0) * hq * wc:], sh, wc, out[n, k], False)
+                _rows(acc[(n - n0) * hq * wc:], sh, wc, out[n, k], False, relu)
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})

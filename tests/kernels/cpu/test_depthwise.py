@@ -119,6 +119,20 @@ def test_depthwise_cases_take_both_paths(dtype, case, flat):
         check(case, dtype, need_dx=False)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [MOBILENET[0], MOBILENET[1], ODD[0], ODD[1]])
+def test_fused_relu_store_is_relu_of_the_output(dtype, case):
+    """``forward(..., relu=True)`` (the plans' fused store) is the cpu ReLU of the plain output
+    to the bit, NaN kept, on both layouts, and leaves the plain output unchanged."""
+    x, w, b, geometry, _ = arrays(case, dtype)
+    x[0, 0, 0, 0], x[-1, -1, -1, -1] = np.nan, -np.inf
+    plain = depthwise.forward(x, w, b, *geometry)
+    np.testing.assert_array_equal(plain, depthwise.depthwise_conv2d(x, w, b, *geometry)[0])
+    fused = depthwise.forward(x, w, b, *geometry, relu=True)
+    np.testing.assert_array_equal(fused, fastconv.kernels.cpu.relu(plain))
+    assert np.isnan(fused).any() and (fused >= 0)[~np.isnan(fused)].all() and (plain < 0).any()
+
+
 def test_flat_layout_is_chosen_where_output_rows_are_w_over_sw():
     assert depthwise.Flat.applies((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
     assert depthwise.Flat.applies((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (0, 0, 2, 0), (1, 1))
