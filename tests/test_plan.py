@@ -1,5 +1,5 @@
 """fastconv.compile: a plan computes what the model computes in eval mode (bit for bit without
-folding, against the model with its convs on the blocked path as the plan's are; to rounding
+folding, against the model with its convs on the paths the plan's take; to rounding
 with folding), for the five example networks and every layer kind it runs itself or hands back
 to the layer's own forward; it refuses another shape or dtype, and it changes neither the model
 nor the caller's input."""
@@ -8,13 +8,26 @@ import pytest
 
 import fastconv as fc
 from fastconv.kernels.cpu import conv as cpu_conv
+from fastconv.kernels.cpu import pointwise
 
 from helpers import patched, rel_error
 
+_rule = cpu_conv.algorithm
+
+
+def _plan_paths(x_shape, w_shape, stride, pads, dilation=(1, 1)):
+    """The path a plan runs a dense conv on: pointwise for a batch through an unpadded stride-1
+    1x1 layer, else blocked."""
+    if x_shape[1] == 0:
+        return _rule(x_shape, w_shape, stride, pads, dilation)
+    if x_shape[0] > 1 and pointwise.applies(w_shape, stride, pads):
+        return "pointwise"
+    return "blocked"
+
 
 def blocked_model():
-    """The model's convs on the blocked path, the one a plan runs dense convs on."""
-    return patched([(cpu_conv, "ALGORITHM", "blocked")])
+    """The model's convs on the paths a plan runs dense convs on."""
+    return patched([(cpu_conv, "algorithm", _plan_paths)])
 
 
 def reference(model, x):
@@ -90,7 +103,7 @@ def test_plan_runs_every_layer_kind():
     np.testing.assert_array_equal(first, ref)  # each call's output is its own array
     np.testing.assert_array_equal(again, ref)
     assert "relu" in exact.steps  # after Double: its output is not the plan's to overwrite
-    assert "conv2d 6->2 1x1 blocked +relu" in exact.steps  # fused into the conv's store
+    assert "conv2d 6->2 1x1 pointwise +relu" in exact.steps  # fused into the conv's store
     assert any("its own forward" in s for s in exact.steps)  # Double, PReLU
     assert "} concat dim 1" in exact.steps
     folded = fc.compile(model, x.shape)

@@ -3,30 +3,33 @@ thresholds, and the entry points that dispatch to the path.
 
 The paths, each with its own module: :mod:`.direct` (direct accumulation, stride-1 layers of few
 taps), :mod:`.winograd` (F(2x2, 3x3), stride-1 3x3 layers), :mod:`.blocked` (the generated
-register-blocked micro-kernels of :mod:`.microkernel` on a blocked channel layout) and
-:mod:`.im2col_gemm` (im2col + GEMM, every other layer; also the public ``im2col``/``col2im``).
+register-blocked micro-kernels of :mod:`.microkernel` on a blocked channel layout),
+:mod:`.pointwise` (1x1 stride-1 layers: one GEMM per image on NCHW) and :mod:`.im2col_gemm`
+(im2col + GEMM, every other layer; also the public ``im2col``/``col2im``).
 :data:`ALGORITHM` is the one switch that forces a path; the entry points read it here.
 """
 import numpy as np
 
 from ..._shapes import conv_output_hw
-from . import blocked, direct, im2col_gemm, winograd
+from . import blocked, direct, im2col_gemm, pointwise, winograd
 # what other modules and tests import from here: the im2col path's kernels and geometry
 from .im2col_gemm import (GENERAL, _col2im_kernel, _Geometry, _im2col_kernel,  # noqa: F401
                           _valid_range, col2im, im2col)
 
-#: The convolution algorithm: None lets :func:`algorithm` choose; "im2col", "winograd", "direct"
-#: or "blocked" forces one wherever it applies (tests and benchmarks compare the paths in one
+#: The convolution algorithm: None lets :func:`algorithm` choose; "im2col", "winograd", "direct",
+#: "pointwise" or "blocked" forces one wherever it applies (tests and benchmarks compare the paths in one
 #: process).
 ALGORITHM = None
 
 
 def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
-    """The ONE rule that picks the cpu convolution path: ``"direct"``, ``"winograd"``,
-    ``"blocked"`` or ``"im2col"``. In this order:
+    """The ONE rule that picks the cpu convolution path: ``"direct"``, ``"pointwise"``,
+    ``"winograd"``, ``"blocked"`` or ``"im2col"``. In this order:
 
     1. direct (:mod:`.direct`): stride 1, undilated, at most DIRECT_TAPS taps ``C*FH*FW`` and at
        most DIRECT_PASSES passes ``C*FH*ceil(FW/3)`` over each output plane;
+    1b. pointwise (:mod:`.pointwise`): 1x1 kernels at stride 1 without padding, which are one
+       GEMM per image on NCHW as it is (no packing or layout pass at all);
     2. Winograd (:mod:`.winograd`): stride-1 undilated 3x3 kernels with output planes of at least
        2x2, at least WINO_BIG_C input and WINO_BIG_K output channels;
     3. blocked (:mod:`.blocked`): stride 1 or 2, at least BLOCKED_C input and BLOCKED_K output
@@ -55,9 +58,13 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
             return "winograd"
         if ALGORITHM == "blocked" and c > 0:  # every dense convolution with inputs
             return "blocked"
+        if ALGORITHM == "pointwise" and c > 0 and pointwise.applies(w_shape, stride, pads):
+            return "pointwise"
         return "direct" if ALGORITHM == "direct" and unit else "im2col"
     if unit and c * fh * fw <= DIRECT_TAPS and c * fh * -(-fw // 3) <= DIRECT_PASSES:
         return "direct"
+    if c > 0 and pointwise.applies(w_shape, stride, pads):
+        return "pointwise"
     if fits and c >= WINO_BIG_C and k >= WINO_BIG_K:
         return "winograd"
     if max(stride) <= 2 and c >= BLOCKED_C and k >= BLOCKED_K and \
@@ -96,6 +103,8 @@ def conv2d_memory(x_shape, w_shape, stride, pads, dilation, itemsize):
     path = algorithm(x_shape, w_shape, stride, pads, dilation)
     if path == "blocked":
         return blocked.memory(x_shape, w_shape, stride, pads, dilation, itemsize)
+    if path == "pointwise":
+        return pointwise.memory(x_shape, w_shape, itemsize)
     if path != "im2col":
         return (winograd if path == "winograd" else direct).memory(x_shape, w_shape, pads, itemsize)
     return im2col_gemm.memory(x_shape, w_shape, stride, pads, dilation, itemsize)
@@ -107,6 +116,8 @@ def conv2d(x, w, b, stride, pads, dilation=(1, 1)):
     path = algorithm(x.shape, w.shape, stride, pads, dilation)
     if path == "blocked":
         return blocked.conv2d(x, w, b, stride, pads, dilation)
+    if path == "pointwise":
+        return pointwise.conv2d(x, w, b)
     if path != "im2col":
         return (winograd if path == "winograd" else direct).conv2d(x, w, b, pads)
     return im2col_gemm.conv2d(x, w, b, stride, pads, dilation)
@@ -125,6 +136,8 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dil
         path = "im2col"
     if path == "blocked":
         return blocked.conv2d_backward(dout, x, w, has_bias, stride, pads, need_dx, dilation)
+    if path == "pointwise":
+        return pointwise.conv2d_backward(dout, x, w, has_bias, need_dx)
     if path != "im2col":
         return (winograd if path == "winograd" else direct).conv2d_backward(
             dout, x, w, has_bias, pads, need_dx)
