@@ -29,7 +29,8 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     1. direct (:mod:`.direct`): stride 1, undilated, at most DIRECT_TAPS taps ``C*FH*FW`` and at
        most DIRECT_PASSES passes ``C*FH*ceil(FW/3)`` over each output plane;
     1b. pointwise (:mod:`.pointwise`): 1x1 kernels at stride 1 without padding, which are one
-       GEMM per image on NCHW as it is (no packing or layout pass at all);
+       GEMM per image on NCHW as it is (no packing or layout pass at all; against the blocked
+       path: ``benchmarks/results-2026-12-07-pointwise.md``);
     2. Winograd (:mod:`.winograd`): stride-1 undilated 3x3 kernels with output planes of at least
        2x2, at least WINO_BIG_C input and WINO_BIG_K output channels;
     3. blocked (:mod:`.blocked`): stride 1 or 2, at least BLOCKED_C input and BLOCKED_K output
