@@ -22,7 +22,8 @@ model's dtype; exactly, without folding, where the model's convs took the same p
   else).
 - Concat runs its branches and joins their outputs.
 - A ReLU right before a MaxPool2d runs after it, on the pooled array (max and ReLU commute, so
-  the result is the same to the bit, with a quarter of the ReLU's work at a 2x2 pool).
+  the result is the same to the bit, with a quarter of the ReLU's work at a 2x2 pool). On the
+  cpu tier a 2x2 max pool computes the maxima alone, without the indices backward would need.
 - Dropout, Dropout2d and Identity are no steps (eval mode); Flatten is a reshape (a view).
 - The weights are copied at compile time: compile again after training or loading weights.
 - A module the plan does not know (a user's Module, PReLU, softmax, pads, ...) runs its own
@@ -315,8 +316,11 @@ class _Builder:
         if kind in (BatchNorm1d, BatchNorm2d) and m.running_mean is not None:
             return self.batch_norm(m, shape)
         if kind is MaxPool2d and not m.return_indices:
-            pool, args = tier.max_pool2d, (m._kernel, m._stride, m._padding, m._dilation,
-                                           bool(m.ceil_mode))
+            args = (m._kernel, m._stride, m._padding, m._dilation, bool(m.ceil_mode))
+            if tier.__name__ == "fastconv.kernels.cpu":  # the maxima alone: no switches
+                from .kernels.cpu.pooling import max_pool2d_values
+                return (lambda x: max_pool2d_values(x, *args)), m._label(), True
+            pool = tier.max_pool2d
             return (lambda x: pool(x, *args)[0]), m._label(), True
         if kind is AvgPool2d:
             kernel, stride, padding, ceil, count, div = m._options()

@@ -163,6 +163,26 @@ def _max_pool_2x2_kernel(x, out, switches):
 
 
 @njit(nogil=True, cache=True)
+def _max_values_2x2_kernel(x, out):
+    """:func:`_max_pool_2x2_kernel`'s maxima without the switches (inference: a plan's pools):
+    each row pair's columnwise maxima, then the maxima of neighbouring columns, two loops that
+    LLVM vectorises. A NaN in a window gives NaN; among equal values the first is kept."""
+    planes, h, wd = x.shape
+    _, ho, wo = out.shape
+    pair = np.empty(2 * wo, dtype=x.dtype)
+    for p in range(planes):
+        plane = x[p]
+        for oh in range(ho):
+            top, bottom, dst = plane[2 * oh], plane[2 * oh + 1], out[p, oh]
+            for j in range(2 * wo):
+                t, u = top[j], bottom[j]
+                pair[j] = t if t >= u or t != t else u
+            for ow in range(wo):
+                a, b = pair[2 * ow], pair[2 * ow + 1]
+                dst[ow] = a if a >= b or a != a else b
+
+
+@njit(nogil=True, cache=True)
 def _global_pool_kernel(x, want_max, count, out, switches):
     """x (P, L) -> out, switches (P,): per plane the max and its first index (the first NaN
     wins), or the mean: the sum (four interleaved partial sums) over ``count`` (in x's dtype)."""
@@ -319,6 +339,19 @@ def max_pool2d(x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=Fal
             _each_plane(_max_pool_3x3_kernel, [x], [out, switches], sh, sw)
         return out, switches
     return _max_over(x, *_tables((h, wd), kernel, stride, padding, dilation, ceil_mode), dilation)
+
+
+def max_pool2d_values(x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
+    """:func:`max_pool2d`'s output alone (no switches: nothing will go backward), for
+    :func:`fastconv.compile`'s plans; 2x2 stride-2 windows inside the input skip the indices."""
+    n_img, c, h, wd = x.shape
+    ho, wo = pool_output_hw((h, wd), kernel, stride, padding, dilation, ceil_mode)
+    if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0) and \
+            2 * ho <= h and 2 * wo <= wd:
+        out = empty((n_img, c, ho, wo), dtype=x.dtype)
+        _each_plane(_max_values_2x2_kernel, [x], [out])
+        return out
+    return max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)[0]
 
 
 def adaptive_max_pool2d(x, output_hw):
