@@ -72,7 +72,8 @@ def main(argv=None):
         for path in PATHS:
             t = np.array(times[shape, path])
             totals[path] += t
-            cells.append(f"{np.median(t):.2f} ({np.percentile(t, 25):.2f}-{np.percentile(t, 75):.2f})")
+            q1, q3 = np.percentile(t, [25, 75])
+            cells.append(f"{np.median(t):.2f} ({q1:.2f}-{q3:.2f})")
         ratio = np.median(np.array(times[shape, "pointwise"]) / np.array(times[shape, "blocked"]))
         print(f"| {shape[0]}->{shape[1]} @{shape[2]} | " + " | ".join(cells) + f" | {ratio:.2f} |")
     cells = [f"{np.median(totals[p]):.2f}" for p in PATHS]

@@ -10,10 +10,10 @@ What a plan does to the network (results equal the model's in eval mode up to ro
 model's dtype; exactly, without folding, where the model's convs took the same path):
 
 - On the cpu tier every dense Conv2d runs the blocked path (:mod:`fastconv.kernels.cpu.blocked`)
-  with its weights reordered once, at compile time, or for a batch through a 1x1 stride-1 layer
-  the pointwise path (:mod:`fastconv.kernels.cpu.pointwise`), and a ReLU after it (and, for the
-  last conv of a Residual's body, the shortcut's output) is applied to each image as it is
-  stored.
+  with its weights reordered once, at compile time, or, for a batch through an unpadded stride-1
+  1x1 layer, the pointwise path (:mod:`fastconv.kernels.cpu.pointwise`); a ReLU after it (and,
+  for the last conv of a Residual's body, the shortcut's output) is applied to each image as it
+  is stored.
 - Conv2d + BatchNorm2d and Linear + BatchNorm1d are folded (:mod:`fastconv.fuse`) when ``fold``
   is true; other BatchNorms in eval mode run the tier's kernel with the running statistics.
 - On the cpu tier a depthwise conv's ReLU is applied as it stores each plane; other ReLUs run the

@@ -17,8 +17,8 @@ from .im2col_gemm import (GENERAL, _col2im_kernel, _Geometry, _im2col_kernel,  #
                           _valid_range, col2im, im2col)
 
 #: The convolution algorithm: None lets :func:`algorithm` choose; "im2col", "winograd", "direct",
-#: "pointwise" or "blocked" forces one wherever it applies (tests and benchmarks compare the paths in one
-#: process).
+#: "pointwise" or "blocked" forces one wherever it applies (tests and benchmarks compare the
+#: paths in one process).
 ALGORITHM = None
 
 

@@ -28,7 +28,7 @@ from .depthwise_flat import Flat, _gather, _tap_dots, _unit, flat_backward_kerne
 
 #: Images of one channel are stacked into one run of about this many values, so that each pass
 #: runs long (planes of 7x7 are 63 values a phase) and its setup is paid once per stack.
-STACK_VALUES = 2**13
+STACK_VALUES = 2**14
 
 
 class _Phases:

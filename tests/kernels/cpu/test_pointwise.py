@@ -145,5 +145,6 @@ def test_pointwise_is_bitwise_identical_for_every_thread_count(monkeypatch):
 def test_pointwise_is_bitwise_identical_for_1_to_4_threads_in_a_subprocess():
     assert_same_digests_for_1_to_4_threads(
         f"sys.path.insert(0, {HERE!r}); "
-        "from fastconv.kernels.cpu import _common; _common.SPLIT_FLOPS, _common.SPLIT_IMAGES = 0, 1",
+        "from fastconv.kernels.cpu import _common; "
+        "_common.SPLIT_FLOPS, _common.SPLIT_IMAGES = 0, 1",
         "__import__('test_pointwise')._threaded_results")
