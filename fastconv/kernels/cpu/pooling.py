@@ -321,33 +321,41 @@ def _global(x, want_max):
     return out.reshape(n_img, c, 1, 1), switches.reshape(n_img, c, 1, 1)
 
 
-def max_pool2d(x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
-    """x (N, C, H, W) -> (out, switches int64) of (N, C, Hout, Wout); switches are flat
-    ``h * W + w`` indices per plane, padding is -inf. Windows that lie inside the input (no
-    padding, no dilation, every window whole) of 2x2 / stride 2 and 3x3 take unrolled kernels."""
-    n_img, c, h, wd = x.shape
-    ho, wo = pool_output_hw((h, wd), kernel, stride, padding, dilation, ceil_mode)
-    (kh, kw), (sh, sw) = kernel, stride
+def _unrolled(hw, out_hw, kernel, stride, padding, dilation):
+    """Which unrolled max-pool kernel takes these windows: 2 (2x2, stride 2), 3 (3x3) or None.
+    Only windows that lie inside the input do (no padding, no dilation, every window whole)."""
+    (h, wd), (ho, wo), (kh, kw), (sh, sw) = hw, out_hw, kernel, stride
     inside = (tuple(padding) == (0, 0) and tuple(dilation) == (1, 1)
               and (ho - 1) * sh + kh <= h and (wo - 1) * sw + kw <= wd)
-    if inside and ((kh, kw, sh, sw) == (2, 2, 2, 2) or (kh, kw) == (3, 3)):
+    if inside and (kh, kw, sh, sw) == (2, 2, 2, 2):
+        return 2
+    return 3 if inside and (kh, kw) == (3, 3) else None
+
+
+def max_pool2d(x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
+    """x (N, C, H, W) -> (out, switches int64) of (N, C, Hout, Wout); switches are flat
+    ``h * W + w`` indices per plane, padding is -inf. Windows of 2x2 / stride 2 and 3x3 that lie
+    inside the input take unrolled kernels (:func:`_unrolled`)."""
+    n_img, c, h, wd = x.shape
+    ho, wo = pool_output_hw((h, wd), kernel, stride, padding, dilation, ceil_mode)
+    unrolled = _unrolled((h, wd), (ho, wo), kernel, stride, padding, dilation)
+    if unrolled is not None:
         out = empty((n_img, c, ho, wo), dtype=x.dtype)
         switches = empty((n_img, c, ho, wo), dtype=np.int64)
-        if kh == 2:
+        if unrolled == 2:
             _each_plane(_max_pool_2x2_kernel, [x], [out, switches])
         else:
-            _each_plane(_max_pool_3x3_kernel, [x], [out, switches], sh, sw)
+            _each_plane(_max_pool_3x3_kernel, [x], [out, switches], *stride)
         return out, switches
     return _max_over(x, *_tables((h, wd), kernel, stride, padding, dilation, ceil_mode), dilation)
 
 
 def max_pool2d_values(x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
     """:func:`max_pool2d`'s output alone (no switches: nothing will go backward), for
-    :func:`fastconv.compile`'s plans; 2x2 stride-2 windows inside the input skip the indices."""
+    :func:`fastconv.compile`'s plans; the unrolled 2x2 stride-2 windows skip the indices."""
     n_img, c, h, wd = x.shape
     ho, wo = pool_output_hw((h, wd), kernel, stride, padding, dilation, ceil_mode)
-    if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0) and \
-            2 * ho <= h and 2 * wo <= wd:
+    if _unrolled((h, wd), (ho, wo), kernel, stride, padding, dilation) == 2:
         out = empty((n_img, c, ho, wo), dtype=x.dtype)
         _each_plane(_max_values_2x2_kernel, [x], [out])
         return out
