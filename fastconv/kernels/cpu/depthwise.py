@@ -23,7 +23,8 @@ from .. import naive
 from .._memory import empty
 from .._workers import split
 from . import _common
-from .depthwise_flat import Flat, _gather, _tap_dots, _unit, flat_backward_kernel, flat_forward_kernel
+from .depthwise_flat import (Flat, _gather, _store, _tap_dots, _unit, flat_backward_kernel,
+                             flat_forward_kernel)
 
 
 #: Images of one channel are stacked into one run of about this many values, so that each pass
@@ -94,17 +95,9 @@ def _unpack_rows(src, wq, dst, relu):
     tail): the spare ones land on the start of the next row, which its own copy then overwrites."""
     ho, wo = dst.shape
     flat = dst.reshape(ho * wo)
-    zero = dst.dtype.type(0)
     for oh in range(ho):
         count = wq if oh < ho - 1 and wq <= 2 * wo else wo
-        d, s = flat[oh * wo:oh * wo + count], src[oh * wq:oh * wq + count]
-        if relu:
-            for j in range(count):
-                v = s[j]
-                d[j] = zero if v < zero else v
-        else:
-            for j in range(count):
-                d[j] = s[j]
+        _store(flat[oh * wo:oh * wo + count], src[oh * wq:oh * wq + count], count, relu)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})

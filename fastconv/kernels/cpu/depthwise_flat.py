@@ -221,14 +221,22 @@ def _rows(src, sh, wc, dst, to_run, relu=False):
         if to_run:
             for i in range(count):
                 a[i] = b[i]
-        elif relu:
-            zero = a.dtype.type(0)
-            for i in range(count):
-                v = a[i]
-                b[i] = zero if v < zero else v
         else:
-            for i in range(count):
-                b[i] = a[i]
+            _store(b, a, count, relu)
+
+
+@njit(inline="always")
+def _store(dst, src, count, relu):
+    """dst[:count] = src[:count], ReLU applied when ``relu`` (NaN kept, as
+    :func:`fastconv.kernels.cpu.relu`): the forward kernels' copy out of their runs."""
+    if relu:
+        zero = src.dtype.type(0)
+        for i in range(count):
+            v = src[i]
+            dst[i] = zero if v < zero else v
+    else:
+        for i in range(count):
+            dst[i] = src[i]
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
