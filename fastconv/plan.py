@@ -24,6 +24,9 @@ model's dtype; exactly, without folding, where the model's convs took the same p
 - A ReLU right before a MaxPool2d runs after it, on the pooled array (max and ReLU commute, so
   the result is the same to the bit, with a quarter of the ReLU's work at a 2x2 pool). On the
   cpu tier a 2x2 max pool computes the maxima alone, without the indices backward would need.
+- On the cpu tier a batch of more than :data:`CHUNK` images runs in chunks of that many, each
+  chunk through the whole network in one thread, unless a step may mix the images of a batch
+  (a module the plan does not know, a concat along the batch).
 - Dropout, Dropout2d and Identity are no steps (eval mode); Flatten is a reshape (a view).
 - The weights are copied at compile time: compile again after training or loading weights.
 - A module the plan does not know (a user's Module, PReLU, softmax, pads, ...) runs its own
@@ -106,6 +109,7 @@ class _Builder:
         self.tier, self.dtype, self.fold, self.counts = tier, dtype, fold_norms, counts
         self.relu = tier.relu  # the model's ReLU: one pass (the cpu tier's on all threads)
         self.names = []
+        self.per_image = True  # every step computes each image from that image alone
 
     def array(self, a):
         return None if a is None else np.array(a, dtype=self.dtype, order="C")  # a copy
@@ -225,12 +229,14 @@ class _Builder:
             runs.append(_chain(fns))
             shapes.append(out_shape)
         axis = m._check(shapes)
+        self.per_image &= axis != 0
         self.names.append(f"}} concat dim {axis}")
         out_shape = tuple(m.output_shape(shape))
         return [lambda x: np.concatenate([run(x) for run in runs], axis)], out_shape, True
 
     def fallback(self, m, shape, out_shape):
         self.names.append(f"{m._label()} (its own forward)")
+        self.per_image = False  # a user's module may mix the images of a batch
 
         def run(x):
             with eval_mode(), no_grad():
@@ -403,9 +409,50 @@ def compile(model, input_shape, dtype=None, fold=True):  # noqa: A001 - PyTorch'
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"compile: dtype must be float32 or float64, got {dtype}")
     name = get_backend()
-    builder = _Builder(kernels("cpu" if name == "cuda" else name), dtype, bool(fold), uses(model))
+    tier = kernels("cpu" if name == "cuda" else name)
+    run, names, out_shape, per_image = _build(tier, model, shape, dtype, fold)
+    if tier.__name__ == "fastconv.kernels.cpu" and per_image and len(shape) > 1 and \
+            shape[0] > CHUNK and out_shape[:1] == shape[:1]:
+        run = _chunked(tier, model, shape, out_shape, dtype, fold)
+    return Plan(run, names, shape, out_shape, dtype)
+
+
+#: On the cpu tier a plan for a larger batch runs it in chunks of this many images, each chunk
+#: through the whole network in one thread (the chunks shared among the threads): a layer's
+#: output is still in that core's cache when the next layer reads it, and the threads meet once
+#: a call instead of once a layer. (32: 16-64 timed alike; ``benchmarks/plan_chunks.py``.)
+CHUNK = 32
+
+
+def _build(tier, model, shape, dtype, fold):
+    """``(run, step names, output shape, per_image)`` of ``model`` for inputs of ``shape``."""
+    builder = _Builder(tier, dtype, bool(fold), uses(model))
     try:
         fns, out_shape, _ = builder.sequence([model], shape, False)
     except ValueError as exc:  # a layer's own message, naming it and the shape it was handed
         raise ValueError(f"compile: input_shape {shape} does not fit the model: {exc}") from exc
-    return Plan(_chain(fns), builder.names, shape, tuple(out_shape), dtype)
+    return _chain(fns), builder.names, tuple(out_shape), builder.per_image
+
+
+def _chunked(tier, model, shape, out_shape, dtype, fold):
+    """``run(x)`` for a batch of ``shape`` through the plans of chunks of :data:`CHUNK` images
+    (and of the last, shorter chunk), each chunk run by one thread into its rows of the output.
+    Every step computes an image from that image alone (the caller checks), so the result is
+    the full batch's up to rounding (a kernel may sum in another order for another batch)."""
+    from .kernels._memory import empty
+    from .kernels._workers import split
+    batch, chunk = shape[0], CHUNK
+    count = -(-batch // chunk)
+    runs = {size: _build(tier, model, (size,) + shape[1:], dtype, fold)[0]
+            for size in {chunk, batch - (count - 1) * chunk}}
+
+    def run(x):
+        out = empty(out_shape, dtype)
+
+        def share(c0, c1):
+            for c in range(c0, c1):
+                lo, hi = c * chunk, min(batch, (c + 1) * chunk)
+                out[lo:hi] = runs[hi - lo](x[lo:hi])
+        split(share, count)
+        return out
+    return run

@@ -3,6 +3,8 @@ folding, against the model with its convs on the paths the plan's take; to round
 with folding), for the five example networks and every layer kind it runs itself or hands back
 to the layer's own forward; it refuses another shape or dtype, and it changes neither the model
 nor the caller's input."""
+import importlib
+
 import numpy as np
 import pytest
 
@@ -222,3 +224,49 @@ def test_a_plan_on_the_naive_tier_runs_its_kernels_and_the_fused_steps_in_numpy(
     assert not any("blocked" in s for s in plan.steps)
     assert "} conv2d 4->4 3x3 +add +relu" in plan.steps
     np.testing.assert_array_equal(got, want)
+
+
+plan_module = importlib.import_module("fastconv.plan")
+
+
+@pytest.mark.parametrize("arch", ["lenet", "resnet", "mobilenet"])
+def test_a_batch_runs_in_chunks_each_the_models_result_on_its_images(arch):
+    """Past CHUNK images a cpu plan runs chunks of CHUNK (and a shorter last one), each chunk
+    through the whole network in one thread: every chunk's rows are, bit for bit, what the
+    model computes for that chunk alone, whatever the thread count."""
+    rng = np.random.default_rng(11)
+    model = randomise_norms(networks.build(arch, seed=2), rng)
+    x = rng.standard_normal((10, 1, 28, 28)).astype(np.float32)
+    with patched([(plan_module, "CHUNK", 4)]):
+        plan = fc.compile(model, x.shape, fold=False)
+    ref = np.concatenate([reference(model, x[lo:lo + 4]) for lo in (0, 4, 8)])
+    for threads in (1, 2, 3):
+        fc.set_num_threads(threads)
+        try:
+            np.testing.assert_array_equal(plan(x), ref)
+        finally:
+            fc.set_num_threads(None)
+    assert rel_error(plan(x), reference(model, x)) < 1e-5  # the whole batch, up to rounding
+
+
+class Centered(fc.Module):
+    """A user's module that mixes the images of a batch (it subtracts their mean)."""
+
+    def forward(self, x):
+        return x - x.mean(axis=0)
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+
+@pytest.mark.parametrize("mixer", [Centered(), fc.Concat(fc.Identity(), fc.Identity(), dim=0)])
+def test_a_batch_with_a_step_across_images_runs_whole(mixer):
+    """A module the plan does not know (it may mix images) or a concat along the batch keeps
+    the plan on the whole batch: chunks would change the result."""
+    fc.manual_seed(4)
+    model = fc.Sequential(fc.Conv2d(1, 4, 3), fc.ReLU(), mixer, fc.Flatten(),
+                          fc.Linear(4 * 6 * 6, 3))
+    x = np.random.default_rng(12).standard_normal((10, 1, 8, 8)).astype(np.float32)
+    with patched([(plan_module, "CHUNK", 4)]):
+        plan = fc.compile(model, x.shape, fold=False)
+    np.testing.assert_array_equal(plan(x), reference(model, x))

@@ -153,16 +153,30 @@ def split(fn, n_items, parts=None):
     """``[fn(lo, hi), ...]`` over contiguous shares of ``range(n_items)``, one share per thread.
 
     The first share runs in the calling thread, the others in the pool, with BLAS limited to one
-    thread meanwhile. With one share (one thread, or one item) ``fn`` simply runs here.
+    thread meanwhile. With one share (one thread, or one item) ``fn`` simply runs here; so do
+    all the shares, in order, when the caller is itself running a share of a split (a split
+    inside a share would wait on pool threads that are busy running the outer shares).
     """
     bounds = shares(n_items, parts)
-    if len(bounds) == 2:
-        return [fn(0, n_items)]
+    if len(bounds) == 2 or getattr(_share, "active", False):
+        return [fn(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
     pool = _pool(len(bounds) - 2)
     with one_blas_thread():
-        futures = [pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, len(bounds) - 1)]
+        futures = [pool.submit(_in_share, fn, bounds[i], bounds[i + 1])
+                   for i in range(1, len(bounds) - 1)]
         try:
-            first = fn(bounds[0], bounds[1])
+            first = _in_share(fn, bounds[0], bounds[1])
         finally:
             wait(futures)  # every share has finished before BLAS is restored
     return [first] + [f.result() for f in futures]
+
+
+_share = threading.local()  # .active: this thread is running a share of a split
+
+
+def _in_share(fn, lo, hi):
+    _share.active = True
+    try:
+        return fn(lo, hi)
+    finally:
+        _share.active = False

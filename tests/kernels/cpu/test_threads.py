@@ -78,6 +78,30 @@ def test_set_num_threads_overrides_numba_and_goes_back():
             _workers.set_num_threads(bad)
 
 
+def test_a_split_inside_a_share_runs_its_shares_in_order_in_that_thread():
+    """A share of a split (a plan's chunk of images) that calls kernels which split again runs
+    their shares itself, in order: waiting on the pool, whose threads run the outer shares,
+    would never end."""
+    import threading
+    seen = []
+
+    def inner(lo, hi):
+        seen.append((threading.get_ident(), lo, hi))
+        return hi - lo
+
+    def outer(lo, hi):
+        return _workers.split(inner, 6)
+
+    with num_threads(2):
+        results = _workers.split(outer, 2)
+        assert results == [[3, 3], [3, 3]]  # the inner bounds are the shape's, as outside
+        assert _workers.split(inner, 6) == [3, 3]  # outside a share: the pool again
+    by_thread = {}
+    for t, lo, hi in seen[:4]:
+        by_thread.setdefault(t, []).append((lo, hi))
+    assert sorted(by_thread.values()) == [[(0, 3), (3, 6)]] * 2  # each thread ran both, in order
+
+
 # ---------------------------------------------------------------------------------------------
 # Convolution
 
