@@ -270,7 +270,11 @@ class _Builder:
             return blocked.Forward(shape, weight, bias, stride, pads, dilation), name + " blocked"
         forward, _, extra = conv_kernels(self.tier, shape[1], m.groups)
         if cpu and forward is self.tier.depthwise_conv2d:  # ReLU in the depthwise store
+            from .kernels.cpu import depthwise_blocked
             from .kernels.cpu.depthwise import forward as depthwise
+            if depthwise_blocked.applies(shape, weight.shape, weight.dtype):  # prepared once
+                return self.fused(depthwise_blocked.Forward(shape, weight, bias, stride, pads,
+                                                            dilation)), name + " blocked"
             return self.fused(lambda x, relu: depthwise(x, weight, bias, stride, pads, dilation,
                                                         relu)), name
         if pad is not None:

@@ -9,6 +9,11 @@ Passes take up to six taps at a time, so the output run is loaded and stored onc
 The input gradient is the same gather run backwards (a correlation of dout, laid out in the
 phase planes' width, with the taps of each phase), so it vectorises alike.
 
+Forward with one filter per channel and at least a vector of channels (V lanes: 16 float32
+with AVX-512) runs on the blocked layout instead (:mod:`.depthwise_blocked`: a tap is a vector
+FMA across channels, the sums in registers; per-layer timings against these kernels:
+``benchmarks/results-2026-12-07-depthwise-blocked.md``).
+
 The planes are split across the threads of :mod:`fastconv.kernels._workers`; backward gives
 each plane its own partial dW and db, summed over the images in a fixed order afterwards, so
 results do not depend on the thread count.
@@ -22,7 +27,7 @@ from ..._shapes import conv_output_hw
 from .. import naive
 from .._memory import empty
 from .._workers import split
-from . import _common
+from . import _common, depthwise_blocked
 from .depthwise_flat import (Flat, _gather, _store, _tap_dots, _unit, flat_backward_kernel,
                              flat_forward_kernel)
 
@@ -205,6 +210,9 @@ def forward(x, w, b, stride, pads, dilation, relu=False):
     (the fused store of :func:`fastconv.compile`'s plans)."""
     n_img, c = x.shape[:2]
     k, _, fh, fw = w.shape
+    if depthwise_blocked.applies(x.shape, w.shape, x.dtype) and x.size and min(conv_output_hw(
+            x.shape[2:], (fh, fw), stride, pads, dilation)) > 0:
+        return depthwise_blocked.Forward(x.shape, w, b, stride, pads, dilation)(x, relu)
     geo = _geometry(x.shape, w.shape, stride, pads, dilation)
     out = empty((n_img, k, geo.ho, geo.wo), dtype=x.dtype)
     if out.size == 0:

@@ -113,14 +113,26 @@ def _stride(spec, width):
     return spec
 
 
+def _vector(context, arrty):
+    """``(vector type, lanes)`` of the target for the dtype of the array type ``arrty``."""
+    width = lanes(np.float32 if arrty.dtype == types.float32 else np.float64)
+    return ir.VectorType(context.get_data_type(arrty.dtype), width), width
+
+
+def _typed(*arrays, offsets=()):
+    """Whether an intrinsic's arguments type-check: ``arrays`` of one float dtype (float32 or
+    float64), ``offsets`` int64 arrays."""
+    return all(isinstance(x, types.Array) and x.dtype in (types.float32, types.float64)
+               for x in arrays) and len({x.dtype for x in arrays}) == 1 and \
+        all(isinstance(x, types.Array) and x.dtype == types.int64 for x in offsets)
+
+
 def _emit(context, builder, sig, args, shape):
     """The IR of one call; see the module docstring for what each instruction does."""
     rows, nvec, a_rs, a_ls, b_ls, unroll = shape
     a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add = args
     arrty = sig.args[0]
-    elt = context.get_data_type(arrty.dtype)
-    width = lanes(np.float32 if arrty.dtype == types.float32 else np.float64)
-    vecty = ir.VectorType(elt, width)
+    vecty, width = _vector(context, arrty)
     rows, a_rs, a_ls, b_ls, unroll = (_stride(v, width) for v in (rows, a_rs, a_ls, b_ls, unroll))
     align = arrty.dtype.bitwidth // 8  # unaligned vectors: element alignment only
     pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (5, b), (9, c)))
@@ -195,11 +207,7 @@ def kernel(rows, nvec, a_rs, a_ls, b_ls, unroll=1):
     @intrinsic
     def tile(typingctx, a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs,
              c_ns, add):
-        arrays = (a, b, c)
-        if not all(isinstance(x, types.Array) and x.dtype in (types.float32, types.float64)
-                   for x in arrays) or len({x.dtype for x in arrays}) != 1:
-            return None
-        if not (isinstance(aoffs, types.Array) and aoffs.dtype == types.int64):
+        if not _typed(a, b, c, offsets=(aoffs,)):
             return None
         i = types.int64
         sig = types.void(a, i, aoffs, i, i, b, i, i, i, c, i, i, i, i)
@@ -210,15 +218,70 @@ def kernel(rows, nvec, a_rs, a_ls, b_ls, unroll=1):
     return tile
 
 
+def _emit_depthwise(context, builder, sig, args, rows):
+    """The IR of :func:`depthwise_kernel`'s tile: ``rows`` accumulators in registers (an alloca
+    that SROA promotes, as in :func:`_emit`); per tap one vector load of b and, per row, one of
+    a and an FMA."""
+    a, a_off, aoffs, ntaps, b, b_off, c, c_off = args
+    arrty = sig.args[0]
+    vecty, width = _vector(context, arrty)
+    align = arrty.dtype.bitwidth // 8
+    pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (4, b), (6, c)))
+    po = _data(context, builder, sig.args[2], aoffs)
+    acc = cgutils.alloca_once(builder, ir.ArrayType(vecty, rows), name="acc")
+    slots = [builder.gep(acc, [_I32(0), _I32(i)]) for i in range(rows)]
+    for slot in slots:
+        builder.store(ir.Constant(vecty, None), slot)
+    suffix = f"v{width}{'f32' if arrty.dtype == types.float32 else 'f64'}"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * 3),
+                                         f"llvm.fma.{suffix}")
+    with cgutils.for_range(builder, ntaps) as loop:
+        t = loop.index
+        pa_t = builder.gep(pa, [builder.add(a_off, builder.load(builder.gep(po, [t])))])
+        tap = builder.load(_vector_ptr(builder, pb, builder.add(b_off, builder.mul(
+            t, _I64(width))), vecty), align=align)
+        for r, slot in enumerate(slots):
+            x = builder.load(_vector_ptr(builder, pa_t, _I64(r * width), vecty), align=align)
+            builder.store(builder.call(fma, [x, tap, builder.load(slot)]), slot)
+    for r, slot in enumerate(slots):
+        ptr = _vector_ptr(builder, pc, builder.add(c_off, _I64(r * width)), vecty)
+        builder.store(builder.load(slot), ptr, align=align)
+    return context.get_dummy_value()
+
+
+@functools.lru_cache(maxsize=None)
+def depthwise_kernel(rows):
+    """The intrinsic of a depthwise tile of ``rows`` pixels x one vector of V channels::
+
+        kern(a, a_off, aoffs, ntaps, b, b_off, c, c_off)
+
+    computes, for ``r < rows``, ``c[c_off + r*V : ... + V] = sum over t < ntaps of
+    a[a_off + aoffs[t] + r*V : ... + V] * b[b_off + t*V : ... + V]`` (lane by lane, one FMA a
+    tap in tap order, from zero): pixels V apart in a and c, each tap's V weights a vector.
+    ``a``, ``b``, ``c`` flat arrays of one float dtype, ``aoffs`` int64."""
+    if rows < 1:
+        raise ValueError(f"depthwise_kernel: {rows} rows must be positive")
+
+    @intrinsic
+    def tile(typingctx, a, a_off, aoffs, ntaps, b, b_off, c, c_off):
+        if not _typed(a, b, c, offsets=(aoffs,)):
+            return None
+        i = types.int64
+        sig = types.void(a, i, aoffs, i, b, i, c, i)
+
+        def codegen(context, builder, signature, args):
+            return _emit_depthwise(context, builder, signature, args, rows)
+        return sig, codegen
+    return tile
+
+
 def _emit_transpose(context, builder, sig, args):
     """The IR of :func:`transpose`: V guarded vector loads, log2(V) rounds of V two-input
     ``shufflevector`` (Eklundh's block swaps: round s exchanges the off-diagonal s x s blocks of
     every 2s x 2s block), V guarded stores with the broadcast bias added."""
     a, aoffs, nload, c, coffs, nstore, bias, b_off = args
     arrty = sig.args[0]
-    elt = context.get_data_type(arrty.dtype)
-    width = lanes(np.float32 if arrty.dtype == types.float32 else np.float64)
-    vecty = ir.VectorType(elt, width)
+    vecty, width = _vector(context, arrty)
     align = arrty.dtype.bitwidth // 8
     pa, pc, pb = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (3, c), (6, bias)))
     pao, pco = (_data(context, builder, sig.args[i], v) for i, v in ((1, aoffs), (4, coffs)))
@@ -262,11 +325,7 @@ def transpose(typingctx, a, aoffs, nload, c, coffs, nstore, bias, b_off):
     those rows + ``bias[b_off + j]``. The blocked convolution moves pixels between NCHW planes
     and the channel-innermost blocks with it (a scalar loop is several times slower:
     ``benchmarks/results-2026-12-thresholds.md``)."""
-    arrays = (a, c, bias)
-    if not all(isinstance(x, types.Array) and x.dtype in (types.float32, types.float64)
-               for x in arrays) or len({x.dtype for x in arrays}) != 1:
-        return None
-    if not all(isinstance(x, types.Array) and x.dtype == types.int64 for x in (aoffs, coffs)):
+    if not _typed(a, c, bias, offsets=(aoffs, coffs)):
         return None
     i = types.int64
     return types.void(a, aoffs, i, c, coffs, i, bias, i), _emit_transpose
