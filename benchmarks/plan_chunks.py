@@ -22,6 +22,27 @@ from .networks import build
 NETS = ("lenet", "best", "resnet", "mobilenet")
 
 
+def interleaved(plans, x, rounds):
+    """Table cells for ``plans`` on x: each round calls every plan three times, one plan after
+    the other; the first plan's median ms, then each other's median ms and median (IQR) ratio
+    to the first over rounds."""
+    times = np.zeros((rounds, len(plans)))
+    for plan in plans:
+        plan(x)
+    for r in range(rounds):
+        for i, plan in enumerate(plans):
+            start = time.perf_counter()
+            for _ in range(3):
+                plan(x)
+            times[r, i] = (time.perf_counter() - start) / 3 * 1e3
+    cells = [f"{np.median(times[:, 0]):.3f}"]
+    for i in range(1, len(plans)):
+        ratio = times[:, i] / times[:, 0]
+        q1, q3 = np.percentile(ratio, [25, 75])
+        cells.append(f"{np.median(times[:, i]):.3f}: {np.median(ratio):.3f} ({q1:.3f}-{q3:.3f})")
+    return cells
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
@@ -47,21 +68,7 @@ def main(argv=None):
                 plans.append(fastconv.compile(model, x.shape))
         finally:
             plan_module.CHUNK = saved
-        times = np.zeros((args.rounds, len(plans)))
-        for plan in plans:
-            plan(x)
-        for r in range(args.rounds):
-            for i, plan in enumerate(plans):
-                start = time.perf_counter()
-                for _ in range(3):
-                    plan(x)
-                times[r, i] = (time.perf_counter() - start) / 3 * 1e3
-        cells = [f"{np.median(times[:, 0]):.2f}"]
-        for i in range(1, len(plans)):
-            ratio = times[:, i] / times[:, 0]
-            q1, q3 = np.percentile(ratio, [25, 75])
-            cells.append(f"{np.median(times[:, i]):.2f}: {np.median(ratio):.3f} "
-                         f"({q1:.3f}-{q3:.3f})")
+        cells = interleaved(plans, x, args.rounds)
         print(f"| {net} | " + " | ".join(cells) + " |")
 
 

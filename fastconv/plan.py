@@ -9,14 +9,20 @@ only that the input has the compiled shape and dtype.
 What a plan does to the network (results equal the model's in eval mode up to rounding in the
 model's dtype; exactly, without folding, where the model's convs took the same path):
 
-- On the cpu tier every dense Conv2d runs the blocked path (:mod:`fastconv.kernels.cpu.blocked`)
-  with its weights reordered once, at compile time, or, for a batch through an unpadded stride-1
-  1x1 layer, the pointwise path (:mod:`fastconv.kernels.cpu.pointwise`); a ReLU after it (and,
-  for the last conv of a Residual's body, the shortcut's output) is applied to each image as it
-  is stored.
+- On the cpu tier two or more convs in a row (dense, or depthwise with one filter a channel and
+  at least a vector of channels, each with its folded norm and ReLU) are kept on the blocked
+  layout from one to the next (:mod:`fastconv.kernels.cpu.blocked_run`): each image goes
+  through all of them in one compiled call, NCHW only before the first and after the last.
+- Otherwise on the cpu tier every dense Conv2d runs the blocked path
+  (:mod:`fastconv.kernels.cpu.blocked`) with its weights reordered once, at compile time, or,
+  for a batch through an unpadded stride-1 1x1 layer, the pointwise path
+  (:mod:`fastconv.kernels.cpu.pointwise`); a depthwise conv with one filter a channel and a
+  vector of channels runs :mod:`fastconv.kernels.cpu.depthwise_blocked`, prepared alike; a
+  ReLU after the conv (and, for the last conv of a Residual's body, the shortcut's output) is
+  applied to each image as it is stored.
 - Conv2d + BatchNorm2d and Linear + BatchNorm1d are folded (:mod:`fastconv.fuse`) when ``fold``
   is true; other BatchNorms in eval mode run the tier's kernel with the running statistics.
-- On the cpu tier a depthwise conv's ReLU is applied as it stores each plane; other ReLUs run the
+- On the cpu tier any depthwise conv's ReLU is applied as it stores its output; other ReLUs run the
   tier's ReLU kernel (one pass on all threads). A residual add after a body that does not end in
   a conv goes into the body's output when the plan owns it (made in this call, read by nothing
   else).
@@ -137,6 +143,12 @@ class _Builder:
         while i < len(layers):
             m = layers[i]
             nxt = layers[i + 1] if i + 1 < len(layers) else None
+            kept = self.blocked_run(layers, i, shape)
+            if kept is not None:  # convs kept on the blocked layout from one to the next
+                run, i, shape = kept
+                fns.append(run)
+                owned = True
+                continue
             conv = self.conv_step(layers, i, shape)
             if conv is not None:  # a conv, its folded norm and a following ReLU: one step
                 run, name, used, shape = conv
@@ -163,6 +175,48 @@ class _Builder:
             i += 1
         return fns, shape, owned
 
+    def blocked_run(self, layers, i, shape):
+        """``(run, next index, output shape)`` for two or more convs from ``layers[i]`` that
+        the cpu tier runs on the blocked layout (dense, or depthwise with one filter a channel
+        and a vector of channels; zero padding), each with its folded norm and a following
+        ReLU, Dropout and Identity between them skipped: :class:`~fastconv.kernels.cpu.
+        blocked_run.Run` keeps the layout from one to the next. Else None."""
+        if self.tier.__name__ != "fastconv.kernels.cpu":
+            return None
+        from .kernels.cpu import blocked_run, depthwise_blocked
+        convs, names, j, cur = [], [], i, shape
+        while j < len(layers):
+            m = layers[j]
+            if type(m) in (Dropout, Dropout2d, Identity):
+                j += 1
+                continue
+            if type(m) is not Conv2d or m._explicit_pad() is not None or cur[1] == 0:
+                break
+            depthwise = m.groups > 1
+            if depthwise and not depthwise_blocked.applies(cur, m.weight.shape, self.dtype):
+                break
+            used = 2 if self.folds(layers, j) else 1
+            weight, bias = self.weights(layers, j, used)
+            relu = j + used < len(layers) and self.fusable_relu(layers[j + used])
+            convs.append(blocked_run.Conv(weight, bias, m.stride, m._pads, m.dilation, relu,
+                                          depthwise))
+            names.append(f"{_conv_name(m, cur)} blocked" + (" +bn" if used == 2 else "")
+                         + (" +relu" if relu else ""))
+            cur = tuple(m.output_shape(cur))
+            j += used + relu
+        if len(convs) < 2:
+            return None
+        self.names += ["blocked run {"] + names + ["}"]
+        return blocked_run.Run(shape, convs, self.dtype), j, cur
+
+    def weights(self, layers, i, used):
+        """``(weight, bias)`` copies of the Conv2d or Linear at ``layers[i]``, with the norm
+        after it folded in when ``used`` is 2."""
+        m = layers[i]
+        if used == 2:
+            return tuple(self.array(a) for a in fold(m, layers[i + 1]))
+        return self.array(m.weight.data), self.array(None if m.bias is None else m.bias.data)
+
     def fusable_relu(self, m):
         return type(m) is ReLU and self.counts[id(m)] == 1
 
@@ -180,11 +234,7 @@ class _Builder:
             return None
         out_shape = tuple(m.output_shape(shape))
         used = 2 if self.folds(layers, i) else 1
-        if used == 2:
-            weight, bias = (self.array(a) for a in fold(m, layers[i + 1]))
-        else:
-            weight, bias = self.array(m.weight.data), self.array(
-                None if m.bias is None else m.bias.data)
+        weight, bias = self.weights(layers, i, used)
         run, name = (self.conv if type(m) is Conv2d else self.linear)(m, shape, weight, bias)
         return run, name + (" +bn" if used == 2 else ""), used, out_shape
 
@@ -256,9 +306,7 @@ class _Builder:
         pad for padding modes other than zeros, and add and clamp afterwards."""
         stride, dilation, pads = m.stride, m.dilation, m._pads
         pad = m._explicit_pad()
-        name = (f"conv2d {m.in_channels}->{m.out_channels} {m.kernel_size[0]}x{m.kernel_size[1]}"
-                + (f" stride {stride[0]}" if max(stride) > 1 else "")
-                + (f" groups {m.groups}" if m.groups > 1 else ""))
+        name = _conv_name(m, shape)
         cpu = self.tier.__name__ == "fastconv.kernels.cpu" and pad is None and shape[1] > 0
         if cpu and m.groups == 1:
             from .kernels.cpu import blocked, pointwise
@@ -354,6 +402,13 @@ class _Builder:
         def run(x):
             return bn(x.reshape(flat), weight, bias, mean, var, False, eps)[0].reshape(shape)
         return run, m._label(), True
+
+
+def _conv_name(m, shape):
+    """A Conv2d's step name: ``conv2d 16->32 3x3 stride 2 groups 16``."""
+    return (f"conv2d {m.in_channels}->{m.out_channels} {m.kernel_size[0]}x{m.kernel_size[1]}"
+            + (f" stride {m.stride[0]}" if max(m.stride) > 1 else "")
+            + (f" groups {m.groups}" if m.groups > 1 else ""))
 
 
 def _shape(input_shape):

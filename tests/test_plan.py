@@ -28,7 +28,9 @@ def _plan_paths(x_shape, w_shape, stride, pads, dilation=(1, 1)):
 
 
 def blocked_model():
-    """The model's convs on the paths a plan runs dense convs on."""
+    """The model's convs on the paths a plan runs dense convs on one at a time (the models
+    these tests compile without folding have no two convs in a row, which a plan would keep
+    on the blocked layout together, 1x1 layers too)."""
     return patched([(cpu_conv, "algorithm", _plan_paths)])
 
 
@@ -229,6 +231,16 @@ def test_a_plan_on_the_naive_tier_runs_its_kernels_and_the_fused_steps_in_numpy(
 plan_module = importlib.import_module("fastconv.plan")
 
 
+def for_each_thread_count(check):
+    """``check()`` with 1, 2 and 3 threads."""
+    for threads in (1, 2, 3):
+        fc.set_num_threads(threads)
+        try:
+            check()
+        finally:
+            fc.set_num_threads(None)
+
+
 @pytest.mark.parametrize("arch", ["lenet", "resnet", "mobilenet"])
 def test_a_batch_runs_in_chunks_each_the_models_result_on_its_images(arch):
     """Past CHUNK images a cpu plan runs chunks of CHUNK (and a shorter last one), each chunk
@@ -240,12 +252,7 @@ def test_a_batch_runs_in_chunks_each_the_models_result_on_its_images(arch):
     with patched([(plan_module, "CHUNK", 4)]):
         plan = fc.compile(model, x.shape, fold=False)
     ref = np.concatenate([reference(model, x[lo:lo + 4]) for lo in (0, 4, 8)])
-    for threads in (1, 2, 3):
-        fc.set_num_threads(threads)
-        try:
-            np.testing.assert_array_equal(plan(x), ref)
-        finally:
-            fc.set_num_threads(None)
+    for_each_thread_count(lambda: np.testing.assert_array_equal(plan(x), ref))
     assert rel_error(plan(x), reference(model, x)) < 1e-5  # the whole batch, up to rounding
 
 
@@ -270,3 +277,23 @@ def test_a_batch_with_a_step_across_images_runs_whole(mixer):
     with patched([(plan_module, "CHUNK", 4)]):
         plan = fc.compile(model, x.shape, fold=False)
     np.testing.assert_array_equal(plan(x), reference(model, x))
+
+
+def test_consecutive_convs_stay_on_the_blocked_layout():
+    """mobilenet's convs (dense, depthwise, 1x1) run as one blocked run, folded norms and
+    ReLUs in it, with the bits of the plan that runs them one at a time, for any thread
+    count; lenet's convs, a pool between them, do not."""
+    rng = np.random.default_rng(13)
+    model = randomise_norms(networks.build("mobilenet", seed=5), rng)
+    x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
+    plan = fc.compile(model, x.shape)
+    start, end = plan.steps.index("blocked run {"), plan.steps.index("}")
+    assert end - start - 1 == sum(isinstance(m, fc.Conv2d) for m in model.modules()) == 11
+    assert all(s.endswith("blocked +bn +relu") for s in plan.steps[start + 1:end])
+    with patched([(plan_module._Builder, "blocked_run", lambda *args: None)]):
+        apart = fc.compile(model, x.shape)
+    assert "blocked run {" not in apart.steps
+    want = apart(x)
+    for_each_thread_count(lambda: np.testing.assert_array_equal(plan(x), want))
+    lenet = fc.compile(networks.build("lenet", seed=1), x.shape)
+    assert "blocked run {" not in lenet.steps  # a pool between its convs

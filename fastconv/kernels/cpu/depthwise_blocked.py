@@ -27,7 +27,7 @@ from .blocked import Plan
 from .blocked_kernels import ROWS, _epilogue, _pack, _unpack
 from .microkernel import depthwise_kernel, lanes
 
-__all__ = ["Forward", "applies"]
+__all__ = ["Forward", "applies", "depthwise_weights", "tiles"]
 
 _TILE = depthwise_kernel(ROWS)
 
@@ -39,27 +39,46 @@ def applies(x_shape, w_shape, dtype):
 
 
 @njit(nogil=True, cache=True)
+def tiles(src, wts, out, taps, blocks, plane_o, length, v):
+    """Every tile of one packed image: out (blocked, ``plane_o`` pixels a block) from src, the
+    taps of block cb at ``taps[cb*T:(cb+1)*T]`` and its weights at ``wts[cb*T*V:]``. The tiles
+    run over each block's ``length`` output positions, the last one ending at the last
+    position (it recomputes a few, storing the same values)."""
+    ntaps = taps.shape[0] // blocks
+    for cb in range(blocks):
+        block_taps = taps[cb * ntaps:(cb + 1) * ntaps]
+        q0 = 0
+        while q0 < length:
+            q = q0 if q0 + ROWS <= length or length < ROWS else length - ROWS
+            _TILE(src, q * v, block_taps, ntaps, wts, cb * ntaps * v, out,
+                  (cb * plane_o + q) * v)
+            q0 += ROWS
+
+
+@njit(nogil=True, cache=True)
 def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, geo, lay_x, lay_o, relu):
     """Images [s0, s1) of x (N, C, H, W) -> out (N, C, Hout, Wout): packed into xb, the tiles
     of every block into ob, unpacked with the bias, then ReLU (NaN kept) with ``relu``.
     ``wts`` is (C/V, taps, V) flat; ``geo`` = (V, blocks, plane_o, length) as in
     :meth:`.blocked.Plan.forward_geometry`."""
     v, blocks, plane_o, length = geo[0], geo[1], geo[2], geo[3]
-    ntaps = taps.shape[0] // blocks
     none = np.empty((0, 1, 1, 1), dtype=x.dtype)
     for n in range(s0, s1):
         _pack(x[n], xb, v, lay_x)
-        for cb in range(blocks):
-            block_taps = taps[cb * ntaps:(cb + 1) * ntaps]
-            q0 = 0
-            while q0 < length:
-                q = q0 if q0 + ROWS <= length or length < ROWS else length - ROWS
-                _TILE(xb, q * v, block_taps, ntaps, wts, cb * ntaps * v, ob,
-                      (cb * plane_o + q) * v)
-                q0 += ROWS
+        tiles(xb, wts, ob, taps, blocks, plane_o, length, v)
         _unpack(ob, plane_o * v, v, lay_o, bias, out[n])
         if relu:
             _epilogue(out[n], none, n, relu)
+
+
+def depthwise_weights(w, plan):
+    """w (C, 1, FH, FW) -> (C/V, taps, V) flat for the blocked :class:`~.blocked.Plan`
+    ``plan`` (lanes past C zero)."""
+    c, _, fh, fw = w.shape
+    v, blocks = plan.v, plan.cb
+    wpad = np.zeros((blocks * v, fh * fw), dtype=w.dtype)
+    wpad[:c] = w.reshape(c, fh * fw)
+    return np.ascontiguousarray(wpad.reshape(blocks, v, fh * fw).transpose(0, 2, 1)).ravel()
 
 
 @functools.lru_cache(maxsize=64)
@@ -79,15 +98,11 @@ class Forward:
     image as it is stored. x must have the prepared shape and dtype (the caller checks)."""
 
     def __init__(self, x_shape, w, b, stride, pads, dilation=(1, 1)):
-        c, fh, fw = x_shape[1], w.shape[2], w.shape[3]
+        fh, fw = w.shape[2], w.shape[3]
         self.plan, self.taps, self.lay_x, self.lay_o, self.geo, self.parts = _geometry(
             tuple(x_shape), fh, fw, tuple(stride), tuple(pads), tuple(dilation), w.dtype)
-        v, blocks = self.plan.v, self.plan.cb
-        wpad = np.zeros((blocks * v, fh * fw), dtype=w.dtype)
-        wpad[:c] = w.reshape(c, fh * fw)
-        self.wts = np.ascontiguousarray(  # (C/V, taps, V)
-            wpad.reshape(blocks, v, fh * fw).transpose(0, 2, 1)).ravel()
-        self.bias = np.ascontiguousarray(b) if b is not None else np.zeros(c, dtype=w.dtype)
+        self.wts = depthwise_weights(w, self.plan)
+        self.bias = np.ascontiguousarray(b) if b is not None else np.zeros(x_shape[1], w.dtype)
 
     def __call__(self, x, relu=False):
         p = self.plan

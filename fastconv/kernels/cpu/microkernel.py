@@ -275,6 +275,34 @@ def depthwise_kernel(rows):
     return tile
 
 
+def _emit_move(context, builder, sig, args):
+    """The IR of :func:`move`: a vector load, a vector fadd of the bias, ReLU as a select (an
+    ``olt`` compare is false for NaN, which stays), a vector store."""
+    a, a_off, c, c_off, bias, b_off, relu = args
+    vecty, _ = _vector(context, sig.args[0])
+    align = sig.args[0].dtype.bitwidth // 8
+    pa, pc, pb = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (2, c), (4, bias)))
+    value = builder.fadd(builder.load(_vector_ptr(builder, pa, a_off, vecty), align=align),
+                         builder.load(_vector_ptr(builder, pb, b_off, vecty), align=align))
+    zero = ir.Constant(vecty, None)
+    clamped = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
+    is_relu = builder.icmp_signed("!=", relu, ir.Constant(relu.type, 0))
+    builder.store(builder.select(is_relu, clamped, value),
+                  _vector_ptr(builder, pc, c_off, vecty), align=align)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def move(typingctx, a, a_off, c, c_off, bias, b_off, relu):
+    """``move(a, a_off, c, c_off, bias, b_off, relu)``: ``c[c_off:c_off + V] = a[a_off:a_off +
+    V] + bias[b_off:b_off + V]``, then ReLU (NaN kept) where ``relu`` is not 0: one vector of
+    channels of a pixel from one blocked layout into another."""
+    if not _typed(a, c, bias):
+        return None
+    i = types.int64
+    return types.void(a, i, c, i, bias, i, i), _emit_move
+
+
 def _emit_transpose(context, builder, sig, args):
     """The IR of :func:`transpose`: V guarded vector loads, log2(V) rounds of V two-input
     ``shufflevector`` (Eklundh's block swaps: round s exchanges the off-diagonal s x s blocks of

@@ -1,0 +1,130 @@
+"""Runs of convolutions kept on the blocked layout (kernels/cpu/blocked_run.py): bit for bit the
+layers run one at a time on the blocked path (dense and depthwise, any stride, padding and
+dilation, channels that fill the last vector or not, with and without bias and ReLU), in both
+dtypes, for any thread count, with inf and NaN; and the naive tier within tolerance.
+"""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv.kernels import naive
+from fastconv.kernels.cpu import _common as cpu_common
+from fastconv.kernels.cpu import blocked, blocked_run, depthwise_blocked
+from fastconv.kernels.cpu.microkernel import lanes
+
+from helpers import DTYPES, HYPOTHESIS, assert_close_to_oracle, patched, random
+
+
+def one_at_a_time(x, convs):
+    """The layers of a run, each on its own blocked path (NCHW between them)."""
+    for conv in convs:
+        args = (x.shape, conv.w, conv.b, conv.stride, conv.pads, conv.dilation)
+        x = (depthwise_blocked.Forward(*args)(x, conv.relu) if conv.depthwise
+             else blocked.Forward(*args)(x, None, conv.relu))
+    return x
+
+
+def oracle(x, convs):
+    for conv in convs:
+        args = (conv.stride, conv.pads, conv.dilation)
+        x = (naive.depthwise_conv2d(x, conv.w, conv.b, *args)[0] if conv.depthwise
+             else naive.conv2d(x, conv.w, conv.b, *args)[0])
+        x = np.maximum(x, 0) if conv.relu else x
+    return x
+
+
+@st.composite
+def runs(draw, dtype):
+    """(x shape, [Conv, ...]): 2-4 layers, each dense or depthwise, of random geometry, every
+    output at least one pixel."""
+    v = lanes(dtype)
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 2 * v + 2))
+    h, w = draw(st.integers(5, 12)), draw(st.integers(5, 12))
+    x_shape, convs = (n, c, h, w), []
+    for _ in range(draw(st.integers(2, 4))):
+        depthwise = c >= v and draw(st.booleans())
+        k = c if depthwise else draw(st.integers(1, 2 * v + 2))
+        fh, fw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
+        ho = (h + pads[0] + pads[1] - dilation[0] * (fh - 1) - 1) // stride[0] + 1
+        wo = (w + pads[2] + pads[3] - dilation[1] * (fw - 1) - 1) // stride[1] + 1
+        if ho < 1 or wo < 1:
+            break
+        weight = random(rng, (k, 1 if depthwise else c, fh, fw), dtype)
+        bias = random(rng, (k,), dtype) if draw(st.booleans()) else None
+        convs.append(blocked_run.Conv(weight, bias, stride, pads, dilation,
+                                      draw(st.booleans()), depthwise))
+        c, h, w = k, ho, wo
+    return x_shape, convs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@HYPOTHESIS
+@given(data=st.data())
+def test_a_run_is_its_layers_one_at_a_time_to_the_bit(dtype, data):
+    x_shape, convs = data.draw(runs(np.dtype(dtype)))
+    x = random(np.random.default_rng(1), x_shape, dtype)
+    got = blocked_run.Run(x_shape, convs, dtype)(x)
+    np.testing.assert_array_equal(got, one_at_a_time(x, convs))
+    assert_close_to_oracle(got, oracle(x, convs), f"blocked run {x_shape}")
+
+
+def mobilenet_like(dtype):
+    rng = np.random.default_rng(3)
+    layers = [(16, 1, 3, 1, 1, False), (16, 16, 3, 1, 1, True), (32, 16, 1, 1, 0, False),
+              (32, 32, 3, 2, 1, True), (40, 32, 1, 1, 0, False)]
+    convs = []
+    for k, c, f, s, p, depthwise in layers:
+        w = random(rng, (k, 1 if depthwise else c, f, f), dtype)
+        convs.append(blocked_run.Conv(w, random(rng, (k,), dtype), (s, s), (p,) * 4, (1, 1),
+                                      True, depthwise))
+    return (5, 1, 28, 28), convs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_bits_do_not_depend_on_the_thread_count(dtype):
+    x_shape, convs = mobilenet_like(dtype)
+    x = random(np.random.default_rng(2), x_shape, dtype)
+    run = blocked_run.Run(x_shape, convs, dtype)
+    want = one_at_a_time(x, convs)
+    for threads in (1, 2, 3):
+        fastconv.set_num_threads(threads)
+        try:
+            with patched([(cpu_common, "SPLIT_FLOPS", 0)]):
+                np.testing.assert_array_equal(blocked_run.Run(x_shape, convs, dtype)(x), want)
+        finally:
+            fastconv.set_num_threads(None)
+    np.testing.assert_array_equal(run(x), want)  # a second call: buffers reused, same result
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_inf_and_nan_as_the_layers_one_at_a_time():
+    x_shape, convs = mobilenet_like(np.float32)
+    x = random(np.random.default_rng(4), x_shape, np.float32)
+    x[0, 0, 3, 3], x[2, 0, 10, 20], x[4, 0, -1, -1] = np.nan, np.inf, -np.inf
+    got = blocked_run.Run(x_shape, convs, np.float32)(x)
+    np.testing.assert_array_equal(got, one_at_a_time(x, convs))  # NaN where it is NaN
+    assert np.isnan(got).any() and np.isfinite(got[1]).all()
+
+
+def test_runs_on_inputs_of_one_layout_but_another_size_keep_their_own_buffers():
+    """Packed buffers are zeroed once and only data pixels are written after: a run whose
+    input has the same packed layout as an earlier run's but fewer rows (5 and 6 rows give 3
+    phase rows at stride 2) must not read the rows the earlier run wrote."""
+    rng = np.random.default_rng(5)
+    convs = [blocked_run.Conv(random(rng, (3, 2, 1, 1), np.float32), None, (2, 1),
+                              (0, 0, 0, 0), (1, 1), False),
+             blocked_run.Conv(random(rng, (3, 3, 3, 3), np.float32), None, (1, 1),
+                              (0, 1, 1, 1), (1, 1), False)]
+    big, small = (1, 2, 6, 7), (1, 2, 5, 7)
+    assert blocked_run.Run(big, convs, np.float32).key != \
+        blocked_run.Run(small, convs, np.float32).key
+    for shape in (big, small):
+        x = random(rng, shape, np.float32) + 10  # rows the other input lacks are far from 0
+        np.testing.assert_array_equal(blocked_run.Run(shape, convs, np.float32)(x),
+                                      one_at_a_time(x, convs))
