@@ -279,21 +279,30 @@ def test_a_batch_with_a_step_across_images_runs_whole(mixer):
     np.testing.assert_array_equal(plan(x), reference(model, x))
 
 
-def test_consecutive_convs_stay_on_the_blocked_layout():
+RUNS = {  # the steps of each network's blocked run (lenet's last pool follows the run)
+    "mobilenet": ["conv2d 1->16 3x3 blocked +bn +relu"] + [
+        f"conv2d {a} blocked +bn +relu" for a in (
+            "16->16 3x3 groups 16", "16->32 1x1", "32->32 3x3 stride 2 groups 32", "32->64 1x1",
+            "64->64 3x3 groups 64", "64->64 1x1", "64->64 3x3 stride 2 groups 64",
+            "64->128 1x1", "128->128 3x3 groups 128", "128->128 1x1")],
+    "lenet": ["conv2d 1->32 3x3 blocked +relu +max_pool 2x2", "conv2d 32->64 3x3 blocked +relu",
+              "}", "MaxPool2d(2, stride=2)"],
+}
+
+
+@pytest.mark.parametrize("arch", sorted(RUNS))
+def test_consecutive_convs_stay_on_the_blocked_layout(arch):
     """mobilenet's convs (dense, depthwise, 1x1) run as one blocked run, folded norms and
-    ReLUs in it, with the bits of the plan that runs them one at a time, for any thread
-    count; lenet's convs, a pool between them, do not."""
+    ReLUs in it, and lenet's two convs with the pool between them; each gives the bits of
+    the plan that runs its convs one at a time, for any thread count."""
     rng = np.random.default_rng(13)
-    model = randomise_norms(networks.build("mobilenet", seed=5), rng)
+    model = randomise_norms(networks.build(arch, seed=5), rng)
     x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
     plan = fc.compile(model, x.shape)
-    start, end = plan.steps.index("blocked run {"), plan.steps.index("}")
-    assert end - start - 1 == sum(isinstance(m, fc.Conv2d) for m in model.modules()) == 11
-    assert all(s.endswith("blocked +bn +relu") for s in plan.steps[start + 1:end])
+    start = plan.steps.index("blocked run {")
+    assert plan.steps[start + 1:start + 1 + len(RUNS[arch])] == RUNS[arch]
     with patched([(plan_module._Builder, "blocked_run", lambda *args: None)]):
         apart = fc.compile(model, x.shape)
     assert "blocked run {" not in apart.steps
     want = apart(x)
     for_each_thread_count(lambda: np.testing.assert_array_equal(plan(x), want))
-    lenet = fc.compile(networks.build("lenet", seed=1), x.shape)
-    assert "blocked run {" not in lenet.steps  # a pool between its convs

@@ -6,7 +6,8 @@ Each layer's tiles write its blocked output, rows of its input's phase-plane wid
 forward of :mod:`.blocked` and :mod:`.depthwise_blocked`). Instead of moving that output to
 NCHW and packing it again for the next layer, each pixel's vector of V channels, plus the bias
 and then ReLU, is written straight to where the next layer's packing would put it (its padding
-and stride phases; :func:`.microkernel.move`). Only the run's input is packed from NCHW and
+and stride phases; :func:`.microkernel.move`), or, where a 2x2 max pool follows the layer,
+the maximum of each window (:func:`.microkernel.move_max`). Only the run's input is packed from NCHW and
 only its last output is unpacked to NCHW. The arithmetic is the layers' own: the result is
 the same, bit for bit, as running each layer on the blocked path alone.
 
@@ -25,38 +26,47 @@ from .blocked import Plan
 from .blocked_kernels import _epilogue, _offsets, _pack, _tiles, _unpack
 from .depthwise_blocked import depthwise_weights
 from .depthwise_blocked import tiles as depthwise_tiles
-from .microkernel import move
+from .microkernel import move, move_max
 
 __all__ = ["Conv", "Run"]
 
 
 class Conv:
     """One layer of a run: weights (K, C, FH, FW), or (C, 1, FH, FW) with ``depthwise``;
-    bias (K,) or None; its geometry; ReLU after it."""
+    bias (K,) or None; its geometry; ReLU after it; with ``pool``, a 2x2 stride-2 max pool
+    after that (not on a run's last layer)."""
 
-    def __init__(self, w, b, stride, pads, dilation, relu, depthwise=False):
+    def __init__(self, w, b, stride, pads, dilation, relu, depthwise=False, pool=False):
         self.w, self.b, self.relu, self.depthwise = w, b, bool(relu), bool(depthwise)
+        self.pool = bool(pool)
         self.stride, self.pads, self.dilation = tuple(stride), tuple(pads), tuple(dilation)
 
     def __repr__(self):
         return (f"Conv(w {self.w.shape}, bias {self.b is not None}, stride {self.stride}, "
                 f"pads {self.pads}, dilation {self.dilation}, relu {self.relu}, depthwise "
-                f"{self.depthwise})")
+                f"{self.depthwise}, pool {self.pool})")
 
 
 @njit(nogil=True, cache=True)
-def _move_image(ob, plane, wd, ho, wo, k_out, v, bias, relu, dst, lay, offs):
+def _move_image(ob, plane, wd, ho, wo, k_out, v, bias, relu, pool, dst, lay, offs):
     """ob (blocked output: block kb's pixel (oy, ox) at ``(kb*plane + oy*wd + ox)*v``) ->
     dst packed in the layout ``lay``, bias added and ReLU applied, a vector of V channels at
-    a time."""
+    a time; with ``pool``, the maximum of each 2x2 window (stride 2, the last odd row and
+    column dropped) instead of each pixel."""
     block = lay[0] * lay[1] * lay[2]
-    row = offs[:wo]
+    step = 2 if pool else 1
+    hp, wp = ho // step, wo // step
+    row = offs[:wp]
     for kb in range(-(-k_out // v)):
-        for oy in range(ho):
-            _offsets(oy * wo, wo, v, lay, kb * block, row)
-            src = (kb * plane + oy * wd) * v
-            for ox in range(wo):
-                move(ob, src + ox * v, dst, row[ox], bias, kb * v, relu)
+        for py in range(hp):
+            _offsets(py * wp, wp, v, lay, kb * block, row)
+            src = (kb * plane + step * py * wd) * v
+            if pool:
+                for px in range(wp):
+                    move_max(ob, src + 2 * px * v, wd * v, dst, row[px], bias, kb * v, relu)
+            else:
+                for px in range(wp):
+                    move(ob, src + px * v, dst, row[px], bias, kb * v, relu)
 
 
 @njit(nogil=True, cache=True)
@@ -67,13 +77,13 @@ def _layer(src, depthwise, wts, taps, geo, ob, bias, relu, dst, lay_next, out, o
     wd, ho, wo, k_out)."""
     v, kblocks, plane_o, length, rem, block_taps = geo[0], geo[1], geo[2], geo[3], geo[4], \
         geo[5]
-    wd, ho, wo, k_out = geo[6], geo[7], geo[8], geo[9]
+    wd, ho, wo, k_out, pool = geo[6], geo[7], geo[8], geo[9], geo[10] != 0
     if depthwise:
         depthwise_tiles(src, wts, ob, taps, kblocks, plane_o, length, v)
     else:
         _tiles(src, wts, ob, taps, kblocks, plane_o * v, length, v, rem, block_taps)
     if dst.shape[0]:
-        _move_image(ob, plane_o, wd, ho, wo, k_out, v, bias, relu, dst, lay_next, offs)
+        _move_image(ob, plane_o, wd, ho, wo, k_out, v, bias, relu, pool, dst, lay_next, offs)
     else:
         _unpack(ob, plane_o * v, v, np.array([1, 1, 0, wd, 0, 0], dtype=np.int64), bias, out)
         if relu:
@@ -87,7 +97,7 @@ def _images(x, s0, s1, out, packed, ob, kinds, geos, lays, wts, taps, biases, bo
     input), ``wts``, ``taps`` and ``biases`` between ``bounds[i]`` and ``bounds[i + 1]`` (a
     row of four bounds each); ``kinds[i]`` = (depthwise, relu)."""
     layers = kinds.shape[0]
-    offs = np.empty(max(x.shape[3], out.shape[3], 16) * 4, dtype=np.int64)
+    offs = np.empty(geos[:, 8].max() + 16, dtype=np.int64)
     empty_dst = packed[:0]
     for n in range(s0, s1):
         first = packed[bounds[0, 0]:bounds[1, 0]]
@@ -126,14 +136,17 @@ class Run:
             cblocks = -(-c // v)
             taps.append(p.taps())
             geos.append([v, blocks, p.plane_o, p.length, c - (cblocks - 1) * v,
-                         taps[-1].shape[0] // cblocks, p.wd, p.ho, p.wo, k])
+                         taps[-1].shape[0] // cblocks, p.wd, p.ho, p.wo, k, int(conv.pool)])
             lays.append(p.x_layout())
             inputs.append((p.c, p.h, p.w, p.x_size) + tuple(lays[-1]))
             kinds.append([int(conv.depthwise), int(conv.relu)])
             rows.append([p.x_size, wts[-1].size, taps[-1].size, bias.size])
             ob_size = max(ob_size, blocks * p.plane_o * v)
             macs += p.n * p.ho * p.wo * fh * fw * (c if conv.depthwise else c * k)
-            shape = (shape[0], k, p.ho, p.wo)
+            step = 2 if conv.pool else 1
+            shape = (shape[0], k, p.ho // step, p.wo // step)
+        if convs[-1].pool:
+            raise ValueError("blocked_run.Run: the last layer of a run cannot pool")
         self.out_shape = shape
         self.parts = _common.conv_parts(macs, self.n, self.n)
         self.bounds = np.zeros((len(rows) + 2, 4), dtype=np.int64)

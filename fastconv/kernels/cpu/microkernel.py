@@ -275,20 +275,45 @@ def depthwise_kernel(rows):
     return tile
 
 
-def _emit_move(context, builder, sig, args):
-    """The IR of :func:`move`: a vector load, a vector fadd of the bias, ReLU as a select (an
-    ``olt`` compare is false for NaN, which stays), a vector store."""
-    a, a_off, c, c_off, bias, b_off, relu = args
-    vecty, _ = _vector(context, sig.args[0])
-    align = sig.args[0].dtype.bitwidth // 8
-    pa, pc, pb = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (2, c), (4, bias)))
-    value = builder.fadd(builder.load(_vector_ptr(builder, pa, a_off, vecty), align=align),
-                         builder.load(_vector_ptr(builder, pb, b_off, vecty), align=align))
+def _emit_move(context, builder, sig, args, window):
+    """The IR of :func:`move` (``window`` 1) and :func:`move_max` (2): per pixel a vector load
+    and a vector fadd of the bias, ReLU as a select (an ``olt`` compare is false for NaN, which
+    stays); over a 2x2 window the columns' maxima, then theirs, each a select that keeps the
+    first operand where it is not less than the second or is NaN; a vector store."""
+    if window == 1:
+        a, a_off, c, c_off, bias, b_off, relu = args
+        a_row = None
+    else:
+        a, a_off, a_row, c, c_off, bias, b_off, relu = args
+    arrty = sig.args[0]
+    vecty, width = _vector(context, arrty)
+    align = arrty.dtype.bitwidth // 8
+    pa = _data(context, builder, arrty, a)
+    pc, pb = (_data(context, builder, sig.args[len(args) - 5 + i], v)
+              for i, v in ((0, c), (2, bias)))
+    shift = builder.load(_vector_ptr(builder, pb, b_off, vecty), align=align)
     zero = ir.Constant(vecty, None)
-    clamped = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
     is_relu = builder.icmp_signed("!=", relu, ir.Constant(relu.type, 0))
-    builder.store(builder.select(is_relu, clamped, value),
-                  _vector_ptr(builder, pc, c_off, vecty), align=align)
+
+    def pixel(offset):
+        value = builder.fadd(builder.load(_vector_ptr(builder, pa, offset, vecty), align=align),
+                             shift)
+        clamped = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
+        return builder.select(is_relu, clamped, value)
+
+    def first_max(t, u):
+        keep = builder.or_(builder.fcmp_ordered(">=", t, u), builder.fcmp_unordered("uno", t, t))
+        return builder.select(keep, t, u)
+
+    if window == 1:
+        value = pixel(a_off)
+    else:
+        step = _I64(width)
+        below = builder.add(a_off, a_row)
+        left = first_max(pixel(a_off), pixel(below))
+        right = first_max(pixel(builder.add(a_off, step)), pixel(builder.add(below, step)))
+        value = first_max(left, right)
+    builder.store(value, _vector_ptr(builder, pc, c_off, vecty), align=align)
     return context.get_dummy_value()
 
 
@@ -300,7 +325,19 @@ def move(typingctx, a, a_off, c, c_off, bias, b_off, relu):
     if not _typed(a, c, bias):
         return None
     i = types.int64
-    return types.void(a, i, c, i, bias, i, i), _emit_move
+    return types.void(a, i, c, i, bias, i, i), functools.partial(_emit_move, window=1)
+
+
+@intrinsic
+def move_max(typingctx, a, a_off, a_row, c, c_off, bias, b_off, relu):
+    """:func:`move` of the maximum over a 2x2 window of pixels: the four vectors at ``a_off``,
+    ``a_off + V``, ``a_off + a_row`` and ``a_off + a_row + V``, each plus the bias and ReLU'd,
+    reduced as :func:`~.pooling.max_pool2d_values` does (each column's pair, then the two
+    columns; a NaN wins, among equal values the first is kept)."""
+    if not _typed(a, c, bias):
+        return None
+    i = types.int64
+    return types.void(a, i, i, c, i, bias, i, i), functools.partial(_emit_move, window=2)
 
 
 def _emit_transpose(context, builder, sig, args):

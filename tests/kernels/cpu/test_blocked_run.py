@@ -1,7 +1,8 @@
 """Runs of convolutions kept on the blocked layout (kernels/cpu/blocked_run.py): bit for bit the
 layers run one at a time on the blocked path (dense and depthwise, any stride, padding and
-dilation, channels that fill the last vector or not, with and without bias and ReLU), in both
-dtypes, for any thread count, with inf and NaN; and the naive tier within tolerance.
+dilation, channels that fill the last vector or not, with and without bias, ReLU and a 2x2
+max pool), in both dtypes, for any thread count, with inf and NaN; and the naive tier
+within tolerance.
 """
 import numpy as np
 import pytest
@@ -13,16 +14,22 @@ from fastconv.kernels import naive
 from fastconv.kernels.cpu import _common as cpu_common
 from fastconv.kernels.cpu import blocked, blocked_run, depthwise_blocked
 from fastconv.kernels.cpu.microkernel import lanes
+from fastconv.kernels.cpu.pooling import max_pool2d_values
 
 from helpers import DTYPES, HYPOTHESIS, assert_close_to_oracle, patched, random
 
 
+POOL = ((2, 2), (2, 2), (0, 0), (1, 1), False)  # kernel, stride, padding, dilation, ceil
+
+
 def one_at_a_time(x, convs):
-    """The layers of a run, each on its own blocked path (NCHW between them)."""
+    """The layers of a run, each on its own blocked path (NCHW between them), then the plans'
+    max pool where a layer pools."""
     for conv in convs:
         args = (x.shape, conv.w, conv.b, conv.stride, conv.pads, conv.dilation)
         x = (depthwise_blocked.Forward(*args)(x, conv.relu) if conv.depthwise
              else blocked.Forward(*args)(x, None, conv.relu))
+        x = max_pool2d_values(x, *POOL) if conv.pool else x
     return x
 
 
@@ -32,13 +39,14 @@ def oracle(x, convs):
         x = (naive.depthwise_conv2d(x, conv.w, conv.b, *args)[0] if conv.depthwise
              else naive.conv2d(x, conv.w, conv.b, *args)[0])
         x = np.maximum(x, 0) if conv.relu else x
+        x = naive.max_pool2d(x, *POOL)[0] if conv.pool else x
     return x
 
 
 @st.composite
 def runs(draw, dtype):
-    """(x shape, [Conv, ...]): 2-4 layers, each dense or depthwise, of random geometry, every
-    output at least one pixel."""
+    """(x shape, [Conv, ...]): 2-4 layers, each dense or depthwise, of random geometry, some
+    followed by a 2x2 max pool, every output at least one pixel."""
     v = lanes(dtype)
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     n, c = draw(st.integers(1, 3)), draw(st.integers(1, 2 * v + 2))
@@ -57,9 +65,11 @@ def runs(draw, dtype):
             break
         weight = random(rng, (k, 1 if depthwise else c, fh, fw), dtype)
         bias = random(rng, (k,), dtype) if draw(st.booleans()) else None
+        pool = min(ho, wo) >= 2 and draw(st.booleans())
         convs.append(blocked_run.Conv(weight, bias, stride, pads, dilation,
-                                      draw(st.booleans()), depthwise))
-        c, h, w = k, ho, wo
+                                      draw(st.booleans()), depthwise, pool))
+        c, h, w = k, ho // (1 + pool), wo // (1 + pool)
+    convs[-1].pool = False  # a run's last layer does not pool
     return x_shape, convs
 
 
@@ -76,13 +86,14 @@ def test_a_run_is_its_layers_one_at_a_time_to_the_bit(dtype, data):
 
 def mobilenet_like(dtype):
     rng = np.random.default_rng(3)
-    layers = [(16, 1, 3, 1, 1, False), (16, 16, 3, 1, 1, True), (32, 16, 1, 1, 0, False),
-              (32, 32, 3, 2, 1, True), (40, 32, 1, 1, 0, False)]
+    layers = [(16, 1, 3, 1, 1, False, False), (16, 16, 3, 1, 1, True, True),
+              (32, 16, 1, 1, 0, False, False), (32, 32, 3, 2, 1, True, False),
+              (40, 32, 1, 1, 0, False, False)]
     convs = []
-    for k, c, f, s, p, depthwise in layers:
+    for k, c, f, s, p, depthwise, pool in layers:
         w = random(rng, (k, 1 if depthwise else c, f, f), dtype)
         convs.append(blocked_run.Conv(w, random(rng, (k,), dtype), (s, s), (p,) * 4, (1, 1),
-                                      True, depthwise))
+                                      True, depthwise, pool))
     return (5, 1, 28, 28), convs
 
 
@@ -128,3 +139,17 @@ def test_runs_on_inputs_of_one_layout_but_another_size_keep_their_own_buffers():
         x = random(rng, shape, np.float32) + 10  # rows the other input lacks are far from 0
         np.testing.assert_array_equal(blocked_run.Run(shape, convs, np.float32)(x),
                                       one_at_a_time(x, convs))
+
+
+def test_a_nan_in_a_pooled_window_is_kept_and_goes_no_further():
+    """Depthwise identities around a pool: a NaN in two windows (top-left of one, bottom-right
+    of another) makes those pooled pixels NaN and no others, as the plans' max pool does.
+    (Ties between +0 and -0 cannot arise: a conv's sums start from +0.)"""
+    ones = np.ones((16, 1, 1, 1), np.float32)
+    convs = [blocked_run.Conv(ones, None, (1, 1), (0,) * 4, (1, 1), True, True, pool=True),
+             blocked_run.Conv(ones, None, (1, 1), (0,) * 4, (1, 1), False, True)]
+    x = random(np.random.default_rng(6), (2, 16, 4, 6), np.float32)
+    x[0, 3, 0, 0], x[1, 7, 3, 5] = np.nan, np.nan
+    got = blocked_run.Run(x.shape, convs, np.float32)(x)
+    np.testing.assert_array_equal(got, one_at_a_time(x, convs))
+    assert np.isnan(got).sum() == 2 and np.isnan(got[0, 3, 0, 0]) and np.isnan(got[1, 7, 1, 2])
