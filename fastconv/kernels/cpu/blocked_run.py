@@ -7,9 +7,10 @@ forward of :mod:`.blocked` and :mod:`.depthwise_blocked`). Instead of moving tha
 NCHW and packing it again for the next layer, each pixel's vector of V channels, plus the bias
 and then ReLU, is written straight to where the next layer's packing would put it (its padding
 and stride phases; :func:`.microkernel.move`), or, where a 2x2 max pool follows the layer,
-the maximum of each window (:func:`.microkernel.move_max`). Only the run's input is packed from NCHW and
-only its last output is unpacked to NCHW. The arithmetic is the layers' own: the result is
-the same, bit for bit, as running each layer on the blocked path alone.
+the maximum of each window (:func:`.microkernel.move_max`). Only the run's input is packed
+from NCHW and only its last output is unpacked to NCHW. The arithmetic is the layers' own: the
+result is the same, bit for bit, as running each layer on the blocked path alone (and the
+plans' max pool after it).
 
 Each thread takes its images one at a time through every layer of the run in one compiled
 call, so an image's packed inputs of every layer (a buffer of this thread, zeroed once: padding
