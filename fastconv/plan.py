@@ -179,14 +179,14 @@ class _Builder:
         """``(run, next index, output shape)`` for two or more convs from ``layers[i]`` that
         the cpu tier runs on the blocked layout (dense, or depthwise with one filter a channel
         and a vector of channels; zero padding), each with its folded norm, a following ReLU
-        and, between two of them, a 2x2 max pool; Dropout and Identity between them skipped:
+        and a 2x2 max pool (after the last, a global average pool too); Dropout and Identity
+        between them skipped:
         :class:`~fastconv.kernels.cpu.blocked_run.Run` keeps the layout from one to the next.
         Else None."""
         if self.tier.__name__ != "fastconv.kernels.cpu":
             return None
         from .kernels.cpu import blocked_run, depthwise_blocked
         convs, names, j, cur = [], [], i, shape
-        pooled = None  # (index of the last conv's pool, the shape before it)
         while j < len(layers):
             m = layers[j]
             if type(m) in (Dropout, Dropout2d, Identity):
@@ -202,19 +202,16 @@ class _Builder:
             relu = j + used < len(layers) and self.fusable_relu(layers[j + used])
             cur = tuple(m.output_shape(cur))
             j += used + relu
-            pool = j < len(layers) and _pools_2x2(layers[j], cur)
+            pool = _run_pool(layers[j], cur) if j < len(layers) else None
             names.append(f"{_conv_name(m, cur)} blocked" + (" +bn" if used == 2 else "")
-                         + (" +relu" if relu else "") + (" +max_pool 2x2" if pool else ""))
+                         + (" +relu" if relu else "") + _POOL_NAMES[pool])
             convs.append(blocked_run.Conv(weight, bias, m.stride, m._pads, m.dilation, relu,
                                           depthwise, pool))
-            pooled = (j, cur) if pool else None
             if pool:
                 cur = tuple(layers[j].output_shape(cur))
                 j += 1
-        if pooled is not None:  # a run ends with a conv: its pool is a step of its own
-            j, cur = pooled
-            convs[-1].pool = False
-            names[-1] = names[-1][:-len(" +max_pool 2x2")]
+            if pool == "mean":  # the run's output is (N, C, 1, 1)
+                break
         if len(convs) < 2:
             return None
         self.names += ["blocked run {"] + names + ["}"]
@@ -415,12 +412,21 @@ class _Builder:
         return run, m._label(), True
 
 
-def _pools_2x2(m, shape):
-    """Whether ``m`` is a MaxPool2d of 2x2 windows at stride 2 (no padding, dilation or
-    indices) whose output is ``shape``'s planes halved, rounded down."""
-    return type(m) is MaxPool2d and not m.return_indices and m._kernel == (2, 2) and \
-        m._stride == (2, 2) and m._padding == (0, 0) and m._dilation == (1, 1) and \
-        tuple(m.output_shape(shape)[2:]) == (shape[2] // 2, shape[3] // 2)
+_POOL_NAMES = {None: "", "max": " +max_pool 2x2", "mean": " +global avg_pool"}
+
+
+def _run_pool(m, shape):
+    """What a blocked run does with ``m`` after a conv of output ``shape`` (an entry of
+    :data:`~fastconv.kernels.cpu.blocked_run.POOLS`): ``"max"`` for a MaxPool2d of 2x2 windows
+    at stride 2 (no padding, dilation or indices, the planes halved rounding down), ``"mean"``
+    for an AdaptiveAvgPool2d to 1x1, else None."""
+    if type(m) is MaxPool2d and not m.return_indices and m._kernel == (2, 2) and \
+            m._stride == (2, 2) and m._padding == (0, 0) and m._dilation == (1, 1) and \
+            tuple(m.output_shape(shape)[2:]) == (shape[2] // 2, shape[3] // 2):
+        return "max"
+    if type(m) is AdaptiveAvgPool2d and tuple(m.output_shape(shape)[2:]) == (1, 1):
+        return "mean"
+    return None
 
 
 def _conv_name(m, shape):

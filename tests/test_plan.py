@@ -279,22 +279,27 @@ def test_a_batch_with_a_step_across_images_runs_whole(mixer):
     np.testing.assert_array_equal(plan(x), reference(model, x))
 
 
-RUNS = {  # the steps of each network's blocked run (lenet's last pool follows the run)
+RUNS = {  # the steps of each network's blocked run, pools in it
     "mobilenet": ["conv2d 1->16 3x3 blocked +bn +relu"] + [
         f"conv2d {a} blocked +bn +relu" for a in (
             "16->16 3x3 groups 16", "16->32 1x1", "32->32 3x3 stride 2 groups 32", "32->64 1x1",
             "64->64 3x3 groups 64", "64->64 1x1", "64->64 3x3 stride 2 groups 64",
-            "64->128 1x1", "128->128 3x3 groups 128", "128->128 1x1")],
-    "lenet": ["conv2d 1->32 3x3 blocked +relu +max_pool 2x2", "conv2d 32->64 3x3 blocked +relu",
-              "}", "MaxPool2d(2, stride=2)"],
+            "64->128 1x1", "128->128 3x3 groups 128")] + [
+        "conv2d 128->128 1x1 blocked +bn +relu +global avg_pool", "}", "flatten"],
+    "lenet": ["conv2d 1->32 3x3 blocked +relu +max_pool 2x2",
+              "conv2d 32->64 3x3 blocked +relu +max_pool 2x2", "}", "flatten"],
+    "best": ["conv2d 1->32 3x3 blocked +bn +relu",
+             "conv2d 32->32 3x3 blocked +bn +relu +max_pool 2x2",
+             "conv2d 32->64 3x3 blocked +bn +relu",
+             "conv2d 64->64 3x3 blocked +bn +relu +max_pool 2x2", "}", "flatten"],
 }
 
 
 @pytest.mark.parametrize("arch", sorted(RUNS))
 def test_consecutive_convs_stay_on_the_blocked_layout(arch):
-    """mobilenet's convs (dense, depthwise, 1x1) run as one blocked run, folded norms and
-    ReLUs in it, and lenet's two convs with the pool between them; each gives the bits of
-    the plan that runs its convs one at a time, for any thread count."""
+    """Each example network's convs (dense, depthwise, 1x1) before its Flatten run as one
+    blocked run, folded norms, ReLUs, max pools and the global average pool in it; each gives
+    the bits of the plan that runs its convs one at a time, for any thread count."""
     rng = np.random.default_rng(13)
     model = randomise_norms(networks.build(arch, seed=5), rng)
     x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)

@@ -1,7 +1,7 @@
 """Runs of convolutions kept on the blocked layout (kernels/cpu/blocked_run.py): bit for bit the
 layers run one at a time on the blocked path (dense and depthwise, any stride, padding and
-dilation, channels that fill the last vector or not, with and without bias, ReLU and a 2x2
-max pool), in both dtypes, for any thread count, with inf and NaN; and the naive tier
+dilation, channels that fill the last vector or not, with and without bias, ReLU, a 2x2
+max pool and, last, a global average pool), in both dtypes, for any thread count, with inf and NaN; and the naive tier
 within tolerance.
 """
 import numpy as np
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv.kernels import naive
+from fastconv.kernels import cpu, naive
 from fastconv.kernels.cpu import _common as cpu_common
 from fastconv.kernels.cpu import blocked, blocked_run, depthwise_blocked
 from fastconv.kernels.cpu.microkernel import lanes
@@ -29,7 +29,10 @@ def one_at_a_time(x, convs):
         args = (x.shape, conv.w, conv.b, conv.stride, conv.pads, conv.dilation)
         x = (depthwise_blocked.Forward(*args)(x, conv.relu) if conv.depthwise
              else blocked.Forward(*args)(x, None, conv.relu))
-        x = max_pool2d_values(x, *POOL) if conv.pool else x
+        if conv.pool == "mean":
+            x = cpu.adaptive_avg_pool2d(x, (1, 1))
+        elif conv.pool:
+            x = max_pool2d_values(x, *POOL)
     return x
 
 
@@ -39,14 +42,18 @@ def oracle(x, convs):
         x = (naive.depthwise_conv2d(x, conv.w, conv.b, *args)[0] if conv.depthwise
              else naive.conv2d(x, conv.w, conv.b, *args)[0])
         x = np.maximum(x, 0) if conv.relu else x
-        x = naive.max_pool2d(x, *POOL)[0] if conv.pool else x
+        if conv.pool == "mean":
+            x = x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(x.dtype)
+        elif conv.pool:
+            x = naive.max_pool2d(x, *POOL)[0]
     return x
 
 
 @st.composite
 def runs(draw, dtype):
     """(x shape, [Conv, ...]): 2-4 layers, each dense or depthwise, of random geometry, some
-    followed by a 2x2 max pool, every output at least one pixel."""
+    followed by a 2x2 max pool, the last perhaps by a global average pool, every output at
+    least one pixel."""
     v = lanes(dtype)
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     n, c = draw(st.integers(1, 3)), draw(st.integers(1, 2 * v + 2))
@@ -65,11 +72,12 @@ def runs(draw, dtype):
             break
         weight = random(rng, (k, 1 if depthwise else c, fh, fw), dtype)
         bias = random(rng, (k,), dtype) if draw(st.booleans()) else None
-        pool = min(ho, wo) >= 2 and draw(st.booleans())
+        pool = "max" if min(ho, wo) >= 2 and draw(st.booleans()) else None
         convs.append(blocked_run.Conv(weight, bias, stride, pads, dilation,
                                       draw(st.booleans()), depthwise, pool))
-        c, h, w = k, ho // (1 + pool), wo // (1 + pool)
-    convs[-1].pool = False  # a run's last layer does not pool
+        c, h, w = k, ho // (1 + bool(pool)), wo // (1 + bool(pool))
+    if draw(st.booleans()):  # the last layer's output: as it is, pooled or each channel's mean
+        convs[-1].pool = draw(st.sampled_from(["mean", convs[-1].pool]))
     return x_shape, convs
 
 
