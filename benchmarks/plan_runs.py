@@ -1,7 +1,6 @@
 """Compiled plans of the example networks with consecutive convs kept on the blocked layout
 (:mod:`fastconv.kernels.cpu.blocked_run`) against the same plans with every conv a step of its
-own (NCHW between them), at batch 256 and batch 1, float32. resnet, whose convs are in
-residual blocks (no runs), is left out.
+own (NCHW between them), at batch 256 and batch 1, float32.
 
 Cells: the per-step plan's median ms; the plan with runs, median ms and the median (IQR) over
 interleaved rounds of its ratio to the per-step plan.
@@ -19,7 +18,7 @@ from .depthwise import cpu_model
 from .networks import build
 from .plan_chunks import interleaved
 
-NETS = ("lenet", "best", "mobilenet")
+NETS = ("lenet", "best", "resnet", "mobilenet")
 
 
 def main(argv=None):

@@ -45,6 +45,7 @@ import numpy as np
 
 from ._backend import get_backend, is_device_array, kernels
 from ._grad import no_grad
+from ._plan_runs import _conv_name, _Runs
 from .fuse import fold, foldable, uses
 from .functional.conv import conv_kernels
 from .layers import (ELU, GELU, SELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
@@ -105,7 +106,7 @@ def _chain(fns):
     return run
 
 
-class _Builder:
+class _Builder(_Runs):
     """Turns modules into steps: each ``compile`` returns (callables, output shape, owned), where
     ``owned`` says whether the output is an array this call made and nothing else reads (so a
     later in-place step may overwrite it). Classes are matched exactly: a subclass may override
@@ -174,48 +175,6 @@ class _Builder:
             fns += part
             i += 1
         return fns, shape, owned
-
-    def blocked_run(self, layers, i, shape):
-        """``(run, next index, output shape)`` for two or more convs from ``layers[i]`` that
-        the cpu tier runs on the blocked layout (dense, or depthwise with one filter a channel
-        and a vector of channels; zero padding), each with its folded norm, a following ReLU
-        and a 2x2 max pool (after the last, a global average pool too); Dropout and Identity
-        between them skipped:
-        :class:`~fastconv.kernels.cpu.blocked_run.Run` keeps the layout from one to the next.
-        Else None."""
-        if self.tier.__name__ != "fastconv.kernels.cpu":
-            return None
-        from .kernels.cpu import blocked_run, depthwise_blocked
-        convs, names, j, cur = [], [], i, shape
-        while j < len(layers):
-            m = layers[j]
-            if type(m) in (Dropout, Dropout2d, Identity):
-                j += 1
-                continue
-            if type(m) is not Conv2d or m._explicit_pad() is not None or cur[1] == 0:
-                break
-            depthwise = m.groups > 1
-            if depthwise and not depthwise_blocked.applies(cur, m.weight.shape, self.dtype):
-                break
-            used = 2 if self.folds(layers, j) else 1
-            weight, bias = self.weights(layers, j, used)
-            relu = j + used < len(layers) and self.fusable_relu(layers[j + used])
-            cur = tuple(m.output_shape(cur))
-            j += used + relu
-            pool = _run_pool(layers[j], cur) if j < len(layers) else None
-            names.append(f"{_conv_name(m, cur)} blocked" + (" +bn" if used == 2 else "")
-                         + (" +relu" if relu else "") + _POOL_NAMES[pool])
-            convs.append(blocked_run.Conv(weight, bias, m.stride, m._pads, m.dilation, relu,
-                                          depthwise, pool))
-            if pool:
-                cur = tuple(layers[j].output_shape(cur))
-                j += 1
-            if pool == "mean":  # the run's output is (N, C, 1, 1)
-                break
-        if len(convs) < 2:
-            return None
-        self.names += ["blocked run {"] + names + ["}"]
-        return blocked_run.Run(shape, convs, self.dtype), j, cur
 
     def weights(self, layers, i, used):
         """``(weight, bias)`` copies of the Conv2d or Linear at ``layers[i]``, with the norm
@@ -410,30 +369,6 @@ class _Builder:
         def run(x):
             return bn(x.reshape(flat), weight, bias, mean, var, False, eps)[0].reshape(shape)
         return run, m._label(), True
-
-
-_POOL_NAMES = {None: "", "max": " +max_pool 2x2", "mean": " +global avg_pool"}
-
-
-def _run_pool(m, shape):
-    """What a blocked run does with ``m`` after a conv of output ``shape`` (an entry of
-    :data:`~fastconv.kernels.cpu.blocked_run.POOLS`): ``"max"`` for a MaxPool2d of 2x2 windows
-    at stride 2 (no padding, dilation or indices, the planes halved rounding down), ``"mean"``
-    for an AdaptiveAvgPool2d to 1x1, else None."""
-    if type(m) is MaxPool2d and not m.return_indices and m._kernel == (2, 2) and \
-            m._stride == (2, 2) and m._padding == (0, 0) and m._dilation == (1, 1) and \
-            tuple(m.output_shape(shape)[2:]) == (shape[2] // 2, shape[3] // 2):
-        return "max"
-    if type(m) is AdaptiveAvgPool2d and tuple(m.output_shape(shape)[2:]) == (1, 1):
-        return "mean"
-    return None
-
-
-def _conv_name(m, shape):
-    """A Conv2d's step name: ``conv2d 16->32 3x3 stride 2 groups 16``."""
-    return (f"conv2d {m.in_channels}->{m.out_channels} {m.kernel_size[0]}x{m.kernel_size[1]}"
-            + (f" stride {m.stride[0]}" if max(m.stride) > 1 else "")
-            + (f" groups {m.groups}" if m.groups > 1 else ""))
 
 
 def _shape(input_shape):

@@ -183,12 +183,16 @@ def test_fused_store_of_the_blocked_path_matches_the_model_bit_for_bit(dtype):
                                       fc.Conv2d(16, 32, 1, stride=2)), fc.ReLU()).to(dtype)
     x = np.random.default_rng(14).standard_normal((3, 8, 12, 10)).astype(dtype)
     x_before = x.copy()
-    plan = fc.compile(model, x.shape)
+    with patched([(plan_module._Builder, "blocked_run", lambda *args: None)]):
+        plan = fc.compile(model, x.shape)  # a step per conv, not one blocked run
     assert plan.steps == ["conv2d 8->16 3x3 blocked +relu", "residual {",
                           "conv2d 16->16 3x3 blocked +relu", "} conv2d 16->16 3x3 blocked +add +relu",
                           "residual {", "} shortcut {", "conv2d 16->32 1x1 stride 2 blocked",
                           "} conv2d 16->32 3x3 stride 2 blocked +add +relu"]
     np.testing.assert_array_equal(plan(x), reference(model, x))
+    run = fc.compile(model, x.shape)  # the same blocks, kept on the blocked layout
+    assert run.steps[0] == "blocked run {" and "} shortcut identity" in run.steps
+    np.testing.assert_array_equal(run(x), reference(model, x))
     np.testing.assert_array_equal(x, x_before)
 
 
@@ -288,6 +292,15 @@ RUNS = {  # the steps of each network's blocked run, pools in it
         "conv2d 128->128 1x1 blocked +bn +relu +global avg_pool", "}", "flatten"],
     "lenet": ["conv2d 1->32 3x3 blocked +relu +max_pool 2x2",
               "conv2d 32->64 3x3 blocked +relu +max_pool 2x2", "}", "flatten"],
+    "resnet": ["conv2d 1->16 3x3 blocked +bn +relu", "residual {",
+               "conv2d 16->16 3x3 blocked +bn +relu", "} shortcut identity",
+               "conv2d 16->16 3x3 blocked +bn +add +relu", "residual {",
+               "conv2d 16->32 3x3 stride 2 blocked +bn +relu",
+               "} shortcut conv2d 16->32 1x1 stride 2 blocked +bn",
+               "conv2d 32->32 3x3 blocked +bn +add +relu", "residual {",
+               "conv2d 32->64 3x3 stride 2 blocked +bn +relu",
+               "} shortcut conv2d 32->64 1x1 stride 2 blocked +bn",
+               "conv2d 64->64 3x3 blocked +bn +add +relu +global avg_pool", "}", "flatten"],
     "best": ["conv2d 1->32 3x3 blocked +bn +relu",
              "conv2d 32->32 3x3 blocked +bn +relu +max_pool 2x2",
              "conv2d 32->64 3x3 blocked +bn +relu",
@@ -298,8 +311,9 @@ RUNS = {  # the steps of each network's blocked run, pools in it
 @pytest.mark.parametrize("arch", sorted(RUNS))
 def test_consecutive_convs_stay_on_the_blocked_layout(arch):
     """Each example network's convs (dense, depthwise, 1x1) before its Flatten run as one
-    blocked run, folded norms, ReLUs, max pools and the global average pool in it; each gives
-    the bits of the plan that runs its convs one at a time, for any thread count."""
+    blocked run, folded norms, ReLUs, max pools, residual blocks and the global average pool
+    in it; each gives the bits of the plan that runs its convs one at a time, for any thread
+    count."""
     rng = np.random.default_rng(13)
     model = randomise_norms(networks.build(arch, seed=5), rng)
     x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)

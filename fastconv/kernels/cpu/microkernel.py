@@ -340,6 +340,51 @@ def move_max(typingctx, a, a_off, a_row, c, c_off, bias, b_off, relu):
     return types.void(a, i, i, c, i, bias, i, i), functools.partial(_emit_move, window=2)
 
 
+def _emit_move_add(context, builder, sig, args, shifted):
+    """The IR of :func:`move_add`: ``(a + bias) + r`` (``r + rb`` first where ``shifted``),
+    then ReLU as in :func:`_emit_move`, a vector store."""
+    a, a_off, r, r_off, rb, rb_off, c, c_off, bias, b_off, relu = args
+    vecty, _ = _vector(context, sig.args[0])
+    align = sig.args[0].dtype.bitwidth // 8
+
+    def load(index, offset):
+        ptr = _data(context, builder, sig.args[index], args[index])
+        return builder.load(_vector_ptr(builder, ptr, offset, vecty), align=align)
+
+    value = builder.fadd(load(0, a_off), load(8, b_off))
+    res = load(2, r_off)
+    if shifted:
+        res = builder.fadd(res, load(4, rb_off))
+    value = builder.fadd(value, res)
+    zero = ir.Constant(vecty, None)
+    clamped = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
+    is_relu = builder.icmp_signed("!=", relu, ir.Constant(relu.type, 0))
+    builder.store(builder.select(is_relu, clamped, value),
+                  _vector_ptr(builder, _data(context, builder, sig.args[6], c), c_off, vecty),
+                  align=align)
+    return context.get_dummy_value()
+
+
+def _move_add(shifted):
+    @intrinsic
+    def move_add(typingctx, a, a_off, r, r_off, rb, rb_off, c, c_off, bias, b_off, relu):
+        if not _typed(a, r, rb, c, bias):
+            return None
+        i = types.int64
+        return (types.void(a, i, r, i, rb, i, c, i, bias, i, i),
+                functools.partial(_emit_move_add, shifted=shifted))
+    return move_add
+
+
+#: ``move_add(a, a_off, r, r_off, rb, rb_off, c, c_off, bias, b_off, relu)``: :func:`move` with a
+#: residual: ``c[c_off:+V] = (a[a_off:+V] + bias[b_off:+V]) + r[r_off:+V]``, then ReLU where
+#: ``relu`` is not 0 (a residual block's add and ReLU in the store of its last conv; ``rb`` is
+#: not read). :data:`move_add_shifted` adds ``r[r_off:+V] + rb[rb_off:+V]`` instead (a
+#: projection shortcut's output and its bias).
+move_add = _move_add(False)
+move_add_shifted = _move_add(True)
+
+
 def _emit_transpose(context, builder, sig, args):
     """The IR of :func:`transpose`: V guarded vector loads, log2(V) rounds of V two-input
     ``shufflevector`` (Eklundh's block swaps: round s exchanges the off-diagonal s x s blocks of

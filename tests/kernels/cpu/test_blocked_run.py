@@ -24,11 +24,21 @@ POOL = ((2, 2), (2, 2), (0, 0), (1, 1), False)  # kernel, stride, padding, dilat
 
 def one_at_a_time(x, convs):
     """The layers of a run, each on its own blocked path (NCHW between them), then the plans'
-    max pool where a layer pools."""
-    for conv in convs:
+    max pool where a layer pools; a shortcut (a block's input, or the blocked 1x1 conv of it)
+    added in the store of the conv that adds it, as the plans' per-step residual blocks do."""
+    inputs = []
+    for i, conv in enumerate(convs):
+        inputs.append(x)
         args = (x.shape, conv.w, conv.b, conv.stride, conv.pads, conv.dilation)
+        short = None
+        if conv.residual is not None:
+            first = convs[i - conv.residual.back]
+            short = inputs[i - conv.residual.back]
+            if conv.residual.w is not None:
+                short = blocked.Forward(short.shape, conv.residual.w, conv.residual.b,
+                                        first.stride, (0,) * 4)(short)
         x = (depthwise_blocked.Forward(*args)(x, conv.relu) if conv.depthwise
-             else blocked.Forward(*args)(x, None, conv.relu))
+             else blocked.Forward(*args)(x, short, conv.relu))
         if conv.pool == "mean":
             x = cpu.adaptive_avg_pool2d(x, (1, 1))
         elif conv.pool:
@@ -161,3 +171,62 @@ def test_a_nan_in_a_pooled_window_is_kept_and_goes_no_further():
     got = blocked_run.Run(x.shape, convs, np.float32)(x)
     np.testing.assert_array_equal(got, one_at_a_time(x, convs))
     assert np.isnan(got).sum() == 2 and np.isnan(got[0, 3, 0, 0]) and np.isnan(got[1, 7, 1, 2])
+
+
+def residual_blocks(dtype, relu_last):
+    """A stem and two residual blocks (an identity shortcut, then a 1x1 stride-2 projection),
+    the last block ending in each channel's mean."""
+    rng = np.random.default_rng(7)
+
+    def conv(k, c, f, s, relu, residual=None, pool=None):
+        return blocked_run.Conv(random(rng, (k, c, f, f), dtype), random(rng, (k,), dtype),
+                                (s, s), (f // 2,) * 4, (1, 1), relu, pool=pool,
+                                residual=residual)
+    project = blocked_run.Shortcut(1, random(rng, (24, 16, 1, 1), dtype),
+                                   random(rng, (24,), dtype))
+    return (3, 3, 13, 11), [
+        conv(16, 3, 3, 1, True), conv(16, 16, 3, 1, True),
+        conv(16, 16, 3, 1, True, blocked_run.Shortcut(1)),
+        conv(24, 16, 3, 2, True), conv(24, 24, 3, 1, relu_last, project, pool="mean")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu_last", [True, False])
+def test_residual_blocks_add_their_shortcuts_as_the_per_step_blocks(dtype, relu_last):
+    x_shape, convs = residual_blocks(dtype, relu_last)
+    x = random(np.random.default_rng(8), x_shape, dtype)
+    run = blocked_run.Run(x_shape, convs, dtype)
+    got = run(x)
+    assert got.shape == (3, 24, 1, 1)
+    np.testing.assert_array_equal(got, one_at_a_time(x, convs))
+    assert_close_to_oracle(got, oracle_residual(x, convs), "residual run")
+
+
+def oracle_residual(x, convs):
+    """The naive tier's convs, adds, ReLUs and mean, in float64 order-free terms."""
+    inputs = []
+    for i, conv in enumerate(convs):
+        inputs.append(x)
+        x = naive.conv2d(x, conv.w, conv.b, conv.stride, conv.pads, conv.dilation)[0]
+        if conv.residual is not None:
+            short = inputs[i - conv.residual.back]
+            if conv.residual.w is not None:
+                first = convs[i - conv.residual.back]
+                short = naive.conv2d(short, conv.residual.w, conv.residual.b, first.stride,
+                                     (0,) * 4)[0]
+            x = x + short
+        x = np.maximum(x, 0) if conv.relu else x
+        if conv.pool == "mean":
+            x = x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(x.dtype)
+    return x
+
+
+def test_a_shortcut_that_does_not_fit_is_refused():
+    x_shape, convs = residual_blocks(np.float32, True)
+    convs[2].residual = blocked_run.Shortcut(2)  # the stem's input: 3 channels, not 16
+    with pytest.raises(ValueError, match="does not match its block's input"):
+        blocked_run.Run(x_shape, convs, np.float32)
+    x_shape, convs = residual_blocks(np.float32, True)
+    convs[3].pads = (0,) * 4  # the projection no longer reads the first conv's centre taps
+    with pytest.raises(ValueError, match="centre taps"):
+        blocked_run.Run(x_shape, convs, np.float32)
