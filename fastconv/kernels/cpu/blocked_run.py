@@ -1,6 +1,6 @@
 """A run of convolutions kept on the blocked layout from one to the next, for
 :func:`fastconv.compile`'s plans: mobilenet's depthwise and pointwise layers, the conv pairs of
-a VGG-like network.
+a VGG-like network with the pools between them, a ResNet's residual blocks.
 
 Each layer's tiles write its blocked output, rows of its input's phase-plane width (as the
 forward of :mod:`.blocked` and :mod:`.depthwise_blocked`). Instead of moving that output to
@@ -9,9 +9,11 @@ and then ReLU, is written straight to where the next layer's packing would put i
 and stride phases; :func:`.microkernel.move`), or, where a 2x2 max pool follows the layer,
 the maximum of each window (:func:`.microkernel.move_max`). Only the run's input is packed
 from NCHW and only its last output is unpacked to NCHW (pooled first, or reduced to each
-channel's mean, where the network does that next). The arithmetic is the layers' own: the
-result is the same, bit for bit, as running each layer on the blocked path alone (and the
-plans' max pool after it).
+channel's mean, where the network does that next). A residual block's last conv adds the
+shortcut in that move: the block's packed input, or a 1x1 projection of it computed by the
+tiles from the first conv's packed input (:func:`.microkernel.move_add`). The arithmetic is the
+layers' own: the result is the same, bit for bit, as running each layer on the blocked path
+alone (and the plans' pools and residual adds after it).
 
 Each thread takes its images one at a time through every layer of the run in one compiled
 call, so an image's packed inputs of every layer (a buffer of this thread, zeroed once: padding
@@ -40,9 +42,9 @@ POOLS = (None, "max", "mean")
 
 class Shortcut:
     """The shortcut of a residual block whose body's first conv is ``back`` layers before the
-    conv that adds it: that conv's input itself (``w`` None), or a 1x1 conv of it (weights
-    (K, C, 1, 1), bias (K,) or None) at the first conv's stride, which must then be a 3x3 conv
-    with padding 1 (the 1x1 conv reads the pixels under its centre tap)."""
+    conv that adds it: the first conv's input itself (``w`` None), or a 1x1 conv of that input
+    (weights (K, C, 1, 1), bias (K,) or None) at the first conv's stride, which must then be a
+    3x3 conv with padding 1 (the 1x1 conv reads the pixels under its centre tap)."""
 
     def __init__(self, back, w=None, b=None):
         self.back, self.w, self.b = int(back), w, b

@@ -1,6 +1,4 @@
 """cpu fully connected layer: NumPy's BLAS, large products split by rows across the threads."""
-import numpy as np
-
 from .._memory import empty
 from ._common import _matmul, _product_blocks, _products
 
