@@ -66,7 +66,8 @@ class Conv:
     def __repr__(self):
         return (f"Conv(w {self.w.shape}, bias {self.b is not None}, stride {self.stride}, "
                 f"pads {self.pads}, dilation {self.dilation}, relu {self.relu}, depthwise "
-                f"{self.depthwise}, pool {self.pool})")
+                f"{self.depthwise}, pool {self.pool}, shortcut "
+                f"{None if self.residual is None else self.residual.back})")
 
 
 @njit(nogil=True, cache=True)
