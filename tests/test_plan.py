@@ -28,9 +28,9 @@ def _plan_paths(x_shape, w_shape, stride, pads, dilation=(1, 1)):
 
 
 def blocked_model():
-    """The model's convs on the paths a plan runs dense convs on one at a time (the models
-    these tests compile without folding have no two convs in a row, which a plan would keep
-    on the blocked layout together, 1x1 layers too)."""
+    """The model's convs on the paths a plan runs dense convs on one at a time (a plan's
+    blocked runs give the same bits; a 1x1 conv in a run takes the blocked path, which the
+    models these tests compile without folding never have there)."""
     return patched([(cpu_conv, "algorithm", _plan_paths)])
 
 
