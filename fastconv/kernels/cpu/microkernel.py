@@ -114,9 +114,27 @@ def _stride(spec, width):
 
 
 def _vector(context, arrty):
-    """``(vector type, lanes)`` of the target for the dtype of the array type ``arrty``."""
+    """``(vector type, lanes, alignment)`` of the target for the dtype of the array type
+    ``arrty`` (unaligned vectors: element alignment only)."""
     width = lanes(np.float32 if arrty.dtype == types.float32 else np.float64)
-    return ir.VectorType(context.get_data_type(arrty.dtype), width), width
+    return ir.VectorType(context.get_data_type(arrty.dtype), width), width, \
+        arrty.dtype.bitwidth // 8
+
+
+def _fma(builder, vecty, arrty):
+    """The ``llvm.fma`` intrinsic of ``vecty`` (``llvm.fma.v16f32`` etc.)."""
+    suffix = f"v{vecty.count}{'f32' if arrty.dtype == types.float32 else 'f64'}"
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * 3),
+                                          f"llvm.fma.{suffix}")
+
+
+def _relu(builder, value, relu):
+    """``value`` where the integer ``relu`` is 0, else max(value, 0) lane by lane as a select (an
+    ``olt`` compare is false for NaN, which stays)."""
+    zero = ir.Constant(value.type, None)
+    clamped = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
+    return builder.select(builder.icmp_signed("!=", relu, ir.Constant(relu.type, 0)), clamped,
+                          value)
 
 
 def _typed(*arrays, offsets=()):
@@ -132,9 +150,8 @@ def _emit(context, builder, sig, args, shape):
     rows, nvec, a_rs, a_ls, b_ls, unroll = shape
     a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add = args
     arrty = sig.args[0]
-    vecty, width = _vector(context, arrty)
+    vecty, width, align = _vector(context, arrty)
     rows, a_rs, a_ls, b_ls, unroll = (_stride(v, width) for v in (rows, a_rs, a_ls, b_ls, unroll))
-    align = arrty.dtype.bitwidth // 8  # unaligned vectors: element alignment only
     pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (5, b), (9, c)))
     po = _data(context, builder, sig.args[2], aoffs)
     acc = cgutils.alloca_once(builder, ir.ArrayType(vecty, rows * nvec), name="acc")
@@ -142,9 +159,7 @@ def _emit(context, builder, sig, args, shape):
     zero = ir.Constant(vecty, None)
     for s in slots:
         builder.store(zero, s)
-    suffix = f"v{width}{'f32' if arrty.dtype == types.float32 else 'f64'}"
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * 3),
-                                         f"llvm.fma.{suffix}")  # llvm.fma.v16f32 etc.
+    fma = _fma(builder, vecty, arrty)
     mask = ir.Constant(ir.VectorType(_I32, width), None)
     undef = ir.Constant(vecty, ir.Undefined)
 
@@ -224,17 +239,14 @@ def _emit_depthwise(context, builder, sig, args, rows):
     a and an FMA."""
     a, a_off, aoffs, ntaps, b, b_off, c, c_off = args
     arrty = sig.args[0]
-    vecty, width = _vector(context, arrty)
-    align = arrty.dtype.bitwidth // 8
+    vecty, width, align = _vector(context, arrty)
     pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (4, b), (6, c)))
     po = _data(context, builder, sig.args[2], aoffs)
     acc = cgutils.alloca_once(builder, ir.ArrayType(vecty, rows), name="acc")
     slots = [builder.gep(acc, [_I32(0), _I32(i)]) for i in range(rows)]
     for slot in slots:
         builder.store(ir.Constant(vecty, None), slot)
-    suffix = f"v{width}{'f32' if arrty.dtype == types.float32 else 'f64'}"
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * 3),
-                                         f"llvm.fma.{suffix}")
+    fma = _fma(builder, vecty, arrty)
     with cgutils.for_range(builder, ntaps) as loop:
         t = loop.index
         pa_t = builder.gep(pa, [builder.add(a_off, builder.load(builder.gep(po, [t])))])
@@ -286,20 +298,15 @@ def _emit_move(context, builder, sig, args, window):
     else:
         a, a_off, a_row, c, c_off, bias, b_off, relu = args
     arrty = sig.args[0]
-    vecty, width = _vector(context, arrty)
-    align = arrty.dtype.bitwidth // 8
+    vecty, width, align = _vector(context, arrty)
     pa = _data(context, builder, arrty, a)
     pc, pb = (_data(context, builder, sig.args[len(args) - 5 + i], v)
               for i, v in ((0, c), (2, bias)))
     shift = builder.load(_vector_ptr(builder, pb, b_off, vecty), align=align)
-    zero = ir.Constant(vecty, None)
-    is_relu = builder.icmp_signed("!=", relu, ir.Constant(relu.type, 0))
 
     def pixel(offset):
-        value = builder.fadd(builder.load(_vector_ptr(builder, pa, offset, vecty), align=align),
-                             shift)
-        clamped = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
-        return builder.select(is_relu, clamped, value)
+        return _relu(builder, builder.fadd(builder.load(_vector_ptr(
+            builder, pa, offset, vecty), align=align), shift), relu)
 
     def first_max(t, u):
         keep = builder.or_(builder.fcmp_ordered(">=", t, u), builder.fcmp_unordered("uno", t, t))
@@ -344,8 +351,7 @@ def _emit_move_add(context, builder, sig, args, shifted):
     """The IR of :func:`move_add`: ``(a + bias) + r`` (``r + rb`` first where ``shifted``),
     then ReLU as in :func:`_emit_move`, a vector store."""
     a, a_off, r, r_off, rb, rb_off, c, c_off, bias, b_off, relu = args
-    vecty, _ = _vector(context, sig.args[0])
-    align = sig.args[0].dtype.bitwidth // 8
+    vecty, _, align = _vector(context, sig.args[0])
 
     def load(index, offset):
         ptr = _data(context, builder, sig.args[index], args[index])
@@ -355,11 +361,7 @@ def _emit_move_add(context, builder, sig, args, shifted):
     res = load(2, r_off)
     if shifted:
         res = builder.fadd(res, load(4, rb_off))
-    value = builder.fadd(value, res)
-    zero = ir.Constant(vecty, None)
-    clamped = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
-    is_relu = builder.icmp_signed("!=", relu, ir.Constant(relu.type, 0))
-    builder.store(builder.select(is_relu, clamped, value),
+    builder.store(_relu(builder, builder.fadd(value, res), relu),
                   _vector_ptr(builder, _data(context, builder, sig.args[6], c), c_off, vecty),
                   align=align)
     return context.get_dummy_value()
@@ -391,8 +393,7 @@ def _emit_transpose(context, builder, sig, args):
     every 2s x 2s block), V guarded stores with the broadcast bias added."""
     a, aoffs, nload, c, coffs, nstore, bias, b_off = args
     arrty = sig.args[0]
-    vecty, width = _vector(context, arrty)
-    align = arrty.dtype.bitwidth // 8
+    vecty, width, align = _vector(context, arrty)
     pa, pc, pb = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (3, c), (6, bias)))
     pao, pco = (_data(context, builder, sig.args[i], v) for i, v in ((1, aoffs), (4, coffs)))
     rows = []
