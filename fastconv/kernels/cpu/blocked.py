@@ -119,7 +119,7 @@ class Plan:
         wide = self.sw == 1 and self.dw == 1 and self.fw * v >= WIDE_ROWS and \
             self.kb % WIDE_VEC == 0
         geo = np.array([v, self.hg, self.wg, self.gy, self.gx, self.fh, self.fw, self.cbp,
-                        self.plane_dx, (self.hq - 1) * self.wg + self.wq, wide],
+                        self.plane_dx, (self.hq - 1) * self.wg + self.wq, wide, self.wq],
                        dtype=np.int64)
         lay_g = np.array([1, 1, self.hg * self.wg * v, self.wg, self.gy, self.gx], np.int64)
         lay_dx = np.array([self.sh, self.sw, self.cbp * self.plane_dx * v, self.wg, 0, 0],

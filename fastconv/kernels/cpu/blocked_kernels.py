@@ -11,7 +11,7 @@ unit-stride kernels.
 import numpy as np
 from numba import njit
 
-from .microkernel import kernel, target, transpose
+from .microkernel import kernel, segment_kernel, target, transpose
 
 
 def _tile():
@@ -27,6 +27,11 @@ ROWS, NVEC = _tile()
 #: Forward and dx: rows are pixels (V apart in a), steps the V channels of a block (4 steps
 #: unrolled), b the weights' V-wide rows.
 _FORWARD = kernel(ROWS, NVEC, "lanes", 1, "lanes", 4)
+#: Forward and dx as output rows: SEGMENTS runs of SEG_LEN pixels of output rows, wherever they
+#: start (:func:`_tiles` takes them where the plain tiles would compute more outputs, which run
+#: on through the padding columns between rows: 7x7 outputs in a 9-wide plane are 49 of 72).
+SEGMENTS, SEG_LEN = (4, 7) if target()[1] >= 32 else (2, 3)
+_SEGMENT_FORWARD = segment_kernel(SEGMENTS, SEG_LEN, NVEC, "lanes", 1, "lanes", 4)
 #: dW: rows are the V channels of a pixel, steps the pixels of a row (4 unrolled).
 _WEIGHTS = kernel("lanes", 1, 1, "lanes", "lanes", 4)
 #: dW at unit stride and dilation: rows run on through the next pixels' channels, which are the
@@ -138,27 +143,62 @@ def _unpack(src, block, v, lay, bias, dst):
 
 
 @njit(nogil=True, cache=True)
-def _tiles(src, wts, out, taps, kblocks, plane_o, length, v, rem, block_taps):
+def _segments(width, cols, length, v):
+    """The starts (``q*v``) of SEG_LEN-pixel segments covering each of the output rows (``cols``
+    outputs every ``width`` pixels, ``length`` from the first to the last), each row's last
+    segment ending at its last output; empty where the plain tiles over the run of ``length``
+    compute no more outputs than the segment tiles would."""
+    rows = (length - cols) // width + 1
+    per_row = -(-cols // SEG_LEN)
+    count = rows * per_row
+    plain = max(-(-length // ROWS), 1) * ROWS
+    if cols < SEG_LEN or count < SEGMENTS or \
+            -(-count // SEGMENTS) * SEGMENTS * SEG_LEN >= plain:
+        return np.empty(0, dtype=np.int64)
+    starts = np.empty(count, dtype=np.int64)
+    for y in range(rows):
+        for i in range(per_row):
+            starts[y * per_row + i] = (y * width + min(i * SEG_LEN, cols - SEG_LEN)) * v
+    return starts
+
+
+@njit(nogil=True, cache=True)
+def _tiles(src, wts, out, taps, kblocks, plane_o, width, cols, length, v, rem, block_taps):
     """All tiles of one image: out (blocked, ``plane_o`` values a channel block) from src
-    (packed) and wts ((K/V, taps, V, V) flat). The ``block_taps`` taps of the last input block,
-    which holds ``rem`` channels, take ``rem`` steps in a second call that adds to the first's
-    result (no work on its zero lanes)."""
+    (packed) and wts ((K/V, taps, V, V) flat). The outputs: ``cols`` a row, rows ``width``
+    apart, ``length`` from the first to the last. The ``block_taps`` taps of the last input
+    block, which holds ``rem`` channels, take ``rem`` steps in a second call that adds to the
+    first's result (no work on its zero lanes). Tiles may compute an output twice (a last tile
+    starts back to end at the run's end; segments overlap at the ends of rows): each output is
+    a function of its position, so the stores agree, but adding twice would not, so the
+    segment tiles serve only layers without the second call."""
     ntaps = taps.shape[0]
     block_w = ntaps * v * v
     full = ntaps if rem == v else ntaps - block_taps
     last = taps[full:]
+    starts = _segments(width, cols, length, v) if full == ntaps else np.empty(0, np.int64)
+    count = starts.shape[0]
     for kb in range(0, kblocks, NVEC):
         q0 = 0
-        while q0 < length:
-            q = q0 if q0 + ROWS <= length or length < ROWS else length - ROWS
-            for part in range(2):  # one call site: the kernel is inlined once
-                if (full if part == 0 else ntaps - full) == 0:
+        while q0 < (count if count else length):
+            if count:
+                q = min(q0, count - SEGMENTS)
+            else:
+                q = q0 if q0 + ROWS <= length or length < ROWS else length - ROWS
+            for part in range(2):  # one call site a kernel: each is inlined once
+                steps = full if part == 0 else ntaps - full
+                if steps == 0:
                     continue
-                _FORWARD(src, q * v, taps if part == 0 else last,
-                         full if part == 0 else ntaps - full, v if part == 0 else rem, wts,
-                         kb * block_w + part * full * v * v, v * v, block_w,
-                         out, kb * plane_o + q * v, v, plane_o, part * full)
-            q0 += ROWS
+                a_taps = taps if part == 0 else last
+                w_off = kb * block_w + part * full * v * v
+                if count:
+                    _SEGMENT_FORWARD(src, 0, a_taps, steps, v if part == 0 else rem, wts, w_off,
+                                     v * v, block_w, out, kb * plane_o, v, plane_o, part * full,
+                                     starts, q)
+                else:
+                    _FORWARD(src, q * v, a_taps, steps, v if part == 0 else rem, wts, w_off,
+                             v * v, block_w, out, kb * plane_o + q * v, v, plane_o, part * full)
+            q0 += SEGMENTS if count else ROWS
 
 
 @njit(nogil=True, cache=True)
@@ -187,8 +227,8 @@ def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, geo, lay_x, lay_o, 
     cblocks = -(-c_in // v)
     for n in range(s0, s1):
         _pack(x[n], xb, v, lay_x)
-        _tiles(xb, wts, ob, taps, kblocks, plane_o * v, length, v, c_in - (cblocks - 1) * v,
-               taps.shape[0] // cblocks)
+        _tiles(xb, wts, ob, taps, kblocks, plane_o * v, lay_o[3], out.shape[3], length, v,
+               c_in - (cblocks - 1) * v, taps.shape[0] // cblocks)
         _unpack(ob, plane_o * v, v, lay_o, bias, out[n])
         if relu or res.shape[0]:
             _epilogue(out[n], res, n, relu)
@@ -206,6 +246,7 @@ def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, t
     and dx."""
     v, hg, wg, gy, gx, fh, fw, cpad, plane_dx, length_dx, wide = geo[0], geo[1], geo[2], \
         geo[3], geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10]
+    wq = geo[11]
     phases = lay_dx[0] * lay_dx[1]
     c_in, k_out = x.shape[1], dout.shape[1]
     ho, wo = dout.shape[2], dout.shape[3]
@@ -252,6 +293,6 @@ def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, t
                 out[:] = 0
                 continue
             _tiles(gb, wt[dx_w_start[ph]:dx_w_start[ph + 1]], out, dx_taps[t0:t1], cpad,
-                   plane_dx * v, length_dx, v, k_out - (kblocks - 1) * v,
+                   plane_dx * v, wg, wq, length_dx, v, k_out - (kblocks - 1) * v,
                    (t1 - t0) // kblocks)
         _unpack(dxb, plane_dx * v, v, lay_dx, zero, dx[n])

@@ -120,7 +120,7 @@ def _layer(src, depthwise, wts, taps, geo, ob, bias, relu, dst, lay_next, out, o
     if depthwise:
         depthwise_tiles(src, wts, ob, taps, kblocks, plane_o, length, v)
     else:
-        _tiles(src, wts, ob, taps, kblocks, plane_o * v, length, v, rem, block_taps)
+        _tiles(src, wts, ob, taps, kblocks, plane_o * v, wd, wo, length, v, rem, block_taps)
     if dst.shape[0]:
         _move_image(ob, plane_o, wd, ho, wo, k_out, v, bias, relu, pool == 1, dst, lay_next,
                     offs, res)
@@ -200,8 +200,8 @@ def _images(x, s0, s1, out, packed, ob, tail, short, kinds, geos, lays, wts, tap
                 g = geos[j]
                 v = g[0]
                 _tiles(block_in, wts[bounds[i, 4]:bounds[i + 1, 4]], short,
-                       taps[bounds[i, 5]:bounds[i + 1, 5]], kinds[i, 4], g[2] * v, g[3], v,
-                       g[4], 1)
+                       taps[bounds[i, 5]:bounds[i + 1, 5]], kinds[i, 4], g[2] * v, g[6], g[8],
+                       g[3], v, g[4], 1)
                 res = (mode, short, lays[j], g[2], g[6], biases[bounds[i, 6]:bounds[i + 1, 6]])
             _layer(src, kinds[i, 0] != 0, wts[bounds[i, 1]:bounds[i + 1, 1]],
                    taps[bounds[i, 2]:bounds[i + 1, 2]], geos[i], ob,

@@ -146,14 +146,23 @@ def _typed(*arrays, offsets=()):
 
 
 def _emit(context, builder, sig, args, shape):
-    """The IR of one call; see the module docstring for what each instruction does."""
-    rows, nvec, a_rs, a_ls, b_ls, unroll = shape
-    a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add = args
+    """The IR of one call; see the module docstring for what each instruction does. With
+    ``segments`` (an int), the rows are ``rows // segments`` segments of ``segments`` rows,
+    segment i starting ``seg[s0 + i]`` on in a and in c (:func:`segment_kernel`)."""
+    rows, nvec, a_rs, a_ls, b_ls, unroll, segments = shape
+    a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add = args[:14]
     arrty = sig.args[0]
     vecty, width, align = _vector(context, arrty)
     rows, a_rs, a_ls, b_ls, unroll = (_stride(v, width) for v in (rows, a_rs, a_ls, b_ls, unroll))
     pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (5, b), (9, c)))
     po = _data(context, builder, sig.args[2], aoffs)
+    seg_len = segments or rows
+    if segments:  # each segment's start, loaded once: a pointer per segment in the loops
+        ps = _data(context, builder, sig.args[14], args[14])
+        starts = [builder.load(builder.gep(ps, [builder.add(args[15], _I64(i))]))
+                  for i in range(rows // seg_len)]
+    else:
+        starts = [_I64(0)]
     acc = cgutils.alloca_once(builder, ir.ArrayType(vecty, rows * nvec), name="acc")
     slots = [builder.gep(acc, [_I32(0), _I32(i)]) for i in range(rows * nvec)]
     zero = ir.Constant(vecty, None)
@@ -164,12 +173,14 @@ def _emit(context, builder, sig, args, shape):
     undef = ir.Constant(vecty, ir.Undefined)
 
     def steps(pa_l, pb_l, count):
-        """``count`` steps from a's and b's pointers, every address a constant offset."""
+        """``count`` steps from a's (one a segment) and b's pointers, every address a constant
+        offset."""
         for u in range(count):
             bvec = [builder.load(_vector_ptr(builder, pb_l[j], _I64(u * b_ls), vecty),
                                  align=align) for j in range(nvec)]
             for r in range(rows):
-                scalar = builder.load(builder.gep(pa_l, [_I64(u * a_ls + r * a_rs)]))
+                scalar = builder.load(builder.gep(pa_l[r // seg_len],
+                                                  [_I64(u * a_ls + (r % seg_len) * a_rs)]))
                 splat = builder.shuffle_vector(builder.insert_element(undef, scalar, _I32(0)),
                                                undef, mask)
                 for j in range(nvec):
@@ -179,19 +190,20 @@ def _emit(context, builder, sig, args, shape):
     full = builder.sdiv(nsteps, _I64(unroll))
     with cgutils.for_range(builder, ntaps) as tloop:
         t = tloop.index
-        pa_t = builder.gep(pa, [builder.add(a_off, builder.load(builder.gep(po, [t])))])
+        tap = builder.add(a_off, builder.load(builder.gep(po, [t])))
+        pa_t = [builder.gep(pa, [builder.add(tap, start)]) for start in starts]
         b_t = builder.add(b_off, builder.mul(t, b_ts))
         pb_t = [builder.gep(pb, [builder.add(b_t, builder.mul(_I64(j), b_ns))])
                 for j in range(nvec)]
         with cgutils.for_range(builder, full) as lloop:  # unroll steps at a time
             step = builder.mul(lloop.index, _I64(unroll))
-            steps(builder.gep(pa_t, [builder.mul(step, _I64(a_ls))]),
+            steps([builder.gep(p, [builder.mul(step, _I64(a_ls))]) for p in pa_t],
                   [builder.gep(p, [builder.mul(step, _I64(b_ls))]) for p in pb_t], unroll)
         if unroll > 1:
             with cgutils.for_range(builder, builder.sub(nsteps, builder.mul(
                     full, _I64(unroll)))) as rloop:  # the remaining steps one at a time
                 step = builder.add(builder.mul(full, _I64(unroll)), rloop.index)
-                steps(builder.gep(pa_t, [builder.mul(step, _I64(a_ls))]),
+                steps([builder.gep(p, [builder.mul(step, _I64(a_ls))]) for p in pa_t],
                       [builder.gep(p, [builder.mul(step, _I64(b_ls))]) for p in pb_t], 1)
     is_add = builder.icmp_signed("!=", add, ir.Constant(add.type, 0))
     with builder.if_else(is_add) as (then, otherwise):
@@ -199,8 +211,10 @@ def _emit(context, builder, sig, args, shape):
             with branch:
                 for r in range(rows):
                     for j in range(nvec):
+                        row = builder.add(starts[r // seg_len], builder.mul(
+                            _I64(r % seg_len), c_rs))
                         ptr = _vector_ptr(builder, pc, builder.add(c_off, builder.add(
-                            builder.mul(_I64(r), c_rs), builder.mul(_I64(j), c_ns))), vecty)
+                            row, builder.mul(_I64(j), c_ns))), vecty)
                         value = builder.load(slots[r * nvec + j])
                         if adding:
                             value = builder.fadd(builder.load(ptr, align=align), value)
@@ -217,7 +231,7 @@ def kernel(rows, nvec, a_rs, a_ls, b_ls, unroll=1):
     and float64 arrays."""
     if nvec < 1 or (isinstance(rows, int) and rows < 1):
         raise ValueError(f"kernel: tile {rows} x {nvec} must be positive")
-    shape = (rows, nvec, a_rs, a_ls, b_ls, unroll)
+    shape = (rows, nvec, a_rs, a_ls, b_ls, unroll, None)
 
     @intrinsic
     def tile(typingctx, a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs,
@@ -226,6 +240,33 @@ def kernel(rows, nvec, a_rs, a_ls, b_ls, unroll=1):
             return None
         i = types.int64
         sig = types.void(a, i, aoffs, i, i, b, i, i, i, c, i, i, i, i)
+
+        def codegen(context, builder, signature, args):
+            return _emit(context, builder, signature, args, shape)
+        return sig, codegen
+    return tile
+
+
+@functools.lru_cache(maxsize=None)
+def segment_kernel(segments, length, nvec, a_rs, a_ls, b_ls, unroll=1):
+    """:func:`kernel` for a tile of ``segments`` runs of ``length`` rows each, wherever they
+    start: called with two more arguments, ``seg`` (int64) and ``s0``, row ``r`` of segment
+    ``i`` is at ``seg[s0 + i] + r*a_rs`` past a's step base and at ``seg[s0 + i] + r*c_rs``
+    past ``c_off`` in c. A tile of output rows of an image (or of several) then covers only
+    real outputs, where :func:`kernel`'s tile runs on through the padding between rows. Each
+    segment keeps one pointer in the loops; the addresses within a segment are constant
+    offsets, as in :func:`kernel`."""
+    if min(segments, length, nvec) < 1:
+        raise ValueError(f"segment_kernel: tile {segments} x {length} x {nvec} must be positive")
+    shape = (segments * length, nvec, a_rs, a_ls, b_ls, unroll, length)
+
+    @intrinsic
+    def tile(typingctx, a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs,
+             c_ns, add, seg, s0):
+        if not _typed(a, b, c, offsets=(aoffs, seg)):
+            return None
+        i = types.int64
+        sig = types.void(a, i, aoffs, i, i, b, i, i, i, c, i, i, i, i, seg, i)
 
         def codegen(context, builder, signature, args):
             return _emit(context, builder, signature, args, shape)

@@ -3,6 +3,7 @@ micro-kernels): against the naive tier on random stride-1 geometries (odd sizes,
 that are not a multiple of the block, 1x1 planes, dilation, uneven padding), float32 accuracy
 against float64 at 256 channels, inf and NaN as in the naive tier, and bitwise-identical results
 for 1-4 threads."""
+import itertools
 import os
 
 import numba
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from fastconv import _backend
 from fastconv.kernels.cpu import _common as cpu_common
-from fastconv.kernels.cpu import blocked
+from fastconv.kernels.cpu import blocked, blocked_kernels
 from fastconv.kernels.cpu import conv as cpu_conv
 from fastconv.kernels.cpu.microkernel import lanes
 
@@ -101,6 +102,33 @@ def test_blocked_covers_every_remainder_of_a_tile():
                 got = run(cpu, x, w, b, (0, 0, 1, 0), dout)
                 for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
                     np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_blocked_segment_tiles_cover_every_row_end():
+    """The segment tiles (runs of SEG_LEN outputs of a row, the last ending at the row's end,
+    so overlapping the one before): output widths from one segment to past two, 1-4 rows,
+    strides 1 and 2 (forward and each dx phase), whole channel blocks (the only layers that
+    take them) and a padded output block; each geometry is checked to take them."""
+    rng = np.random.default_rng(5)
+    naive, cpu = _backend.kernels("naive"), _backend.kernels("cpu")
+    seg, taken, total = blocked_kernels.SEG_LEN, 0, 0
+    for dtype in (np.float32, np.float64):
+        v = lanes(dtype)
+        with forced(False):
+            for cols, k in itertools.product(range(seg, 2 * seg + 4), (v + 3, 2 * v)):
+                for rows, s in ((1, 1), (2, 1), (4, 1), (3, 2)):
+                    pads = (1, 1, 1, 1)
+                    x, w, b, dout = arrays(rng, (2, v, s * (rows - 1) + 1, s * (cols - 1) + 1),
+                                           (k, v, 3, 3), pads, (1, 1), dtype, stride=(s, s))
+                    p = blocked.Plan(x.shape, w.shape, (s, s), pads, (1, 1), dtype)
+                    taken += blocked_kernels._segments(p.wd, p.wo, p.length, v).size > 0
+                    total += 1
+                    ref = run(naive, x, w, b, pads, dout, stride=(s, s))
+                    got = run(cpu, x, w, b, pads, dout, stride=(s, s))
+                    for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+                        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5,
+                                                   err_msg=f"{name} {dtype} {rows}x{cols} s{s}")
+    assert taken >= total // 5, (taken, total)  # where they compute fewer outputs
 
 
 def test_blocked_float32_accuracy_at_256_channels():
