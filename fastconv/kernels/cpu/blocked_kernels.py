@@ -171,12 +171,13 @@ def _tiles(src, wts, out, taps, kblocks, plane_o, width, cols, length, v, rem, b
     first's result (no work on its zero lanes). Tiles may compute an output twice (a last tile
     starts back to end at the run's end; segments overlap at the ends of rows): each output is
     a function of its position, so the stores agree, but adding twice would not, so the
-    segment tiles serve only layers without the second call."""
+    segment tiles serve only layers that make one call (one of the two parts empty)."""
     ntaps = taps.shape[0]
     block_w = ntaps * v * v
     full = ntaps if rem == v else ntaps - block_taps
     last = taps[full:]
-    starts = _segments(width, cols, length, v) if full == ntaps else np.empty(0, np.int64)
+    one_call = full == ntaps or full == 0
+    starts = _segments(width, cols, length, v) if one_call else np.empty(0, np.int64)
     count = starts.shape[0]
     for kb in range(0, kblocks, NVEC):
         q0 = 0

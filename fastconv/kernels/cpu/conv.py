@@ -32,7 +32,8 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
        GEMM per image on NCHW as it is (no packing or layout pass at all; against the blocked
        path: ``benchmarks/results-2026-12-07-pointwise.md``);
     2. Winograd (:mod:`.winograd`): stride-1 undilated 3x3 kernels with output planes of at least
-       2x2, at least WINO_BIG_C input and WINO_BIG_K output channels;
+       2x2, at least WINO_BIG_C input and WINO_BIG_K output channels, and planes its 2x2 output
+       tiles cover with at most WINO_WASTE more outputs (7x7 takes 8x8: 31% more);
     3. blocked (:mod:`.blocked`): stride 1 or 2, at least BLOCKED_C input and BLOCKED_K output
        channels, more than one tap unless the stride is 1, and a padded width (over the stride)
        under 4/3 of the output width (the blocked forward computes rows of that width);
@@ -66,7 +67,8 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
         return "direct"
     if c > 0 and pointwise.applies(w_shape, stride, pads):
         return "pointwise"
-    if fits and c >= WINO_BIG_C and k >= WINO_BIG_K:
+    if fits and c >= WINO_BIG_C and k >= WINO_BIG_K and \
+            4 * -(-ho // 2) * -(-wo // 2) <= (1 + WINO_WASTE) * ho * wo:
         return "winograd"
     if max(stride) <= 2 and c >= BLOCKED_C and k >= BLOCKED_K and \
             (fh * fw > 1 or max(stride) == 1) and \
@@ -88,6 +90,11 @@ WINO_BIG_K = 64
 #: blocks of input channels, and its forward whole blocks of output channels, so fewer channels
 #: leave vector lanes idle (benchmarks/results-2026-12-thresholds.md).
 BLOCKED_C = 8
+
+#: Most extra outputs (a fraction) of Winograd's 2x2 tiles for which it goes before the blocked
+#: path: at 64->64 7x7, b64 forward + backward, blocked took 0.91 of Winograd's time, at 14x14
+#: 1.02-1.04 (Zen 4, ``benchmarks/results-2026-12-07-segments.md``).
+WINO_WASTE = 0.1
 BLOCKED_K = 16
 
 #: Most taps ``C*FH*FW`` (the inner dimension of im2col's GEMM), and most passes over each

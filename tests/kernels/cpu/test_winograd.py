@@ -71,7 +71,17 @@ def test_winograd_matches_naive(dtype, case, bias, need_dx, seed):
             assert_close_to_oracle(a, r, f"winograd {name}")
 
 
-@pytest.mark.parametrize("shape", [(2, 256, 256, 16, 16, 1), (3, 64, 128, 15, 13, 0)])
+@pytest.mark.parametrize("hw, expected", [((14, 14), "winograd"), ((28, 28), "winograd"),
+                                          ((7, 7), "blocked"), ((13, 13), "blocked"),
+                                          ((27, 27), "winograd")])
+def test_the_rule_leaves_planes_that_2x2_tiles_cover_wastefully_to_the_blocked_path(hw, expected):
+    """Winograd goes first for 64->64 3x3 layers only where its 2x2 output tiles add at most
+    WINO_WASTE outputs (7x7 takes 8x8, 31% more; 27x27 takes 28x28, 7.5%)."""
+    x_shape, w_shape = (8, 64) + hw, (64, 64, 3, 3)
+    assert cpu_conv.algorithm(x_shape, w_shape, (1, 1), (1, 1, 1, 1)) == expected
+
+
+@pytest.mark.parametrize("shape", [(2, 256, 256, 16, 16, 1), (3, 64, 128, 16, 14, 0)])
 def test_winograd_float32_accuracy_at_realistic_sizes(monkeypatch, shape):
     """float32 within 2e-5 (norm of the difference over norm of the reference) of float64, and
     float64 Winograd within 1e-10 of float64 im2col, forward and all three gradients."""
