@@ -11,10 +11,13 @@ the cpu tier (pooling, ReLU, batch norm too) runs this way. BLAS is held at one 
 any split runs, in any Python thread (:func:`one_blas_thread` counts them), then given back its
 own setting.
 
-A split costs the wake-up of the other threads (a tenth of a millisecond or so; ``python -m
-benchmarks.overheads`` measures it, past figures are in
-``benchmarks/results-2026-12-cpu-overheads.md``), so callers split only work worth more than
-that: the ``SPLIT_*`` thresholds of :mod:`fastconv.kernels.cpu._common`.
+The pool is a team of threads that hand shares over through flags (:mod:`._spin`): after a
+split each team thread, and the caller while it waits for them, spins for up to SPIN_SECONDS
+without the GIL before it sleeps, so the splits of a training step find the team awake and
+cost microseconds instead of the wake-ups of sleeping threads (about 0.1 ms a split on these
+VMs). A split still has a cost (``python -m benchmarks.overheads`` measures it, past figures
+are in ``benchmarks/results-2026-12-cpu-overheads.md``), so callers split only work worth more
+than that: the ``SPLIT_*`` thresholds of :mod:`fastconv.kernels.cpu._common`.
 
 The thread count is read in one place, :func:`threads`: :func:`set_num_threads` (PyTorch's
 name), else Numba's setting (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``). Any count works;
@@ -26,13 +29,24 @@ which contiguous run of pieces.
 import contextlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+import time
 
 import numba
 import numpy as np
 
-_state = {"pool": None, "size": 0, "pid": None, "blas": None, "blas_users": 0, "saved": None,
-          "threads": None}
+from . import _spin
+
+_state = {"team": None, "pid": None, "blas": None, "blas_users": 0, "saved": None,
+          "threads": None, "rate": None}
+
+#: How long the team's threads (and a caller waiting for them) spin after a share before they
+#: sleep: about the longest pause between the splits of a training step.
+SPIN_SECONDS = 0.002
+
+#: How long a caller that has handed out the shares waits, GIL released, before it takes the
+#: GIL back: the team's threads take it meanwhile to start their shares, and hand it back on
+#: entering their kernels (taking it back from them would cost a wake).
+SETTLE_SECONDS = 4e-6
 _lock = threading.Lock()
 _blas_lock = threading.Lock()
 
@@ -64,18 +78,88 @@ def get_num_threads():
     return threads()
 
 
-def _pool(size):
-    """The shared executor with at least ``size`` threads (a fresh one in a forked child, whose
-    copy of the parent's executor has no threads behind it).
+class _Team:
+    """``size`` daemon threads that run the shares of one split at a time.
 
-    A smaller executor is replaced, not shut down: a split running in another thread may still
-    submit to it; its threads exit once the last reference to it is gone.
+    Flags (``int64``): ``POSTED`` (the generation whose shares are set, written with the GIL),
+    ``GO`` (the same, written once the caller has released the GIL), and per thread ``TAKEN``
+    and ``DONE``. Generation g's share of thread i is ``tasks[i]``; the caller waits for every
+    thread's DONE before it returns, so a task is never replaced while a thread may read it.
     """
+
+    POSTED, GO = 0, 1
+
+    def __init__(self, size):
+        rate = _state["rate"] = _state["rate"] or _spin.cycles_per_second()
+        self.size, self.gen = size, 0
+        self.budget, self.settle = int(SPIN_SECONDS * rate), int(SETTLE_SECONDS * rate)
+        self.flags = np.zeros(2 + 2 * size, dtype=np.int64)
+        self.taken, self.done = 2, 2 + size
+        self.tasks, self.results = [None] * size, [None] * size
+        self.cond = threading.Condition()
+        self.sleeping = 0
+        self.busy = threading.Lock()  # one split at a time; another caller runs its shares alone
+        for i in range(size):
+            threading.Thread(target=self._member, args=(i,), daemon=True,
+                             name=f"fastconv-{i + 1}").start()
+
+    def _member(self, i):
+        flags, gen = self.flags, 0
+        while True:
+            gen += 1
+            if not _spin.mark_and_wait(flags, self.done + i, gen - 1, self.GO, gen, self.budget):
+                with self.cond:
+                    self.sleeping += 1
+                    while flags[self.POSTED] < gen:
+                        self.cond.wait()
+                    self.sleeping -= 1
+            flags[self.taken + i] = gen
+            task, self.tasks[i] = self.tasks[i], None
+            self.results[i] = None if task is None else _run_share(*task)
+
+    def run(self, fn, bounds):
+        """``[fn(lo, hi), ...]`` over ``bounds``; the first share in this thread."""
+        count = len(bounds) - 2
+        for i in range(self.size):
+            self.tasks[i] = (fn, bounds[i + 1], bounds[i + 2]) if i < count else None
+        self.gen = gen = self.gen + 1
+        flags = self.flags
+        flags[self.POSTED] = gen
+        with self.cond:
+            if self.sleeping:
+                self.cond.notify_all()
+        _spin.post_and_wait(flags, self.GO, gen, self.taken, self.size, self.budget, self.settle)
+        first = _run_share(fn, bounds[0], bounds[1])
+        while not _spin.wait_all(flags, self.done, self.size, gen, self.budget):
+            time.sleep(1e-4)  # a long share: check now and then
+        results = [first] + [self.results[i] for i in range(count)]
+        for value, error in results:
+            if error is not None:
+                raise error
+        return [value for value, _ in results]
+
+
+def _run_share(fn, lo, hi):
+    """``(fn(lo, hi), None)``, or ``(None, the exception)``, marked as running a share."""
+    _share.active = True
+    try:
+        return fn(lo, hi), None
+    except BaseException as error:  # noqa: BLE001 (re-raised by the caller of the split)
+        return None, error
+    finally:
+        _share.active = False
+
+
+def _team(size):
+    """The team with at least ``size`` threads (a fresh one in a forked child, whose copy of
+    the parent's team has no threads behind it, and when more threads are asked for; the
+    threads of a replaced team sleep for good after their spin)."""
     with _lock:
-        if _state["size"] < size or _state["pid"] != os.getpid():
-            _state["pool"] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fastconv")
-            _state["size"], _state["pid"] = size, os.getpid()
-        return _state["pool"]
+        team = _state["team"]
+        if team is None or team.size < size or _state["pid"] != os.getpid():
+            team = _state["team"] = _Team(size)
+            _state["pid"] = os.getpid()
+        return team
 
 
 def _blas():
@@ -160,23 +244,14 @@ def split(fn, n_items, parts=None):
     bounds = shares(n_items, parts)
     if len(bounds) == 2 or getattr(_share, "active", False):
         return [fn(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
-    pool = _pool(len(bounds) - 2)
-    with one_blas_thread():
-        futures = [pool.submit(_in_share, fn, bounds[i], bounds[i + 1])
-                   for i in range(1, len(bounds) - 1)]
-        try:
-            first = _in_share(fn, bounds[0], bounds[1])
-        finally:
-            wait(futures)  # every share has finished before BLAS is restored
-    return [first] + [f.result() for f in futures]
+    team = _team(len(bounds) - 2)
+    if not team.busy.acquire(blocking=False):  # another thread's split has the team
+        return [fn(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+    try:
+        with one_blas_thread():
+            return team.run(fn, bounds)
+    finally:
+        team.busy.release()
 
 
 _share = threading.local()  # .active: this thread is running a share of a split
-
-
-def _in_share(fn, lo, hi):
-    _share.active = True
-    try:
-        return fn(lo, hi)
-    finally:
-        _share.active = False

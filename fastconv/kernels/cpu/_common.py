@@ -32,8 +32,11 @@ PARTIAL_BYTES = 64 * 2**20
 #: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread, since a split has a
 #: fixed cost (``python -m benchmarks.overheads``) that smaller layers do not win back. Shape E
 #: (``benchmarks/cases.py``) sits near the line; its timings on one and two threads:
-#: ``benchmarks/results-2026-12-thresholds.md``.
-SPLIT_FLOPS = 2e7
+#: ``benchmarks/results-2026-12-thresholds.md``. These three thresholds were set when a split
+#: woke sleeping threads (about 0.1 ms); the spinning team of :mod:`.._workers` made splits
+#: cheaper and they were cut by 8, which took 0.92-0.96 off the example training steps
+#: (``benchmarks/results-2026-12-07-segments.md``).
+SPLIT_FLOPS = 2.5e6
 SPLIT_IMAGES = 2
 
 
@@ -58,10 +61,10 @@ def block_count(n, most, split):
 #: Elementwise kernels on fewer elements run in the calling thread: one thread streams them
 #: (ReLU, float32) in less time than a split must save to pay for itself
 #: (``benchmarks/results-2026-12-thresholds.md``).
-SPLIT_ELEMENTS = 2**21
+SPLIT_ELEMENTS = 2**18
 
 #: Pooling and batch-norm kernels (more work per element) split from this many input elements.
-SPLIT_PLANE_ELEMENTS = 2**18
+SPLIT_PLANE_ELEMENTS = 2**15
 
 #: GEMMs of fewer multiply-adds than this run in the calling thread as one product; bigger ones
 #: are cut into blocks that the threads share (a split has a fixed cost, see SPLIT_FLOPS).

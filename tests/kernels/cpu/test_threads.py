@@ -102,6 +102,42 @@ def test_a_split_inside_a_share_runs_its_shares_in_order_in_that_thread():
     assert sorted(by_thread.values()) == [[(0, 3), (3, 6)]] * 2  # each thread ran both, in order
 
 
+def test_the_team_wakes_from_sleep_and_serves_splits_from_two_threads():
+    """Team threads that sleep between splits (no spin at all) are woken for each one; a split
+    asked for while another thread's split holds the team runs its shares in its own thread;
+    every split returns every share's result, in order."""
+    import threading
+    team = _workers._Team.__new__(_workers._Team)
+    saved = _workers.SPIN_SECONDS
+    _workers.SPIN_SECONDS = 0.0  # sleep at once: the wake-up path every time
+    try:
+        team.__init__(3)
+    finally:
+        _workers.SPIN_SECONDS = saved
+    assert team.budget == 0
+    for n in range(4, 40):
+        bounds = _workers.shares(n, 4)
+        assert team.run(lambda lo, hi: list(range(lo, hi)), bounds) == \
+            [list(range(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
+    results, errors = {}, []
+
+    def caller(name):
+        try:
+            results[name] = [_workers.split(lambda lo, hi: sum(range(lo, hi)), 1000, 2)
+                             for _ in range(200)]
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    with num_threads(2):
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors
+    assert results == {i: [[sum(range(500)), sum(range(500, 1000))]] * 200 for i in range(2)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Convolution
 
