@@ -44,6 +44,9 @@ cuts the batch into ``chunks`` that depend on the shapes only; each sums its ima
 image's sum starts from zero and is then added) and db, and the chunks' sums are added in chunk
 order, so every thread count gives the same bits.
 """
+import functools
+import math
+
 import numpy as np
 
 from ..._shapes import conv_output_hw
@@ -130,8 +133,17 @@ class Plan:
         return np.array([self.sh, self.sw, self.hd * self.wd * self.v, self.wd, self.top,
                          self.left], dtype=np.int64)
 
+    def key(self):
+        """The shapes that fix this plan's taps and weight orders (not its thread shares)."""
+        return ((self.n, self.c, self.h, self.w), (self.k, self.c, self.fh, self.fw),
+                (self.sh, self.sw), (self.top, self.bottom, self.left, self.right),
+                (self.dh, self.dw), self.dtype)
+
     def taps(self):
-        """Offsets of the (channel block, tap) steps in a packed image."""
+        """Offsets of the (channel block, tap) steps in a packed image (computed once a shape)."""
+        return _taps(*self.key())
+
+    def _taps(self):
         v, plane = self.v, self.hd * self.wd * self.v
         cb, fy, fx = np.meshgrid(np.arange(self.cb), np.arange(self.fh), np.arange(self.fw),
                                  indexing="ij")
@@ -152,7 +164,15 @@ class Plan:
         """The input gradient's taps and weights, phase after phase: ``(taps, tap bounds,
         weights, weight bounds)``; phase ``(qy, qx)`` takes the taps ``(fy, fx)`` whose
         ``fy*dh - qy - top`` and ``fx*dw - qx - left`` divide by the stride, its weights as
-        (C/V, K/V, taps, V of K, V of C)."""
+        (C/V, K/V, taps, V of K, V of C). The order is found once a shape, as the positions
+        (1 + flat index in w, 0 for a zero) that :meth:`_dx_phases` gives w's indices."""
+        taps, tap_bounds, order, w_bounds = _dx_order(*self.key())
+        flat = np.empty(w.size + 1, dtype=w.dtype)
+        flat[0] = 0
+        flat[1:] = w.ravel()
+        return taps, tap_bounds, np.take(flat, order), w_bounds
+
+    def _dx_phases(self, w):
         v = self.v
         wpad = np.zeros((self.cbp * v, self.kb * v, self.fh, self.fw), dtype=w.dtype)
         wpad[:self.c, :self.k] = w.transpose(1, 0, 2, 3)
@@ -184,6 +204,18 @@ class Plan:
         """This thread's packed dout (zero wherever packing does not write)."""
         key = ("blocked_dout", self.k, self.ho, self.wo, self.gy, self.gx, self.hg, self.wg)
         return _zeroed_buffer(key, (self.g_size,), self.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _taps(x_shape, w_shape, stride, pads, dilation, dtype):
+    return Plan(x_shape, w_shape, stride, pads, dilation, dtype)._taps()
+
+
+@functools.lru_cache(maxsize=256)
+def _dx_order(x_shape, w_shape, stride, pads, dilation, dtype):
+    """:meth:`Plan.dx_phases` of the array of w's flat indices plus one."""
+    index = np.arange(1, math.prod(w_shape) + 1, dtype=np.int64).reshape(w_shape)
+    return Plan(x_shape, w_shape, stride, pads, dilation, dtype)._dx_phases(index)
 
 
 def memory(x_shape, w_shape, stride, pads, dilation, itemsize):
