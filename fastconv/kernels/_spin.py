@@ -2,10 +2,10 @@
 team hands out shares of a split.
 
 Waking a sleeping thread costs these VMs 20-60 us a time (a futex wake reaches a halted vCPU),
-and a split took two or three wakes: about 0.1 ms each, more than many kernels it split. So the
-team's threads, and the caller while it waits for them, spin for a while on an ``int64`` array of
-flags in ``nogil`` compiled loops (an atomic acquire load and a ``pause`` a turn, so the flag is
-read afresh each time), and sleep only once a bound of TSC cycles has passed.
+and a split took two or three of them: about 0.1 ms a split, more than many kernels it split.
+So the team's threads, and the caller while it waits for them, spin for a while on an ``int64``
+array of flags in ``nogil`` compiled loops (an atomic acquire load and a ``pause`` a turn, so
+the flag is read afresh each time), and sleep only once a bound of TSC cycles has passed.
 """
 import platform
 import time
