@@ -43,6 +43,8 @@ def base_package(commit, folder):
 def examples(package):
     """``examples/train_mnist.py`` loaded with ``import fastconv`` meaning ``package``."""
     name = package.__name__
+    if name == "fastconv":
+        return _load(TRAIN_MNIST, "train_mnist_fastconv")
     saved = {k: m for k, m in sys.modules.items() if k.split(".")[0] == "fastconv"}
     for sub in ("cli", "datasets", "distributed", "optim"):
         importlib.import_module(f"{name}.{sub}")
@@ -52,13 +54,17 @@ def examples(package):
         for k, m in list(sys.modules.items()):
             if k.split(".")[0] == name:
                 sys.modules["fastconv" + k[len(name):]] = m
-        spec = importlib.util.spec_from_file_location(f"train_mnist_{name}", TRAIN_MNIST)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        return _load(TRAIN_MNIST, f"train_mnist_{name}")
     finally:
         for k in [k for k in sys.modules if k.split(".")[0] == "fastconv"]:
             del sys.modules[k]
         sys.modules.update(saved)
+
+
+def _load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
