@@ -116,6 +116,7 @@ class _Team:
             flags[self.taken + i] = gen
             task, self.tasks[i] = self.tasks[i], None
             self.results[i] = None if task is None else _run_share(*task)
+            task = None  # the share's closure holds its arrays: let them go while waiting
 
     def run(self, fn, bounds):
         """``[fn(lo, hi), ...]`` over ``bounds``; the first share in this thread."""
@@ -133,6 +134,7 @@ class _Team:
         while not _spin.wait_all(flags, self.done, self.size, gen, self.budget):
             time.sleep(1e-4)  # a long share: check now and then
         results = [first] + [self.results[i] for i in range(count)]
+        self.results = [None] * self.size  # nothing of this split outlives it here
         for value, error in results:
             if error is not None:
                 raise error

@@ -138,6 +138,28 @@ def test_the_team_wakes_from_sleep_and_serves_splits_from_two_threads():
     assert results == {i: [[sum(range(500)), sum(range(500, 1000))]] * 200 for i in range(2)}
 
 
+def test_a_split_keeps_nothing_of_its_shares_once_it_returns():
+    """The team's threads drop a share's closure and result when it is done: an array that only
+    the split's function holds is freed when the split returns (the block cache of the cpu
+    tier's large arrays gets its memory back for the next layer)."""
+    import gc
+    import weakref
+
+    class Big(np.ndarray):
+        pass
+
+    def run():
+        data = np.zeros(1000).view(Big)
+        ref = weakref.ref(data)
+        _workers.split(lambda lo, hi: data[lo:hi].view(Big), 4, 2)
+        return ref
+
+    with num_threads(2):
+        ref = run()
+        gc.collect()
+        assert ref() is None
+
+
 # ---------------------------------------------------------------------------------------------
 # Convolution
 
