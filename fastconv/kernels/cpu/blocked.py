@@ -18,8 +18,11 @@ B: ``benchmarks/results-2026-12-thresholds.md``).
   ``(Ho-1)*Wd + Wo`` positions, so tiles cross rows and the last columns of each row are
   computed and dropped). The last tile of a run starts ``R`` before its end (it recomputes a
   few pixels, storing the same values); runs shorter than ``R`` read into zeroed slack past the
-  planes and write into slack past each output plane. The blocked output is then moved to NCHW
-  with the bias added.
+  planes and write into slack past each output plane. Where that computes more positions than
+  segment tiles would (7x7 outputs in a 9-wide plane: 72 positions for 49), a tile is instead
+  a few segments of a few outputs of a row, wherever they start (``SEGMENTS`` x ``SEG_LEN`` in
+  :mod:`.blocked_kernels`), each row's last segment ending at its last output. The blocked
+  output is then moved to NCHW with the bias added.
 - Input gradient: dx pixel ``(y, x)`` gets ``w[k, c, fy, fx] * dout[k, oh, ow]`` where
   ``oh*sh + fy*dh = y + top`` (and the same across). Pixels with the same ``(y % sh, x % sw)``
   (a phase) take the same taps, each at a fixed offset ``(oh - y // sh, ow - x // sw)``, so a

@@ -147,22 +147,21 @@ def _typed(*arrays, offsets=()):
 
 def _emit(context, builder, sig, args, shape):
     """The IR of one call; see the module docstring for what each instruction does. With
-    ``segments`` (an int), the rows are ``rows // segments`` segments of ``segments`` rows,
+    ``seg_len`` (an int), the rows are ``rows // seg_len`` segments of ``seg_len`` rows,
     segment i starting ``seg[s0 + i]`` on in a and in c (:func:`segment_kernel`)."""
-    rows, nvec, a_rs, a_ls, b_ls, unroll, segments = shape
+    rows, nvec, a_rs, a_ls, b_ls, unroll, seg_len = shape
     a, a_off, aoffs, ntaps, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add = args[:14]
     arrty = sig.args[0]
     vecty, width, align = _vector(context, arrty)
     rows, a_rs, a_ls, b_ls, unroll = (_stride(v, width) for v in (rows, a_rs, a_ls, b_ls, unroll))
     pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (5, b), (9, c)))
     po = _data(context, builder, sig.args[2], aoffs)
-    seg_len = segments or rows
-    if segments:  # each segment's start, loaded once: a pointer per segment in the loops
+    if seg_len:  # each segment's start, loaded once: a pointer per segment in the loops
         ps = _data(context, builder, sig.args[14], args[14])
         starts = [builder.load(builder.gep(ps, [builder.add(args[15], _I64(i))]))
                   for i in range(rows // seg_len)]
     else:
-        starts = [_I64(0)]
+        starts, seg_len = [_I64(0)], rows
     acc = cgutils.alloca_once(builder, ir.ArrayType(vecty, rows * nvec), name="acc")
     slots = [builder.gep(acc, [_I32(0), _I32(i)]) for i in range(rows * nvec)]
     zero = ir.Constant(vecty, None)

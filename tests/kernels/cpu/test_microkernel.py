@@ -94,6 +94,61 @@ def test_kernel_matches_numpy(name, dtype, data):
     np.testing.assert_allclose(c, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
 
 
+#: (segments, length, nvec, a_rs, a_ls, b_ls, unroll): one of the tests' own and the blocked
+#: tiles' segment kernel.
+SEGMENT_SHAPES = {"2x3x2": (2, 3, 2, 2, 1, "lanes", 4),
+                  "forward": (blocked_kernels.SEGMENTS, blocked_kernels.SEG_LEN, blocked.NVEC,
+                              "lanes", 1, "lanes", 4)}
+
+
+def _segment_caller(kern):
+    @njit
+    def call(a, a_off, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add, seg, s0):
+        kern(a, a_off, aoffs, aoffs.shape[0], nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs,
+             c_ns, add, seg, s0)
+    return call
+
+
+SEGMENT_CALLS = {"2x3x2": _segment_caller(mk.segment_kernel(*SEGMENT_SHAPES["2x3x2"])),
+                 "forward": _segment_caller(blocked_kernels._SEGMENT_FORWARD)}
+
+
+@given(data=st.data())
+@HYPOTHESIS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(SEGMENT_SHAPES))
+def test_segment_kernel_matches_numpy(name, dtype, data):
+    """Segments at random starts (apart, so no output is written twice), read from ``seg[s0:]``:
+    each segment is the plain kernel's tile of ``length`` rows moved to its start, in a and c."""
+    v = mk.lanes(dtype)
+    segments, length, nvec, a_rs, a_ls, b_ls, _ = SEGMENT_SHAPES[name]
+    a_rs, a_ls, b_ls = (stride(x, v) for x in (a_rs, a_ls, b_ls))
+    draw = lambda lo, hi: data.draw(st.integers(lo, hi))  # noqa: E731
+    ntaps, nsteps = draw(0, 3), draw(0, 9)
+    aoffs = np.array([draw(0, 20) for _ in range(ntaps)], dtype=np.int64)
+    b_ts, b_off = draw(0, 40), draw(0, 5)
+    b_ns = 10 * b_ls + draw(0, v)
+    c_rs, c_off, add = draw(v, v + 2), draw(0, 5), draw(0, 1)
+    c_ns = length * c_rs + draw(0, 3)
+    span = max((length - 1) * c_rs + (nvec - 1) * c_ns + v, length * a_rs)
+    s0 = draw(0, 2)
+    starts = np.cumsum([draw(0, 9)] + [span + draw(0, 9) for _ in range(segments + 1)])
+    seg = np.asarray(starts, dtype=np.int64)
+    rng = np.random.default_rng(draw(0, 2**31))
+    a = rng.standard_normal(seg[-1] + 21 + length * a_rs + 9 * a_ls).astype(dtype)
+    b = rng.standard_normal(b_off + 3 * b_ts + 9 * b_ls + nvec * b_ns + v).astype(dtype)
+    c = rng.standard_normal(c_off + seg[-1] + span + v).astype(dtype)
+    ref = c.astype(np.float64)
+    for i in range(segments):
+        args = (a, seg[s0 + i], aoffs, nsteps, b, b_off, b_ts, b_ns, ref, c_off + seg[s0 + i],
+                c_rs, c_ns, add)
+        ref = reference(args, (length, nvec, a_rs, a_ls, b_ls), v)
+    SEGMENT_CALLS[name](a, 0, aoffs, nsteps, b, b_off, b_ts, b_ns, c, c_off, c_rs, c_ns, add,
+                        seg, s0)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(c, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
+
+
 @njit
 def _transpose(a, aoffs, nload, c, coffs, nstore, bias, b_off):
     mk.transpose(a, aoffs, nload, c, coffs, nstore, bias, b_off)
