@@ -32,9 +32,8 @@ PARTIAL_BYTES = 64 * 2**20
 #: SPLIT_IMAGES images per thread; otherwise it runs in the calling thread, since a split has a
 #: fixed cost (``python -m benchmarks.overheads``) that smaller layers do not win back. Shape E
 #: (``benchmarks/cases.py``) sits near the line; its timings on one and two threads:
-#: ``benchmarks/results-2026-12-thresholds.md``. These three thresholds were set when a split
-#: woke sleeping threads (about 0.1 ms); the spinning team of :mod:`.._workers` made splits
-#: cheaper and they were cut by 8, which took 0.92-0.96 off the example training steps
+#: ``benchmarks/results-2026-12-thresholds.md``. This and the two SPLIT_*ELEMENTS thresholds
+#: were cut by 8 once the spinning team of :mod:`.._workers` made splits cheaper
 #: (``benchmarks/results-2026-12-07-segments.md``).
 SPLIT_FLOPS = 2.5e6
 SPLIT_IMAGES = 2

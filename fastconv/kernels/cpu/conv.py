@@ -86,15 +86,15 @@ WINO_CHANNELS = 16
 WINO_BIG_C = 32
 WINO_BIG_K = 64
 
+#: Most extra outputs (a fraction) that Winograd's 2x2 output tiles may add for it to go before
+#: the blocked path: a 7x7 plane takes 8x8 (31% more), and there the blocked path is faster
+#: (``benchmarks/results-2026-12-07-segments.md``).
+WINO_WASTE = 0.1
+
 #: Fewest input and output channels for the blocked path: its weight gradient computes whole
 #: blocks of input channels, and its forward whole blocks of output channels, so fewer channels
 #: leave vector lanes idle (benchmarks/results-2026-12-thresholds.md).
 BLOCKED_C = 8
-
-#: Most extra outputs (a fraction) of Winograd's 2x2 tiles for which it goes before the blocked
-#: path: at 64->64 7x7, b64 forward + backward, blocked took 0.91 of Winograd's time, at 14x14
-#: 1.02-1.04 (Zen 4, ``benchmarks/results-2026-12-07-segments.md``).
-WINO_WASTE = 0.1
 BLOCKED_K = 16
 
 #: Most taps ``C*FH*FW`` (the inner dimension of im2col's GEMM), and most passes over each
