@@ -15,7 +15,8 @@ from ._common import _array, _same_shape
 __all__ = ["batch_norm", "batch_norm_backward", "BatchNormCache", "group_norm", "group_norm_backward",
            "layer_norm", "layer_norm_backward", "NormCache"]
 
-BatchNormCache = namedtuple("BatchNormCache", "x weight saved training backend shape has_weight has_bias")
+BatchNormCache = namedtuple("BatchNormCache",
+                            "x weight saved training backend shape has_weight has_bias out")
 BatchNormCache.__doc__ = "What :func:`batch_norm` hands to :func:`batch_norm_backward`."
 NormCache = namedtuple("NormCache", "x weight mean rstd inner backend shape param_shape has_weight "
                                      "has_bias")
@@ -36,8 +37,10 @@ def _affine(a, name, shape, x, value):
 
 
 def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=True, momentum=0.1,
-               eps=1e-5, backend=None):
-    """Batch normalisation over every axis but the channel axis 1, as PyTorch's.
+               eps=1e-5, backend=None, *, relu=False):
+    """Batch normalisation over every axis but the channel axis 1, as PyTorch's; ``relu=True``
+    applies ``relu`` to the result in the same pass (and its gradient in the backward's), which
+    is how :class:`fastconv.layers.Sequential` runs a BatchNorm followed by a ReLU.
 
     x : (N, C), (N, C, L) or (N, C, H, W); weight, bias : (C,) or None. Training normalises with the
     batch mean and biased variance and, when given, updates ``running_mean``/``running_var`` in
@@ -69,13 +72,14 @@ def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=Tr
     mean = var = None
     if not training:
         mean, var = _array(running_mean, "running_mean", x.dtype), _array(running_var, "running_var", x.dtype)
-    out, bmean, bvar, saved = kernels(name).batch_norm(x3, weight, bias, mean, var, training, eps)
+    out, bmean, bvar, saved = kernels(name).batch_norm(x3, weight, bias, mean, var, training, eps,
+                                                       bool(relu))
     if training and running_mean is not None:
         unbias = momentum * count / (count - 1)
         tier_of(running_mean).axpby(running_mean, bmean, 1 - momentum, momentum)
         tier_of(running_var).axpby(running_var, bvar, 1 - momentum, unbias)
     return out.reshape(x.shape), BatchNormCache(x3, weight, saved, bool(training), name, tuple(x.shape),
-                                                has_weight, has_bias)
+                                                has_weight, has_bias, out if relu else None)
 
 
 def batch_norm_backward(dout, cache, need_dx=True):
@@ -86,7 +90,7 @@ def batch_norm_backward(dout, cache, need_dx=True):
     dout = _array(dout, "dout", x3.dtype)
     _same_shape(dout, cache.shape, "dout")
     dx, dweight, dbias = kernels(cache.backend).batch_norm_backward(
-        dout.reshape(x3.shape), x3, cache.weight, cache.saved, cache.training, need_dx)
+        dout.reshape(x3.shape), x3, cache.weight, cache.saved, cache.training, need_dx, cache.out)
     return ((dx.reshape(dout.shape) if dx is not None else None), dweight if cache.has_weight else None,
             dbias if cache.has_bias else None)
 

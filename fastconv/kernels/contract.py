@@ -127,11 +127,12 @@ CONTRACT = {
         "mse_loss": ("pred, target, reduction", "pred, target (any shape) -> (loss, dpred)"),
     },
     "normalization": {
-        "batch_norm": ("x, weight, bias, mean, var, training, eps",
-                       "x (N, C, L), weight, bias, mean, var (C,) -> (out, batch_mean (C,) or "
-                       "None, batch_var (C,) or None, saved)"),
-        "batch_norm_backward": ("dout, x, weight, saved, training, need_dx=True",
-                                "dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,))"),
+        "batch_norm": ("x, weight, bias, mean, var, training, eps, relu=False",
+                       "x (N, C, L), weight, bias, mean, var (C,) -> (out (max(., 0) when relu), "
+                       "batch_mean (C,) or None, batch_var (C,) or None, saved)"),
+        "batch_norm_backward": ("dout, x, weight, saved, training, need_dx=True, out=None",
+                                "dout (N, C, L), out (the relu forward's output) or None -> (dx "
+                                "or None, dweight (C,), dbias (C,))"),
         "group_norm": ("x, weight, bias, inner, eps",
                        "x (N, G, M), weight, bias (C,) -> (out (N, G, M), mean (N, G), rstd (N, "
                        "G))"),

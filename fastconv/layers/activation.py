@@ -39,6 +39,21 @@ class ReLU(_Activation):
 
     _fn, _grad = F.relu, F.relu_backward
 
+    def _applied(self):
+        """The layer before ran this ReLU in its own pass and runs its gradient in its backward
+        (:class:`fastconv.layers.Sequential` fuses BatchNorm + ReLU): this call's backward
+        passes the gradient through."""
+        self._save(_APPLIED)
+
+    def _backward(self, dy, need_dx):
+        out = self._restore()
+        if out is _APPLIED:
+            return dy if need_dx else None
+        return F.relu_backward(dy, out) if need_dx else None
+
+
+_APPLIED = object()
+
 
 class Sigmoid(_Activation):
     """1 / (1 + exp(-x)), any shape."""

@@ -102,6 +102,11 @@ class _BatchNorm(_Normalization):
         return shape
 
     def forward(self, x):
+        return self._forward(x)
+
+    def _forward(self, x, relu=False):
+        """The forward; ``relu``: then a ReLU in the same pass (and its gradient in this layer's
+        backward), for :class:`fastconv.layers.Sequential` when a ReLU follows."""
         x = self._input(x)
         self.output_shape(x.shape)
         batch_stats = self.training or not self.track_running_stats
@@ -112,7 +117,7 @@ class _BatchNorm(_Normalization):
         weight, bias = self._data()
         out, cache = F.batch_norm(x, weight, bias, self.running_mean if update or not batch_stats else None,
                                   self.running_var if update or not batch_stats else None, batch_stats,
-                                  0.0 if momentum is None else momentum, self.eps)
+                                  0.0 if momentum is None else momentum, self.eps, relu=relu)
         if update:
             self.num_batches_tracked += 1  # after F has validated everything
         self._save(cache)

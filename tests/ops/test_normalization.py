@@ -11,8 +11,8 @@ import fastconv as fc
 import fastconv.functional as F
 from fastconv.kernels import cpu, naive
 
-from helpers import (ALL_TIERS, BACKENDS, DTYPES, RTOL, grad_rel_error, numeric_grad, random,
-                     rel_error)
+from helpers import (ALL_TIERS, BACKENDS, DTYPES, RTOL, HYPOTHESIS, grad_rel_error, numeric_grad,
+                     random, rel_error)
 from op_helpers import cuda_test, on_simulator, share_on_simulator
 from op_helpers import both  # noqa: F401  (a fixture)
 
@@ -85,6 +85,59 @@ def test_batch_norm_errors_name_shapes(backend):
 
 
 # ---------------------------------------------------------------------------------------------
+# relu=True: batch norm and a ReLU in one pass each way (what Sequential runs for BatchNorm, ReLU)
+
+@pytest.mark.parametrize("backend", ALL_TIERS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@HYPOTHESIS
+@given(n=st.integers(1, 4), c=st.integers(1, 5), length=st.integers(1, 40), training=st.booleans(),
+       need_dx=st.booleans(), seed=st.integers(0, 2**16))
+def test_batch_norm_relu_is_batch_norm_then_relu(backend, dtype, n, c, length, training, need_dx, seed):
+    """The fused forward is the unfused one then F.relu, bit for bit; its backward is the unfused
+    backward of F.relu_backward's gradient, to rounding (the masked sums may vectorise in
+    another order), and the oracle's."""
+    rng = np.random.default_rng(seed)
+    if training and n * length < 2:
+        length = 2
+    x = (random(rng, (n, c, length), dtype) * 2 + 0.5).astype(dtype)
+    w, b = random(rng, c, dtype), random(rng, c, dtype)
+    stats = (random(rng, c, dtype), (rng.random(c) + 0.5).astype(dtype))
+    fused, cache = F.batch_norm(x, w, b, *stats, training, backend=backend, relu=True)
+    plain, plain_cache = F.batch_norm(x, w, b, *stats, training, backend=backend)
+    np.testing.assert_array_equal(fused, F.relu(plain, backend=backend))
+    dout = random(rng, x.shape, dtype)
+    got = F.batch_norm_backward(dout, cache, need_dx)
+    want = F.batch_norm_backward(F.relu_backward(dout, fused, backend=backend), plain_cache, need_dx)
+    oracle_out, oracle_cache = F.batch_norm(x, w, b, *stats, training, backend="naive", relu=True)
+    assert rel_error(fused, oracle_out) < RTOL[np.dtype(dtype)]
+    oracle = F.batch_norm_backward(dout, oracle_cache, need_dx)
+    for name, g, r, o in zip(("dx", "dweight", "dbias"), got, want, oracle):
+        assert (g is None) == (r is None) == (name == "dx" and not need_dx), name
+        if r is not None:
+            assert g.dtype == np.dtype(dtype)
+            assert rel_error(g, r) < RTOL[np.dtype(dtype)], name
+            assert rel_error(g, o) < RTOL[np.dtype(dtype)], name
+
+
+@pytest.mark.parametrize("backend", ALL_TIERS)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_relu_finite_differences(backend, training):
+    x, w, b = _inputs((3, 2, 4, 3), np.float64, seed=4)
+    rm, rv = np.array([0.3, -0.2]), np.array([1.5, 0.7])
+    dout = np.random.default_rng(5).standard_normal(x.shape)
+
+    def forward():
+        return F.batch_norm(x, w, b, rm.copy(), rv.copy(), training, backend=backend, relu=True)[0]
+
+    out, cache = F.batch_norm(x, w, b, rm.copy(), rv.copy(), training, backend=backend, relu=True)
+    plain = F.batch_norm(x, w, b, rm.copy(), rv.copy(), training, backend=backend)[0]
+    assert (out == 0).sum() > 10 and np.abs(plain).min() > 1e-3  # kinks hit, none within h
+    dx, dw, db = F.batch_norm_backward(dout, cache)
+    for got, arg in ((dx, x), (dw, w), (db, b)):
+        assert grad_rel_error(got, numeric_grad(forward, arg, dout)) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
 # The cuda tier against the cpu tier and the oracle (Numba's simulator, tiny shapes)
 
 #: The simulator runs each GPU thread as Python: a tenth of the profile's examples (at least 4)
@@ -97,17 +150,18 @@ FEW = on_simulator(5)
 @pytest.mark.parametrize("dtype", DTYPES)
 @FEW_BN
 @given(n=st.integers(1, 3), c=st.integers(1, 3), length=st.integers(1, 6), training=st.booleans(),
-       need_dx=st.booleans(), seed=st.integers(0, 2**16))
-def test_batch_norm_matches_cpu_and_naive(G, both, dtype, n, c, length, training, need_dx, seed):
+       need_dx=st.booleans(), relu=st.booleans(), seed=st.integers(0, 2**16))
+def test_batch_norm_matches_cpu_and_naive(G, both, dtype, n, c, length, training, need_dx, relu,
+                                          seed):
     rng = np.random.default_rng(seed)
     if training and n * length < 2:
         length = 2
     x = (random(rng, (n, c, length), dtype) * 3 + 1).astype(dtype)
     weight, bias = random(rng, c, dtype), random(rng, c, dtype)
     mean, var = random(rng, c, dtype), (rng.random(c) + 0.5).astype(dtype)
-    got = G.batch_norm(x, weight, bias, mean, var, training, 1e-5)
-    want = cpu.batch_norm(x, weight, bias, mean, var, training, 1e-5)
-    oracle = naive.batch_norm(x, weight, bias, mean, var, training, 1e-5)
+    got = G.batch_norm(x, weight, bias, mean, var, training, 1e-5, relu)
+    want = cpu.batch_norm(x, weight, bias, mean, var, training, 1e-5, relu)
+    oracle = naive.batch_norm(x, weight, bias, mean, var, training, 1e-5, relu)
     for name, g, r, o in zip(("out", "batch_mean", "batch_var"), got[:3], want[:3], oracle[:3]):
         assert (g is None) == (r is None) == (o is None), name
         if r is not None:
@@ -115,9 +169,10 @@ def test_batch_norm_matches_cpu_and_naive(G, both, dtype, n, c, length, training
     for name, g, r, o in zip(("mean", "inv_std"), got[3], want[3], oracle[3]):
         both(f"batch_norm saved {name}", g, r, o)
     dout = random(rng, x.shape, dtype)
-    grads = G.batch_norm_backward(dout, x, weight, got[3], training, need_dx)
-    ref = cpu.batch_norm_backward(dout, x, weight, want[3], training, need_dx)
-    ref_naive = naive.batch_norm_backward(dout, x, weight, oracle[3], training, need_dx)
+    outs = [r[0] if relu else None for r in (got, want, oracle)]
+    grads = G.batch_norm_backward(dout, x, weight, got[3], training, need_dx, outs[0])
+    ref = cpu.batch_norm_backward(dout, x, weight, want[3], training, need_dx, outs[1])
+    ref_naive = naive.batch_norm_backward(dout, x, weight, oracle[3], training, need_dx, outs[2])
     for name, g, r, o in zip(("dx", "dweight", "dbias"), grads, ref, ref_naive):
         assert (g is None) == (r is None) == (o is None), name
         if r is not None:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
+from . import activation
 from ._launch import (REDUCE_THREADS, _A1, _A2, _A3, _block_sum, _dev, _empty, _launch,
                       _reduce_launch, _scalar, _sigs, _unravel3)
 
@@ -94,8 +95,9 @@ def _inv_count(dtype, count):
     return _scalar(dtype, 1.0 / count if count else np.nan)
 
 
-def batch_norm(x, weight, bias, mean, var, training, eps):
-    """Batch normalisation per channel of x (N, C, L) -> (out, batch_mean, batch_var, saved).
+def batch_norm(x, weight, bias, mean, var, training, eps, relu=False):
+    """Batch normalisation per channel of x (N, C, L) -> (out, batch_mean, batch_var, saved), then
+    the ReLU kernel when ``relu``.
 
     As :func:`fastconv.kernels.naive.batch_norm`; everything, ``saved = (mean, inv_std)`` too,
     stays on the device.
@@ -114,13 +116,17 @@ def batch_norm(x, weight, bias, mean, var, training, eps):
         mean, var, inv_std)
     out = _empty(x.shape, dt)
     _bn_affine_kernel[_launch(x.size)](x, weight, bias, mean, inv_std, out)
+    if relu:
+        out = activation.relu(out)
     return out, (mean if training else None), (var if training else None), (mean, inv_std)
 
 
-def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
+def batch_norm_backward(dout, x, weight, saved, training, need_dx=True, out=None):
     """dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,)), all on the device; zero
-    gradients when there are no values."""
+    gradients when there are no values. ``out``: the output of a forward with ``relu``."""
     dout = _dev(dout)
+    if out is not None:
+        dout = activation.relu_backward(dout, _dev(out, dout.dtype))
     dt = dout.dtype
     x, weight = _dev(x, dt), _dev(weight, dt)
     mean, inv_std = (_dev(a, dt) for a in saved)

@@ -3,8 +3,8 @@ normalisation over the rows of an (N, G, M) view."""
 import numpy as np
 
 
-def batch_norm(x, weight, bias, mean, var, training, eps):
-    """Batch normalisation per channel (axis 1) of x (N, C, L).
+def batch_norm(x, weight, bias, mean, var, training, eps, relu=False):
+    """Batch normalisation per channel (axis 1) of x (N, C, L), then max(., 0) when ``relu``.
 
     training: normalise with the batch mean and biased variance (``mean``/``var`` are ignored);
     else with the given ``mean``/``var`` (C,). Returns ``(out, batch_mean, batch_var, saved)``
@@ -17,12 +17,17 @@ def batch_norm(x, weight, bias, mean, var, training, eps):
     inv_std = (1 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
     xhat = (x - mean[None, :, None]) * inv_std[None, :, None]
     out = xhat * weight[None, :, None] + bias[None, :, None]
+    if relu:
+        out = np.where(out < 0, out.dtype.type(0), out)
     return out, (mean if training else None), (var if training else None), (mean, inv_std)
 
 
-def batch_norm_backward(dout, x, weight, saved, training, need_dx=True):
-    """dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,))."""
+def batch_norm_backward(dout, x, weight, saved, training, need_dx=True, out=None):
+    """dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,)). ``out``: the output of a forward
+    with ``relu`` (dout counts only where it is positive)."""
     mean, inv_std = saved
+    if out is not None:
+        dout = np.where(out > 0, dout, dout.dtype.type(0))
     xhat = (x - mean[None, :, None]) * inv_std[None, :, None]
     dweight = (dout * xhat).sum(axis=(0, 2))
     dbias = dout.sum(axis=(0, 2))
