@@ -20,13 +20,14 @@ RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 def _net(dtype):
     # no bias before a BatchNorm: its gradient is zero but for rounding, so no relative measure
     return L.Sequential(
-        L.Conv2d(2, 6, 3, padding=1, bias=False, dtype=dtype), L.BatchNorm2d(6, dtype=dtype), L.ReLU(),
+        L.Conv2d(2, 6, 3, padding=1, bias=False, dtype=dtype), L.BatchNorm2d(6, dtype=dtype),
+        L.ReLU(),
         fc.Residual(L.Sequential(L.Conv2d(6, 6, 3, padding=1, bias=False, dtype=dtype),
                                  L.BatchNorm2d(6, dtype=dtype), L.ReLU(),
                                  L.Conv2d(6, 6, 3, padding=1, bias=False, dtype=dtype),
                                  L.BatchNorm2d(6, dtype=dtype))),
-        L.ReLU(), L.Flatten(), L.Linear(6 * 5 * 5, 8, bias=False, dtype=dtype), L.BatchNorm1d(8, dtype=dtype),
-        L.ReLU(), L.Linear(8, 3, dtype=dtype), input_grad=True)
+        L.ReLU(), L.Flatten(), L.Linear(6 * 5 * 5, 8, bias=False, dtype=dtype),
+        L.BatchNorm1d(8, dtype=dtype), L.ReLU(), L.Linear(8, 3, dtype=dtype), input_grad=True)
 
 
 def _run(model, x, steps=2):
@@ -54,7 +55,8 @@ def test_fused_network_matches_the_layers_run_apart(dtype, monkeypatch):
     x = np.random.default_rng(0).standard_normal((4, 2, 5, 5)).astype(dtype)
     calls = []
     real = container._fuses_relu
-    monkeypatch.setattr(container, "_fuses_relu", lambda a, b: calls.append(real(a, b)) or calls[-1])
+    monkeypatch.setattr(container, "_fuses_relu",
+                        lambda a, b: calls.append(real(a, b)) or calls[-1])
     got = _run(fused, x)
     assert sum(calls) == 3 * 3  # the three BatchNorm + ReLU pairs, in each of three forwards
     monkeypatch.setattr(container, "_fuses_relu", lambda a, b: False)

@@ -92,7 +92,8 @@ def test_batch_norm_errors_name_shapes(backend):
 @HYPOTHESIS
 @given(n=st.integers(1, 4), c=st.integers(1, 5), length=st.integers(1, 40), training=st.booleans(),
        need_dx=st.booleans(), seed=st.integers(0, 2**16))
-def test_batch_norm_relu_is_batch_norm_then_relu(backend, dtype, n, c, length, training, need_dx, seed):
+def test_batch_norm_relu_is_batch_norm_then_relu(backend, dtype, n, c, length, training, need_dx,
+                                                  seed):
     """The fused forward is the unfused one then F.relu, bit for bit; its backward is the unfused
     backward of F.relu_backward's gradient, to rounding (the masked sums may vectorise in
     another order), and the oracle's."""
@@ -107,7 +108,8 @@ def test_batch_norm_relu_is_batch_norm_then_relu(backend, dtype, n, c, length, t
     np.testing.assert_array_equal(fused, F.relu(plain, backend=backend))
     dout = random(rng, x.shape, dtype)
     got = F.batch_norm_backward(dout, cache, need_dx)
-    want = F.batch_norm_backward(F.relu_backward(dout, fused, backend=backend), plain_cache, need_dx)
+    masked = F.relu_backward(dout, fused, backend=backend)
+    want = F.batch_norm_backward(masked, plain_cache, need_dx)
     oracle_out, oracle_cache = F.batch_norm(x, w, b, *stats, training, backend="naive", relu=True)
     assert rel_error(fused, oracle_out) < RTOL[np.dtype(dtype)]
     oracle = F.batch_norm_backward(dout, oracle_cache, need_dx)
