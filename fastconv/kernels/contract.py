@@ -171,7 +171,8 @@ CONTRACT = {
 }
 
 #: The families, in the order above: one file each in every tier (``elementwise`` and ``optim``
-#: are ``kernels/_host.py`` and ``kernels/_host_optim.py`` for both host tiers).
+#: are ``kernels/_host.py`` and ``kernels/_host_optim.py`` for both host tiers; the cpu tier fuses
+#: SGD and Adam in its own ``optim``).
 FAMILIES = tuple(CONTRACT)
 
 #: Every function of the contract, family by family.

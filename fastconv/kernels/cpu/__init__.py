@@ -1,9 +1,10 @@
 """The cpu tier: Numba kernels for the data movement, NumPy's BLAS for the products.
 
 One file per op family of :mod:`fastconv.kernels.contract`, the same names as in every tier
-(``elementwise`` and ``optim`` are the NumPy helpers both host tiers share,
-:mod:`fastconv.kernels._host` and :mod:`fastconv.kernels._host_optim`); ``_common`` holds what
-the files share: the block and thread-split thresholds, the BLAS products and the splits.
+(``elementwise`` is the NumPy helpers both host tiers share, :mod:`fastconv.kernels._host`;
+:mod:`.optim` fuses SGD and Adam into one pass and takes the rest from
+:mod:`fastconv.kernels._host_optim`); ``_common`` holds what the files share: the block and
+thread-split thresholds, the BLAS products and the splits.
 
 Convolution: :func:`.conv.algorithm` is the one rule that picks a path per layer from its
 shape: direct accumulation (:mod:`.direct`) for few taps, Winograd F(2x2, 3x3)
@@ -26,6 +27,6 @@ already mapped instead of faulting in fresh pages.
 from ..contract import NAMES, bind
 
 # every contract function, from this tier's file of its family
-bind(globals(), elementwise="_host", optim="_host_optim")
+bind(globals(), elementwise="_host")
 
 __all__ = list(NAMES)
