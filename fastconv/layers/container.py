@@ -28,6 +28,7 @@ from .._npz import NpzReader, mismatches
 from .activation import ReLU
 from .module import Module, _ForwardScope, eval_mode
 from .normalization import _BatchNorm
+from .pooling import MaxPool2d
 
 __all__ = ["Sequential", "Residual", "Concat"]
 
@@ -39,14 +40,21 @@ def _bytes(n):
         n /= 1024
 
 
-def _fuses_relu(layer, nxt):
-    """Whether ``layer`` runs the ReLU ``nxt`` in its own pass: a BatchNorm, then a ReLU, neither
-    with its computation replaced (by a subclass or on the instance, as a profiler or a user's
-    patch does), so that what runs is what the user wrote."""
-    return (type(nxt) is ReLU and isinstance(layer, _BatchNorm)
-            and type(layer).forward is _BatchNorm.forward
-            and type(layer)._backward is _BatchNorm._backward
-            and not {"forward", "_backward"} & (vars(layer).keys() | vars(nxt).keys()))
+def _runs_relu(layer, nxt):
+    """The layer of the pair ``layer, nxt`` that runs the ReLU of the pair in its own pass, or
+    None: a BatchNorm before a ReLU (one pass each way), or a MaxPool2d after one (pooling first,
+    then the ReLU on the pooled values). Neither may have its computation replaced (by a
+    subclass or on the instance, as a profiler or a user's patch does), so that what runs is
+    what the user wrote, nor may the pool return its indices."""
+    if {"forward", "_backward"} & (vars(layer).keys() | vars(nxt).keys()):
+        return None
+    if type(nxt) is ReLU and isinstance(layer, _BatchNorm) and \
+            type(layer).forward is _BatchNorm.forward and \
+            type(layer)._backward is _BatchNorm._backward:
+        return layer
+    if type(layer) is ReLU and type(nxt) is MaxPool2d and not nxt.return_indices:
+        return nxt
+    return None
 
 
 class Sequential(Module):
@@ -91,19 +99,20 @@ class Sequential(Module):
 
     # -- computation -------------------------------------------------------------------------
     def forward(self, x):
-        """Apply every layer in order: x -> logits (or whatever the last layer gives). A
-        BatchNorm followed by a ReLU runs as one pass each way (same results, less memory
-        traffic)."""
+        """Apply every layer in order: x -> logits (or whatever the last layer gives). A ReLU
+        after a BatchNorm or before a MaxPool2d runs inside that layer (:func:`_runs_relu`: the
+        same results, less memory traffic)."""
         layers, i = self.layers, 0
         with _ForwardScope(self):
             while i < len(layers):
-                if i + 1 < len(layers) and _fuses_relu(layers[i], layers[i + 1]):
-                    x = layers[i]._forward(x, relu=True)
-                    layers[i + 1]._applied()
-                    i += 2
-                else:
+                host = _runs_relu(layers[i], layers[i + 1]) if i + 1 < len(layers) else None
+                if host is None:
                     x = layers[i].forward(x)
                     i += 1
+                    continue
+                x = host._forward(x, relu=True)
+                (layers[i + 1] if host is layers[i] else layers[i])._applied()
+                i += 2
         return x
 
     def backward(self, dout):

@@ -51,11 +51,17 @@ class _Pool2d(Module):
 
 
 class _MaxBackward:
-    """Max pools keep ``(switches, input shape)`` and route dy through the switches."""
+    """Max pools keep ``(switches, input shape, relu)`` and route dy through the switches
+    (``relu``: the output of a pool that applied the ReLU before it, whose gradient comes
+    first)."""
 
     def _backward(self, dy, need_dx):
-        switches, shape = self._restore()
-        return F.max_pool2d_backward(dy, switches, shape) if need_dx else None
+        switches, shape, relu = self._restore()
+        if not need_dx:
+            return None
+        if relu is not None:
+            dy = F.relu_backward(dy, relu)
+        return F.max_pool2d_backward(dy, switches, shape)
 
     def _memory(self, in_shape, out_shape, itemsize):
         n = math.prod(out_shape)
@@ -79,11 +85,19 @@ class MaxPool2d(_MaxBackward, _Pool2d):
         self.return_indices = return_indices
 
     def forward(self, x):
+        return self._forward(x)
+
+    def _forward(self, x, relu=False):
+        """The forward; ``relu``: the ReLU before this pool, applied after it to the pooled
+        values (for :class:`fastconv.layers.Sequential`). A max commutes with a ReLU, so the
+        values and gradients are the same, for a fraction of the work (a quarter at 2x2)."""
         x = self._input(x)
         with in_layer(self, x.shape):
             out, switches = F.max_pool2d(x, self._kernel, self._stride, self._padding,
                                          self._dilation, self.ceil_mode)
-        self._save((switches, tuple(x.shape)))
+        if relu:
+            out = F.relu(out)
+        self._save((switches, tuple(x.shape), out if relu else None))
         return (out, switches) if self.return_indices else out
 
     def __repr__(self):
@@ -171,7 +185,7 @@ class AdaptiveMaxPool2d(_MaxBackward, _AdaptivePool2d):
         x = self._input(x)
         with in_layer(self, x.shape):
             out, switches = F.adaptive_max_pool2d(x, self.output_size)
-        self._save((switches, tuple(x.shape)))
+        self._save((switches, tuple(x.shape), None))
         return (out, switches) if self.return_indices else out
 
 

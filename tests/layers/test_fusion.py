@@ -1,8 +1,9 @@
-"""Sequential runs a BatchNorm followed by a ReLU as one pass each way: the same outputs, input
-and parameter gradients and running statistics as the two layers run apart (forward bit for bit,
-gradients to rounding), in training and eval, nested in blocks; a layer whose computation the
-user replaced (subclass or instance attribute) runs as written; a ReLU shared between a fused
-and an unfused place backpropagates both."""
+"""Sequential runs a ReLU inside the layer beside it: a BatchNorm before it (one pass each way),
+a MaxPool2d after it (the ReLU on the pooled values). The same outputs, input and parameter
+gradients and running statistics as the layers run apart (forward bit for bit, gradients to
+rounding), in training and eval, nested in blocks; a layer whose computation the user replaced
+(subclass or instance attribute) runs as written, and a pool that returns its indices is left
+alone; a ReLU shared between a fused and an unfused place backpropagates both."""
 import copy
 
 import numpy as np
@@ -26,7 +27,8 @@ def _net(dtype):
                                  L.BatchNorm2d(6, dtype=dtype), L.ReLU(),
                                  L.Conv2d(6, 6, 3, padding=1, bias=False, dtype=dtype),
                                  L.BatchNorm2d(6, dtype=dtype))),
-        L.ReLU(), L.Flatten(), L.Linear(6 * 5 * 5, 8, bias=False, dtype=dtype),
+        L.ReLU(), L.MaxPool2d(2, ceil_mode=True), L.Flatten(),
+        L.Linear(6 * 3 * 3, 8, bias=False, dtype=dtype),
         L.BatchNorm1d(8, dtype=dtype), L.ReLU(), L.Linear(8, 3, dtype=dtype), input_grad=True)
 
 
@@ -54,12 +56,15 @@ def test_fused_network_matches_the_layers_run_apart(dtype, monkeypatch):
     apart = copy.deepcopy(fused)
     x = np.random.default_rng(0).standard_normal((4, 2, 5, 5)).astype(dtype)
     calls = []
-    real = container._fuses_relu
-    monkeypatch.setattr(container, "_fuses_relu",
+    real = container._runs_relu
+    monkeypatch.setattr(container, "_runs_relu",
                         lambda a, b: calls.append(real(a, b)) or calls[-1])
     got = _run(fused, x)
-    assert sum(calls) == 3 * 3  # the three BatchNorm + ReLU pairs, in each of three forwards
-    monkeypatch.setattr(container, "_fuses_relu", lambda a, b: False)
+    # three BatchNorm + ReLU pairs and a ReLU + MaxPool2d, in each of three forwards
+    hosts = [type(h).__name__ for h in calls if h is not None]
+    assert hosts.count("BatchNorm2d") == 2 * 3 and hosts.count("BatchNorm1d") == 3
+    assert hosts.count("MaxPool2d") == 3
+    monkeypatch.setattr(container, "_runs_relu", lambda a, b: None)
     want = _run(apart, x)
     np.testing.assert_array_equal(got[0], want[0])  # the first forward: same arithmetic
     for i, (g, w) in enumerate(zip(got, want)):
@@ -95,9 +100,37 @@ def test_a_relu_shared_by_a_fused_and_an_unfused_place(monkeypatch):
     apart = copy.deepcopy(model)
     x = np.random.default_rng(2).standard_normal((2, 3, 4, 4))
     got = model.forward(x), model.backward(np.sin(np.arange(96.0)).reshape(2, 3, 4, 4))
-    monkeypatch.setattr(container, "_fuses_relu", lambda a, b: False)
+    monkeypatch.setattr(container, "_runs_relu", lambda a, b: None)
     want = apart.forward(x), apart.backward(np.sin(np.arange(96.0)).reshape(2, 3, 4, 4))
     for g, w in zip(got, want):
         assert rel_error(g, w) < 1e-12
     for p, q in zip(model.parameters(), apart.parameters()):
         assert rel_error(p.grad, q.grad) < 1e-12
+
+
+def test_max_pool_after_relu_routes_like_the_layers_apart(monkeypatch):
+    """Windows of negatives only (all zeros after the ReLU: PyTorch routes to the first, the
+    pooled pixel is the true maximum; both give a zero gradient), ties, padding and ceil_mode."""
+    x = np.array([[[[-1.0, -2.0, 3.0, 3.0, -1.0],
+                    [-4.0, -0.5, 3.0, 1.0, 2.0],
+                    [0.0, -1.0, -2.0, -3.0, 5.0],
+                    [0.0, 0.0, 7.0, -1.0, -1.0]]]])
+    dy_seed = np.random.default_rng(4)
+    for pool in (L.MaxPool2d(2), L.MaxPool2d(2, ceil_mode=True), L.MaxPool2d(3, 1, padding=1)):
+        fused = L.Sequential(L.ReLU(), pool, input_grad=True)
+        out = fused.forward(x)
+        dy = dy_seed.standard_normal(out.shape)
+        dx = fused.backward(dy)
+        with monkeypatch.context() as m:
+            m.setattr(container, "_runs_relu", lambda a, b: None)
+            apart = L.Sequential(L.ReLU(), copy.deepcopy(pool), input_grad=True)
+            np.testing.assert_array_equal(out, apart.forward(x))
+            np.testing.assert_array_equal(dx, apart.backward(dy))
+
+
+def test_a_pool_returning_indices_is_not_fused():
+    model = L.Sequential(L.ReLU(), L.MaxPool2d(2, return_indices=True))
+    x = -np.ones((1, 1, 2, 2), np.float32)
+    x[0, 0, 1, 1] = -0.5
+    out, idx = model.forward(x)
+    assert out.ravel().tolist() == [0.0] and idx.ravel().tolist() == [0]  # PyTorch's index
