@@ -122,6 +122,29 @@ def test_batch_norm_relu_is_batch_norm_then_relu(backend, dtype, n, c, length, t
 
 
 @pytest.mark.parametrize("backend", ALL_TIERS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_relu_masks_where_the_forward_was_positive(backend, dtype):
+    """Values an ulp apart around the ReLU's kink (eval mode, so the statistics are given): the
+    backward's mask (the cpu tier recomputes it from x) is the forward's output > 0 at every
+    element, so dx is dout * weight * inv_std exactly there and 0 elsewhere."""
+    t = np.dtype(dtype).type
+    x0, mu, var = t(0.7), t(0.2), t(1.7)
+    x = x0 + np.arange(-400, 400, dtype=dtype) * np.spacing(x0)
+    x = x.reshape(2, 1, 400)
+    w = np.array([1.3], dtype)
+    inv_std = t(1) / np.sqrt(var + t(1e-5))
+    b = -((x0 - mu) * (w[0] * inv_std))  # the kink at x0
+    b = np.array([b], dtype)
+    out, cache = F.batch_norm(x, w, b, np.array([mu]), np.array([var]), False, backend=backend,
+                              relu=True)
+    assert 100 < (out > 0).sum() < 700
+    dout = np.ones_like(x)
+    dx, _, _ = F.batch_norm_backward(dout, cache)
+    want = np.where(out > 0, (w[0] * inv_std).astype(dtype), t(0))
+    np.testing.assert_array_equal(dx, want)
+
+
+@pytest.mark.parametrize("backend", ALL_TIERS)
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_relu_finite_differences(backend, training):
     x, w, b = _inputs((3, 2, 4, 3), np.float64, seed=4)

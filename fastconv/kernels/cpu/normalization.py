@@ -11,6 +11,15 @@ from . import _common
 from ._common import _planes
 
 
+@njit(cache=True)
+def _normalized(v, mu, scale, shift):
+    """``(v - mean) * scale + bias``, compiled without fastmath: the forward's store and the
+    backward's ReLU mask (recomputed from x, so the backward need not read the output) agree bit
+    for bit. Not ``v * scale + (bias - mean * scale)``: no cancellation when |mean| >> std, and
+    an inf weight gives inf as the oracle's, not inf - inf."""
+    return (v - mu) * scale + shift
+
+
 # "reassoc" lets LLVM vectorise the per-plane sums of the batch-norm kernels (each a fixed order
 # per build, split by channel, so the bits do not depend on the thread count)
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
@@ -43,30 +52,32 @@ def _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps, one, 
             mean[c] = mu
             var[c] = acc * inv_count
             inv_std[c] = one / np.sqrt(var[c] + eps)
-        # (x - mean) * scale + bias, not x * scale + (bias - mean * scale): no cancellation when
-        # |mean| >> std, and an inf weight gives inf as the oracle's, not inf - inf
         mu, scale, shift = mean[c], weight[c] * inv_std[c], bias[c]
         for n in range(n_img):
             for i in range(length):
-                v = (x[n, c, i] - mu) * scale + shift
+                v = _normalized(x[n, c, i], mu, scale, shift)
                 out[n, c, i] = zero if relu and v < 0 else v  # NaN kept, as the ReLU kernel
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
-def _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_count, relu, y,
+def _bn_backward_kernel(dout, x, weight, bias, mean, inv_std, training, need_dx, inv_count, relu,
                         dweight, dbias, dx, c0, c1):
-    """Per channel: the two gradient sums, then dx. ``relu``: the forward was fused with a ReLU
-    whose output is ``y``, so dout counts only where y > 0 (the ReLU gradient, never stored)."""
+    """Per channel: the two gradient sums, then dx. ``relu``: the forward was fused with a ReLU,
+    so dout counts only where the forward's value was positive (the ReLU's gradient, from x and
+    the forward's affine map, as :func:`_normalized` computed it)."""
     n_img, c_in, length = x.shape
     for c in range(c0, c1):
         mu = mean[c]
         s = inv_std[c]
+        scale, shift = weight[c] * s, bias[c]
         zero = dout.dtype.type(0)  # a typed zero: ``v - v`` of an inf is NaN
         sum_g = sum_gx = zero
         for n in range(n_img):
             pg = pgx = zero
             for i in range(length):
-                g = dout[n, c, i] if not relu or y[n, c, i] > 0 else zero
+                g = dout[n, c, i]
+                if relu and not _normalized(x[n, c, i], mu, scale, shift) > 0:
+                    g = zero
                 pg += g
                 pgx += g * (x[n, c, i] - mu)
             sum_g += pg
@@ -80,12 +91,16 @@ def _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx, inv_c
                 b = sum_gx * s * s * inv_count
                 for n in range(n_img):
                     for i in range(length):
-                        g = dout[n, c, i] if not relu or y[n, c, i] > 0 else zero
+                        g = dout[n, c, i]
+                        if relu and not _normalized(x[n, c, i], mu, scale, shift) > 0:
+                            g = zero
                         dx[n, c, i] = k * (g - a - (x[n, c, i] - mu) * b)
             else:
                 for n in range(n_img):
                     for i in range(length):
-                        g = dout[n, c, i] if not relu or y[n, c, i] > 0 else zero
+                        g = dout[n, c, i]
+                        if relu and not _normalized(x[n, c, i], mu, scale, shift) > 0:
+                            g = zero
                         dx[n, c, i] = k * g
 
 
@@ -110,15 +125,14 @@ def batch_norm(x, weight, bias, mean, var, training, eps, relu=False):
     inv_count = _inv_count(x)
     _planes(lambda a, b: _bn_forward_kernel(x, weight, bias, mean, var, inv_std, training, eps,
                                             one, inv_count, bool(relu), out, a, b), x, axis=1)
-    if not training:
-        return out, None, None, (mean, inv_std)
-    return out, mean, var, (mean, inv_std)
+    saved = (mean, inv_std, bias)  # the bias for the ReLU mask of a fused backward
+    return out, (mean if training else None), (var if training else None), saved
 
 
 def batch_norm_backward(dout, x, weight, saved, training, need_dx=True, out=None):
     """dout (N, C, L) -> (dx or None, dweight (C,), dbias (C,)); zero gradients for no values.
-    ``out``: the output of a forward fused with a ReLU (dout counts where it is positive)."""
-    mean, inv_std = saved
+    ``out``: given (not read) when the forward applied a ReLU, whose mask comes from x."""
+    mean, inv_std, bias = saved
     c = x.shape[1]
     if x.size == 0:  # sums over nothing (the kernel would scale them by a NaN inv_std)
         dx = np.zeros(x.shape, x.dtype) if need_dx else None
@@ -128,9 +142,8 @@ def batch_norm_backward(dout, x, weight, saved, training, need_dx=True, out=None
     dx = empty(x.shape, x.dtype) if need_dx else empty((1, 1, 1), dtype=x.dtype)
     inv_count = _inv_count(x)
     relu = out is not None
-    y = out if relu else np.empty((1, 1, 1), x.dtype)
-    _planes(lambda a, b: _bn_backward_kernel(dout, x, weight, mean, inv_std, training, need_dx,
-                                             inv_count, relu, y, dweight, dbias, dx, a, b),
+    _planes(lambda a, b: _bn_backward_kernel(dout, x, weight, bias, mean, inv_std, training,
+                                             need_dx, inv_count, relu, dweight, dbias, dx, a, b),
             x, axis=1)
     return (dx if need_dx else None), dweight, dbias
 
