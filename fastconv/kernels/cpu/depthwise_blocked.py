@@ -87,7 +87,7 @@ def _geometry(x_shape, fh, fw, stride, pads, dilation, dtype):
     shapes only, computed once per shape (a training step calls :class:`Forward` anew)."""
     n, c = x_shape[:2]
     p = Plan(x_shape, (c, c, fh, fw), stride, pads, dilation, dtype)
-    _, lay_x, lay_o = p.forward_geometry()
+    _, lay_x, lay_o = p.forward_geometry
     geo = np.array([p.v, p.cb, p.plane_o, p.length], dtype=np.int64)
     return p, p.taps(), lay_x, lay_o, geo, _common.conv_parts(n * c * fh * fw * p.ho * p.wo, n, n)
 
