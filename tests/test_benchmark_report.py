@@ -289,3 +289,23 @@ def test_later_configurations_leave_the_memory_cells_to_the_first():
     assert out.returncode == 0, out.stderr[-3000:]
     assert "- network peak memory: measured in the first configuration only" in out.stdout
     assert "### peak memory" not in out.stdout and "peak memory:" not in out.stderr
+
+
+def test_fusion_ab_switches_everything_off_and_back_on():
+    """``benchmarks.fusion_ab`` compares the step with and without the ReLU fusions and the fused
+    optimizer updates: its switches must really switch, and restore."""
+    from benchmarks import fusion_ab
+    from fastconv.kernels import _host_optim, cpu
+    from fastconv.layers import container
+    bn, relu = fc.BatchNorm2d(2), fc.ReLU()
+    on, off = fusion_ab.switches("all")
+    try:
+        off()
+        assert container._runs_relu(bn, relu) is None
+        assert cpu.sgd_update is _host_optim.sgd_update
+        assert cpu.adam_update is _host_optim.adam_update
+    finally:
+        on()
+    assert container._runs_relu(bn, relu) is bn
+    assert cpu.sgd_update is not _host_optim.sgd_update
+    assert cpu.adam_update is not _host_optim.adam_update
