@@ -22,7 +22,8 @@ def switches(what):
     from fastconv.kernels import _host_optim, cpu
     from fastconv.layers import container
     on = {"relu": (container, "_runs_relu", container._runs_relu),
-          "sgd": (cpu, "sgd_update", cpu.sgd_update), "adam": (cpu, "adam_update", cpu.adam_update)}
+          "sgd": (cpu, "sgd_update", cpu.sgd_update),
+          "adam": (cpu, "adam_update", cpu.adam_update)}
     off = {"relu": lambda layer, nxt: None, "sgd": _host_optim.sgd_update,
            "adam": _host_optim.adam_update}
     keys = {"relu": ("relu",), "optim": ("sgd", "adam"), "all": ("relu", "sgd", "adam")}[what]
