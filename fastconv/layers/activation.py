@@ -40,9 +40,9 @@ class ReLU(_Activation):
     _fn, _grad = F.relu, F.relu_backward
 
     def _applied(self):
-        """The layer before ran this ReLU in its own pass and runs its gradient in its backward
-        (:class:`fastconv.layers.Sequential` fuses BatchNorm + ReLU): this call's backward
-        passes the gradient through."""
+        """The layer beside this ReLU ran it in its own pass and runs its gradient in its
+        backward (a BatchNorm before it or a MaxPool2d after it: see
+        :class:`fastconv.layers.Sequential`): this call's backward passes the gradient through."""
         self._save(_APPLIED)
 
     def _backward(self, dy, need_dx):

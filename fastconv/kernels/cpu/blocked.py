@@ -53,8 +53,8 @@ import math
 import numpy as np
 
 from ..._shapes import conv_output_hw
-from .._memory import empty
 from .. import _workers
+from .._memory import empty
 from .._workers import split
 from . import _common
 from ._common import _buffer, _zeroed_buffer
