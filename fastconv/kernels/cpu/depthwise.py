@@ -9,10 +9,10 @@ Passes take up to six taps at a time, so the output run is loaded and stored onc
 The input gradient is the same gather run backwards (a correlation of dout, laid out in the
 phase planes' width, with the taps of each phase), so it vectorises alike.
 
-Forward with one filter per channel and at least a vector of channels (V lanes: 16 float32
-with AVX-512) runs on the blocked layout instead (:mod:`.depthwise_blocked`: a tap is a vector
-FMA across channels, the sums in registers; per-layer timings against these kernels:
-``benchmarks/results-2026-12-07-depthwise-blocked.md``).
+Layers with one filter per channel and at least a vector of channels (V lanes: 16 float32
+with AVX-512) run on the blocked layout instead, forward and backward (:mod:`.depthwise_blocked`:
+a tap is a vector FMA across channels, the sums in registers; per-layer timings against these
+kernels: ``benchmarks/results-2026-12-07-depthwise-blocked.md``).
 
 The planes are split across the threads of :mod:`fastconv.kernels._workers`; backward gives
 each plane its own partial dW and db, summed over the images in a fixed order afterwards, so
@@ -235,11 +235,24 @@ def depthwise_conv2d_backward(dout, x, w, has_bias, stride, pads, dilation, save
     that a tap reads is in some dW sum), take the naive tier's gradients, which add only the
     valid positions.
     """
-    n_img, c = x.shape[:2]
-    k, _, fh, fw = w.shape
     if x.size == 0 or dout.size == 0 or not np.isfinite(w).all():
         return naive.depthwise_conv2d_backward(dout, x, w, has_bias, stride, pads, dilation, saved,
                                                need_dx)
+    if depthwise_blocked.applies(x.shape, w.shape, x.dtype):
+        dx, dw, db = depthwise_blocked.backward(dout, x, w, has_bias, stride, pads, dilation,
+                                                need_dx)
+    else:
+        dx, dw, db = _plane_backward(dout, x, w, has_bias, stride, pads, dilation, need_dx)
+    if not np.isfinite(dw).all():
+        return naive.depthwise_conv2d_backward(dout, x, w, has_bias, stride, pads, dilation, saved,
+                                               need_dx)
+    return dx, dw, db
+
+
+def _plane_backward(dout, x, w, has_bias, stride, pads, dilation, need_dx):
+    """:func:`depthwise_conv2d_backward` on NCHW planes (either layout of :func:`_geometry`)."""
+    c = x.shape[1]
+    k, _, fh, fw = w.shape
     geo = _geometry(x.shape, w.shape, stride, pads, dilation)
     x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
     w2 = np.ascontiguousarray(w.reshape(k, fh * fw))
@@ -253,11 +266,7 @@ def depthwise_conv2d_backward(dout, x, w, has_bias, stride, pads, dilation, save
         def run(u0, u1):
             _backward_kernel(dout, x, w2, *geo.args, *geo.back, need_dx, dx, dwp, dbp, u0, u1)
     split(run, c * geo.stacks, _parts(dout.size * fh * fw))
-    dw = dwp.sum(axis=0).reshape(w.shape)
-    if not np.isfinite(dw).all():
-        return naive.depthwise_conv2d_backward(dout, x, w, has_bias, stride, pads, dilation, saved,
-                                               need_dx)
     # per-stack partials summed in order (stacks depend on the shapes): the same bits for any
     # thread count
     db = dbp.sum(axis=0) if has_bias else None
-    return (dx if need_dx else None), dw, db
+    return (dx if need_dx else None), dwp.sum(axis=0).reshape(w.shape), db

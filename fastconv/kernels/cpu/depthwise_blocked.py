@@ -1,18 +1,27 @@
 """cpu depthwise convolution (one filter per channel) on the blocked channel layout of
-:mod:`.blocked`: forward, for :func:`fastconv.compile`'s plans.
+:mod:`.blocked`: forward (also :func:`fastconv.compile`'s plans) and both gradients.
 
 Each image is packed into the blocked layout (blocks of V channels, V the vector lanes, each a
 zero-padded plane of pixels with the V channels innermost, one phase plane per stride phase),
 so a tap of one block is a vector: a tile of ``ROWS`` output pixels of a block keeps its sums in
-registers (:func:`.microkernel.depthwise_kernel`) and adds, tap by tap, the input vectors at
-that tap's offset times the tap's V weights. The tiles run over the output plane in rows of the
-phase plane's width, as the dense blocked forward does (the last columns of each row are
-computed and dropped). The blocked output is moved back to NCHW with the bias added (and ReLU
-applied) while it is in cache.
+registers (:func:`.microkernel_depthwise.depthwise_kernel`) and adds, tap by tap, the input
+vectors at that tap's offset times the tap's V weights. The tiles run over the output plane in
+rows of the phase plane's width, as the dense blocked forward does (the last columns of each
+row are computed and dropped). The blocked output is moved back to NCHW with the bias added
+(and ReLU applied) while it is in cache.
 
 On NCHW (:mod:`.depthwise`) each plane is a run of short rows, packed as shifted copies, summed
 tap by tap and copied out: three passes over memory where this is one pass of FMAs in registers
 between a pack and an unpack of V x V register transposes.
+
+Backward packs each image's x and dout (dout zero-padded around, as the dense blocked
+backward lays it out). A tap's dW is x at the tap's offset times dout, summed over the valid
+output pixels only (inf or NaN in x never meets a spare column):
+:func:`.microkernel_depthwise.depthwise_weights_kernel` keeps ``DW_TAPS`` taps' sums in
+registers through one pass over the pixels. The input gradient, phase by phase, is the forward
+tiles on the packed dout with each phase's taps (:meth:`.blocked.Plan.dx_phases`' geometry, one
+filter a channel). Determinism as in :mod:`.blocked`: each image's dW from zero, summed in image
+order within ``chunks`` fixed by the shapes, the chunks in order.
 """
 import functools
 
@@ -24,12 +33,18 @@ from .._workers import split
 from . import _common
 from ._common import _buffer
 from .blocked import Plan
-from .blocked_kernels import ROWS, _epilogue, _pack, _unpack
-from .microkernel import depthwise_kernel, lanes
+from .blocked_kernels import ROWS, _epilogue, _pack, _sums, _unpack
+from .microkernel import lanes
+from .microkernel_depthwise import depthwise_kernel, depthwise_weights_kernel
 
-__all__ = ["Forward", "applies", "depthwise_weights", "tiles"]
+__all__ = ["Forward", "applies", "backward", "depthwise_weights", "tiles"]
 
 _TILE = depthwise_kernel(ROWS)
+#: Taps whose weight gradients one pass over a block's pixels sums (a 3x3 kernel in one pass:
+#: 9 accumulators, within AVX2's 16 vector registers). Fewer taps are padded with repeats of
+#: the last; more take passes of DW_TAPS, the last one overlapping the one before.
+DW_TAPS = 9
+_WEIGHTS = depthwise_weights_kernel(DW_TAPS)
 
 
 def applies(x_shape, w_shape, dtype):
@@ -117,3 +132,123 @@ class Forward:
 
         split(share, p.n, self.parts)
         return out
+
+
+@njit(nogil=True, cache=True)
+def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, taps, groups,
+                     dx_taps, dx_tap_start, wt, dx_w_start, geo, lay_x, lay_g, lay_dx):
+    """Images [s0, s1): dwb (C/V, Tp, V) += each image's dW (from zero in ``part``, dwb's
+    size), db += each image's db and, with ``need_dx``, dx[n] from the depthwise tiles on the
+    packed dout, phase by phase (phase i's taps ``dx_taps[dx_tap_start[i]:...]`` and weights
+    ``wt[dx_w_start[i]:...]``, per block). ``taps`` (C/V, Tp): x's tap offsets padded to Tp,
+    ``groups`` the first tap of each pass of DW_TAPS. ``geo``: see :func:`_backward_geometry`."""
+    v, blocks, ho, wo, wd, hg, wg, gy, gx = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5], \
+        geo[6], geo[7], geo[8]
+    plane_dx, length_dx, tp = geo[9], geo[10], geo[11]
+    phases = lay_dx[0] * lay_dx[1]
+    phase_size = blocks * plane_dx * v
+    plane_g = hg * wg * v
+    gsums = np.empty(dout.shape[1], dtype=x.dtype)
+    zero = np.zeros(x.shape[1], dtype=x.dtype)
+    for n in range(s0, s1):
+        _pack(x[n], xb, v, lay_x)
+        _pack(dout[n], gb, v, lay_g)
+        _sums(dout[n], gsums)
+        for k in range(gsums.shape[0]):
+            db[k] += gsums[k]
+        for cb in range(blocks):
+            g_off = cb * plane_g + (gy * wg + gx) * v
+            for g0 in groups:
+                _WEIGHTS(xb, 0, taps[cb * tp + g0:], gb, g_off, ho, wo, wd * v, wg * v, part,
+                         (cb * tp + g0) * v)
+        for i in range(part.shape[0]):
+            dwb[i] += part[i]
+        if not need_dx:
+            continue
+        for ph in range(phases):
+            out = dxb[ph * phase_size:(ph + 1) * phase_size]
+            t0, t1 = dx_tap_start[ph], dx_tap_start[ph + 1]
+            if t0 == t1:  # no tap lands on this phase: its pixels get no gradient
+                out[:] = 0
+                continue
+            tiles(gb, wt[dx_w_start[ph]:dx_w_start[ph + 1]], out, dx_taps[t0:t1], blocks,
+                  plane_dx, length_dx, v)
+        _unpack(dxb, plane_dx * v, v, lay_dx, zero, dx[n])
+
+
+@functools.lru_cache(maxsize=64)
+def _backward_geometry(x_shape, fh, fw, stride, pads, dilation, dtype):
+    """What backward needs of the shapes, once per shape: ``(plan, taps, groups, dx taps, dx
+    tap bounds, each dx tap's index in the kernel, geo, lay_x, lay_g, lay_dx)``."""
+    c = x_shape[1]
+    p = Plan(x_shape, (c, c, fh, fw), stride, pads, dilation, dtype)
+    v, blocks, ntaps = p.v, p.cb, fh * fw
+    tp = max(ntaps, DW_TAPS)
+    taps = p.taps().reshape(blocks, ntaps)
+    taps = np.concatenate([taps, np.repeat(taps[:, -1:], tp - ntaps, axis=1)], axis=1)
+    groups = np.array(sorted(set(range(0, tp - DW_TAPS + 1, DW_TAPS)) | {tp - DW_TAPS}),
+                      dtype=np.int64)
+    plane_g = p.hg * p.wg * v
+    dx_taps, bounds, index = [], [0], []
+    for ytaps in p.ytaps:
+        for xtaps in p.xtaps:
+            offs = [(oy * p.wg + ox) * v for _, oy in ytaps for _, ox in xtaps]
+            index += [fy * fw + fx for fy, _ in ytaps for fx, _ in xtaps]
+            dx_taps.append((np.arange(blocks)[:, None] * plane_g
+                            + np.array(offs, dtype=np.int64)[None, :]).ravel())
+            bounds.append(bounds[-1] + len(offs) * blocks)
+    plane_dx = p.hq * p.wg + ROWS
+    geo = np.array([v, blocks, p.ho, p.wo, p.wd, p.hg, p.wg, p.gy, p.gx, plane_dx,
+                    (p.hq - 1) * p.wg + p.wq, tp], dtype=np.int64)
+    lay_g = p.backward_geometry[2]
+    lay_dx = np.array([p.sh, p.sw, blocks * plane_dx * v, p.wg, 0, 0], dtype=np.int64)
+    return (p, np.ascontiguousarray(taps.ravel()), groups,
+            np.concatenate(dx_taps).astype(np.int64), np.array(bounds, dtype=np.int64),
+            np.array(index, dtype=np.int64), geo, p.x_layout(), lay_g, lay_dx)
+
+
+def backward(dout, x, w, has_bias, stride, pads, dilation, need_dx):
+    """Gradients of a depthwise conv (w (C, 1, FH, FW), where :func:`applies`): dout (N, C,
+    Hout, Wout) -> (dx or None, dw, db or None). The caller keeps inf or NaN weights away (the
+    dx tiles multiply the zeros around dout by them)."""
+    n, c = x.shape[:2]
+    fh, fw = w.shape[2], w.shape[3]
+    p, taps, groups, dx_taps, tap_bounds, index, geo, lay_x, lay_g, lay_dx = _backward_geometry(
+        tuple(x.shape), fh, fw, tuple(stride), tuple(pads), tuple(dilation), x.dtype)
+    macs = n * c * fh * fw * p.ho * p.wo
+    # chunks from the shapes (and the split threshold) only, never the thread count
+    chunks = max(1, min(n, 4)) if 2 * macs >= _common.SPLIT_FLOPS else 1
+    x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
+    v, blocks, tp = p.v, p.cb, int(geo[11])
+    wts = depthwise_weights(w, p).reshape(blocks, fh * fw, v)
+    # per phase: (blocks, phase taps, V); the phases' weights one after another
+    wt = np.concatenate([np.ascontiguousarray(wts[:, index[t0 // blocks:t1 // blocks]]).ravel()
+                         for t0, t1 in zip(tap_bounds[:-1], tap_bounds[1:])])
+    w_bounds = np.asarray(tap_bounds) * v
+    dx = empty(x.shape, dtype=x.dtype) if need_dx else np.empty((n, c, 0, 0), x.dtype)
+    dw_size = blocks * tp * v
+
+    def share(c0, c1):
+        xb, gb = p.x_buffer(), p.g_buffer()
+        dxb = _buffer("depthwise_blocked_dx", (int(lay_dx[2]) * p.sh * p.sw,), x.dtype)
+        part = _buffer("depthwise_blocked_dw", (dw_size,), x.dtype)
+        sums = []
+        for chunk in range(c0, c1):
+            s0, s1 = n * chunk // chunks, n * (chunk + 1) // chunks
+            dwb = np.zeros(dw_size, x.dtype)
+            db = np.zeros(c, dtype=x.dtype)
+            _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, taps,
+                             groups, dx_taps, tap_bounds, wt, w_bounds, geo, lay_x, lay_g,
+                             lay_dx)
+            sums.append((dwb, db))
+        return sums
+
+    results = [s for run in split(share, chunks, _common.conv_parts(macs, n, chunks))
+               for s in run]
+    dwb, db = results[0]
+    for part_dw, part_db in results[1:]:  # chunk order
+        dwb += part_dw
+        db += part_db
+    dw = dwb.reshape(blocks, tp, v)[:, :fh * fw].transpose(0, 2, 1).reshape(blocks * v, fh * fw)
+    return (dx if need_dx else None), np.ascontiguousarray(dw[:c]).reshape(w.shape), \
+        (db if has_bias else None)

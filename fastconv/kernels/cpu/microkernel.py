@@ -273,60 +273,6 @@ def segment_kernel(segments, length, nvec, a_rs, a_ls, b_ls, unroll=1):
     return tile
 
 
-def _emit_depthwise(context, builder, sig, args, rows):
-    """The IR of :func:`depthwise_kernel`'s tile: ``rows`` accumulators in registers (an alloca
-    that SROA promotes, as in :func:`_emit`); per tap one vector load of b and, per row, one of
-    a and an FMA."""
-    a, a_off, aoffs, ntaps, b, b_off, c, c_off = args
-    arrty = sig.args[0]
-    vecty, width, align = _vector(context, arrty)
-    pa, pb, pc = (_data(context, builder, sig.args[i], v) for i, v in ((0, a), (4, b), (6, c)))
-    po = _data(context, builder, sig.args[2], aoffs)
-    acc = cgutils.alloca_once(builder, ir.ArrayType(vecty, rows), name="acc")
-    slots = [builder.gep(acc, [_I32(0), _I32(i)]) for i in range(rows)]
-    for slot in slots:
-        builder.store(ir.Constant(vecty, None), slot)
-    fma = _fma(builder, vecty, arrty)
-    with cgutils.for_range(builder, ntaps) as loop:
-        t = loop.index
-        pa_t = builder.gep(pa, [builder.add(a_off, builder.load(builder.gep(po, [t])))])
-        tap = builder.load(_vector_ptr(builder, pb, builder.add(b_off, builder.mul(
-            t, _I64(width))), vecty), align=align)
-        for r, slot in enumerate(slots):
-            x = builder.load(_vector_ptr(builder, pa_t, _I64(r * width), vecty), align=align)
-            builder.store(builder.call(fma, [x, tap, builder.load(slot)]), slot)
-    for r, slot in enumerate(slots):
-        ptr = _vector_ptr(builder, pc, builder.add(c_off, _I64(r * width)), vecty)
-        builder.store(builder.load(slot), ptr, align=align)
-    return context.get_dummy_value()
-
-
-@functools.lru_cache(maxsize=None)
-def depthwise_kernel(rows):
-    """The intrinsic of a depthwise tile of ``rows`` pixels x one vector of V channels::
-
-        kern(a, a_off, aoffs, ntaps, b, b_off, c, c_off)
-
-    computes, for ``r < rows``, ``c[c_off + r*V : ... + V] = sum over t < ntaps of
-    a[a_off + aoffs[t] + r*V : ... + V] * b[b_off + t*V : ... + V]`` (lane by lane, one FMA a
-    tap in tap order, from zero): pixels V apart in a and c, each tap's V weights a vector.
-    ``a``, ``b``, ``c`` flat arrays of one float dtype, ``aoffs`` int64."""
-    if rows < 1:
-        raise ValueError(f"depthwise_kernel: {rows} rows must be positive")
-
-    @intrinsic
-    def tile(typingctx, a, a_off, aoffs, ntaps, b, b_off, c, c_off):
-        if not _typed(a, b, c, offsets=(aoffs,)):
-            return None
-        i = types.int64
-        sig = types.void(a, i, aoffs, i, b, i, c, i)
-
-        def codegen(context, builder, signature, args):
-            return _emit_depthwise(context, builder, signature, args, rows)
-        return sig, codegen
-    return tile
-
-
 def _emit_move(context, builder, sig, args, window):
     """The IR of :func:`move` (``window`` 1) and :func:`move_max` (2): per pixel a vector load
     and a vector fadd of the bias, ReLU as a select (an ``olt`` compare is false for NaN, which

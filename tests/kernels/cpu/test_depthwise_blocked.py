@@ -1,8 +1,10 @@
-"""The cpu tier's depthwise forward on the blocked layout (kernels/cpu/depthwise_blocked.py, which
-``depthwise.forward`` takes for one filter a channel and at least a vector of channels)
-against the naive tier: random geometries (strides, asymmetric padding, dilation, channels
-that fill the last vector or not), both dtypes, thread counts, non-contiguous inputs,
-non-finite values and the fused ReLU store.
+"""The cpu tier's depthwise forward and backward on the blocked layout
+(kernels/cpu/depthwise_blocked.py, which ``depthwise.forward`` and
+``depthwise.depthwise_conv2d_backward`` take for one filter a channel and at least a vector of
+channels) against the naive tier: random geometries (strides, asymmetric padding, dilation,
+kernels of fewer and more taps than one weight-gradient pass, channels that fill the last vector
+or not), both dtypes, thread counts, non-contiguous inputs, non-finite values and the fused
+ReLU store.
 """
 import numpy as np
 import pytest
@@ -126,3 +128,106 @@ def test_fewer_channels_than_a_vector_and_multipliers_keep_the_plane_kernels():
     got = depthwise.forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1))
     assert_close_to_oracle(got, naive.depthwise_conv2d(x, w, None, (1, 1), (1, 1, 1, 1),
                                                        (1, 1))[0], "fewer channels")
+
+
+def gradients(case, dtype, need_dx=True):
+    """``(blocked, dispatched, naive)`` gradients ``(dx, dw, db)`` of one random dout."""
+    x, w, b, geometry = arrays(case, dtype)
+    out = naive.depthwise_conv2d(x, w, b, *geometry)[0]
+    dout = random(np.random.default_rng(len(case) + x.size), out.shape, dtype)
+    return (depthwise_blocked.backward(dout, x, w, b is not None, *geometry, need_dx),
+            depthwise.depthwise_conv2d_backward(dout, x, w, b is not None, *geometry, None,
+                                                need_dx),
+            naive.depthwise_conv2d_backward(dout, x, w, b is not None, *geometry, None, need_dx))
+
+
+def check_backward(case, dtype, need_dx=True):
+    got, dispatched, want = gradients(case, dtype, need_dx)
+    for name, g, d, r in zip(("dx", "dw", "db"), got, dispatched, want):
+        if r is None:
+            assert g is None and d is None, name
+            continue
+        np.testing.assert_array_equal(d, g)  # the dispatcher takes the blocked path
+        assert g.dtype == r.dtype and g.shape == r.shape, name
+        assert_close_to_oracle(g, r, f"blocked depthwise {name} {case}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@HYPOTHESIS
+@given(data=st.data(), need_dx=st.booleans())
+def test_blocked_depthwise_gradients_match_naive(dtype, data, need_dx):
+    check_backward(data.draw(cases(np.dtype(dtype))), dtype, need_dx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", MOBILENET + [
+    (2, 17, 9, 8, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), True),   # 25 taps: passes 0, 9, 16
+    (2, 16, 8, 9, 4, 4, (2, 1), (1, 2, 2, 1), (1, 2), False),  # 16 taps: passes 0, 7
+    (2, 20, 6, 5, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), True),   # 1 tap, padded to 9
+    (2, 16, 9, 10, 3, 3, (3, 2), (0, 1, 2, 0), (2, 1), True),  # phases without taps
+])
+def test_blocked_depthwise_gradient_cases_match_naive(dtype, case):
+    check_backward(case, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", MOBILENET[:2])
+def test_gradient_bits_do_not_depend_on_the_thread_count(dtype, case):
+    """Chunks follow the shapes: 1 to 3 threads (split even for small layers) give the same
+    bits, and so does a run in one chunk's order with one thread."""
+    runs = []
+    for threads in (1, 2, 3):
+        fastconv.set_num_threads(threads)
+        try:
+            with patched([(cpu_common, "SPLIT_FLOPS", 0)]):
+                runs.append(gradients(case, dtype)[0])
+        finally:
+            fastconv.set_num_threads(None)
+    for other in runs[1:]:
+        for a, r in zip(other, runs[0]):
+            np.testing.assert_array_equal(a, r)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradients_of_non_contiguous_arrays(dtype):
+    x, w, b, geometry = arrays(MOBILENET[1], dtype)
+    out = naive.depthwise_conv2d(x, w, b, *geometry)[0]
+    dout = random(np.random.default_rng(3), out.shape, dtype)
+
+    def f_order(a):  # the same values, planes stored column by column
+        return np.ascontiguousarray(a.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+
+    got = depthwise_blocked.backward(f_order(dout), f_order(x), w, True, *geometry, True)
+    want = depthwise_blocked.backward(dout, x, w, True, *geometry, True)
+    for g, r in zip(got, want):
+        np.testing.assert_array_equal(g, r)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the oracle's inf * 0
+@pytest.mark.parametrize("where", ["x", "w"])
+@pytest.mark.parametrize("case", MOBILENET[:2])
+def test_gradients_with_inf_match_naive(where, case):
+    """An inf in x's last column, or in w, gives the naive tier's gradients, NaN for NaN: the
+    dispatcher hands inf weights (which the dx tiles would multiply by the zeros around dout)
+    and a non-finite dW to the naive tier; the blocked dW reads only valid pixels, so its
+    non-finite values are the oracle's."""
+    x, w, b, geometry = arrays(case, np.float32)
+    if where == "x":
+        x[0, 0, :, -1] = np.inf
+    else:
+        w[3, 0, 1, 1] = np.inf
+    out = naive.depthwise_conv2d(x, w, b, *geometry)[0]
+    dout = random(np.random.default_rng(5), out.shape, np.float32)
+    got = depthwise.depthwise_conv2d_backward(dout, x, w, True, *geometry, None, True)
+    want = naive.depthwise_conv2d_backward(dout, x, w, True, *geometry, None, True)
+    for name, g, r in zip(("dx", "dw", "db"), got, want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r), err_msg=name)
+        np.testing.assert_array_equal(np.isinf(g), np.isinf(r), err_msg=name)
+        finite = np.isfinite(r)
+        np.testing.assert_allclose(g[finite], r[finite], rtol=1e-4, atol=1e-4, err_msg=name)
+    if where == "x":  # the blocked kernels alone: dW's inf where the oracle's, dx finite
+        blocked = depthwise_blocked.backward(dout, x, w, True, *geometry, True)
+        for g, r in zip(blocked, want):
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
+            np.testing.assert_array_equal(np.isinf(g), np.isinf(r))
+        assert np.isfinite(blocked[0]).all() and not np.isfinite(blocked[1]).all()
