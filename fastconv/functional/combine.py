@@ -12,15 +12,17 @@ from ._common import _array
 __all__ = ["add", "cat", "split"]
 
 
-def add(a, b, backend=None):
-    """``a + b`` for two arrays of one shape (no broadcasting); b is taken in a's dtype."""
+def add(a, b, backend=None, *, relu=False):
+    """``a + b`` for two arrays of one shape (no broadcasting); b is taken in a's dtype.
+    ``relu=True`` applies :func:`relu` to the sum in the same pass (a residual block's add and
+    ReLU)."""
     name = resolve(backend, a, b)
     a = _array(a, "a")
     b = _array(b, "b", a.dtype)
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"add: the arrays have shapes {tuple(a.shape)} and {tuple(b.shape)}; they must "
                          "be equal")
-    return kernels(name).add(a, b)
+    return kernels(name).add(a, b, bool(relu))
 
 
 def _dim(dim, ndim, fn):

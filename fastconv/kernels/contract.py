@@ -140,7 +140,7 @@ CONTRACT = {
                                 "dout (N, G, M) -> (dx or None, dweight (C,), dbias (C,))"),
     },
     "combine": {
-        "add": ("a, b", "a, b (one shape) -> a + b"),
+        "add": ("a, b, relu=False", "a, b (one shape) -> a + b (max(., 0) when relu)"),
         "concat": ("parts", "parts (A, B_i, C) -> (A, sum B_i, C)"),
         "split": ("a, sizes", "a (A, D, C) -> [(A, B_i, C)], sum(sizes) == D"),
     },

@@ -41,7 +41,7 @@ class ReLU(_Activation):
 
     def _applied(self):
         """The layer beside this ReLU ran it in its own pass and runs its gradient in its
-        backward (a BatchNorm before it or a MaxPool2d after it: see
+        backward (a BatchNorm or a Residual before it, or a MaxPool2d after it: see
         :class:`fastconv.layers.Sequential`): this call's backward passes the gradient through."""
         self._save(_APPLIED)
 

@@ -42,16 +42,18 @@ def _bytes(n):
 
 def _runs_relu(layer, nxt):
     """The layer of the pair ``layer, nxt`` that runs the ReLU of the pair in its own pass, or
-    None: a BatchNorm before a ReLU (one pass each way), or a MaxPool2d after one (pooling first,
-    then the ReLU on the pooled values). Neither may have its computation replaced (by a
-    subclass or on the instance, as a profiler or a user's patch does), so that what runs is
-    what the user wrote, nor may the pool return its indices."""
+    None: a BatchNorm or a Residual before a ReLU (the ReLU in the norm's passes, or in the sum
+    of the branches), or a MaxPool2d after one (pooling first, then the ReLU on the pooled
+    values). Neither may have its computation replaced (by a subclass or on the instance, as a
+    profiler or a user's patch does), so that what runs is what the user wrote, nor may the pool
+    return its indices."""
     if {"forward", "_backward"} & (vars(layer).keys() | vars(nxt).keys()):
         return None
-    if type(nxt) is ReLU and isinstance(layer, _BatchNorm) and \
-            type(layer).forward is _BatchNorm.forward and \
-            type(layer)._backward is _BatchNorm._backward:
-        return layer
+    if type(nxt) is ReLU:
+        for host in (_BatchNorm, Residual):
+            if isinstance(layer, host) and type(layer).forward is host.forward and \
+                    type(layer)._backward is host._backward:
+                return layer
     if type(layer) is ReLU and type(nxt) is MaxPool2d and not nxt.return_indices:
         return nxt
     return None
@@ -100,8 +102,8 @@ class Sequential(Module):
     # -- computation -------------------------------------------------------------------------
     def forward(self, x):
         """Apply every layer in order: x -> logits (or whatever the last layer gives). A ReLU
-        after a BatchNorm or before a MaxPool2d runs inside that layer (:func:`_runs_relu`: the
-        same results, less memory traffic)."""
+        after a BatchNorm or a Residual, or before a MaxPool2d, runs inside that layer
+        (:func:`_runs_relu`: the same results, less memory traffic)."""
         layers, i = self.layers, 0
         with _ForwardScope(self):
             while i < len(layers):
@@ -357,14 +359,24 @@ class Residual(_Branches):
 
     def forward(self, x):
         """y = body(x) + shortcut(x) (or + x)."""
+        return self._forward(x)
+
+    def _forward(self, x, relu=False):
+        """The forward; ``relu``: then a ReLU in the same pass as the sum (and its gradient in
+        this block's backward), for :class:`Sequential` when a ReLU follows."""
         x = self._input(x)
         with _ForwardScope(self):
             y = self.body.forward(x)
             s = x if self.shortcut is None else self.shortcut.forward(x)
             self._check(y.shape, s.shape)
-            return F.add(y, s)
+            out = F.add(y, s, relu=relu)
+        self._save(out if relu else None)
+        return out
 
     def _backward(self, dy, need_dx):
+        out = self._restore()
+        if out is not None:  # the fused ReLU's gradient, before the branches
+            dy = F.relu_backward(dy, out)
         grads = [dy] if self.shortcut is None else [self.shortcut._backward(dy, need_dx)]
         grads.insert(0, self.body._backward(dy, need_dx))
         return self._branch_grads(grads, need_dx)

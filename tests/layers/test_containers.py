@@ -355,6 +355,32 @@ def test_add_keeps_the_first_dtype_and_checks_shapes():
         F.add(a, a.T)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", ["naive", "cpu"])
+@settings(deadline=None, max_examples=25)
+@given(shape=st.lists(st.integers(0, 9), min_size=1, max_size=4), relu=st.booleans(),
+       transposed=st.booleans())
+def test_add_is_numpys_sum_then_relu(dtype, backend, shape, relu, transposed):
+    """Bit for bit ``a + b`` (then ``max(., 0)`` with ``relu``, NaN kept) for any shape,
+    non-contiguous inputs included, and arrays large enough to split across threads."""
+    rng = np.random.default_rng(len(shape))
+    a = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape).astype(dtype)
+    if a.size:
+        a.flat[0], b.flat[-1] = np.nan, -a.flat[-1]  # a NaN, and an exact zero
+    if transposed:
+        a, b = a.T, b.T
+    want = a + b
+    if relu:
+        want = np.where(want < 0, dtype(0), want)
+    got = F.add(a, b, backend=backend, relu=relu)
+    assert got.dtype == np.dtype(dtype) and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    big = rng.standard_normal(2**19).astype(dtype)
+    np.testing.assert_array_equal(F.add(big, big[::-1], backend=backend, relu=relu),
+                                  np.maximum(big + big[::-1], 0) if relu else big + big[::-1])
+
+
 def test_errors_name_the_problem():
     with pytest.raises(TypeError, match="body"):
         fc.Residual(3)
@@ -429,6 +455,7 @@ def test_add_concat_split_match_cpu(G, close, dtype):
         close(f"split {i}", got, want, exact=True)
     a, b = parts[0], rng.standard_normal(parts[0].shape).astype(dtype)
     close("add", G.add(a, b), cpu.add(a, b), exact=True)
+    close("add relu", G.add(a, b, True), cpu.add(a, b, True), exact=True)
 
 
 @pytest.mark.cuda

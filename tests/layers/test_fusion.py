@@ -1,5 +1,6 @@
 """Sequential runs a ReLU inside the layer beside it: a BatchNorm before it (one pass each way),
-a MaxPool2d after it (the ReLU on the pooled values). The same outputs, input and parameter
+a Residual before it (in the sum of the branches), a MaxPool2d after it (the ReLU on the pooled
+values). The same outputs, input and parameter
 gradients and running statistics as the layers run apart (forward bit for bit, gradients to
 rounding), in training and eval, nested in blocks; a layer whose computation the user replaced
 (subclass or instance attribute) runs as written, and a pool that returns its indices is left
@@ -27,7 +28,8 @@ def _net(dtype):
                                  L.BatchNorm2d(6, dtype=dtype), L.ReLU(),
                                  L.Conv2d(6, 6, 3, padding=1, bias=False, dtype=dtype),
                                  L.BatchNorm2d(6, dtype=dtype))),
-        L.ReLU(), L.MaxPool2d(2, ceil_mode=True), L.Flatten(),
+        L.ReLU(), L.Conv2d(6, 6, 1, dtype=dtype), L.ReLU(), L.MaxPool2d(2, ceil_mode=True),
+        L.Flatten(),
         L.Linear(6 * 3 * 3, 8, bias=False, dtype=dtype),
         L.BatchNorm1d(8, dtype=dtype), L.ReLU(), L.Linear(8, 3, dtype=dtype), input_grad=True)
 
@@ -60,10 +62,11 @@ def test_fused_network_matches_the_layers_run_apart(dtype, monkeypatch):
     monkeypatch.setattr(container, "_runs_relu",
                         lambda a, b: calls.append(real(a, b)) or calls[-1])
     got = _run(fused, x)
-    # three BatchNorm + ReLU pairs and a ReLU + MaxPool2d, in each of three forwards
+    # three BatchNorm + ReLU pairs, a Residual + ReLU and a ReLU + MaxPool2d, in each of three
+    # forwards
     hosts = [type(h).__name__ for h in calls if h is not None]
     assert hosts.count("BatchNorm2d") == 2 * 3 and hosts.count("BatchNorm1d") == 3
-    assert hosts.count("MaxPool2d") == 3
+    assert hosts.count("Residual") == 3 and hosts.count("MaxPool2d") == 3
     monkeypatch.setattr(container, "_runs_relu", lambda a, b: None)
     want = _run(apart, x)
     np.testing.assert_array_equal(got[0], want[0])  # the first forward: same arithmetic
@@ -134,3 +137,40 @@ def test_a_pool_returning_indices_is_not_fused():
     x[0, 0, 1, 1] = -0.5
     out, idx = model.forward(x)
     assert out.ravel().tolist() == [0.0] and idx.ravel().tolist() == [0]  # PyTorch's index
+
+
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_residual_then_relu_matches_the_layers_apart(shortcut, monkeypatch):
+    """The sum and its ReLU in one pass: the same output (bit for bit; zeros where the sum is
+    negative, NaN kept) and gradients as Residual then ReLU, sums exactly zero included (ReLU's
+    gradient there is 0, as PyTorch's), with the identity shortcut and a projection."""
+    rng = np.random.default_rng(6)
+    body = L.Sequential(L.Conv2d(3, 3, 3, padding=1, dtype=np.float64), L.ReLU())
+    proj = L.Conv2d(3, 3, 1, dtype=np.float64) if shortcut else None
+    model = L.Sequential(fc.Residual(body, proj), L.ReLU(), input_grad=True)
+    assert container._runs_relu(model[0], model[1]) is model[0]
+    apart = copy.deepcopy(model)
+    x = rng.standard_normal((2, 3, 5, 5))
+    x[0, :, 0, 0] = np.nan
+    dy = rng.standard_normal((2, 3, 5, 5))
+    out = model.forward(x)
+    assert np.isnan(out[0, :, 0, 0]).all() and (out[~np.isnan(out)] >= 0).all()
+    assert (out == 0).any()
+    dx = model.backward(dy)
+    monkeypatch.setattr(container, "_runs_relu", lambda a, b: None)
+    np.testing.assert_array_equal(out, apart.forward(x))
+    np.testing.assert_array_equal(dx, apart.backward(dy))
+    for p, q in zip(model.parameters(), apart.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)
+
+
+def test_a_residual_sum_of_exact_zero_has_no_gradient():
+    """x + (-x) is exactly 0: the fused ReLU passes no gradient there, as ReLU alone."""
+    neg = L.Conv2d(1, 1, 1, bias=False, dtype=np.float64)
+    neg.weight.data[...] = -1.0
+    model = L.Sequential(fc.Residual(neg), L.ReLU(), input_grad=True)
+    x = np.arange(-2.0, 2.0).reshape(1, 1, 2, 2)
+    out = model.forward(x)
+    assert (out == 0).all()
+    assert (model.backward(np.ones_like(out)) == 0).all()
+    assert neg.weight.grad.item() == 0

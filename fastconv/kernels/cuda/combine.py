@@ -2,6 +2,7 @@
 into its slice of a concatenation (or reads it back out, for the split)."""
 from numba import cuda
 
+from . import activation
 from ._launch import _A1, _A3, _dev, _empty, _flat, _launch, _sigs
 
 
@@ -28,14 +29,14 @@ def _block_copy_kernel(part, whole, offset, into):
             part[a, b, c] = whole[a, offset + b, c]
 
 
-def add(a, b):
-    """a + b on the device, both of one shape and dtype."""
+def add(a, b, relu=False):
+    """a + b on the device, both of one shape and dtype; then the ReLU kernel when ``relu``."""
     a = _dev(a)
     b = _dev(b, a.dtype)
     out = _empty(a.shape, a.dtype)
     if out.size:
         _add_kernel[_launch(out.size)](_flat(a), _flat(b), _flat(out))
-    return out
+    return activation.relu(out) if relu else out
 
 
 def concat(parts):

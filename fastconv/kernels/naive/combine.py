@@ -1,11 +1,14 @@
-"""Naive combining of branch outputs: elementwise sum, concatenation and its inverse split (shared
-by the cpu tier: NumPy's copies are already the fast path)."""
+"""Naive combining of branch outputs: elementwise sum, concatenation and its inverse split (the
+last two shared by the cpu tier: NumPy's copies are already the fast path)."""
 import numpy as np
 
 
-def add(a, b):
-    """a + b, both of one shape and dtype."""
-    return a + b
+def add(a, b, relu=False):
+    """a + b, both of one shape and dtype; then max(., 0) when ``relu`` (NaN kept)."""
+    out = a + b
+    if relu:
+        out = np.where(out < 0, out.dtype.type(0), out)
+    return out
 
 
 def concat(parts):
