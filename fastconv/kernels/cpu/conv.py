@@ -35,7 +35,7 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1), backward=False):
     2. Winograd (:mod:`.winograd`): stride-1 undilated 3x3 kernels with output planes of at least
        2x2, at least WINO_BIG_C input and WINO_BIG_K output channels, and planes its 2x2 output
        tiles cover with at most WINO_WASTE more outputs (7x7 takes 8x8: 31% more); for the
-       gradients, at least WINO_BIG_C_BACKWARD input channels;
+       gradients, also at least WINO_BACKWARD_CHANNELS input or output channels;
     3. blocked (:mod:`.blocked`): stride 1 or 2, at least BLOCKED_C input and BLOCKED_K output
        channels, more than one tap unless the stride is 1, and a padded width (over the stride)
        under 4/3 of the output width (the blocked forward computes rows of that width);
@@ -69,7 +69,8 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1), backward=False):
         return "direct"
     if c > 0 and pointwise.applies(w_shape, stride, pads):
         return "pointwise"
-    if fits and c >= (WINO_BIG_C_BACKWARD if backward else WINO_BIG_C) and k >= WINO_BIG_K and \
+    if fits and c >= WINO_BIG_C and k >= WINO_BIG_K and \
+            (not backward or max(c, k) >= WINO_BACKWARD_CHANNELS) and \
             4 * -(-ho // 2) * -(-wo // 2) <= (1 + WINO_WASTE) * ho * wo:
         return "winograd"
     if max(stride) <= 2 and c >= BLOCKED_C and k >= BLOCKED_K and \
@@ -88,11 +89,12 @@ WINO_CHANNELS = 16
 WINO_BIG_C = 32
 WINO_BIG_K = 64
 
-#: WINO_BIG_C for the gradients: Winograd's backward beats the blocked one from 128 channels;
-#: at 32 and 64 the blocked backward is as fast or faster (the forward is not:
-#: ``benchmarks/results-2026-12-thresholds.md``). The two passes keep nothing in common
+#: Fewest input or output channels for which the gradients go to Winograd before the blocked
+#: path: its backward wins from 128 (64 -> 128, 128 -> 128); at 32 -> 64 and 64 -> 64 the
+#: blocked backward is as fast or faster, where the blocked forward is not
+#: (``benchmarks/results-2026-12-thresholds.md``). The two passes keep nothing in common
 #: (Winograd's forward saves nothing), so each takes its own path.
-WINO_BIG_C_BACKWARD = 128
+WINO_BACKWARD_CHANNELS = 128
 
 #: Most extra outputs (a fraction) that Winograd's 2x2 output tiles may add for it to go before
 #: the blocked path: a 7x7 plane takes 8x8 (31% more), and there the blocked path is faster

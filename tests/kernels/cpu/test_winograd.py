@@ -139,11 +139,11 @@ def test_the_rule_picks_what_its_docstring_says(x_shape, w_shape, stride, pads, 
 
 
 @pytest.mark.parametrize("c, k, backward", [(32, 64, "blocked"), (64, 64, "blocked"),
-                                             (64, 128, "blocked"), (128, 128, "winograd"),
+                                             (64, 128, "winograd"), (128, 128, "winograd"),
                                              (256, 256, "winograd")])
-def test_the_gradients_take_winograd_from_128_input_channels(c, k, backward):
+def test_the_gradients_take_winograd_from_128_channels(c, k, backward):
     """The forward of these 3x3 layers is Winograd's; their gradients are the blocked path's
-    below WINO_BIG_C_BACKWARD input channels."""
+    below WINO_BACKWARD_CHANNELS input and output channels."""
     x_shape, w_shape = (8, c, 14, 14), (k, c, 3, 3)
     assert cpu_conv.algorithm(x_shape, w_shape, (1, 1), (1,) * 4) == "winograd"
     assert cpu_conv.algorithm(x_shape, w_shape, (1, 1), (1,) * 4, backward=True) == backward
