@@ -35,9 +35,9 @@ B: ``benchmarks/results-2026-12-thresholds.md``).
 
 Where :func:`.conv.algorithm` sends layers here: stride 1 or 2 with enough channels to fill
 whole channel blocks, and a padded width close to the output width (these kernels compute rows
-of that width). It keeps Winograd for 3x3 layers of 32+ input and 64+ output channels (for the
-gradients, 128+ channels in or out), where F(2x2, 3x3)'s 2.25x fewer multiplications beat kernels
-that run at the FMA ceiling, and im2col for few channels, strided 1x1 layers and wide padding. The per-layer timings (native and AVX2)
+of that width). It keeps Winograd for 3x3 layers of 32+ input and 64+ output channels, where
+F(2x2, 3x3)'s 2.25x fewer multiplications beat kernels that run at the FMA ceiling, and im2col
+for few channels, strided 1x1 layers and wide padding. The per-layer timings (native and AVX2)
 that set the rule: ``benchmarks/results-2026-12-thresholds.md``; the passes section of
 ``python -m benchmarks.report`` (``benchmarks/passes.py``) measures forward, dx and dW of B and
 D on one thread beside SGEMM.

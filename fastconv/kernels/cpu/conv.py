@@ -22,10 +22,9 @@ from .im2col_gemm import (GENERAL, _col2im_kernel, _Geometry, _im2col_kernel,  #
 ALGORITHM = None
 
 
-def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1), backward=False):
+def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     """The ONE rule that picks the cpu convolution path: ``"direct"``, ``"pointwise"``,
-    ``"winograd"``, ``"blocked"`` or ``"im2col"``, for the forward or (``backward``) the
-    gradients. In this order:
+    ``"winograd"``, ``"blocked"`` or ``"im2col"``. In this order:
 
     1. direct (:mod:`.direct`): stride 1, undilated, at most DIRECT_TAPS taps ``C*FH*FW`` and at
        most DIRECT_PASSES passes ``C*FH*ceil(FW/3)`` over each output plane;
@@ -34,8 +33,7 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1), backward=False):
        path: ``benchmarks/results-2026-12-07-pointwise.md``);
     2. Winograd (:mod:`.winograd`): stride-1 undilated 3x3 kernels with output planes of at least
        2x2, at least WINO_BIG_C input and WINO_BIG_K output channels, and planes its 2x2 output
-       tiles cover with at most WINO_WASTE more outputs (7x7 takes 8x8: 31% more); for the
-       gradients, also at least WINO_BACKWARD_CHANNELS input or output channels;
+       tiles cover with at most WINO_WASTE more outputs (7x7 takes 8x8: 31% more);
     3. blocked (:mod:`.blocked`): stride 1 or 2, at least BLOCKED_C input and BLOCKED_K output
        channels, more than one tap unless the stride is 1, and a padded width (over the stride)
        under 4/3 of the output width (the blocked forward computes rows of that width);
@@ -70,7 +68,6 @@ def algorithm(x_shape, w_shape, stride, pads, dilation=(1, 1), backward=False):
     if c > 0 and pointwise.applies(w_shape, stride, pads):
         return "pointwise"
     if fits and c >= WINO_BIG_C and k >= WINO_BIG_K and \
-            (not backward or max(c, k) >= WINO_BACKWARD_CHANNELS) and \
             4 * -(-ho // 2) * -(-wo // 2) <= (1 + WINO_WASTE) * ho * wo:
         return "winograd"
     if max(stride) <= 2 and c >= BLOCKED_C and k >= BLOCKED_K and \
@@ -88,13 +85,6 @@ WINO_CHANNELS = 16
 #: the blocked path (see :func:`algorithm`).
 WINO_BIG_C = 32
 WINO_BIG_K = 64
-
-#: Fewest input or output channels for which the gradients go to Winograd before the blocked
-#: path: its backward wins from 128 (64 -> 128, 128 -> 128); at 32 -> 64 and 64 -> 64 the
-#: blocked backward is as fast or faster, where the blocked forward is not
-#: (``benchmarks/results-2026-12-thresholds.md``). The two passes keep nothing in common
-#: (Winograd's forward saves nothing), so each takes its own path.
-WINO_BACKWARD_CHANNELS = 128
 
 #: Most extra outputs (a fraction) that Winograd's 2x2 output tiles may add for it to go before
 #: the blocked path: a 7x7 plane takes 8x8 (31% more), and there the blocked path is faster
@@ -118,13 +108,7 @@ def conv2d_memory(x_shape, w_shape, stride, pads, dilation, itemsize):
     """Bytes ``(kept for backward, workspace)`` that :func:`conv2d` and :func:`conv2d_backward`
     allocate beyond their inputs and outputs, for :meth:`fastconv.Sequential.summary`: those of
     the path :func:`algorithm` picks."""
-    kept, work = zip(*(_memory(algorithm(x_shape, w_shape, stride, pads, dilation, backward),
-                               x_shape, w_shape, stride, pads, dilation, itemsize)
-                       for backward in (False, True)))
-    return kept[0], max(work)
-
-
-def _memory(path, x_shape, w_shape, stride, pads, dilation, itemsize):
+    path = algorithm(x_shape, w_shape, stride, pads, dilation)
     if path == "blocked":
         return blocked.memory(x_shape, w_shape, stride, pads, dilation, itemsize)
     if path == "pointwise":
@@ -153,7 +137,7 @@ def conv2d_backward(dout, x, w, has_bias, stride, pads, saved, need_dx=True, dil
     Every path adds its partial sums in an order fixed by the shapes, so the result does not
     depend on the thread count.
     """
-    path = algorithm(x.shape, w.shape, stride, pads, dilation, backward=True)
+    path = algorithm(x.shape, w.shape, stride, pads, dilation)
     if path == "blocked" and need_dx and not np.isfinite(w).all():
         # the blocked dx also multiplies w by the zeros around dout: inf * 0 would make NaN
         # where the sum over the valid positions has inf; im2col adds only those (saved is None)

@@ -138,35 +138,6 @@ def test_the_rule_picks_what_its_docstring_says(x_shape, w_shape, stride, pads, 
     assert cpu_conv.algorithm(x_shape, w_shape, stride, pads) == expected
 
 
-@pytest.mark.parametrize("c, k, backward", [(32, 64, "blocked"), (64, 64, "blocked"),
-                                             (64, 128, "winograd"), (128, 128, "winograd"),
-                                             (256, 256, "winograd")])
-def test_the_gradients_take_winograd_from_128_channels(c, k, backward):
-    """The forward of these 3x3 layers is Winograd's; their gradients are the blocked path's
-    below WINO_BACKWARD_CHANNELS input and output channels."""
-    x_shape, w_shape = (8, c, 14, 14), (k, c, 3, 3)
-    assert cpu_conv.algorithm(x_shape, w_shape, (1, 1), (1,) * 4) == "winograd"
-    assert cpu_conv.algorithm(x_shape, w_shape, (1, 1), (1,) * 4, backward=True) == backward
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_a_winograd_forward_with_blocked_gradients_matches_naive(dtype, monkeypatch):
-    """conv2d_backward runs the path the rule gives the gradients (not the forward's), and the
-    pair gives the oracle's results."""
-    rng = np.random.default_rng(12)
-    x, w = random(rng, (2, 32, 14, 14), dtype), random(rng, (64, 32, 3, 3), dtype)
-    b, dout = random(rng, (64,), dtype), random(rng, (2, 64, 14, 14), dtype)
-    ran = []
-    real = cpu_conv.blocked.conv2d_backward
-    monkeypatch.setattr(cpu_conv.blocked, "conv2d_backward",
-                        lambda *a, **k: ran.append("blocked") or real(*a, **k))
-    assert cpu_conv.algorithm(x.shape, w.shape, (1, 1), (1,) * 4) == "winograd"
-    got = run_conv(x, w, b, 1, dout, "cpu")
-    assert ran == ["blocked"]
-    for name, a, r in zip(("out", "dx", "dw", "db"), got, run_conv(x, w, b, 1, dout, "naive")):
-        assert_close_to_oracle(a, r, f"winograd forward, blocked backward {name}")
-
-
 def test_forcing_the_algorithm_only_where_it_applies(monkeypatch):
     monkeypatch.setattr(cpu_conv, "ALGORITHM", "im2col")
     assert cpu_conv.algorithm((64, 32, 14, 14), (64, 32, 3, 3), (1, 1), (1,) * 4) == "im2col"
