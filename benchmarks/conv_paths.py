@@ -1,8 +1,8 @@
 """Two cpu conv paths on the same 3x3 stride-1 layers, forward and backward timed apart:
 ``conv.ALGORITHM`` forces each path in turn, round by round in one process (interleaved), on
 ``--threads`` threads, float32. Cells: the median over rounds of each path's ms, and the median
-(IQR) of the per-round ratio first/second. What sets :func:`fastconv.kernels.cpu.conv.algorithm`'s
-Winograd thresholds for the forward and the gradients.
+(IQR) of the per-round ratio first/second: the measurements behind
+:func:`fastconv.kernels.cpu.conv.algorithm`'s Winograd thresholds, each pass apart.
 
 ``python -m benchmarks.conv_paths [--paths blocked,winograd] [--shapes 64x64x14x64,...]``
 (each shape N x C x H(=W) x K) ``[--rounds 9] [--threads 2]``
