@@ -1,8 +1,10 @@
 """The training step of the example networks with and without what can be switched off in one
 process: the ReLUs that ``Sequential`` runs inside a neighbour (``--what relu``: after a batch
-norm, before a max pool), the cpu tier's one-pass SGD and Adam (``--what optim``: the NumPy
-rules instead), or both (``--what all``). The two states alternate round by round on the same
-model (``benchmarks.networks``' training rows: batch 64, each network's optimizer).
+norm or a residual sum, before a max pool; ``--what residual``: the residual sum's only), the
+cpu tier's one-pass SGD and Adam (``--what optim``: the NumPy rules instead), the depthwise
+backward on the blocked layout (``--what depthwise``: the NCHW plane kernels instead), or all
+of them (``--what all``). The two states alternate round by round on the same model
+(``benchmarks.networks``' training rows: batch 64, each network's optimizer).
 
 Cells: the median step of each state (ms) and the median (IQR) over rounds of on/off.
 
@@ -20,13 +22,21 @@ from .networks import _fastconv_case
 def switches(what):
     """(turn on, turn off) callables for ``what``."""
     from fastconv.kernels import _host_optim, cpu
+    from fastconv.kernels.cpu import depthwise, depthwise_blocked
     from fastconv.layers import container
-    on = {"relu": (container, "_runs_relu", container._runs_relu),
+    runs_relu = container._runs_relu
+    on = {"relu": (container, "_runs_relu", runs_relu),
+          "residual": (container, "_runs_relu", runs_relu),
           "sgd": (cpu, "sgd_update", cpu.sgd_update),
-          "adam": (cpu, "adam_update", cpu.adam_update)}
-    off = {"relu": lambda layer, nxt: None, "sgd": _host_optim.sgd_update,
-           "adam": _host_optim.adam_update}
-    keys = {"relu": ("relu",), "optim": ("sgd", "adam"), "all": ("relu", "sgd", "adam")}[what]
+          "adam": (cpu, "adam_update", cpu.adam_update),
+          "depthwise": (depthwise_blocked, "backward", depthwise_blocked.backward)}
+    off = {"relu": lambda layer, nxt: None,
+           "residual": lambda layer, nxt: (None if isinstance(layer, container.Residual)
+                                           else runs_relu(layer, nxt)),
+           "sgd": _host_optim.sgd_update, "adam": _host_optim.adam_update,
+           "depthwise": depthwise._plane_backward}
+    keys = {"relu": ("relu",), "residual": ("residual",), "optim": ("sgd", "adam"),
+            "depthwise": ("depthwise",), "all": ("relu", "sgd", "adam", "depthwise")}[what]
 
     def state(enabled):
         for key in keys:
@@ -48,7 +58,8 @@ def block(step, seconds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--what", choices=("relu", "optim", "all"), default="all")
+    parser.add_argument("--what", choices=("relu", "residual", "optim", "depthwise", "all"),
+                        default="all")
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--seconds", type=float, default=0.4, help="timed seconds a block")
     parser.add_argument("--nets", default="lenet,best,resnet,mobilenet")

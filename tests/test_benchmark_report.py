@@ -292,20 +292,33 @@ def test_later_configurations_leave_the_memory_cells_to_the_first():
 
 
 def test_fusion_ab_switches_everything_off_and_back_on():
-    """``benchmarks.fusion_ab`` compares the step with and without the ReLU fusions and the fused
-    optimizer updates: its switches must really switch, and restore."""
+    """``benchmarks.fusion_ab`` compares the step with and without the ReLU fusions, the fused
+    optimizer updates and the blocked depthwise backward: its switches must really switch, and
+    restore; ``residual`` switches the residual sum's ReLU only."""
     from benchmarks import fusion_ab
     from fastconv.kernels import _host_optim, cpu
+    from fastconv.kernels.cpu import depthwise, depthwise_blocked
     from fastconv.layers import container
-    bn, relu = fc.BatchNorm2d(2), fc.ReLU()
+    bn, relu, res = fc.BatchNorm2d(2), fc.ReLU(), fc.Residual(fc.ReLU())
+    blocked = depthwise_blocked.backward
     on, off = fusion_ab.switches("all")
     try:
         off()
         assert container._runs_relu(bn, relu) is None
+        assert container._runs_relu(res, relu) is None
         assert cpu.sgd_update is _host_optim.sgd_update
         assert cpu.adam_update is _host_optim.adam_update
+        assert depthwise_blocked.backward is depthwise._plane_backward
     finally:
         on()
-    assert container._runs_relu(bn, relu) is bn
+    assert container._runs_relu(bn, relu) is bn and container._runs_relu(res, relu) is res
     assert cpu.sgd_update is not _host_optim.sgd_update
     assert cpu.adam_update is not _host_optim.adam_update
+    assert depthwise_blocked.backward is blocked
+    on, off = fusion_ab.switches("residual")
+    try:
+        off()
+        assert container._runs_relu(res, relu) is None and container._runs_relu(bn, relu) is bn
+    finally:
+        on()
+    assert container._runs_relu(res, relu) is res
