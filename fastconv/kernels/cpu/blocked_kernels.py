@@ -235,6 +235,17 @@ def _forward_images(x, s0, s1, wts, bias, out, xb, ob, taps, geo, lay_x, lay_o, 
             _epilogue(out[n], res, n, relu)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def dx_phase(dxb, ph, phase_size, dx_tap_start):
+    """``(phase ph of dxb, its first tap, its end tap)`` for the dx tiles; a phase that no tap
+    reaches is zeroed here (its pixels get no gradient), and its taps are empty."""
+    out = dxb[ph * phase_size:(ph + 1) * phase_size]
+    t0, t1 = dx_tap_start[ph], dx_tap_start[ph + 1]
+    if t0 == t1:
+        out[:] = 0
+    return out, t0, t1
+
+
 @njit(nogil=True, cache=True)
 def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, taps, rows,
                      wt, dx_taps, dx_tap_start, dx_w_start, geo, lay_x, lay_g, lay_dx):
@@ -288,12 +299,9 @@ def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, t
         if not need_dx:
             continue
         for ph in range(phases):
-            out = dxb[ph * phase_size:(ph + 1) * phase_size]
-            t0, t1 = dx_tap_start[ph], dx_tap_start[ph + 1]
-            if t0 == t1:  # no tap lands on this phase: its pixels get no gradient
-                out[:] = 0
-                continue
-            _tiles(gb, wt[dx_w_start[ph]:dx_w_start[ph + 1]], out, dx_taps[t0:t1], cpad,
-                   plane_dx * v, wg, wq, length_dx, v, k_out - (kblocks - 1) * v,
-                   (t1 - t0) // kblocks)
+            out, t0, t1 = dx_phase(dxb, ph, phase_size, dx_tap_start)
+            if t0 < t1:
+                _tiles(gb, wt[dx_w_start[ph]:dx_w_start[ph + 1]], out, dx_taps[t0:t1], cpad,
+                       plane_dx * v, wg, wq, length_dx, v, k_out - (kblocks - 1) * v,
+                       (t1 - t0) // kblocks)
         _unpack(dxb, plane_dx * v, v, lay_dx, zero, dx[n])

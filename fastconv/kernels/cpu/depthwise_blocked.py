@@ -33,7 +33,7 @@ from .._workers import split
 from . import _common
 from ._common import _buffer
 from .blocked import Plan
-from .blocked_kernels import ROWS, _epilogue, _pack, _sums, _unpack
+from .blocked_kernels import ROWS, _epilogue, _pack, _sums, _unpack, dx_phase
 from .microkernel import lanes
 from .microkernel_depthwise import depthwise_kernel, depthwise_weights_kernel
 
@@ -166,13 +166,10 @@ def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, t
         if not need_dx:
             continue
         for ph in range(phases):
-            out = dxb[ph * phase_size:(ph + 1) * phase_size]
-            t0, t1 = dx_tap_start[ph], dx_tap_start[ph + 1]
-            if t0 == t1:  # no tap lands on this phase: its pixels get no gradient
-                out[:] = 0
-                continue
-            tiles(gb, wt[dx_w_start[ph]:dx_w_start[ph + 1]], out, dx_taps[t0:t1], blocks,
-                  plane_dx, length_dx, v)
+            out, t0, t1 = dx_phase(dxb, ph, phase_size, dx_tap_start)
+            if t0 < t1:
+                tiles(gb, wt[dx_w_start[ph]:dx_w_start[ph + 1]], out, dx_taps[t0:t1], blocks,
+                      plane_dx, length_dx, v)
         _unpack(dxb, plane_dx * v, v, lay_dx, zero, dx[n])
 
 
