@@ -24,13 +24,15 @@ NETS = ("lenet", "best", "resnet", "mobilenet")
 
 def interleaved(plans, x, rounds):
     """Table cells for ``plans`` on x: each round calls every plan three times, one plan after
-    the other; the first plan's median ms, then each other's median ms and median (IQR) ratio
-    to the first over rounds."""
+    the other, in reverse order every other round (whichever runs first after a switch meets
+    the other's caches and spinning threads); the first plan's median ms, then each other's
+    median ms and median (IQR) ratio to the first over rounds."""
     times = np.zeros((rounds, len(plans)))
     for plan in plans:
         plan(x)
     for r in range(rounds):
-        for i, plan in enumerate(plans):
+        order = list(enumerate(plans))
+        for i, plan in (order if r % 2 == 0 else order[::-1]):
             start = time.perf_counter()
             for _ in range(3):
                 plan(x)
