@@ -1,10 +1,10 @@
 """Sequential runs a ReLU inside the layer beside it: a BatchNorm before it (one pass each way),
 a Residual before it (in the sum of the branches), a MaxPool2d after it (the ReLU on the pooled
-values). The same outputs, input and parameter
-gradients and running statistics as the layers run apart (forward bit for bit, gradients to
-rounding), in training and eval, nested in blocks; a layer whose computation the user replaced
-(subclass or instance attribute) runs as written, and a pool that returns its indices is left
-alone; a ReLU shared between a fused and an unfused place backpropagates both."""
+values). The same outputs, input and parameter gradients and running statistics as the layers
+run apart (forward bit for bit, gradients to rounding), in training and eval, nested in blocks;
+a layer whose computation the user replaced (subclass or instance attribute) runs as written,
+and a pool that returns its indices is left alone; a ReLU shared between a fused and an unfused
+place backpropagates both."""
 import copy
 
 import numpy as np

@@ -24,6 +24,7 @@ filter a channel). Determinism as in :mod:`.blocked`: each image's dW from zero,
 order within ``chunks`` fixed by the shapes, the chunks in order.
 """
 import functools
+import itertools
 
 import numpy as np
 from numba import njit
@@ -220,7 +221,7 @@ def backward(dout, x, w, has_bias, stride, pads, dilation, need_dx):
     wts = depthwise_weights(w, p).reshape(blocks, fh * fw, v)
     # per phase: (blocks, phase taps, V); the phases' weights one after another
     wt = np.concatenate([np.ascontiguousarray(wts[:, index[t0 // blocks:t1 // blocks]]).ravel()
-                         for t0, t1 in zip(tap_bounds[:-1], tap_bounds[1:])])
+                         for t0, t1 in itertools.pairwise(tap_bounds)])
     w_bounds = np.asarray(tap_bounds) * v
     dx = empty(x.shape, dtype=x.dtype) if need_dx else np.empty((n, c, 0, 0), x.dtype)
     dw_size = blocks * tp * v
