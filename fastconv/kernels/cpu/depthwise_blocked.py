@@ -24,7 +24,6 @@ filter a channel). Determinism as in :mod:`.blocked`: each image's dW from zero,
 order within ``chunks`` fixed by the shapes, the chunks in order.
 """
 import functools
-import itertools
 
 import numpy as np
 from numba import njit
@@ -177,7 +176,9 @@ def _backward_images(dout, x, s0, s1, need_dx, dx, xb, gb, dxb, dwb, part, db, t
 @functools.lru_cache(maxsize=64)
 def _backward_geometry(x_shape, fh, fw, stride, pads, dilation, dtype):
     """What backward needs of the shapes, once per shape: ``(plan, taps, groups, dx taps, dx
-    tap bounds, each dx tap's index in the kernel, geo, lay_x, lay_g, lay_dx)``."""
+    tap bounds, the dx weights' order, geo, lay_x, lay_g, lay_dx)``. The dx weights are phase
+    after phase, each (C/V, its taps, V): ``np.take`` of :func:`depthwise_weights`' (C/V, taps,
+    V) at the order given."""
     c = x_shape[1]
     p = Plan(x_shape, (c, c, fh, fw), stride, pads, dilation, dtype)
     v, blocks, ntaps = p.v, p.cb, fh * fw
@@ -187,14 +188,16 @@ def _backward_geometry(x_shape, fh, fw, stride, pads, dilation, dtype):
     groups = np.array(sorted(set(range(0, tp - DW_TAPS + 1, DW_TAPS)) | {tp - DW_TAPS}),
                       dtype=np.int64)
     plane_g = p.hg * p.wg * v
-    dx_taps, bounds, index = [], [0], []
+    dx_taps, bounds, order = [], [0], []
+    cb, lane = np.arange(blocks)[:, None, None], np.arange(v)[None, None, :]
     for ytaps in p.ytaps:
         for xtaps in p.xtaps:
             offs = [(oy * p.wg + ox) * v for _, oy in ytaps for _, ox in xtaps]
-            index += [fy * fw + fx for fy, _ in ytaps for fx, _ in xtaps]
+            tap = np.array([fy * fw + fx for fy, _ in ytaps for fx, _ in xtaps], dtype=np.int64)
             dx_taps.append((np.arange(blocks)[:, None] * plane_g
                             + np.array(offs, dtype=np.int64)[None, :]).ravel())
             bounds.append(bounds[-1] + len(offs) * blocks)
+            order.append(((cb * ntaps + tap[None, :, None]) * v + lane).ravel())
     plane_dx = p.hq * p.wg + ROWS
     geo = np.array([v, blocks, p.ho, p.wo, p.wd, p.hg, p.wg, p.gy, p.gx, plane_dx,
                     (p.hq - 1) * p.wg + p.wq, tp], dtype=np.int64)
@@ -202,7 +205,7 @@ def _backward_geometry(x_shape, fh, fw, stride, pads, dilation, dtype):
     lay_dx = np.array([p.sh, p.sw, blocks * plane_dx * v, p.wg, 0, 0], dtype=np.int64)
     return (p, np.ascontiguousarray(taps.ravel()), groups,
             np.concatenate(dx_taps).astype(np.int64), np.array(bounds, dtype=np.int64),
-            np.array(index, dtype=np.int64), geo, p.x_layout(), lay_g, lay_dx)
+            np.concatenate(order).astype(np.int64), geo, p.x_layout(), lay_g, lay_dx)
 
 
 def backward(dout, x, w, has_bias, stride, pads, dilation, need_dx):
@@ -211,17 +214,14 @@ def backward(dout, x, w, has_bias, stride, pads, dilation, need_dx):
     dx tiles multiply the zeros around dout by them)."""
     n, c = x.shape[:2]
     fh, fw = w.shape[2], w.shape[3]
-    p, taps, groups, dx_taps, tap_bounds, index, geo, lay_x, lay_g, lay_dx = _backward_geometry(
+    p, taps, groups, dx_taps, tap_bounds, order, geo, lay_x, lay_g, lay_dx = _backward_geometry(
         tuple(x.shape), fh, fw, tuple(stride), tuple(pads), tuple(dilation), x.dtype)
     macs = n * c * fh * fw * p.ho * p.wo
     # chunks from the shapes (and the split threshold) only, never the thread count
     chunks = max(1, min(n, 4)) if 2 * macs >= _common.SPLIT_FLOPS else 1
     x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
     v, blocks, tp = p.v, p.cb, int(geo[11])
-    wts = depthwise_weights(w, p).reshape(blocks, fh * fw, v)
-    # per phase: (blocks, phase taps, V); the phases' weights one after another
-    wt = np.concatenate([np.ascontiguousarray(wts[:, index[t0 // blocks:t1 // blocks]]).ravel()
-                         for t0, t1 in itertools.pairwise(tap_bounds)])
+    wt = np.take(depthwise_weights(w, p), order)
     w_bounds = np.asarray(tap_bounds) * v
     dx = empty(x.shape, dtype=x.dtype) if need_dx else np.empty((n, c, 0, 0), x.dtype)
     dw_size = blocks * tp * v
