@@ -5,7 +5,9 @@ An image's planes ``x[n]`` viewed as ``(C, H*W)`` are already a GEMM operand, so
 ``out[n] = w (K, C) @ x[n]`` needs no packing, no im2col copy and no layout pass afterwards;
 backward is ``dx[n] = w.T @ dout[n]`` and ``dW = sum over n of dout[n] @ x[n].T``. The products
 run in single-threaded BLAS (:func:`~fastconv.kernels._workers.one_blas_thread`), the images
-split across the threads of :mod:`fastconv.kernels._workers`; the bias and a ReLU (the plans'
+split across the threads of :mod:`fastconv.kernels._workers`, each thread's images as one
+stacked ``np.matmul`` (NumPy loops the per-image GEMMs in C: a Python loop per image held the
+GIL between the products, and the two threads waited on it); the bias and a ReLU (the plans'
 fused store) are applied to each thread's images right after their products, while they are in
 cache.
 
@@ -62,8 +64,7 @@ def forward(x, w, b, relu=False):
     touch = b is not None or relu
 
     def share(i0, i1):
-        for i in range(i0, i1):
-            np.matmul(w2, xs[i], out=os[i])
+        np.matmul(w2, xs[i0:i1], out=os[i0:i1])  # one GEMM per image, looped in C
         if touch:
             _bias_relu(os[i0:i1], bias, bool(relu))
 
@@ -99,17 +100,14 @@ def conv2d_backward(dout, x, w, has_bias, need_dx=True):
     sums = [None] * chunks
 
     def share(c0, c1):
-        tmp = np.empty((k, c), x.dtype)
         for q in range(c0, c1):
-            dw = np.zeros((k, c), x.dtype)
-            db = np.zeros(k, x.dtype)
-            for i in range(n * q // chunks, n * (q + 1) // chunks):
-                np.matmul(ds[i], xs[i].T, out=tmp)
-                dw += tmp
-                if has_bias:
-                    db += ds[i].sum(axis=1)
-                if need_dx:
-                    np.matmul(w2t, ds[i], out=dxs[i])
+            i0, i1 = n * q // chunks, n * (q + 1) // chunks
+            # one stacked product per chunk (BLAS per image, looped in C); the images' dW and
+            # db are then added in image order, as one image at a time would
+            dw = np.matmul(ds[i0:i1], xs[i0:i1].transpose(0, 2, 1)).sum(axis=0)
+            db = ds[i0:i1].sum(axis=2).sum(axis=0) if has_bias else None
+            if need_dx:
+                np.matmul(w2t, ds[i0:i1], out=dxs[i0:i1])
             sums[q] = (dw, db)
 
     if n:
@@ -118,14 +116,16 @@ def conv2d_backward(dout, x, w, has_bias, need_dx=True):
     dw, db = sums[0] if n else (np.zeros((k, c), x.dtype), np.zeros(k, x.dtype))
     for part_dw, part_db in sums[1:]:  # chunk order
         dw += part_dw
-        db += part_db
+        if has_bias:
+            db += part_db
     return dx, dw.reshape(w.shape), (db if has_bias else None)
 
 
 def memory(x_shape, w_shape, itemsize):
-    """Bytes ``(kept for backward, workspace)``: nothing kept; each chunk's dW and db, and the
-    weights transposed."""
+    """Bytes ``(kept for backward, workspace)``: nothing kept; every image's dW and db (each
+    chunk's stacked products, all chunks in flight at most), each chunk's sums, and the weights
+    transposed."""
     n, c = x_shape[:2]
     k = w_shape[0]
     chunks = _chunks(n, k, c, x_shape[2] * x_shape[3])
-    return 0, ((chunks + 2) * k * c + chunks * k) * itemsize
+    return 0, ((n + chunks + 2) * k * c + (n + chunks) * k) * itemsize
