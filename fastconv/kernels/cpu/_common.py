@@ -71,9 +71,11 @@ SPLIT_GEMM = 2**23
 
 #: The blocks of a cut GEMM hold about this many multiply-adds each, their count rounded up to a
 #: multiple of 4 (even runs for 1, 2 and 4 threads). The cut depends only on the shapes. Each
-#: block costs a repack of one operand, so blocks are no smaller than this (what more blocks
-#: cost on lenet's 800 -> 500 product: ``benchmarks/results-2026-12-thresholds.md``).
-GEMM_BLOCK_MACS = 2**23
+#: block costs a repack of one operand and a shorter product, so blocks are large: 2**23 cut
+#: best's 256 x 3136 @ 3136 x 256 into 28 blocks of 9 rows, 3x the time of 4 blocks (this and
+#: what more blocks cost on lenet's 800 -> 500 product: ``benchmarks/results-2026-12-thresholds.md``).
+#: Products under 2**28 multiply-adds thus use at most 4 threads.
+GEMM_BLOCK_MACS = 2**26
 
 #: OpenBLAS runs products of at least this many multiply-adds on all its threads, whose workers
 #: then busy-spin against ours: below SPLIT_GEMM they run with BLAS at one thread.
