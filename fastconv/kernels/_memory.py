@@ -9,8 +9,10 @@ next call of the same size (the next training step) reuses memory that is alread
 
 How a block comes back: the block is a ``memoryview``; each array handed out is a view of one
 ``np.frombuffer`` array over it. NumPy points every further view (slices, reshapes) at that
-array, since it is the first ``base`` that is not itself a view of an ndarray, so a finalizer on
-it runs only once nothing can reach the memory any more. At most :data:`CACHE_BYTES` are kept.
+array, since it is the first ``base`` that is not itself a view of an ndarray, so a weak
+reference's callback on it runs only once nothing can reach the memory any more (a plain
+``weakref.ref``, kept in :data:`_lent` until then: ``weakref.finalize`` cost several times more,
+and a training step takes dozens of arrays). At most :data:`CACHE_BYTES` are kept.
 """
 import math
 import threading
@@ -25,11 +27,13 @@ CACHE_BYTES = 512 * 2**20
 MIN_BYTES = 128 * 2**10
 
 _free = {}  # nbytes -> [memoryview, ...]
+_lent = {}  # id of the weakref to an array's owner -> (the weakref, its block)
 _held = [0]
 _lock = threading.Lock()
 
 
-def _give_back(block):
+def _give_back(ref):
+    block = _lent.pop(id(ref))[1]
     with _lock:
         if _held[0] + block.nbytes <= CACHE_BYTES:
             _free.setdefault(block.nbytes, []).append(block)
@@ -39,8 +43,7 @@ def _give_back(block):
 def empty(shape, dtype):
     """An uninitialised C-contiguous array like ``np.empty(shape, dtype)``, from the cache."""
     dtype = np.dtype(dtype)
-    shape = tuple(int(s) for s in shape)
-    nbytes = math.prod(shape) * dtype.itemsize
+    nbytes = int(math.prod(shape)) * dtype.itemsize
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     with _lock:
@@ -51,7 +54,8 @@ def empty(shape, dtype):
     if block is None:
         block = memoryview(np.empty(nbytes, np.uint8))
     owner = np.frombuffer(block, dtype=np.uint8)
-    weakref.finalize(owner, _give_back, block)
+    ref = weakref.ref(owner, _give_back)
+    _lent[id(ref)] = ref, block
     return owner.view(dtype).reshape(shape)
 
 

@@ -26,7 +26,7 @@ bounds depend only on the shapes (fixed blocks of images, fixed blocks of a prod
 columns) and add partial sums in piece order; the thread count only decides which thread runs
 which contiguous run of pieces.
 """
-import contextlib
+import functools
 import os
 import threading
 import time
@@ -165,29 +165,52 @@ def _team(size):
 
 
 def _blas():
-    """threadpoolctl's handles on the BLAS libraries loaded in this process (found once; the
-    caller holds ``_blas_lock``)."""
+    """``(get, set)`` of each BLAS library's thread count, for the libraries loaded in this
+    process (found once through threadpoolctl; the caller holds ``_blas_lock``).
+
+    Every split sets BLAS to one thread and back, dozens of times a training step, so OpenBLAS on
+    its own threads (a process-wide setting) is driven through its C functions, the ones
+    threadpoolctl ends up calling: its bookkeeping around them cost 7 us a split (more in a
+    step, with cold caches), against 0.3 us. Other libraries go through threadpoolctl.
+    """
     if _state["blas"] is None:
         from threadpoolctl import ThreadpoolController
-        _state["blas"] = ThreadpoolController().select(user_api="blas").lib_controllers
+        libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        _state["blas"] = [_blas_handles(lib) for lib in libs]
     return _state["blas"]
 
 
-def _set_blas_threads(counts):
-    """Set each BLAS library's thread count (``counts`` in :func:`_blas` order).
+def _blas_handles(lib):
+    """``(get, set)`` for one of threadpoolctl's library controllers (see :func:`_blas`)."""
+    symbol = getattr(lib, "_get_symbol", None)  # threadpoolctl >= 3.5 (name affixes included)
+    if getattr(lib, "internal_api", None) == "openblas" and symbol is not None and \
+            getattr(lib, "threading_layer", None) != "openmp":
+        get, set_ = symbol("openblas_get_num_threads"), symbol("openblas_set_num_threads")
+        if get is not None and set_ is not None:
+            return get, set_
+    return lib.get_num_threads, functools.partial(_set_through_threadpoolctl, lib)
+
+
+def _set_through_threadpoolctl(lib, n):
+    """Set a library's thread count through threadpoolctl.
 
     threadpoolctl lets only one "controlling" Python thread change OpenBLAS's process-wide
     setting and silently ignores the others, so a restore from any other thread would leave
     BLAS at one thread. The reference count of :func:`one_blas_thread` already keeps threads
     from fighting, so control is taken for the change and given up right after.
     """
-    for lib, n in zip(_blas(), counts):
-        release = getattr(type(lib), "clear_controlling_thread", None)  # threadpoolctl >= 3.6
-        if release is not None:
-            release(force=True)
-        lib.set_num_threads(n)
-        if release is not None:
-            release()
+    release = getattr(type(lib), "clear_controlling_thread", None)  # threadpoolctl >= 3.6
+    if release is not None:
+        release(force=True)
+    lib.set_num_threads(n)
+    if release is not None:
+        release()
+
+
+def _set_blas_threads(counts):
+    """Set each BLAS library's thread count (``counts`` in :func:`_blas` order)."""
+    for (_, set_), n in zip(_blas(), counts):
+        set_(n)
 
 
 def _after_fork_in_child():
@@ -204,7 +227,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@contextlib.contextmanager
 def one_blas_thread():
     """Context manager: BLAS at one thread meanwhile, for a split or a product run outside one.
 
@@ -213,20 +235,29 @@ def one_blas_thread():
     Python threads calling fastconv concurrently never leave BLAS at one thread for good. (While
     any of them is inside, every BLAS call of the process runs on one thread.)
     """
-    with _blas_lock:
-        if _state["blas_users"] == 0:
-            libs = _blas()
-            _state["saved"] = [lib.get_num_threads() for lib in libs]
-            _set_blas_threads([1] * len(libs))
-        _state["blas_users"] += 1
-    try:
-        yield
-    finally:
+    return _ONE_BLAS_THREAD
+
+
+class _OneBlasThread:
+    """:func:`one_blas_thread`'s context manager (a class: a split enters one every time)."""
+
+    def __enter__(self):
+        with _blas_lock:
+            if _state["blas_users"] == 0:
+                libs = _blas()
+                _state["saved"] = [get() for get, _ in libs]
+                _set_blas_threads([1] * len(libs))
+            _state["blas_users"] += 1
+
+    def __exit__(self, *exc):
         with _blas_lock:
             _state["blas_users"] -= 1
             if _state["blas_users"] == 0:
                 _set_blas_threads(_state["saved"])
                 _state["saved"] = None
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
 
 
 def shares(n_items, parts=None):

@@ -152,6 +152,36 @@ def test_the_blas_limit_holds_until_the_last_of_two_overlapping_users_leaves():
         assert blas_threads(before) == before
 
 
+def test_blas_handles_read_and_set_what_threadpoolctl_reports():
+    """The thread-count handles that every split uses (OpenBLAS's own C functions where it runs
+    its own threads) read and set the count that threadpoolctl sees, and a library they do not
+    know goes through threadpoolctl's controller."""
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        with _workers._blas_lock:
+            handles = _workers._blas()
+            assert [get() for get, _ in handles] == [2] * len(handles)
+            _workers._set_blas_threads([1] * len(handles))
+            inside = blas_threads(before)
+            _workers._set_blas_threads([2] * len(handles))
+        assert inside and set(inside.values()) == {1}
+        assert blas_threads(before) == before
+
+    class Other:
+        internal_api, threads = "mkl", 3
+
+        def get_num_threads(self):
+            return self.threads
+
+        def set_num_threads(self, n):
+            self.threads = n
+
+    lib = Other()
+    get, set_ = _workers._blas_handles(lib)
+    set_(5)
+    assert get() == lib.threads == 5
+
+
 def test_concurrent_splits_give_blas_its_setting_back_and_stay_correct():
     """Four Python threads run split convolutions at once (50 each, started together by a
     barrier): BLAS's one-thread limit is held while any split runs and restored by the last to
@@ -245,6 +275,23 @@ def test_memory_cache_is_bounded_and_small_arrays_bypass_it(monkeypatch):
     assert small.base is None  # a plain np.empty array
     _memory.clear()
     assert _memory.cached_bytes() == 0
+
+
+def test_memory_lends_each_block_once_and_forgets_it_when_the_array_dies():
+    """Two live arrays of one size never share a block, and the record of a lent block goes
+    with its last view (a record that outlived it would keep the block from coming back)."""
+    _memory.clear()
+    lent = len(_memory._lent)
+    a, b = _memory.empty((2**18,), np.float32), _memory.empty((512, 512), np.float32)
+    assert len(_memory._lent) == lent + 2
+    a[:] = 1
+    b[:] = 2
+    assert (a == 1).all() and (b == 2).all()
+    del a
+    assert len(_memory._lent) == lent + 1 and _memory.cached_bytes() == 2**20
+    del b
+    assert len(_memory._lent) == lent and _memory.cached_bytes() == 2 * 2**20
+    _memory.clear()
 
 
 def test_cpu_outputs_survive_later_calls_of_the_same_size():
