@@ -18,7 +18,8 @@ from fastconv._shapes import pool_output_hw
 from fastconv.kernels import cpu, naive
 
 from helpers import (ALL_TIERS, BACKENDS, DTYPES, HF, HYPOTHESIS, RTOL, assert_close_to_oracle,
-                     grad_rel_error, host, numeric_grad, random, rel_error, tie_free)
+                     at_thread_counts, grad_rel_error, host, numeric_grad, random, rel_error,
+                     tie_free)
 from op_helpers import cuda_test, on_simulator, rtol_torch, share_on_simulator, torch_and_functional
 from op_helpers import both  # noqa: F401  (a fixture)
 
@@ -402,6 +403,22 @@ def test_adaptive_pools_match_cpu(G, close, dtype, h, w, out_hw, seed):
     want, want_sw = cpu.adaptive_max_pool2d(x, out_hw)
     close("adaptive_max_pool2d", out, want, exact=True)
     np.testing.assert_array_equal(host(switches), want_sw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (1, 2, 3, 5), (64, 64, 7, 7)])
+def test_global_average_backward_matches_naive(dtype, shape):
+    """The global (1, 1) average's backward, one write per plane (split across the threads on
+    the large shape), gives the oracle's bits at 1 and 2 threads: dout / (H*W) over each plane;
+    dout may be non-contiguous."""
+    rng = np.random.default_rng(7)
+    dout = rng.standard_normal((shape[1], shape[0], 1, 1)).astype(dtype).transpose(1, 0, 2, 3)
+    want = naive.adaptive_avg_pool2d_backward(np.ascontiguousarray(dout), shape)
+    for got in at_thread_counts(lambda: cpu.adaptive_avg_pool2d_backward(dout, shape), [1, 2]):
+        assert got.shape == shape and got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, np.broadcast_to(dout / dtype(shape[2] * shape[3]),
+                                                           shape))
 
 
 @cuda_test

@@ -301,6 +301,16 @@ def _avg_pool_backward_kernel(dout, rows, cols, div, dx):
                         dx[p, y0 + i, x0 + j] += g
 
 
+@njit(nogil=True, cache=True)
+def _global_avg_backward_kernel(dout, count, dx):
+    """dx (P, L): every value of plane p is ``dout[p] / count`` (the gradient of a mean over
+    the plane), written once (the windowed kernel zeroes the plane and adds)."""
+    for p in range(dx.shape[0]):
+        g = dout[p] / count
+        for i in range(dx.shape[1]):
+            dx[p, i] = g
+
+
 def _max_over(x, rows, cols, dilation):
     """The generic max-pool kernel over the windows ``rows x cols`` -> (out, switches)."""
     n_img, c = x.shape[:2]
@@ -438,6 +448,12 @@ def adaptive_avg_pool2d(x, output_hw):
 
 def adaptive_avg_pool2d_backward(dout, input_shape):
     """dout (N, C, Hout, Wout) -> dx (input_shape): each bin's gradient over its size, spread
-    over the bin."""
-    return _avg_backward(dout, input_shape,
-                         *adaptive_avg_geometry(input_shape[2:], dout.shape[2:], dout.dtype))
+    over the bin; a (1, 1) output (global pooling) in one write of each plane."""
+    rows, cols, div = adaptive_avg_geometry(input_shape[2:], dout.shape[2:], dout.dtype)
+    if tuple(dout.shape[2:]) != (1, 1):
+        return _avg_backward(dout, input_shape, rows, cols, div)
+    n_img, c, h, wd = input_shape
+    dx = empty((n_img * c, h * wd), dtype=dout.dtype)
+    d1 = np.ascontiguousarray(dout).reshape(n_img * c)
+    _planes(lambda a, b: _global_avg_backward_kernel(d1[a:b], div[0, 0], dx[a:b]), dx)
+    return dx.reshape(tuple(input_shape))
