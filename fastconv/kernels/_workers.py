@@ -170,8 +170,9 @@ def _blas():
 
     Every split sets BLAS to one thread and back, dozens of times a training step, so OpenBLAS on
     its own threads (a process-wide setting) is driven through its C functions, the ones
-    threadpoolctl ends up calling: its bookkeeping around them cost 7 us a split (more in a
-    step, with cold caches), against 0.3 us. Other libraries go through threadpoolctl.
+    threadpoolctl ends up calling: threadpoolctl's bookkeeping around them costs many times the
+    calls (``benchmarks/results-2026-12-cpu-overheads.md``). Other libraries go through
+    threadpoolctl.
     """
     if _state["blas"] is None:
         from threadpoolctl import ThreadpoolController
@@ -239,7 +240,8 @@ def one_blas_thread():
 
 
 class _OneBlasThread:
-    """:func:`one_blas_thread`'s context manager (a class: a split enters one every time)."""
+    """:func:`one_blas_thread`'s context manager: a class, which enters and exits in a third of
+    a generator-based one's time, since every split enters it."""
 
     def __enter__(self):
         with _blas_lock:
