@@ -331,6 +331,16 @@ def _global(x, want_max):
     return out.reshape(n_img, c, 1, 1), switches.reshape(n_img, c, 1, 1)
 
 
+def _global_mean_backward(dout, input_shape):
+    """The gradient of :func:`_global`'s mean: dout (N, C, 1, 1) over H*W, every pixel."""
+    n_img, c, h, wd = input_shape
+    dx = empty((n_img * c, h * wd), dtype=dout.dtype)
+    d1 = dout.reshape(n_img * c)
+    count = dout.dtype.type(h * wd)
+    _planes(lambda a, b: _global_avg_backward_kernel(d1[a:b], count, dx[a:b]), dx)
+    return dx.reshape(tuple(input_shape))
+
+
 def _unrolled(hw, out_hw, kernel, stride, padding, dilation):
     """Which unrolled max-pool kernel takes these windows: 2 (2x2, stride 2), 3 (3x3) or None.
     Only windows that lie inside the input do (no padding, no dilation, every window whole)."""
@@ -448,12 +458,8 @@ def adaptive_avg_pool2d(x, output_hw):
 
 def adaptive_avg_pool2d_backward(dout, input_shape):
     """dout (N, C, Hout, Wout) -> dx (input_shape): each bin's gradient over its size, spread
-    over the bin; a (1, 1) output (global pooling) in one write of each plane."""
-    rows, cols, div = adaptive_avg_geometry(input_shape[2:], dout.shape[2:], dout.dtype)
-    if tuple(dout.shape[2:]) != (1, 1):
-        return _avg_backward(dout, input_shape, rows, cols, div)
-    n_img, c, h, wd = input_shape
-    dx = empty((n_img * c, h * wd), dtype=dout.dtype)
-    d1 = np.ascontiguousarray(dout).reshape(n_img * c)
-    _planes(lambda a, b: _global_avg_backward_kernel(d1[a:b], div[0, 0], dx[a:b]), dx)
-    return dx.reshape(tuple(input_shape))
+    over the bin; (1, 1) is one write of each plane."""
+    if tuple(dout.shape[2:]) == (1, 1):
+        return _global_mean_backward(dout, input_shape)
+    return _avg_backward(dout, input_shape,
+                         *adaptive_avg_geometry(input_shape[2:], dout.shape[2:], dout.dtype))
